@@ -1,0 +1,180 @@
+"""The radiograph object every later layer works on, and the one reader entry point.
+
+:func:`read_radiograph` chooses the reader from the file's content (falling back
+to its extension): DICOM through pydicom (:mod:`.dicom`), PNG/JPEG/TIFF/BMP
+through Pillow and NRRD/MetaImage/NIfTI through SimpleITK (:mod:`.raster`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import RadiographError
+from .calibration import ManualCalibration
+from .orientation import format_patient_orientation, image_axes
+
+__all__ = ["Radiograph", "read_radiograph", "detect_format"]
+
+PathLike = str | os.PathLike
+
+
+@dataclass
+class Radiograph:
+    """A single-frame grayscale projection radiograph.
+
+    Attributes:
+        pixels: ``(rows, cols)`` float32 display/model-ready intensities in the
+            MONOCHROME2 sense (higher = brighter = more attenuation, bone
+            bright): DICOM Modality LUT/rescale, then VOI LUT/window, then
+            MONOCHROME1 inversion; for other formats the stored values.
+        raw: ``(rows, cols)`` stored values exactly as decoded (DICOM stored
+            pixel values before any LUT; integer dtype of the file).
+        spacing_mm: ``(row, col)`` mm per pixel, or ``None`` when unknown.
+        calibration: label of definitions.md §7.4 (``pixels-only`` when
+            ``spacing_mm`` is ``None``).
+        patient_orientation: ``(x_direction, y_direction)`` such as
+            ``("L", "F")`` (DICOM Patient Orientation), or ``None`` when the
+            patient sides are unknown.
+        modality: DICOM Modality (``"DX"``, ``"CR"``, ...) or ``None``.
+        metadata: JSON-serialisable dict of technical fields only (no patient
+            data unless the reader was asked to include it).
+        path: the file read, or ``None`` for an in-memory object.
+        warnings: problems a user should know about (text they can act on).
+    """
+
+    pixels: np.ndarray
+    raw: np.ndarray
+    spacing_mm: tuple[float, float] | None = None
+    calibration: str = "pixels-only"
+    patient_orientation: tuple[str, str] | None = None
+    modality: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(rows, cols)`` of the image."""
+        return int(self.pixels.shape[0]), int(self.pixels.shape[1])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """Same as :attr:`shape`; the name used by the result file (``[rows, columns]``)."""
+        return self.shape
+
+    def info(self) -> dict[str, Any]:
+        """JSON-ready summary (what ``spine-align info`` prints); no patient data."""
+        md = self.metadata
+        axes = image_axes(self.patient_orientation)
+        return {
+            "image": str(self.path) if self.path is not None else None,
+            "format": md.get("format"),
+            "size": list(self.shape),
+            "spacing_mm": list(self.spacing_mm) if self.spacing_mm is not None else None,
+            "calibration": self.calibration,
+            "patient_orientation": format_patient_orientation(self.patient_orientation),
+            "orientation": axes.describe() if axes is not None else None,
+            "modality": self.modality,
+            "sop_class": md.get("sop_class"),
+            "view_position": md.get("view_position"),
+            "photometric": md.get("photometric_interpretation"),
+            "bits_allocated": md.get("bits_allocated"),
+            "bits_stored": md.get("bits_stored"),
+            "transfer_syntax": md.get("transfer_syntax"),
+            "warnings": list(self.warnings),
+        }
+
+
+# Magic numbers of the formats we read; anything else is tried as DICOM only by extension.
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+    (b"II+\x00", "tiff"),  # BigTIFF
+    (b"MM\x00+", "tiff"),
+    (b"BM", "bmp"),
+    (b"NRRD", "nrrd"),
+)
+_EXTENSIONS = {
+    ".dcm": "dicom", ".dicom": "dicom", ".dic": "dicom",
+    ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff", ".bmp": "bmp",
+    ".nrrd": "nrrd", ".nhdr": "nrrd", ".mha": "itk", ".mhd": "itk", ".nii": "itk", ".nii.gz": "itk",
+}
+
+
+def detect_format(path: PathLike) -> str:
+    """Guess the reader for a file: ``dicom``, ``png``, ``jpeg``, ``tiff``, ``bmp``, ``nrrd`` or ``itk``.
+
+    Content wins over the extension (a PNG named ``.dcm`` is read as PNG); a
+    file with an unknown extension and no known signature is tried as DICOM,
+    since DICOM files often have no extension at all.
+    """
+    p = Path(path)
+    with open(p, "rb") as fh:
+        head = fh.read(132)
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return "dicom"
+    for magic, fmt in _MAGIC:
+        if head.startswith(magic):
+            return fmt
+    name = p.name.lower()
+    if name.endswith(".nii.gz"):
+        return "itk"
+    return _EXTENSIONS.get(p.suffix.lower(), "dicom")
+
+
+def read_radiograph(
+    path: PathLike,
+    *,
+    spacing: Sequence[float] | ManualCalibration | None = None,
+    patient_orientation: str | Sequence[str] | None = None,
+    include_patient_data: bool = False,
+) -> Radiograph:
+    """Read a radiograph from DICOM, PNG, JPEG, TIFF, BMP, NRRD or another ITK format.
+
+    Args:
+        path: the image file.
+        spacing: ``(row, col)`` mm per pixel given by the user (label
+            ``manual:user``), or a :class:`~.calibration.ManualCalibration`
+            (label ``manual:<where>``). It overrides DICOM tags. Without it a
+            DICOM file is calibrated by definitions.md §7.4 and any other file
+            is ``pixels-only`` (angles and ratios only).
+        patient_orientation: DICOM-style Patient Orientation of the image, e.g.
+            ``"L,F"`` or ``("L", "F")`` when image +x is the patient's left and
+            image +y points to the feet. Overrides the DICOM tag. Without it
+            (and without the tag) patient sides are unknown.
+        include_patient_data: put patient-identifying fields (name, ID, birth
+            date, UIDs, descriptions, ...) into ``metadata``. Off by default.
+
+    Returns:
+        A :class:`Radiograph`.
+
+    Raises:
+        RadiographError: missing, unreadable, truncated, multi-frame, colour or
+            pixel-less file, or an invalid ``patient_orientation``.
+        CalibrationError: ``spacing`` is zero, negative or not finite.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise RadiographError(f"{p}: file not found; check the path.")
+    if p.is_dir():
+        raise RadiographError(f"{p}: is a folder, not an image file; give one image file.")
+    try:
+        fmt = detect_format(p)
+    except OSError as exc:
+        raise RadiographError(f"{p}: cannot be opened ({exc.strerror or exc}); check permissions.") from None
+    if fmt == "dicom":
+        from .dicom import read_dicom
+
+        return read_dicom(
+            p, spacing=spacing, patient_orientation=patient_orientation, include_patient_data=include_patient_data
+        )
+    from .raster import read_raster
+
+    return read_raster(p, fmt, spacing=spacing, patient_orientation=patient_orientation)
