@@ -1,0 +1,468 @@
+"""Match result files by image name and compute every evaluation table.
+
+Result files are read as plain dicts with :mod:`json` (format: protocols.md
+"Result file"), so this module does not depend on :mod:`SpineAlignmentLib.result`.
+
+Matching key: the basename of the result's ``image`` field without its
+extension, falling back to the JSON file stem when ``image`` is absent. An
+"extension" is only stripped when it contains a letter, so a DICOM
+SOPInstanceUID such as ``1.2.840.113619.2.55`` is kept whole.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ..errors import SpineAlignmentError
+from . import landmarks as lm
+from . import statistics as st
+
+log = logging.getLogger(__name__)
+
+TRUTH = "truth"
+MODEL = "model"
+
+#: Sets of Cobb-type parameters whose SMAPE is computed per image over the set.
+COBB_SETS = {
+    "AASCE": ("AASCE_1", "AASCE_2", "AASCE_3"),
+    "Cobb": ("Cobb_PT", "Cobb_MT", "Cobb_TLL"),
+}
+
+
+class EvaluationError(SpineAlignmentError):
+    """Evaluation input that cannot be used (empty folder, nothing matched)."""
+
+
+@dataclass
+class LoadedSet:
+    """Result dicts of one folder, keyed by image name, plus what could not be read."""
+
+    results: dict[str, dict] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class EvaluationReport:
+    """Everything ``spine-align evaluate`` computes, as pandas DataFrames.
+
+    Attributes:
+        parameters: one row per parameter, columns ``parameter, unit`` +
+            :data:`statistics.PARAMETER_COLUMNS` (machine-readable, NaN = missing).
+        table1: study 001 Table 1 layout, formatted text, one row per parameter.
+        landmarks: one row per landmark ID (+ an ``ALL`` row): counts, error in
+            px and mm, normalised error, SDR at 2/2.5/3/4 mm, calibration labels.
+        landmark_errors: one row per (image, landmark): the rows of
+            :func:`landmarks.compare_landmark_sets` with an ``image`` column.
+        icc: long table ``parameter, comparison, sources, n, icc2_1, ...``; one
+            row per parameter and pair of sources (truth, model, raters) and,
+            with three or more sources, one ``all`` row.
+        cobb: SMAPE (%) and circular MAE (deg) per Cobb set (``AASCE``, ``Cobb``).
+        counts: ``matched``, ``missing_in_pred``, ``missing_in_truth``, ``failed``
+            (ints) and the lists behind them.
+        sources: source names in order: ``truth``, ``model``, then raters.
+        notes: sentences for the report (e.g. why no SDR was computed).
+        images: matched image names, in the order of ``values``.
+        values: ``{parameter: {source: (N,) array}}`` over ``images``, NaN where absent.
+        files: output name -> path, filled by :meth:`write`.
+    """
+
+    parameters: "object"
+    table1: "object"
+    landmarks: "object"
+    landmark_errors: "object"
+    icc: "object"
+    cobb: "object"
+    counts: dict
+    sources: list[str]
+    notes: list[str] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
+    values: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def parameter_values(self):
+        """Long table ``image, parameter, <source>...`` of every compared value (NaN = absent)."""
+        import pandas as pd
+
+        frames = [pd.DataFrame({"image": self.images, "parameter": pid, **vals}) for pid, vals in self.values.items()]
+        if not frames:
+            return pd.DataFrame(columns=["image", "parameter", *self.sources])
+        return pd.concat(frames, ignore_index=True)
+
+    def write(self, out_dir: str | Path) -> dict[str, Path]:
+        """Write CSVs, PNGs and ``report.html`` into ``out_dir`` (created); returns ``files``."""
+        from .report import write_report
+
+        self.files = write_report(self, Path(out_dir))
+        return self.files
+
+
+# --------------------------------------------------------------------------- loading
+
+_EXT = re.compile(r"\.[A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*$")
+_COMPRESSION = (".gz", ".bz2", ".xz", ".zip")
+
+
+def strip_extension(name: str) -> str:
+    """Basename without its extension; ``.nii.gz``-style pairs lose both parts.
+
+    Only a suffix containing a letter counts as an extension, so DICOM UIDs
+    (``1.2.840.10008.1``) stay whole.
+    """
+    base = re.split(r"[\\/]", name.strip())[-1]
+    m = _EXT.search(base)
+    if m is None or m.start() == 0:
+        return base
+    stripped = base[:m.start()]
+    if m.group(0).lower() in _COMPRESSION:
+        m2 = _EXT.search(stripped)
+        if m2 is not None and m2.start() > 0:
+            stripped = stripped[:m2.start()]
+    return stripped
+
+
+def image_key(result: Mapping, fallback: str | None = None) -> str | None:
+    """Matching key of a result: ``image`` basename without extension, else ``fallback``."""
+    image = result.get("image") if isinstance(result, Mapping) else None
+    if isinstance(image, str) and image.strip():
+        return strip_extension(image)
+    return fallback
+
+
+def load_results(directory: str | Path, label: str = "") -> LoadedSet:
+    """Read every ``*.json`` below ``directory`` (recursively) as a result dict.
+
+    A file that is not valid JSON, not an object, or has neither ``landmarks``
+    nor ``parameters`` is recorded in ``failed`` with the reason, not raised: one
+    bad file must not stop an evaluation. A second file with the same image key
+    is also recorded as failed.
+
+    Raises:
+        EvaluationError: ``directory`` does not exist or is not a folder.
+    """
+    root = Path(directory)
+    if not root.is_dir():
+        raise EvaluationError(f"{label or 'result'} folder {str(root)!r} does not exist or is not a folder; "
+                              "pass the folder that holds the result JSON files.")
+    out = LoadedSet()
+    for path in sorted(root.rglob("*.json")):
+        rel = str(path.relative_to(root))
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            out.failed.append((rel, f"not readable as JSON: {exc}"))
+            continue
+        if not isinstance(data, dict):
+            out.failed.append((rel, f"top level is a JSON {type(data).__name__}, not an object"))
+            continue
+        if not isinstance(data.get("landmarks", {}), dict) or not isinstance(data.get("parameters", {}), dict):
+            out.failed.append((rel, "'landmarks' or 'parameters' is not a JSON object"))
+            continue
+        if "landmarks" not in data and "parameters" not in data:
+            out.failed.append((rel, "has neither 'landmarks' nor 'parameters'"))
+            continue
+        key = image_key(data, fallback=strip_extension(path.stem))
+        if key in out.results:
+            out.failed.append((rel, f"duplicate image name {key!r}, already given by {out.files[key]}"))
+            continue
+        out.results[key] = data
+        out.files[key] = rel
+    return out
+
+
+def _as_mapping(results: Sequence[dict] | Mapping[str, dict], label: str) -> dict[str, dict]:
+    if isinstance(results, Mapping):
+        return dict(results)
+    out: dict[str, dict] = {}
+    for i, r in enumerate(results):
+        key = image_key(r)
+        if key is None:
+            raise EvaluationError(f"{label} result #{i} has no 'image' field; give it one or pass a dict "
+                                  "{image name: result}.")
+        if key in out:
+            raise EvaluationError(f"{label} results contain image {key!r} twice; keep one result per image.")
+        out[key] = r
+    return out
+
+
+# --------------------------------------------------------------------------- values
+
+def _param_value(result: Mapping | None, pid: str) -> float:
+    if result is None:
+        return math.nan
+    entry = (result.get("parameters") or {}).get(pid)
+    value = entry.get("value") if isinstance(entry, Mapping) else entry
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return v if math.isfinite(v) else math.nan
+
+
+def _param_unit(results: Sequence[Mapping], pid: str) -> str:
+    for r in results:
+        entry = (r.get("parameters") or {}).get(pid)
+        if isinstance(entry, Mapping) and entry.get("unit"):
+            return str(entry["unit"])
+    return ""
+
+
+def _spacing(result: Mapping) -> tuple[float, float] | None:
+    sp = result.get("spacing_mm")
+    if sp is None:
+        return None
+    try:
+        row, col = float(sp[0]), float(sp[1])
+    except (TypeError, ValueError, IndexError, KeyError):
+        return None
+    if not (math.isfinite(row) and math.isfinite(col) and row > 0 and col > 0):
+        return None
+    return row, col
+
+
+def _canonical_order(results: Sequence[Mapping], key: str) -> list[str]:
+    """Protocol order of IDs when the protocol is known, else first-seen order."""
+    seen: dict[str, None] = {}
+    for r in results:
+        for k in (r.get(key) or {}):
+            seen.setdefault(k, None)
+    ids = list(seen)
+    protocols = {r.get("protocol") for r in results if r.get("protocol")}
+    if len(protocols) == 1:
+        try:
+            from ..protocols import get_protocol
+
+            proto = get_protocol(protocols.pop())
+            canon = list(proto.landmark_ids) if key == "landmarks" else [p.id for p in proto.parameters]
+            ids = [i for i in canon if i in seen] + [i for i in ids if i not in canon]
+        except Exception as exc:  # protocols module absent or unknown ID: first-seen order is fine
+            log.debug("no canonical order for %s: %s", key, exc)
+    return ids
+
+
+# --------------------------------------------------------------------------- main entry
+
+def compare_results(
+    truth: Sequence[dict] | Mapping[str, dict],
+    pred: Sequence[dict] | Mapping[str, dict],
+    raters: Mapping[str, Sequence[dict] | Mapping[str, dict]] | None = None,
+    *,
+    failed: Sequence[tuple[str, str]] = (),
+    parameters: Sequence[str] | None = None,
+) -> EvaluationReport:
+    """Compare predictions (and optional raters) with the ground truth.
+
+    Args:
+        truth: ground-truth result dicts (protocols.md "Result file"), as a list
+            (keyed by :func:`image_key`) or a mapping ``{image name: result}``.
+        pred: model result dicts, same forms.
+        raters: optional ``{rater name: results}``; used for the ICC among all
+            sources (rater images are matched to the truth's image names).
+        failed: ``(file, reason)`` pairs of files that could not be read, carried
+            into the counts.
+        parameters: parameter IDs to evaluate; default every ID present in any
+            truth or prediction, in protocol order when known.
+
+    Returns:
+        An :class:`EvaluationReport` (nothing written; call ``.write(dir)``).
+
+    Raises:
+        EvaluationError: no image is present in both truth and prediction.
+    """
+    import pandas as pd
+
+    t_map = _as_mapping(truth, "truth")
+    p_map = _as_mapping(pred, "prediction")
+    r_maps = {name: _as_mapping(res, f"rater {name!r}") for name, res in (raters or {}).items()}
+    for name in r_maps:
+        if name in (TRUTH, MODEL):
+            raise EvaluationError(f"rater name {name!r} is reserved; choose another name for --rater.")
+
+    matched = sorted(set(t_map) & set(p_map))
+    only_truth = sorted(set(t_map) - set(p_map))
+    only_pred = sorted(set(p_map) - set(t_map))
+    counts = {
+        "truth_files": len(t_map), "pred_files": len(p_map),
+        "matched": len(matched), "missing_in_pred": len(only_truth), "missing_in_truth": len(only_pred),
+        "failed": len(failed),
+        "missing_in_pred_images": only_truth, "missing_in_truth_images": only_pred,
+        "failed_files": [list(f) for f in failed],
+        "raters": {name: {"files": len(m), "matched": len(set(m) & set(matched))} for name, m in r_maps.items()},
+    }
+    if not matched:
+        raise EvaluationError(
+            f"no image name is present in both truth ({len(t_map)} results) and prediction ({len(p_map)}); "
+            "check that both folders hold results of the same images (matched by the 'image' field's "
+            "basename without extension, else the JSON file name).")
+    notes: list[str] = []
+    truths = [t_map[k] for k in matched]
+    preds = [p_map[k] for k in matched]
+    sources = [TRUTH, MODEL] + list(r_maps)
+    by_source = {TRUTH: t_map, MODEL: p_map, **r_maps}
+
+    # ---- parameters
+    pids = list(parameters) if parameters is not None else _canonical_order(truths + preds, "parameters")
+    rows = []
+    values: dict[str, dict[str, np.ndarray]] = {}
+    for pid in pids:
+        vals = {s: np.array([_param_value(by_source[s].get(k), pid) for k in matched]) for s in sources}
+        values[pid] = vals
+        row = {"parameter": pid, "unit": _param_unit(truths + preds, pid)}
+        row.update(st.parameter_statistics(vals[TRUTH], vals[MODEL], pid))
+        rows.append(row)
+    param_df = pd.DataFrame(rows, columns=["parameter", "unit", *st.PARAMETER_COLUMNS])
+    missing = param_df.loc[param_df["n_missing_in_pred"] > 0, ["parameter", "n_missing_in_pred"]]
+    for _, r in missing.iterrows():
+        notes.append(f"{r['parameter']}: absent from {int(r['n_missing_in_pred'])} matched prediction(s); "
+                     "those images are left out of its paired statistics.")
+
+    # ---- ICC among sources
+    icc_rows = []
+    for pid in pids:
+        vals = values[pid]
+        pairs = [(a, b) for i, a in enumerate(sources) for b in sources[i + 1:]]
+        groups = [(f"{a}-{b}", [a, b]) for a, b in pairs]
+        if len(sources) >= 3:
+            groups.append(("all", list(sources)))
+        for name, group in groups:
+            res = st.icc(pd.DataFrame({s: vals[s] for s in group}))
+            icc_rows.append({"parameter": pid, "comparison": name, "sources": ";".join(group), **res})
+    icc_df = pd.DataFrame(icc_rows, columns=["parameter", "comparison", "sources", "n", "k",
+                                             "icc2_1", "icc2_1_ci_low", "icc2_1_ci_high",
+                                             "icc3_1", "icc3_1_ci_low", "icc3_1_ci_high"])
+
+    # ---- Cobb sets (SMAPE over the triple per image)
+    cobb_rows = []
+    for set_name, ids in COBB_SETS.items():
+        present = [i for i in ids if i in values]
+        if not present:
+            continue
+        t = np.column_stack([values[i][TRUTH] for i in present])
+        p = np.column_stack([values[i][MODEL] for i in present])
+        complete = np.isfinite(t) & np.isfinite(p)
+        cobb_rows.append({
+            "set": set_name, "parameters": ";".join(present),
+            "n_images": int(complete.any(axis=1).sum()),
+            "n_images_complete": int(complete.all(axis=1).sum()),
+            "smape_pct": st.smape(t, p), "circular_mae": st.circular_mae(t, p),
+        })
+    cobb_df = pd.DataFrame(cobb_rows, columns=["set", "parameters", "n_images", "n_images_complete",
+                                               "smape_pct", "circular_mae"])
+
+    # ---- landmarks
+    lm_long, lm_summary, lm_notes = _landmark_tables(matched, t_map, p_map)
+    notes.extend(lm_notes)
+
+    from .report import table1 as make_table1
+
+    return EvaluationReport(
+        parameters=param_df, table1=make_table1(param_df), landmarks=lm_summary, landmark_errors=lm_long,
+        icc=icc_df, cobb=cobb_df, counts=counts, sources=sources, notes=notes,
+        images=list(matched), values=values,
+    )
+
+
+def _landmark_tables(matched: Sequence[str], t_map: Mapping[str, dict], p_map: Mapping[str, dict]):
+    import pandas as pd
+
+    notes: list[str] = []
+    truths = [t_map[k] for k in matched]
+    order = _canonical_order(truths + [p_map[k] for k in matched], "landmarks")
+    long_rows = []
+    n_cal = 0
+    for key in matched:
+        t, p = t_map[key], p_map[key]
+        t_lm, p_lm = t.get("landmarks") or {}, p.get("landmarks") or {}
+        if not t_lm and not p_lm:
+            continue
+        t_sp, p_sp = _spacing(t), _spacing(p)
+        # mm only when both files are calibrated; the truth's spacing and label are used.
+        spacing = t_sp if (t_sp is not None and p_sp is not None) else None
+        label = str(t.get("calibration") or ("pixels-only" if spacing is None else "unspecified"))
+        if spacing is None:
+            label = "pixels-only" if t_sp is None else f"pixels-only (prediction uncalibrated; truth {label})"
+        else:
+            n_cal += 1
+        ids = [i for i in order if i in t_lm or i in p_lm]
+        for row in lm.compare_landmark_sets(t_lm, p_lm, spacing_mm=spacing, calibration=label, order=ids):
+            long_rows.append({"image": key, **row})
+    long_df = pd.DataFrame(long_rows, columns=["image", *lm.LANDMARK_COLUMNS])
+    if long_df.empty:
+        notes.append("No landmarks in the matched results: no landmark statistics.")
+        return long_df, pd.DataFrame(), notes
+    n_img = long_df["image"].nunique()
+    if n_cal == 0:
+        notes.append("No matched image has a mm spacing in both truth and prediction: landmark errors are in "
+                     "pixels only and the success detection rate (SDR, mm thresholds) is not computed.")
+    elif n_cal < n_img:
+        notes.append(f"Only {n_cal} of {n_img} images with landmarks have a mm spacing in both files; mm errors "
+                     "and SDR use those images only.")
+
+    def summarise(name: str, g) -> dict:
+        ok = g[g["status"] == "ok"]
+        row = {"landmark": name, "n": int(len(ok)),
+               "n_missing_in_pred": int((g["status"] == "missing_in_pred").sum()),
+               "n_missing_in_truth": int((g["status"] == "missing_in_truth").sum())}
+        for col, unit in (("error_px", "px"), ("error_mm", "mm")):
+            e = ok[col].to_numpy(dtype=float)
+            e = e[np.isfinite(e)]
+            row[f"n_{unit}"] = int(e.size)
+            row[f"error_{unit}_mean"] = float(e.mean()) if e.size else math.nan
+            row[f"error_{unit}_sd"] = float(e.std(ddof=1)) if e.size > 1 else math.nan
+            q = np.percentile(e, [25, 50, 75]) if e.size else [math.nan] * 3
+            row[f"error_{unit}_median"], row[f"error_{unit}_q25"], row[f"error_{unit}_q75"] = map(float, (q[1], q[0], q[2]))
+        ne = ok["normalised_error"].to_numpy(dtype=float)
+        ne = ne[np.isfinite(ne)]
+        row["normalised_error_mean"] = float(ne.mean()) if ne.size else math.nan
+        row["normalised_error_median"] = float(np.median(ne)) if ne.size else math.nan
+        row["normalised_error_gt1"] = int((ne >= 1).sum())  # could have reached the neighbour
+        sdr = lm.success_detection_rate(ok["error_mm"].to_numpy(dtype=float))
+        for thr, rate in sdr.items():
+            row[lm.sdr_column(thr)] = rate
+        row["calibration"] = ";".join(sorted(set(ok["calibration"].astype(str)))) if len(ok) else ""
+        return row
+
+    summary = [summarise(name, long_df[long_df["landmark"] == name]) for name in long_df["landmark"].unique()]
+    summary.append(summarise("ALL", long_df))
+    return long_df, pd.DataFrame(summary), notes
+
+
+def evaluate(
+    truth_dir: str | Path,
+    pred_dir: str | Path,
+    raters: Mapping[str, str | Path] | None = None,
+    out_dir: str | Path | None = None,
+) -> EvaluationReport:
+    """Evaluate a folder of predicted results against a folder of ground-truth results.
+
+    Args:
+        truth_dir: folder with ground-truth result JSON files (searched recursively).
+        pred_dir: folder with the model's result JSON files.
+        raters: optional ``{name: folder}`` of further raters' results, for the ICC.
+        out_dir: when given, the CSVs, PNGs and ``report.html`` are written there.
+
+    Returns:
+        The :class:`EvaluationReport`; ``counts["failed_files"]`` lists unreadable
+        files (prefixed by ``truth/``, ``pred/`` or ``<rater>/``) with the reason.
+    """
+    t = load_results(truth_dir, "truth")
+    p = load_results(pred_dir, "prediction")
+    r = {name: load_results(path, f"rater {name!r}") for name, path in (raters or {}).items()}
+    failed = [(f"truth/{f}", why) for f, why in t.failed] + [(f"pred/{f}", why) for f, why in p.failed]
+    for name, loaded in r.items():
+        failed += [(f"{name}/{f}", why) for f, why in loaded.failed]
+    for f, why in failed:
+        log.warning("skipped %s: %s", f, why)
+    report = compare_results(t.results, p.results, {n: v.results for n, v in r.items()}, failed=failed)
+    if out_dir is not None:
+        report.write(out_dir)
+    return report
