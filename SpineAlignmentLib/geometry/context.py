@@ -1,0 +1,62 @@
+"""Landmarks in millimetre space, plus the frame and calibration, for parameter functions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .frame import FrameInfo
+from .primitives import Frame
+
+
+@dataclass
+class Context:
+    """What a parameter function needs.
+
+    Attributes:
+        points_px: landmark ID -> (x, y) in original-image pixels (trusted landmarks only).
+        spacing_mm: (row, col) mm per pixel, or None (then 1 px = 1 unit and distances are ``px``).
+        calibration: calibration label of definitions.md §7.4.
+        frame_info: the anatomical frame and how it was obtained.
+        image_size: (rows, cols) or None.
+    """
+
+    points_px: dict[str, np.ndarray]
+    spacing_mm: tuple[float, float] | None
+    calibration: str
+    frame_info: FrameInfo
+    image_size: tuple[int, int] | None = None
+    options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.spacing_mm is None:
+            self.scale = np.array([1.0, 1.0])
+        else:
+            self.scale = np.array([float(self.spacing_mm[1]), float(self.spacing_mm[0])])
+
+    @property
+    def frame(self) -> Frame:
+        return self.frame_info.frame
+
+    @property
+    def distance_unit(self) -> str:
+        return "mm" if self.spacing_mm is not None else "px"
+
+    def has(self, *ids: str) -> bool:
+        return all(i in self.points_px for i in ids)
+
+    def mm(self, landmark_id: str) -> np.ndarray:
+        """Landmark in millimetre space (x·colSpacing, y·rowSpacing)."""
+        return self.points_px[landmark_id] * self.scale
+
+    def mean_mm(self, *ids: str) -> np.ndarray:
+        return np.mean([self.mm(i) for i in ids], axis=0)
+
+    def px(self, point_mm: np.ndarray) -> tuple[float, float]:
+        """Back to original-image pixels, for drawing."""
+        p = np.asarray(point_mm, dtype=float) / self.scale
+        return float(p[0]), float(p[1])
+
+    def pxs(self, *points_mm: np.ndarray) -> tuple[tuple[float, float], ...]:
+        return tuple(self.px(p) for p in points_mm)

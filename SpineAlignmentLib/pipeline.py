@@ -1,0 +1,335 @@
+"""Landmarks in, parameters out: :func:`measure` (and :func:`analyze` for images, with a model).
+
+Every parameter is computed from trusted landmarks only. A parameter whose
+landmarks are missing or untrusted is left out and explained, never guessed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .errors import CalibrationError, LandmarkError
+from .geometry import cervical, coronal, lumbar, sagittal, shoulder
+from .geometry.context import Context
+from .geometry.frame import FrameInfo, coronal_frame, lateral_frame, parse_patient_orientation
+from .geometry.measurement import Measurement
+from .protocols import Protocol, get_protocol
+from .result import Landmark, Result, View, parse_landmarks
+
+log = logging.getLogger(__name__)
+
+#: Landmarks whose model confidence is below this are not trusted (not used for parameters).
+DEFAULT_MIN_CONFIDENCE = 0.3
+
+_FUNCTIONS = {
+    "sagittal-whole-spine": sagittal.PARAMETERS,
+    "cervical-lateral": cervical.PARAMETERS,
+    "coronal-shoulder": shoulder.PARAMETERS,
+}
+
+
+def validate_spacing(spacing: Any, source: str = "spacing") -> tuple[float, float] | None:
+    """(row, col) mm per pixel, both finite and > 0, or None.
+
+    Raises:
+        CalibrationError: for zero, negative or non-finite values.
+    """
+    if spacing is None:
+        return None
+    try:
+        row, col = (float(v) for v in spacing)
+    except (TypeError, ValueError):
+        raise CalibrationError(f"{source}: spacing must be two numbers ROW COL in mm per pixel, got {spacing!r}.") from None
+    if not (np.isfinite(row) and np.isfinite(col) and row > 0 and col > 0):
+        raise CalibrationError(
+            f"{source}: pixel spacing must be positive mm per pixel (row {row}, column {col}); "
+            "give e.g. --spacing 0.2 0.2, or leave it out to measure angles only."
+        )
+    return row, col
+
+
+def check_landmarks(landmarks: Mapping[str, Landmark], protocol: Protocol, source: str) -> None:
+    """Refuse unknown IDs and distinct landmarks placed on the same point."""
+    known = set(protocol.landmark_ids) | {lm.id for lm in protocol.extra_landmarks}
+    unknown = sorted(set(landmarks) - known)
+    if unknown:
+        raise LandmarkError(
+            f"{source}: landmark IDs {', '.join(unknown)} are not part of protocol '{protocol.id}'; "
+            "use the IDs listed by 'spine-align protocols' (names are case-sensitive)."
+        )
+    seen: dict[tuple[float, float], str] = {}
+    for key, lm in landmarks.items():
+        pos = (lm.x, lm.y)
+        if pos in seen:
+            raise LandmarkError(
+                f"{source}: landmarks {seen[pos]} and {key} are both at ({lm.x:g}, {lm.y:g}); "
+                "one of them was placed twice, move or remove it."
+            )
+        seen[pos] = key
+
+
+def _trusted(landmarks: Mapping[str, Landmark], min_confidence: float, warnings: list[str]) -> dict[str, np.ndarray]:
+    out = {}
+    low = []
+    for key, lm in landmarks.items():
+        if lm.confidence is not None and lm.confidence < min_confidence:
+            low.append(f"{key} ({lm.confidence:.2f})")
+            continue
+        out[key] = np.array([lm.x, lm.y], dtype=float)
+    if low:
+        warnings.append(
+            f"Not trusted (confidence below {min_confidence:g}), so not used: {', '.join(low)}; "
+            "check or move these points and re-measure."
+        )
+    return out
+
+
+def _context(points: dict[str, np.ndarray], protocol: Protocol, spacing, calibration, orientation, image_size, options, warnings) -> Context:
+    scale = np.array([spacing[1], spacing[0]]) if spacing else np.array([1.0, 1.0])
+    if protocol.view == "lateral":
+        frame_info, w = lateral_frame({k: v * scale for k, v in points.items()}, orientation)
+        warnings.extend(w)
+    else:
+        frame_info = coronal_frame(orientation)
+    return Context(points, spacing, calibration, frame_info, image_size, dict(options))
+
+
+def _frame_dict(fi: FrameInfo) -> dict[str, str]:
+    return {"source": fi.source, "facing": fi.facing}
+
+
+def _run(pid: str, needed: tuple[str, ...], ctx: Context, fn, parameters: dict, omitted: dict, warnings: list, missing_reason) -> None:
+    missing = [lm for lm in needed if lm not in ctx.points_px]
+    if missing:
+        reason = missing_reason(missing)
+        omitted[pid] = reason
+        warnings.append(f"{pid} left out: {reason}.")
+        return
+    try:
+        m = fn(ctx)
+    except ValueError as exc:
+        omitted[pid] = str(exc)
+        warnings.append(f"{pid} left out: {exc}.")
+        return
+    parameters[pid] = m
+    warnings.extend(f"{pid}: {w}" for w in m.warnings)
+
+
+def measure(
+    landmarks: Mapping[str, Landmark | tuple[float, float] | dict] | None,
+    protocol: str,
+    *,
+    spacing_mm: tuple[float, float] | None = None,
+    calibration: str | None = None,
+    image_size: tuple[int, int] | None = None,
+    patient_orientation: Any = None,
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    min_curve_deg: float | None = None,
+    views: Mapping[str, View] | None = None,
+    paired_lateral: Mapping[str, Any] | None = None,
+    image: str | None = None,
+    model: dict | None = None,
+    source: str = "landmarks",
+) -> Result:
+    """Compute every parameter of ``protocol`` that the landmarks allow.
+
+    Args:
+        landmarks: landmark ID -> :class:`Landmark`, ``(x, y)`` or ``{"x":, "y":}`` in
+            original-image pixels (x right, y down).
+        protocol: protocol ID (``spine-align protocols``).
+        spacing_mm: (row, col) mm per pixel; None measures distances in px.
+        calibration: label of definitions.md §7.4 for the spacing (default
+            ``manual:user`` when a spacing is given, ``pixels-only`` otherwise).
+        image_size: (rows, cols); needed by the AASCE triple.
+        patient_orientation: DICOM Patient Orientation, e.g. ``"A,F"`` or ``("L", "F")``.
+        min_confidence: landmarks with a lower confidence are not trusted.
+        min_curve_deg: coronal curves smaller than this are reported as absent.
+        views: for ``lumbar-dynamic``: ``{"flexion": View, "extension": View}``.
+        paired_lateral: for ``coronal-spine``: ``{"landmarks":, "spacing_mm":, "patient_orientation":}``
+            of the paired lateral film (T4–T12 kyphosis, L1–L5 lordosis).
+
+    Returns:
+        :class:`Result` with the parameters that could be computed, and warnings.
+
+    Raises:
+        ProtocolError, LandmarkError, CalibrationError: for input that cannot be used.
+    """
+    proto = get_protocol(protocol)
+    spacing = validate_spacing(spacing_mm, source)
+    label = calibration or ("manual:user" if spacing else "pixels-only")
+    if spacing is None and label != "pixels-only":
+        label = "pixels-only"
+    orientation = parse_patient_orientation(patient_orientation)
+    lms = parse_landmarks(dict(landmarks or {}), source=source)
+    check_landmarks(lms, proto, source)
+    size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
+
+    result = Result(protocol=proto.id, landmarks=lms, image=image, model=model, image_size=size,
+                    spacing_mm=spacing, calibration=label, patient_orientation=orientation)
+    if proto.id == "lumbar-dynamic":
+        _measure_lumbar(proto, result, views, min_confidence, source)
+        return result
+
+    warnings = result.warnings
+    points = _trusted(lms, min_confidence, warnings)
+    try:
+        ctx = _context(points, proto, spacing, label, orientation, size, {}, warnings)
+    except LandmarkError as exc:
+        for p in proto.parameters:
+            result.omitted[p.id] = str(exc)
+        warnings.append(f"No parameter computed: {exc}")
+        return result
+    result.frame = _frame_dict(ctx.frame_info)
+
+    def missing_reason(missing: list[str]) -> str:
+        absent = [m for m in missing if m not in lms]
+        untrusted = [m for m in missing if m in lms]
+        parts = []
+        if absent:
+            parts.append(f"missing {', '.join(absent)}")
+        if untrusted:
+            parts.append(f"not trusted {', '.join(untrusted)}")
+        return "; ".join(parts)
+
+    if proto.id == "coronal-spine":
+        _measure_coronal(proto, ctx, result, min_curve_deg, paired_lateral, min_confidence, missing_reason)
+    else:
+        funcs = _FUNCTIONS[proto.id]
+        for spec in proto.parameters:
+            if proto.id == "coronal-shoulder" and spec.id == "RSH" and not ({"ST_L", "ST_R"} & set(lms)):
+                result.omitted["RSH"] = "no soft-tissue points ST_L/ST_R (RSH_bony is the bony surrogate)"
+                continue
+            _run(spec.id, spec.landmarks, ctx, funcs[spec.id], result.parameters, result.omitted, warnings, missing_reason)
+        if proto.id == "coronal-shoulder":
+            warnings.extend(shoulder.side_warnings(ctx))
+    return result
+
+
+def _measure_coronal(proto, ctx, result, min_curve_deg, paired_lateral, min_confidence, missing_reason) -> None:
+    warnings = result.warnings
+    all_ids = proto.landmark_ids
+    missing = [i for i in all_ids if i not in ctx.points_px]
+    threshold = coronal.DEFAULT_MIN_CURVE_DEG if min_curve_deg is None else float(min_curve_deg)
+    if missing:
+        reason = missing_reason(missing)
+        for pid in ("Cobb_PT", "Cobb_MT", "Cobb_TLL", "AASCE_1", "AASCE_2", "AASCE_3"):
+            result.omitted[pid] = f"needs all 17 vertebrae T1-L5; {reason}"
+        warnings.append(f"Cobb curves and AASCE triple left out: they need all 68 corners; {reason}.")
+    else:
+        curves, w = coronal.cobb_curves(ctx, threshold)
+        result.parameters.update(curves)
+        warnings.extend(w)
+        result.omitted.update(coronal.absent_curves(curves, threshold))
+        if not ctx.frame_info.side_known and curves:
+            warnings.append("Convexity side is reported as 'unknown' (and by image side): the patient's left/right "
+                            "is not known; give Patient Orientation (e.g. 'L,F').")
+        try:
+            result.parameters.update(coronal.aasce(ctx))
+        except ValueError as exc:
+            for k in (1, 2, 3):
+                result.omitted[f"AASCE_{k}"] = str(exc)
+            warnings.append(f"AASCE triple left out: {exc}.")
+    # Paired lateral (study 004): T4–T12 kyphosis and L1–L5 lordosis.
+    paired = {p.id: p for p in proto.parameters if "paired_lateral" in p.flags}
+    if not paired_lateral:
+        for pid in paired:
+            result.omitted[pid] = "needs the paired lateral film's landmarks (paired_lateral)"
+        return
+    lat_lms = parse_landmarks(dict(paired_lateral.get("landmarks") or {}), source="paired_lateral")
+    extra = {lm.id for lm in proto.extra_landmarks}
+    unknown = sorted(set(lat_lms) - extra)
+    if unknown:
+        raise LandmarkError(f"paired_lateral: landmark IDs {', '.join(unknown)} are not used; give {', '.join(sorted(extra))}.")
+    lat_spacing = validate_spacing(paired_lateral.get("spacing_mm"), "paired_lateral")
+    lat_points = _trusted(lat_lms, min_confidence, warnings)
+    lat_orientation = parse_patient_orientation(paired_lateral.get("patient_orientation"))
+    try:
+        scale = np.array([lat_spacing[1], lat_spacing[0]]) if lat_spacing else np.array([1.0, 1.0])
+        fi, w = lateral_frame({k: v * scale for k, v in lat_points.items()}, lat_orientation)
+    except LandmarkError as exc:
+        for pid in paired:
+            result.omitted[pid] = str(exc)
+        warnings.append(f"Paired lateral parameters left out: {exc}")
+        return
+    warnings.extend(w)
+    lat_ctx = Context(lat_points, lat_spacing, "manual:user" if lat_spacing else "pixels-only", fi)
+    fns = {
+        "TK_T4_T12": lambda c: sagittal.lord_between(c, "TK_T4_T12", ("T4_PS", "T4_AS"), ("T12_PI", "T12_AI"),
+                                                     ("T4 superior endplate", "T12 inferior endplate"), kyphosis=True),
+        "LL_L1_L5": lambda c: sagittal.lord_between(c, "LL_L1_L5", ("L1_PS", "L1_AS"), ("L5_PI", "L5_AI"),
+                                                    ("L1 superior endplate", "L5 inferior endplate")),
+    }
+    for pid, spec in paired.items():
+        _run(pid, spec.landmarks, lat_ctx, fns[pid], result.parameters, result.omitted, warnings, missing_reason)
+        if pid in result.parameters:
+            result.parameters[pid].detail["image"] = "paired lateral"
+
+
+def _measure_lumbar(proto: Protocol, result: Result, views: Mapping[str, View] | None, min_confidence: float, source: str) -> None:
+    warnings = result.warnings
+    contexts: dict[str, Context] = {}
+    roles: dict[str, View] = {}
+    if views:
+        roles = dict(views)
+    elif result.landmarks:
+        roles = {"": View(result.landmarks, result.image, result.image_size, result.spacing_mm,
+                          result.calibration, result.patient_orientation)}
+    bad = sorted(set(roles) - {"", "flexion", "extension"})
+    if bad:
+        raise LandmarkError(f"{source}: views {', '.join(bad)} are not known; lumbar-dynamic takes 'flexion' and 'extension'.")
+    for role, view in roles.items():
+        check_landmarks(view.landmarks, proto, f"{source} ({role or 'image'})")
+        spacing = validate_spacing(view.spacing_mm, f"{source} ({role or 'image'})")
+        label = view.calibration if spacing else "pixels-only"
+        w: list[str] = []
+        pts = _trusted(view.landmarks, min_confidence, w)
+        try:
+            contexts[role] = _context(pts, proto, spacing, label, view.patient_orientation, view.image_size, {}, w)
+            result.frame[role or "image"] = contexts[role].frame_info.facing
+        except LandmarkError as exc:
+            w.append(f"no parameter computed: {exc}")
+        warnings.extend(f"{role}: {x}" if role else x for x in w)
+    if views:
+        result.views = dict(views)
+        result.landmarks = {}
+    for upper, lower in lumbar.LEVELS:
+        lv = lumbar.level_name(upper, lower)
+        needed = lumbar.level_landmarks(upper, lower)
+        for role, ctx in contexts.items():
+            suffix = f"_{role}" if role else ""
+            missing = [m for m in needed if m not in ctx.points_px]
+            if missing:
+                for kind in ("SA", "ST", "ST_pct"):
+                    result.omitted[f"{kind}_{lv}{suffix}"] = f"missing or not trusted: {', '.join(missing)}"
+                continue
+            try:
+                for m in lumbar.per_image(ctx, upper, lower, suffix):
+                    result.parameters[m.id] = m
+            except ValueError as exc:
+                result.omitted[f"SA_{lv}{suffix}"] = str(exc)
+        pair_ids = (f"IROM_{lv}", f"dST_{lv}", f"dST_pct_{lv}")
+        if "flexion" in contexts and "extension" in contexts:
+            missing = [f"{r}:{m}" for r in ("flexion", "extension") for m in needed if m not in contexts[r].points_px]
+            if missing:
+                for pid in pair_ids:
+                    result.omitted[pid] = f"missing or not trusted: {', '.join(missing)}"
+                warnings.append(f"{lv} range of motion left out: missing or not trusted {', '.join(missing)}.")
+                continue
+            try:
+                ms, w = lumbar.pair(contexts["flexion"], contexts["extension"], upper, lower)
+            except ValueError as exc:
+                for pid in pair_ids:
+                    result.omitted[pid] = str(exc)
+                continue
+            warnings.extend(w)
+            for m in ms:
+                result.parameters[m.id] = m
+            if f"dST_{lv}" not in result.parameters:
+                result.omitted[f"dST_{lv}"] = "the two images do not share a distance unit"
+        else:
+            for pid in pair_ids:
+                result.omitted[pid] = "needs both a flexion and an extension image (views)"

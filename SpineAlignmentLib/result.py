@@ -1,0 +1,243 @@
+"""The result object and its JSON form (protocols.md "Result file", schema ``spinealignment.result/1``).
+
+A result holds one image's landmarks (pixels of the original image, x right,
+y down), the parameters computed from them, and the warnings a user can act
+on. A lumbar flexion/extension pair keeps each image's landmarks, size and
+calibration under ``views`` (``flexion``, ``extension``). The same JSON with only
+landmarks (and size, spacing, orientation) is the input of a measurement run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import LandmarkError
+from .geometry.measurement import Measurement
+
+SCHEMA = "spinealignment.result/1"
+
+
+@dataclass(frozen=True)
+class Landmark:
+    """A landmark in original-image pixels with an optional model confidence in [0, 1]."""
+
+    x: float
+    y: float
+    confidence: float | None = None
+
+    def to_dict(self) -> dict[str, float]:
+        d = {"x": round(float(self.x), 4), "y": round(float(self.y), 4)}
+        if self.confidence is not None:
+            d["confidence"] = round(float(self.confidence), 4)
+        return d
+
+
+@dataclass
+class View:
+    """One image of a multi-image protocol (lumbar flexion or extension)."""
+
+    landmarks: dict[str, Landmark]
+    image: str | None = None
+    image_size: tuple[int, int] | None = None
+    spacing_mm: tuple[float, float] | None = None
+    calibration: str = "pixels-only"
+    patient_orientation: tuple[str, str] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "image": self.image,
+            "image_size": list(self.image_size) if self.image_size else None,
+            "spacing_mm": list(self.spacing_mm) if self.spacing_mm else None,
+            "calibration": self.calibration,
+            "patient_orientation": list(self.patient_orientation) if self.patient_orientation else None,
+            "landmarks": {k: v.to_dict() for k, v in self.landmarks.items()},
+        }
+
+
+@dataclass
+class Result:
+    """One analysed image (or image pair).
+
+    Attributes:
+        protocol: protocol ID.
+        landmarks: landmark ID -> :class:`Landmark` (empty for a pair; see ``views``).
+        parameters: parameter ID -> :class:`Measurement`; parameters that could not be
+            computed are absent and explained in ``warnings`` / ``omitted``.
+        omitted: parameter ID -> reason it was left out (machine-readable twin of the warnings).
+        frame: how the anatomical frame was obtained (source, facing direction).
+    """
+
+    protocol: str
+    landmarks: dict[str, Landmark] = field(default_factory=dict)
+    parameters: dict[str, Measurement] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    image: str | None = None
+    model: dict[str, str] | None = None
+    image_size: tuple[int, int] | None = None
+    spacing_mm: tuple[float, float] | None = None
+    calibration: str = "pixels-only"
+    patient_orientation: tuple[str, str] | None = None
+    omitted: dict[str, str] = field(default_factory=dict)
+    frame: dict[str, str] = field(default_factory=dict)
+    views: dict[str, View] = field(default_factory=dict)
+
+    def value(self, parameter_id: str) -> float | None:
+        """The parameter's value, or None if it was left out."""
+        m = self.parameters.get(parameter_id)
+        return None if m is None else m.value
+
+    def to_dict(self, *, construction: bool = True) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "schema": SCHEMA,
+            "image": self.image,
+            "protocol": self.protocol,
+            "model": self.model,
+            "image_size": list(self.image_size) if self.image_size else None,
+            "spacing_mm": list(self.spacing_mm) if self.spacing_mm else None,
+            "calibration": self.calibration,
+            "patient_orientation": list(self.patient_orientation) if self.patient_orientation else None,
+            "landmarks": {k: v.to_dict() for k, v in self.landmarks.items()},
+            "parameters": {k: m.to_dict(construction=construction) for k, m in self.parameters.items()},
+            "warnings": list(self.warnings),
+            "omitted": dict(self.omitted),
+            "frame": dict(self.frame),
+        }
+        if self.views:
+            d["views"] = {k: v.to_dict() for k, v in self.views.items()}
+        return d
+
+    def to_json(self, **kw) -> str:
+        return json.dumps(self.to_dict(**kw), indent=1)
+
+    def write_json(self, path: str | Path) -> Path:
+        """Write atomically (a batch interrupted mid-write never leaves a half file)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".part")
+        tmp.write_text(self.to_json() + "\n", encoding="utf-8")
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, source: str = "result") -> "Result":
+        if "protocol" not in d:
+            raise LandmarkError(f"{source}: no 'protocol' field; add e.g. \"protocol\": \"coronal-spine\".")
+        views = {role: View(
+            landmarks=parse_landmarks(v.get("landmarks", {}), source=f"{source} ({role})"),
+            image=v.get("image"),
+            image_size=_pair(v.get("image_size"), int, "image_size", source),
+            spacing_mm=_pair(v.get("spacing_mm"), float, "spacing_mm", source),
+            calibration=v.get("calibration") or ("manual:file" if v.get("spacing_mm") else "pixels-only"),
+            patient_orientation=_orientation(v.get("patient_orientation")),
+        ) for role, v in (d.get("views") or {}).items()}
+        lms = d.get("landmarks", {}) or {}
+        # A pair given as nested landmarks {"flexion": {...}, "extension": {...}} shares the top-level calibration.
+        if lms and all(isinstance(v, dict) and v and all(isinstance(p, (dict, list)) for p in v.values()) for v in lms.values()) \
+                and set(lms) <= {"flexion", "extension"}:
+            for role, sub in lms.items():
+                views[role] = View(parse_landmarks(sub, source=f"{source} ({role})"), d.get("image"),
+                                   _pair(d.get("image_size"), int, "image_size", source),
+                                   _pair(d.get("spacing_mm"), float, "spacing_mm", source),
+                                   d.get("calibration") or ("manual:file" if d.get("spacing_mm") else "pixels-only"),
+                                   _orientation(d.get("patient_orientation")))
+            lms = {}
+        spacing = _pair(d.get("spacing_mm"), float, "spacing_mm", source)
+        return cls(
+            protocol=d["protocol"],
+            landmarks=parse_landmarks(lms, source=source),
+            parameters={k: Measurement.from_dict(k, v) for k, v in (d.get("parameters") or {}).items()},
+            warnings=list(d.get("warnings") or []),
+            image=d.get("image"),
+            model=d.get("model"),
+            image_size=_pair(d.get("image_size"), int, "image_size", source),
+            spacing_mm=spacing,
+            calibration=d.get("calibration") or ("manual:file" if spacing else "pixels-only"),
+            patient_orientation=_orientation(d.get("patient_orientation")),
+            omitted=dict(d.get("omitted") or {}),
+            frame=dict(d.get("frame") or {}),
+            views=views,
+        )
+
+    @classmethod
+    def read_json(cls, path: str | Path) -> "Result":
+        return cls.from_dict(load_json(path), source=str(path))
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in seen:
+            raise LandmarkError(f"key '{k}' appears twice; keep one entry per landmark")
+        seen[k] = v
+    return seen
+
+
+def load_json(path: str | Path) -> dict[str, Any]:
+    """Read a JSON object, refusing duplicated keys (a silently dropped landmark is a wrong result)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LandmarkError(f"{path}: file not found; check the path.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LandmarkError(f"{path}: cannot be read as UTF-8 text ({exc}); give a landmark JSON file.") from None
+    try:
+        data = json.loads(text, object_pairs_hook=_reject_duplicates)
+    except LandmarkError as exc:
+        raise LandmarkError(f"{path}: {exc}.") from None
+    except json.JSONDecodeError as exc:
+        raise LandmarkError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); fix the file.") from None
+    if not isinstance(data, dict):
+        raise LandmarkError(f"{path}: expected a JSON object with 'protocol' and 'landmarks'.")
+    return data
+
+
+def parse_landmarks(raw: Any, *, source: str = "landmarks") -> dict[str, Landmark]:
+    """Landmarks from ``{"ID": {"x":..,"y":..,"confidence":..}}`` or ``{"ID": [x, y]}``.
+
+    Raises:
+        LandmarkError: for malformed entries and non-finite coordinates.
+    """
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise LandmarkError(f"{source}: 'landmarks' must be an object of ID -> {{\"x\": .., \"y\": ..}}.")
+    out: dict[str, Landmark] = {}
+    for key, v in raw.items():
+        if isinstance(v, Landmark):
+            out[key] = v
+            continue
+        try:
+            if isinstance(v, dict):
+                x, y, c = float(v["x"]), float(v["y"]), v.get("confidence")
+            else:
+                x, y = (float(t) for t in v[:2])
+                c = v[2] if len(v) > 2 else None
+            c = None if c is None else float(c)
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise LandmarkError(f"{source}: landmark '{key}' is not {{\"x\": number, \"y\": number}}; fix the entry.") from None
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise LandmarkError(f"{source}: landmark '{key}' has a non-finite coordinate ({x}, {y}); remove it or give real pixel coordinates.")
+        if c is not None and not (0.0 <= c <= 1.0):
+            raise LandmarkError(f"{source}: landmark '{key}' has confidence {c}, outside [0, 1].")
+        out[key] = Landmark(x, y, c)
+    return out
+
+
+def _pair(value: Any, kind: type, name: str, source: str):
+    if value is None:
+        return None
+    try:
+        a, b = value
+        return kind(a), kind(b)
+    except (TypeError, ValueError):
+        raise LandmarkError(f"{source}: '{name}' must be two numbers [row, column], got {value!r}.") from None
+
+
+def _orientation(value: Any):
+    from .geometry.frame import parse_patient_orientation
+
+    return parse_patient_orientation(value)
