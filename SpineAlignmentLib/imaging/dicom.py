@@ -44,7 +44,9 @@ from .orientation import format_patient_orientation, parse_patient_orientation
 from .radiograph import Radiograph
 
 __all__ = [
+    "PATIENT_FIELDS",
     "PROJECTION_MODALITIES",
+    "SAFE_FIELDS",
     "read_dicom",
     "dataset_to_radiograph",
     "display_pixels",
