@@ -206,6 +206,9 @@ def icc(table) -> dict[str, float]:
     with warnings.catch_warnings():
         # Perfect agreement divides by a zero residual mean square inside pingouin.
         warnings.simplefilter("ignore", RuntimeWarning)
+        # pingouin's own deprecation notices about pandas are not the user's business.
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="pingouin")
+        warnings.filterwarnings("ignore", category=FutureWarning, module="pingouin")
         res = pg.intraclass_corr(data=long, targets="target", raters="rater", ratings="rating",
                                  nan_policy="omit")
     res = res.set_index("Type")
