@@ -1,0 +1,71 @@
+"""``spine-align measure``: re-measure landmark files (JSON in, result JSON / JSON Lines out)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ..errors import LandmarkError
+from ..pipeline import measure
+from ..result import Result, load_json
+
+HELP = "compute the parameters of landmark JSON files (one result JSON, or JSON Lines for several)"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("landmarks", nargs="+", type=Path, metavar="LANDMARKS.json",
+                        help="landmark files (the result JSON format of protocols.md; only 'landmarks' is required)")
+    parser.add_argument("--protocol", help="protocol ID; default: the file's 'protocol' field")
+    parser.add_argument("--spacing", nargs=2, type=float, metavar=("ROW", "COL"),
+                        help="pixel spacing in mm (overrides the file's spacing_mm; labelled manual:user)")
+    parser.add_argument("--patient-orientation", help="DICOM Patient Orientation, e.g. A,F (overrides the file)")
+    parser.add_argument("--min-confidence", type=float, default=None, help="distrust landmarks below this confidence")
+    parser.add_argument("--min-curve", type=float, default=None, help="smallest coronal curve reported, degrees (default 5)")
+    parser.add_argument("--no-construction", action="store_true", help="leave the drawing constructions out of the output")
+
+
+def measure_file(path: Path, args) -> Result:
+    """Measure one landmark file with the command-line overrides."""
+    data = load_json(path)
+    protocol = args.protocol or data.get("protocol")
+    if not protocol:
+        raise LandmarkError(f"{path}: no 'protocol' field; add one or pass --protocol.")
+    data = dict(data, protocol=protocol)
+    parsed = Result.from_dict(data, source=str(path))
+    spacing = args.spacing if args.spacing else parsed.spacing_mm
+    calibration = "manual:user" if args.spacing else (data.get("calibration") if parsed.spacing_mm else None)
+    kwargs = {}
+    if args.min_confidence is not None:
+        kwargs["min_confidence"] = args.min_confidence
+    views = parsed.views or None
+    if views and args.spacing:
+        for v in views.values():
+            v.spacing_mm, v.calibration = tuple(args.spacing), "manual:user"
+    return measure(
+        parsed.landmarks, protocol,
+        spacing_mm=spacing, calibration=calibration, image_size=parsed.image_size,
+        patient_orientation=args.patient_orientation or parsed.patient_orientation,
+        min_curve_deg=args.min_curve, views=views, paired_lateral=data.get("paired_lateral"),
+        image=data.get("image") or path.name, model=data.get("model"), source=str(path), **kwargs,
+    )
+
+
+def run(args) -> int:
+    construction = not args.no_construction
+    if len(args.landmarks) == 1:
+        res = measure_file(args.landmarks[0], args)
+        print(json.dumps(res.to_dict(construction=construction), indent=1))
+        return 0
+    # JSON Lines in input order; a bad file is reported on stderr and as an error line, the rest go on.
+    status = 0
+    for path in args.landmarks:
+        try:
+            res = measure_file(path, args)
+            sys.stdout.write(json.dumps(res.to_dict(construction=construction)) + "\n")
+        except LandmarkError as exc:
+            status = 2
+            print(f"error: {exc}", file=sys.stderr)
+            sys.stdout.write(json.dumps({"schema": "spinealignment.error/1", "image": str(path), "error": str(exc)}) + "\n")
+    sys.stdout.flush()
+    return status
