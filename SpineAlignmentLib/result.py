@@ -30,7 +30,7 @@ class Landmark:
     confidence: float | None = None
 
     def to_dict(self) -> dict[str, float]:
-        d = {"x": round(float(self.x), 4), "y": round(float(self.y), 4)}
+        d = {"x": float(self.x), "y": float(self.y)}
         if self.confidence is not None:
             d["confidence"] = round(float(self.confidence), 4)
         return d

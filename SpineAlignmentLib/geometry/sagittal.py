@@ -176,7 +176,7 @@ def gt(ctx: Context) -> Measurement:
 
 
 def barrey(ctx: Context) -> Measurement:
-    s1m, ha = _s1m_ha(ctx)
+    ha = mid(ctx.mm("FH_1"), ctx.mm("FH_2"))
     c7, s1 = ctx.mm("C7c"), ctx.mm("S1_PS")
     sva_v = offset(ctx.frame, c7, s1)
     sfd = offset(ctx.frame, ha, s1)

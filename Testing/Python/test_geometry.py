@@ -337,3 +337,25 @@ def test_paired_lateral_kyphosis_lordosis():
                 paired_lateral={"landmarks": lat, "patient_orientation": "A,F"})
     assert r.value("TK_T4_T12") == pytest.approx(D(math.atan2(10, 40)), abs=1e-9)
     assert r.value("LL_L1_L5") == pytest.approx(-D(math.atan2(5, 40)) + D(math.atan2(10, 40)), abs=1e-9)
+
+
+# ---------------------------------------------------------------- the table's landmark lists are exact
+def test_each_parameter_needs_only_its_listed_landmarks(rng):
+    """Every parameter is computed from exactly the landmarks the protocol table lists for it,
+    so 'which parameters depend on this point' (live update in Slicer) can be read from the table."""
+    from SpineAlignmentLib.protocols import get_protocol
+
+    sets = {
+        "sagittal-whole-spine": (select(lateral_spine(rng), "sagittal-whole-spine"), "A,F"),
+        "cervical-lateral": (cervical_spine(rng), "A,F"),
+        "coronal-shoulder": ({"Clav_top_L": (700.0, 300.0), "Clav_top_R": (300.0, 320.0), "Clav_med_L": (540.0, 330.0),
+                              "Clav_lat_L": (760.0, 300.0), "Clav_med_R": (460.0, 330.0), "Clav_lat_R": (240.0, 310.0),
+                              "Cor_top_L": (690.0, 350.0), "Cor_top_R": (310.0, 356.0), "ST_L": (760.0, 250.0),
+                              "ST_R": (240.0, 262.0)}, "L,F"),
+    }
+    for protocol, (pts, orientation) in sets.items():
+        for spec in get_protocol(protocol).parameters:
+            subset = {k: pts[k] for k in spec.landmarks}
+            r = measure(subset, protocol, patient_orientation=orientation)
+            assert spec.id in r.parameters, (protocol, spec.id, r.omitted.get(spec.id))
+            assert set(r.parameters[spec.id].landmarks) <= set(spec.landmarks)

@@ -1,0 +1,31 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SAMPLE := Resources/SampleData/aasce-sample-AP.jpg
+
+.PHONY: setup demo test test-fast benchmark clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# Exactly this torch: any looser requirement makes pip fetch a multi-GB CUDA build.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/spine-align analyze --protocol coronal-spine --markups --out out/demo $(SAMPLE)
+	@echo "Results in out/demo (result JSON, summary CSV, overlay PNG, Slicer markups)."
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 -q Testing/Python
+
+benchmark: $(STAMP)
+	$(PY) Testing/Python/benchmark_inference.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

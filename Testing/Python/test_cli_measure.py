@@ -1,0 +1,151 @@
+"""`spine-align measure` end to end, and the bad-input messages of the foundation issue."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from spines import coronal_spine, lateral_spine, select
+from SpineAlignmentLib.cli import main
+from SpineAlignmentLib.errors import CalibrationError, LandmarkError
+from SpineAlignmentLib.pipeline import measure
+from SpineAlignmentLib.result import Landmark, Result
+
+
+def _write(path, protocol, landmarks, **extra):
+    data = {"protocol": protocol, "landmarks": {k: {"x": x, "y": y} for k, (x, y) in landmarks.items()}, **extra}
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_single_file_prints_result_json(tmp_path, rng, capsys):
+    pts = select(lateral_spine(rng), "sagittal-whole-spine")
+    f = _write(tmp_path / "a.json", "sagittal-whole-spine", pts, spacing_mm=[0.2, 0.2], calibration="calibrated:FIDUCIAL")
+    assert main(["measure", str(f)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["schema"] == "spinealignment.result/1" and out["protocol"] == "sagittal-whole-spine"
+    assert out["parameters"]["SVA"]["unit"] == "mm" and out["parameters"]["SVA"]["calibration"] == "calibrated:FIDUCIAL"
+    expected = measure(pts, "sagittal-whole-spine", spacing_mm=(0.2, 0.2))
+    for pid, m in expected.parameters.items():
+        assert out["parameters"][pid]["value"] == pytest.approx(m.value, abs=1e-6)
+
+
+def test_many_files_json_lines_in_input_order(tmp_path, rng, capsys):
+    files = []
+    for k in range(5):
+        files.append(_write(tmp_path / f"s{k}.json", "sagittal-whole-spine", select(lateral_spine(rng, (-1) ** k), "sagittal-whole-spine")))
+    assert main(["measure", *map(str, files[::-1]), "--spacing", "0.15", "0.15"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["image"] for x in lines] == [f.name for f in files[::-1]]
+    assert all(x["calibration"] == "manual:user" and x["spacing_mm"] == [0.15, 0.15] for x in lines)
+
+
+def test_one_bad_file_among_many_is_reported_and_the_rest_measured(tmp_path, rng, capsys):
+    good = _write(tmp_path / "good.json", "coronal-spine", coronal_spine([0] * 17), image_size=[900, 800])
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert main(["measure", str(good), str(bad), str(good)]) == 2
+    captured = capsys.readouterr()
+    lines = [json.loads(x) for x in captured.out.splitlines()]
+    assert len(lines) == 3 and lines[1]["schema"] == "spinealignment.error/1"
+    assert "bad.json" in captured.err and "Traceback" not in captured.err
+
+
+@pytest.mark.parametrize("content,needle", [
+    ({"protocol": "coronal-spine", "landmarks": {"T13_TL": {"x": 1, "y": 2}}}, "T13_TL are not part of protocol"),
+    ({"protocol": "coronal-spin", "landmarks": {}}, "Unknown protocol 'coronal-spin'"),
+    ({"protocol": "coronal-spine", "landmarks": {"T1_TL": {"x": float("nan"), "y": 2}}}, "non-finite"),
+    ({"protocol": "coronal-spine", "landmarks": {"T1_TL": {"x": 5, "y": 2}, "T1_TR": {"x": 5, "y": 2}}}, "both at (5, 2)"),
+    ({"protocol": "coronal-spine", "landmarks": {"T1_TL": {"x": 5}}}, "not {\"x\": number"),
+    ({"protocol": "coronal-spine", "spacing_mm": [0, 0.2], "landmarks": {}}, "must be positive"),
+    ({"protocol": "coronal-spine", "spacing_mm": [-0.1, 0.2], "landmarks": {}}, "must be positive"),
+])
+def test_bad_landmark_files(tmp_path, capsys, content, needle):
+    f = tmp_path / "bad.json"
+    f.write_text(json.dumps(content))
+    assert main(["measure", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "bad.json" in err or "Unknown protocol" in err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_duplicate_keys_refused(tmp_path, capsys):
+    f = tmp_path / "dup.json"
+    f.write_text('{"protocol": "coronal-spine", "landmarks": {"T1_TL": {"x": 1, "y": 2}, "T1_TL": {"x": 3, "y": 4}}}')
+    assert main(["measure", str(f)]) == 2
+    assert "'T1_TL' appears twice" in capsys.readouterr().err
+
+
+def test_debug_shows_traceback(tmp_path):
+    f = tmp_path / "bad.json"
+    f.write_text(json.dumps({"protocol": "nope", "landmarks": {}}))
+    with pytest.raises(Exception):
+        main(["--debug", "measure", str(f)])
+
+
+def test_spacing_zero_from_cli(tmp_path, capsys):
+    f = _write(tmp_path / "a.json", "coronal-spine", coronal_spine([0] * 17))
+    assert main(["measure", str(f), "--spacing", "0", "0.2"]) == 2
+    assert "positive" in capsys.readouterr().err
+    with pytest.raises(CalibrationError):
+        measure({}, "coronal-spine", spacing_mm=(float("inf"), 1))
+
+
+def test_missing_landmark_leaves_parameters_out_with_reason(rng):
+    pts = select(lateral_spine(rng), "sagittal-whole-spine")
+    del pts["C7c"]
+    r = measure(pts, "sagittal-whole-spine")
+    for pid in ("SVA", "SSA", "GT", "Barrey"):
+        assert pid not in r.parameters and "C7c" in r.omitted[pid]
+        assert any(w.startswith(f"{pid} left out") and "C7c" in w for w in r.warnings)
+    assert "PI" in r.parameters and "cSVA" in r.parameters
+
+
+def test_untrusted_landmark_not_used(rng):
+    pts = {k: Landmark(x, y, 0.9) for k, (x, y) in select(lateral_spine(rng), "sagittal-whole-spine").items()}
+    pts["S1_AS"] = Landmark(pts["S1_AS"].x, pts["S1_AS"].y, 0.1)
+    r = measure(pts, "sagittal-whole-spine")
+    assert "PI" not in r.parameters and "not trusted S1_AS" in r.omitted["PI"]
+    assert any("S1_AS (0.10)" in w for w in r.warnings)
+    assert measure(pts, "sagittal-whole-spine", min_confidence=0.05).value("PI") is not None
+
+
+def test_result_json_round_trip(tmp_path, rng):
+    pts = select(lateral_spine(rng), "sagittal-whole-spine")
+    r = measure(pts, "sagittal-whole-spine", spacing_mm=(0.2, 0.3), calibration="estimated(ERMF)",
+                image_size=(3000, 1200), patient_orientation="P,F")
+    path = r.write_json(tmp_path / "r.json")
+    back = Result.read_json(path)
+    assert back.landmarks == r.landmarks
+    assert back.spacing_mm == (0.2, 0.3) and back.calibration == "estimated(ERMF)"
+    assert back.patient_orientation == ("P", "F")
+    for pid, m in r.parameters.items():
+        assert back.parameters[pid].value == pytest.approx(m.value, abs=1e-6)
+        assert back.parameters[pid].construction == [type(c).from_dict(c.to_dict()) for c in m.construction]
+    # re-measuring the written file reproduces the values
+    again = measure(back.landmarks, back.protocol, spacing_mm=back.spacing_mm, calibration=back.calibration,
+                    patient_orientation=back.patient_orientation)
+    for pid, m in r.parameters.items():
+        assert again.value(pid) == pytest.approx(m.value, abs=1e-3)
+
+
+def test_lumbar_pair_through_cli(tmp_path, capsys):
+    from test_geometry import _lumbar_image
+    flex = _lumbar_image([0] * 6, [3, 0, 0, 0, 0, 0])
+    ext = _lumbar_image([6, 0, 0, 0, 0, 0], [0] * 6)
+    f = tmp_path / "pair.json"
+    f.write_text(json.dumps({"protocol": "lumbar-dynamic", "views": {
+        "flexion": {"image": "flex.dcm", "spacing_mm": [0.2, 0.2], "landmarks": {k: [x, y] for k, (x, y) in flex.items()}},
+        "extension": {"image": "ext.dcm", "spacing_mm": [0.2, 0.2], "landmarks": {k: [x, y] for k, (x, y) in ext.items()}}}}))
+    assert main(["measure", str(f)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["parameters"]["IROM_L1L2"]["value"] == pytest.approx(6.0)
+    assert out["views"]["flexion"]["image"] == "flex.dcm"
+
+
+def test_unknown_patient_orientation_refused():
+    with pytest.raises(LandmarkError, match="two DICOM direction codes"):
+        measure({}, "coronal-spine", patient_orientation="left")
+    assert np.isfinite(1.0)
