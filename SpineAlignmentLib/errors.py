@@ -26,5 +26,9 @@ class CalibrationError(SpineAlignmentError):
     """Spacing values that cannot be used (zero, negative, non-finite)."""
 
 
+class OrientationError(RadiographError, LandmarkError):
+    """A Patient Orientation value that is not two orthogonal DICOM direction codes."""
+
+
 class ModelError(SpineAlignmentError):
     """A model folder, metadata file or weights file that cannot be used."""

@@ -15,7 +15,9 @@ import numpy as np
 from .errors import CalibrationError, LandmarkError
 from .geometry import cervical, coronal, lumbar, sagittal, shoulder
 from .geometry.context import Context
-from .geometry.frame import FrameInfo, coronal_frame, lateral_frame, parse_patient_orientation
+from .geometry.frame import FrameInfo, coronal_frame, lateral_frame
+from .geometry.orientation import parse_patient_orientation
+from .imaging.calibration import validate_spacing as _validate_spacing
 from .geometry.measurement import Measurement
 from .protocols import Protocol, get_protocol
 from .result import Landmark, Result, View, parse_landmarks
@@ -33,23 +35,14 @@ _FUNCTIONS = {
 
 
 def validate_spacing(spacing: Any, source: str = "spacing") -> tuple[float, float] | None:
-    """(row, col) mm per pixel, both finite and > 0, or None.
-
-    Raises:
-        CalibrationError: for zero, negative or non-finite values.
-    """
+    """(row, col) mm per pixel validated by :func:`imaging.calibration.validate_spacing`, or None."""
     if spacing is None:
         return None
     try:
-        row, col = (float(v) for v in spacing)
+        row, col = spacing
     except (TypeError, ValueError):
         raise CalibrationError(f"{source}: spacing must be two numbers ROW COL in mm per pixel, got {spacing!r}.") from None
-    if not (np.isfinite(row) and np.isfinite(col) and row > 0 and col > 0):
-        raise CalibrationError(
-            f"{source}: pixel spacing must be positive mm per pixel (row {row}, column {col}); "
-            "give e.g. --spacing 0.2 0.2, or leave it out to measure angles only."
-        )
-    return row, col
+    return _validate_spacing(row, col, what=source)
 
 
 def check_landmarks(landmarks: Mapping[str, Landmark], protocol: Protocol, source: str) -> None:

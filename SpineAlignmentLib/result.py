@@ -17,6 +17,7 @@ from typing import Any
 
 from .errors import LandmarkError
 from .geometry.measurement import Measurement
+from .geometry.orientation import parse_patient_orientation
 
 SCHEMA = "spinealignment.result/1"
 
@@ -238,6 +239,4 @@ def _pair(value: Any, kind: type, name: str, source: str):
 
 
 def _orientation(value: Any):
-    from .geometry.frame import parse_patient_orientation
-
     return parse_patient_orientation(value)

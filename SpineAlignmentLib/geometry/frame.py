@@ -7,33 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import LandmarkError
+from .orientation import parse_patient_orientation  # noqa: F401  (re-exported for callers of the frame)
 from .primitives import Frame
 
-_DIRECTIONS = set("APLRHF")
 UP = (0.0, -1.0)  # image "up" in (x, y) with y downwards
-
-
-def parse_patient_orientation(value) -> tuple[str, str] | None:
-    """Parse Patient Orientation given as ``"L\\F"``, ``"L,F"``, ``["L", "F"]`` or None.
-
-    Each value is the patient direction of increasing column (first) and row
-    (second) index; compound values such as ``"LF"`` keep their letters.
-
-    Raises:
-        LandmarkError: for values that are not made of A, P, L, R, H, F.
-    """
-    if value is None or value == "" or value == []:
-        return None
-    if isinstance(value, str):
-        parts = [p.strip() for p in value.replace("\\", ",").split(",")]
-    else:
-        parts = [str(p).strip() for p in value]
-    if len(parts) != 2 or not all(parts) or not all(set(p.upper()) <= _DIRECTIONS for p in parts):
-        raise LandmarkError(
-            f"Patient orientation {value!r} is not two DICOM direction codes such as 'L,F' "
-            "(first: direction of increasing column, second: of increasing row; letters A P L R H F)."
-        )
-    return parts[0].upper(), parts[1].upper()
 
 
 def _sup_from_orientation(orientation: tuple[str, str] | None) -> tuple[float, float]:

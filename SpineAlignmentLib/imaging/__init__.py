@@ -12,7 +12,7 @@ from .calibration import (
     resolve_spacing,
     validate_spacing,
 )
-from .orientation import (
+from ..geometry.orientation import (
     ImageAxes,
     direction_vector,
     format_patient_orientation,

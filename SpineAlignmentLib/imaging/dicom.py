@@ -40,7 +40,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from ..errors import RadiographError
 from .calibration import ManualCalibration, resolve_calibration
-from .orientation import format_patient_orientation, parse_patient_orientation
+from ..geometry.orientation import format_patient_orientation, parse_patient_orientation
 from .radiograph import Radiograph
 
 __all__ = [

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import RadiographError
 from .calibration import ManualCalibration
-from .orientation import format_patient_orientation, image_axes
+from ..geometry.orientation import format_patient_orientation, image_axes
 
 __all__ = ["Radiograph", "read_radiograph", "detect_format"]
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import RadiographError
 from .calibration import ManualCalibration, resolve_calibration
-from .orientation import parse_patient_orientation
+from ..geometry.orientation import parse_patient_orientation
 from .radiograph import Radiograph
 
 __all__ = ["read_raster", "pixels_from_array"]

@@ -59,8 +59,8 @@ def test_one_bad_file_among_many_is_reported_and_the_rest_measured(tmp_path, rng
     ({"protocol": "coronal-spine", "landmarks": {"T1_TL": {"x": float("nan"), "y": 2}}}, "non-finite"),
     ({"protocol": "coronal-spine", "landmarks": {"T1_TL": {"x": 5, "y": 2}, "T1_TR": {"x": 5, "y": 2}}}, "both at (5, 2)"),
     ({"protocol": "coronal-spine", "landmarks": {"T1_TL": {"x": 5}}}, "not {\"x\": number"),
-    ({"protocol": "coronal-spine", "spacing_mm": [0, 0.2], "landmarks": {}}, "must be positive"),
-    ({"protocol": "coronal-spine", "spacing_mm": [-0.1, 0.2], "landmarks": {}}, "must be positive"),
+    ({"protocol": "coronal-spine", "spacing_mm": [0, 0.2], "landmarks": {}}, "not a positive finite number"),
+    ({"protocol": "coronal-spine", "spacing_mm": [-0.1, 0.2], "landmarks": {}}, "not a positive finite number"),
 ])
 def test_bad_landmark_files(tmp_path, capsys, content, needle):
     f = tmp_path / "bad.json"
@@ -88,7 +88,7 @@ def test_debug_shows_traceback(tmp_path):
 def test_spacing_zero_from_cli(tmp_path, capsys):
     f = _write(tmp_path / "a.json", "coronal-spine", coronal_spine([0] * 17))
     assert main(["measure", str(f), "--spacing", "0", "0.2"]) == 2
-    assert "positive" in capsys.readouterr().err
+    assert "positive finite" in capsys.readouterr().err
     with pytest.raises(CalibrationError):
         measure({}, "coronal-spine", spacing_mm=(float("inf"), 1))
 
@@ -146,6 +146,6 @@ def test_lumbar_pair_through_cli(tmp_path, capsys):
 
 
 def test_unknown_patient_orientation_refused():
-    with pytest.raises(LandmarkError, match="two DICOM direction codes"):
+    with pytest.raises(LandmarkError, match="must have exactly two values"):
         measure({}, "coronal-spine", patient_orientation="left")
     assert np.isfinite(1.0)

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
-from ..errors import RadiographError
+from ..errors import OrientationError
 
 __all__ = [
     "DIRECTIONS",
@@ -50,18 +50,18 @@ _AXIS_OF = {"A": "AP", "P": "AP", "L": "LR", "R": "LR", "H": "HF", "F": "HF"}
 def _validate_value(value: str, original: object) -> str:
     """Check one Patient Orientation value (e.g. ``"L"`` or ``"FL"``)."""
     if not value:
-        raise RadiographError(
+        raise OrientationError(
             f"Patient orientation {original!r} has an empty value; give two values such as 'L,F'."
         )
     if len(value) > 3 or any(ch not in DIRECTIONS for ch in value):
-        raise RadiographError(
+        raise OrientationError(
             f"Patient orientation value {value!r} in {original!r} is not made of the letters "
             "A, P, L, R, H, F (at most three); use for example 'L,F'."
         )
     axes = [_AXIS_OF[ch] for ch in value]
     if len(set(axes)) != len(axes):
         # 'LR' or 'LL' cannot describe a direction: each letter must add a new patient axis.
-        raise RadiographError(
+        raise OrientationError(
             f"Patient orientation value {value!r} in {original!r} repeats a patient axis; "
             "each letter must name a different axis (for example 'FL', not 'LR')."
         )
@@ -82,7 +82,7 @@ def parse_patient_orientation(value: object) -> tuple[str, str] | None:
         image ``+y`` (increasing row) point; ``None`` when no value is given.
 
     Raises:
-        RadiographError: the value does not have two valid, mutually
+        OrientationError: the value does not have two valid, mutually
             orthogonal directions.
     """
     if value is None:
@@ -97,17 +97,17 @@ def parse_patient_orientation(value: object) -> tuple[str, str] | None:
         if not parts or all(p == "" for p in parts):
             return None
     else:
-        raise RadiographError(
+        raise OrientationError(
             f"Patient orientation {value!r} is neither text nor a pair of values; use for example 'L,F'."
         )
     if len(parts) != 2:
-        raise RadiographError(
+        raise OrientationError(
             f"Patient orientation {value!r} must have exactly two values (image +x, image +y), "
             "for example 'L,F'."
         )
     x_dir, y_dir = (_validate_value(p.upper(), value) for p in parts)
     if _AXIS_OF[x_dir[0]] == _AXIS_OF[y_dir[0]]:
-        raise RadiographError(
+        raise OrientationError(
             f"Patient orientation {value!r} gives the same patient axis for image rows and columns; "
             "the two values must be orthogonal, for example 'L,F' or 'A,F'."
         )
