@@ -326,3 +326,48 @@ def _measure_lumbar(proto: Protocol, result: Result, views: Mapping[str, View] |
         else:
             for pid in pair_ids:
                 result.omitted[pid] = "needs both a flexion and an extension image (views)"
+
+
+def analyze(
+    radiograph,
+    protocol: str,
+    *,
+    model=None,
+    flip_tta: bool = False,
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    min_curve_deg: float | None = None,
+) -> Result:
+    """Find the landmarks of ``protocol`` on a radiograph with a packaged model, then :func:`measure`.
+
+    Args:
+        radiograph: a :class:`~SpineAlignmentLib.imaging.Radiograph` (``read_radiograph(path)``).
+        protocol: protocol ID.
+        model: a loaded model, a model name from ``Resources/Models``, or None for the
+            protocol's default model.
+        flip_tta: average with the horizontally flipped image (left/right corners swapped).
+
+    Returns:
+        :class:`Result` with the model's landmarks (with confidences), the parameters and
+        every warning from reading, inference and measurement.
+
+    Raises:
+        ModelError: when no model ships for the protocol (place landmarks by hand in Slicer or
+            re-measure a landmark file with ``spine-align measure``), or the model is damaged.
+    """
+    from .inference import predict_landmarks  # torch is only needed here
+    from .models.registry import resolve_model
+
+    proto = get_protocol(protocol)
+    loaded = resolve_model(model, proto.id)
+    landmarks, model_warnings = predict_landmarks(radiograph, loaded, flip_tta=flip_tta)
+    image = str(radiograph.path.name) if getattr(radiograph, "path", None) else None
+    result = measure(
+        landmarks, proto.id,
+        spacing_mm=radiograph.spacing_mm, calibration=radiograph.calibration,
+        image_size=tuple(radiograph.shape), patient_orientation=radiograph.patient_orientation,
+        min_confidence=min_confidence, min_curve_deg=min_curve_deg,
+        image=image, model={"name": loaded.name, "version": loaded.version},
+        source=image or "radiograph",
+    )
+    result.warnings[:0] = list(getattr(radiograph, "warnings", [])) + list(model_warnings)
+    return result
