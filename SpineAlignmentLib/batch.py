@@ -1,0 +1,612 @@
+"""Batch analysis: many radiographs, one result JSON + ``.mrk.json`` + overlay PNG each, resumable.
+
+Every image is analysed by :func:`analyze_one` (also used by ``spine-align
+analyze``). A :class:`BatchRunner` feeds images to an executor: in this
+process (``workers=1``), a local :class:`concurrent.futures.ProcessPoolExecutor`
+(``workers=N``) or an existing Dask cluster (``scheduler=ADDRESS`` or a
+``distributed.Client``). Workers write each image's files as soon as they exist
+(atomic renames; the result JSON last, so its presence means the image is
+complete). With Dask, the input and output folders must be visible to the
+workers under the same paths (a shared file system).
+
+Progress is reported as :class:`Progress` events to a callback; :meth:`BatchRunner.cancel`
+stops submitting new work, lets running items finish and returns cleanly. A
+re-run skips images whose result is complete and re-tries earlier failures
+(unless ``retry_failures=False``). A bad image is recorded in ``failures.csv``
+with its reason and the rest go on.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import csv
+import enum
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from .errors import LandmarkError, ModelError, SpineAlignmentError
+from .result import SCHEMA, Result, load_json
+
+log = logging.getLogger(__name__)
+
+#: Image files a folder input contributes (DICOM files often have no extension: see ``include_extensionless``).
+IMAGE_EXTENSIONS = (".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".nrrd", ".nhdr", ".mha",
+                    ".mhd", ".nii", ".nii.gz")
+SUMMARY_CSV = "summary.csv"
+FAILURES_CSV = "failures.csv"
+FAILURE_COLUMNS = ("image", "name", "error", "reason")
+
+
+class BatchEvent(enum.Enum):
+    """What a :class:`Progress` report is about."""
+
+    STARTED = "started"  #: inputs collected; ``total`` is known
+    SKIPPED = "skipped"  #: result already complete (or an earlier failure not re-tried)
+    SUBMITTED = "submitted"  #: handed to a worker
+    DONE = "done"  #: result and sidecar files written
+    FAILED = "failed"  #: recorded in failures.csv with ``message``
+    CANCELLED = "cancelled"  #: cancel requested; no new work is submitted
+    FINISHED = "finished"  #: summary.csv and failures.csv written; the run is over
+
+
+@dataclass
+class Progress:
+    """One structured progress report."""
+
+    event: BatchEvent
+    total: int
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    image: str | None = None
+    message: str = ""
+    seconds: float | None = None
+
+    @property
+    def finished_items(self) -> int:
+        return self.done + self.failed + self.skipped
+
+    @property
+    def fraction(self) -> float:
+        return 1.0 if self.total == 0 else self.finished_items / self.total
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """What to do with every image (picklable: it travels to workers)."""
+
+    protocol: str
+    out_dir: str
+    model: str | None = None
+    spacing: tuple[float, float] | None = None
+    landmarks_dir: str | None = None
+    flip_tta: bool = False
+    write_markups: bool = True
+    write_overlay: bool = True
+    patient_orientation: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One image and the file stem its outputs get."""
+
+    image: str
+    name: str
+
+    def result_path(self, out_dir: str | Path) -> Path:
+        return Path(out_dir) / f"{self.name}.json"
+
+    def markups_path(self, out_dir: str | Path) -> Path:
+        return Path(out_dir) / f"{self.name}.mrk.json"
+
+    def overlay_path(self, out_dir: str | Path) -> Path:
+        return Path(out_dir) / f"{self.name}.png"
+
+
+@dataclass
+class BatchSummary:
+    """Counts of a finished (or cancelled) run and where its tables are."""
+
+    total: int
+    done: int
+    failed: int
+    skipped: int
+    cancelled: bool
+    summary_csv: Path
+    failures_csv: Path
+    failures: dict[str, str] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# inputs
+
+
+def _is_image(p: Path) -> bool:
+    name = p.name.lower()
+    return any(name.endswith(ext) for ext in IMAGE_EXTENSIONS)
+
+
+def collect_inputs(inputs: Iterable[str | Path], *, include_extensionless: bool = True) -> list[Path]:
+    """Image files from files and folders (folders searched recursively), sorted, without duplicates.
+
+    Args:
+        inputs: files or folders.
+        include_extensionless: also take files without an extension inside folders (DICOM).
+
+    Raises:
+        SpineAlignmentError: if an input does not exist.
+    """
+    found: dict[Path, None] = {}
+    for raw in inputs:
+        p = Path(raw)
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if f.is_file() and not f.name.startswith(".") and (
+                        _is_image(f) or (include_extensionless and "." not in f.name)):
+                    found[f] = None
+        elif p.is_file():
+            found[p] = None
+        else:
+            raise SpineAlignmentError(f"{p}: no such file or folder; check the batch input path.")
+    return list(found)
+
+
+def _stem(p: Path) -> str:
+    name = p.name
+    for ext in sorted(IMAGE_EXTENSIONS, key=len, reverse=True):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def make_items(paths: Sequence[Path]) -> list[BatchItem]:
+    """Give each image an output name: its stem, plus a short path hash when stems collide."""
+    stems: dict[str, int] = {}
+    for p in paths:
+        stems[_stem(p)] = stems.get(_stem(p), 0) + 1
+    items = []
+    for p in paths:
+        s = _stem(p)
+        if stems[s] > 1:
+            s = f"{s}-{hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:8]}"
+        items.append(BatchItem(str(p), s))
+    return items
+
+
+def find_landmarks_file(landmarks_dir: str | Path, name: str) -> Path | None:
+    """``<name>.json`` (result format) or ``<name>.mrk.json`` in ``landmarks_dir``, else None."""
+    for suffix in (".json", ".mrk.json"):
+        p = Path(landmarks_dir) / f"{name}{suffix}"
+        if p.is_file():
+            return p
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# one image
+
+_MODELS: dict[str, Any] = {}  # per-process cache: loading weights once per worker, not per image
+
+
+def _load_model(name: str) -> Any:
+    if name not in _MODELS:
+        try:
+            from .models.registry import load_model
+        except ImportError as exc:
+            raise ModelError(f"Model '{name}' cannot be used: the model registry is not available ({exc}); "
+                             "install the 'ml' extra.") from None
+        _MODELS[name] = load_model(name)
+    return _MODELS[name]
+
+
+def default_model(protocol: str) -> str | None:
+    """The first registered model for a protocol, or None (manual protocols, or no registry)."""
+    try:
+        from .models.registry import list_models
+
+        models = list_models(protocol)
+    except Exception as exc:  # noqa: BLE001 - no registry / no torch means "no model"
+        log.debug("no model registry (%s)", exc)
+        return None
+    if not models:
+        return None
+    first = models[0]
+    return first if isinstance(first, str) else getattr(first, "name", None) or first.get("name")
+
+
+def _model_info(model: Any, name: str) -> dict[str, str]:
+    meta = getattr(model, "metadata", None) or {}
+    if not isinstance(meta, dict):
+        meta = {}
+    info = {"name": str(getattr(model, "name", None) or meta.get("name") or name)}
+    version = getattr(model, "version", None) or meta.get("version")
+    if version:
+        info["version"] = str(version)
+    return info
+
+
+def read_landmarks_file(path: str | Path, protocol: str, image_path: str | Path | None = None) -> tuple[dict, dict]:
+    """Landmarks (pixels) from a result-format JSON or a ``.mrk.json``; also the file's other fields.
+
+    A ``.mrk.json`` is mapped back to pixels with the geometry Slicer gives ``image_path``.
+    """
+    path = Path(path)
+    if path.name.lower().endswith(".mrk.json"):
+        from .slicerio.geometry import ijk_to_ras_for_file
+        from .slicerio.markups_json import landmarks_from_markups_json
+
+        return landmarks_from_markups_json(path, ijk_to_ras_for_file(image_path), protocol), {}
+    data = load_json(path)
+    if not isinstance(data, dict) or "landmarks" not in data:
+        raise LandmarkError(f"{path}: no 'landmarks' object; give a landmark JSON file (protocols.md result format).")
+    if data.get("protocol") not in (None, protocol):
+        raise LandmarkError(f"{path}: landmarks are for protocol '{data['protocol']}', not '{protocol}'.")
+    return data["landmarks"], data
+
+
+def analyze_one(
+    path: str | Path,
+    protocol: str,
+    out_dir: str | Path | None,
+    *,
+    model: str | None = None,
+    spacing: Sequence[float] | None = None,
+    landmarks_path: str | Path | None = None,
+    flip_tta: bool = False,
+    write_markups: bool = True,
+    write_overlay: bool = True,
+    patient_orientation: str | None = None,
+    name: str | None = None,
+) -> Result:
+    """Analyse one radiograph and write its files.
+
+    Landmarks come from ``landmarks_path`` when given (re-measured; works for
+    every protocol), else from ``model`` (or the protocol's default model).
+
+    Args:
+        path: the radiograph (DICOM, PNG, JPEG, TIFF, NRRD...).
+        protocol: protocol ID.
+        out_dir: folder for ``<name>.json``, ``<name>.mrk.json`` and ``<name>.png``; None writes nothing.
+        model: registered model name.
+        spacing: ``(row, col)`` mm per pixel override (label ``manual:user``).
+        landmarks_path: landmark JSON (result format) or ``.mrk.json`` of this image.
+        flip_tta: average the prediction with the mirrored image's.
+        write_markups: write the Slicer markups file.
+        write_overlay: write the overlay PNG.
+        patient_orientation: e.g. ``"L,F"`` when the file does not say.
+        name: output file stem (default: the image's stem).
+
+    Returns:
+        The :class:`~SpineAlignmentLib.result.Result` (also written as JSON, last).
+
+    Raises:
+        SpineAlignmentError: unreadable image or landmarks, or no landmark source.
+    """
+    from .imaging import read_radiograph
+    from .pipeline import measure
+
+    path = Path(path)
+    radiograph = read_radiograph(path, spacing=tuple(spacing) if spacing else None,
+                                 patient_orientation=patient_orientation)
+    warnings = list(getattr(radiograph, "warnings", []) or [])
+    model_info = None
+    extra: dict[str, Any] = {}
+    if landmarks_path is not None:
+        landmarks, extra = read_landmarks_file(landmarks_path, protocol, path)
+    else:
+        model = model or default_model(protocol)
+        if model is None:
+            raise ModelError(
+                f"{path.name}: protocol '{protocol}' has no model yet; give landmark files with --landmarks-dir "
+                "(<image stem>.json or .mrk.json per image) or place the landmarks in Slicer."
+            )
+        net = _load_model(model)
+        from .inference import predict_landmarks
+
+        landmarks, inf_warnings = predict_landmarks(radiograph, net, flip_tta=flip_tta)
+        warnings.extend(inf_warnings)
+        model_info = _model_info(net, model)
+    orientation = radiograph.patient_orientation or extra.get("patient_orientation")
+    result = measure(
+        landmarks, protocol,
+        spacing_mm=radiograph.spacing_mm, calibration=radiograph.calibration,
+        image_size=radiograph.shape, patient_orientation=orientation,
+        image=path.name, model=model_info or extra.get("model"), source=str(landmarks_path or path),
+    )
+    result.warnings[:0] = warnings
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        item = BatchItem(str(path), name or _stem(path))
+        if write_markups:
+            from .slicerio.geometry import ijk_to_ras_for_file
+            from .slicerio.markups_json import write_markups_json
+
+            write_markups_json(item.markups_path(out), result.landmarks, ijk_to_ras_for_file(path), protocol=protocol)
+        if write_overlay:
+            from .io.overlay import render_overlay
+
+            render_overlay(radiograph.pixels, result, item.overlay_path(out))
+        result.write_json(item.result_path(out))  # last: its presence marks the image complete
+    return result
+
+
+def _error_name(exc: BaseException) -> str:
+    """The public class name of an error (a private subclass reports its public parent)."""
+    for cls in type(exc).__mro__:
+        if not cls.__name__.startswith("_"):
+            return cls.__name__
+    return type(exc).__name__
+
+
+def _task(item: BatchItem, options: BatchOptions) -> dict[str, Any]:
+    """Worker entry point: never raises for a bad image, returns a status record instead."""
+    t0 = time.perf_counter()
+    landmarks_path = None
+    try:
+        if options.landmarks_dir:
+            landmarks_path = find_landmarks_file(options.landmarks_dir, item.name)
+            if landmarks_path is None:
+                raise LandmarkError(f"{item.image}: no landmark file {item.name}.json or {item.name}.mrk.json in "
+                                    f"{options.landmarks_dir}.")
+        result = analyze_one(
+            item.image, options.protocol, options.out_dir, model=options.model, spacing=options.spacing,
+            landmarks_path=landmarks_path, flip_tta=options.flip_tta, write_markups=options.write_markups,
+            write_overlay=options.write_overlay, patient_orientation=options.patient_orientation, name=item.name,
+        )
+    except SpineAlignmentError as exc:
+        return {"status": "failed", "item": item, "error": _error_name(exc), "reason": str(exc),
+                "seconds": time.perf_counter() - t0}
+    except Exception as exc:  # noqa: BLE001 - one unexpected failure must not stop the batch
+        log.debug("unexpected failure on %s\n%s", item.image, traceback.format_exc())
+        return {"status": "failed", "item": item, "error": type(exc).__name__,
+                "reason": f"unexpected error: {exc}", "seconds": time.perf_counter() - t0}
+    return {"status": "done", "item": item, "seconds": time.perf_counter() - t0,
+            "warnings": len(result.warnings)}
+
+
+# --------------------------------------------------------------------------------------------
+# resume state
+
+
+def result_is_complete(item: BatchItem, options: BatchOptions) -> bool:
+    """True when the item's result JSON is valid for this protocol and its requested sidecars exist."""
+    p = item.result_path(options.out_dir)
+    if not p.is_file():
+        return False
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if data.get("schema") != SCHEMA or data.get("protocol") != options.protocol:
+        return False
+    if options.write_markups and not item.markups_path(options.out_dir).is_file():
+        return False
+    if options.write_overlay and not item.overlay_path(options.out_dir).is_file():
+        return False
+    return True
+
+
+def read_failures(path: Path) -> dict[str, dict[str, str]]:
+    """Earlier failures by output name."""
+    if not path.is_file():
+        return {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        return {row["name"]: row for row in csv.DictReader(fh) if row.get("name")}
+
+
+def write_failures(path: Path, failures: dict[str, dict[str, str]]) -> Path:
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=FAILURE_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for name in sorted(failures):
+            writer.writerow(failures[name])
+    os.replace(tmp, path)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# executors
+
+
+class _InlineExecutor:
+    """Runs each task at submission, in this process (workers=1; also what the GUI thread uses)."""
+
+    def submit(self, fn, *args):
+        fut: cf.Future = cf.Future()
+        try:
+            fut.set_result(fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - delivered through the future like a pool would
+            fut.set_exception(exc)
+        return fut
+
+    def shutdown(self) -> None:
+        pass
+
+
+def _wait_first(pending: set, dask: bool) -> tuple[set, set]:
+    if dask:
+        from distributed import wait
+
+        res = wait(list(pending), return_when="FIRST_COMPLETED")
+        return set(res.done), set(res.not_done)
+    done, not_done = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+    return set(done), set(not_done)
+
+
+class BatchRunner:
+    """Run a batch with progress events, cancel and resume.
+
+    Args:
+        inputs: image files and/or folders.
+        options: :class:`BatchOptions`.
+        workers: local processes (1 = in this process).
+        scheduler: Dask scheduler address (``tcp://host:8786``) or a ``distributed.Client``.
+        callback: called with each :class:`Progress` (in the calling thread).
+        retry_failures: re-try images listed in an earlier ``failures.csv``.
+    """
+
+    def __init__(self, inputs: Iterable[str | Path], options: BatchOptions, *, workers: int = 1,
+                 scheduler: Any = None, callback: Callable[[Progress], None] | None = None,
+                 retry_failures: bool = True) -> None:
+        self.inputs = list(inputs)
+        self.options = options
+        self.workers = max(1, int(workers))
+        self.scheduler = scheduler
+        self.callback = callback
+        self.retry_failures = retry_failures
+        self._cancel = threading.Event()
+
+    def cancel(self) -> None:
+        """Stop submitting new images; running ones finish and are written."""
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def _emit(self, progress: Progress) -> None:
+        if self.callback is not None:
+            try:
+                self.callback(progress)
+            except Exception:  # noqa: BLE001 - a broken progress display must not lose results
+                log.exception("progress callback failed")
+
+    def _executor(self) -> tuple[Any, bool, Callable[[], None]]:
+        if self.scheduler is not None:
+            try:
+                from distributed import Client
+            except ImportError as exc:
+                raise SpineAlignmentError(
+                    f"--scheduler needs dask.distributed ({exc}); install the 'batch' extra.") from None
+            if isinstance(self.scheduler, Client):
+                return self.scheduler, True, lambda: None
+            client = Client(self.scheduler)
+            return client, True, client.close
+        if self.workers > 1:
+            import multiprocessing
+
+            pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"))
+            return pool, False, lambda: pool.shutdown(wait=True, cancel_futures=True)
+        return _InlineExecutor(), False, lambda: None
+
+    def run(self) -> BatchSummary:
+        """Process every image not already complete; returns the counts (also on cancel)."""
+        opts = self.options
+        out = Path(opts.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        items = make_items(collect_inputs(self.inputs))
+        failures_path = out / FAILURES_CSV
+        old_failures = read_failures(failures_path)
+        failures: dict[str, dict[str, str]] = {}
+        total = len(items)
+        counts = {"done": 0, "failed": 0, "skipped": 0}
+
+        def progress(event: BatchEvent, image: str | None = None, message: str = "", seconds=None) -> None:
+            self._emit(Progress(event, total, counts["done"], counts["failed"], counts["skipped"], image, message,
+                                seconds))
+
+        progress(BatchEvent.STARTED, message=f"{total} images, output in {out}")
+        todo: list[BatchItem] = []
+        for item in items:
+            if result_is_complete(item, opts):
+                counts["skipped"] += 1
+                progress(BatchEvent.SKIPPED, item.image, "result exists")
+            elif item.name in old_failures and not self.retry_failures:
+                failures[item.name] = old_failures[item.name]
+                counts["skipped"] += 1
+                progress(BatchEvent.SKIPPED, item.image, f"failed before: {old_failures[item.name].get('reason', '')}")
+            else:
+                todo.append(item)
+
+        executor, is_dask, close = self._executor()
+        in_flight_limit = self.workers * 2 if self.scheduler is None else 10**6
+        if is_dask:  # enough to keep every Dask worker thread busy, not the whole list at once
+            try:
+                in_flight_limit = max(2, 2 * sum(executor.nthreads().values()))
+            except Exception:  # noqa: BLE001
+                in_flight_limit = 16
+        pending: dict[Any, BatchItem] = {}
+        ran: set[str] = set()
+        queue = list(reversed(todo))
+        try:
+            while queue or pending:
+                while queue and len(pending) < in_flight_limit and not self.cancelled:
+                    item = queue.pop()
+                    fut = executor.submit(_task, item, opts) if not is_dask else executor.submit(
+                        _task, item, opts, pure=False, key=f"spinealign-{item.name}-{time.time_ns()}")
+                    pending[fut] = item
+                    progress(BatchEvent.SUBMITTED, item.image)
+                if self.cancelled and queue:
+                    progress(BatchEvent.CANCELLED, message=f"{len(queue)} images not started")
+                    queue.clear()
+                if not pending:
+                    break
+                done, _ = _wait_first(set(pending), is_dask)
+                for fut in done:
+                    item = pending.pop(fut)
+                    ran.add(item.name)
+                    try:
+                        record = fut.result()
+                    except BaseException as exc:  # noqa: BLE001 - a crashed worker is a failure of this item
+                        record = {"status": "failed", "item": item, "error": type(exc).__name__,
+                                  "reason": f"worker crashed: {exc}", "seconds": None}
+                    if record["status"] == "done":
+                        counts["done"] += 1
+                        failures.pop(item.name, None)
+                        progress(BatchEvent.DONE, item.image, seconds=record.get("seconds"))
+                    else:
+                        counts["failed"] += 1
+                        failures[item.name] = {"image": item.image, "name": item.name, "error": record["error"],
+                                               "reason": record["reason"]}
+                        progress(BatchEvent.FAILED, item.image, record["reason"], record.get("seconds"))
+        finally:
+            close()
+        # earlier failures stay listed unless the image ran again (or is complete) in this run
+        complete = {i.name for i in items if i.name not in ran and result_is_complete(i, opts)}
+        for name, row in old_failures.items():
+            if name not in ran and name not in complete:
+                failures.setdefault(name, row)
+        summary_path = self._write_summary(items)
+        write_failures(failures_path, failures)
+        progress(BatchEvent.FINISHED, message=f"{counts['done']} done, {counts['failed']} failed, "
+                                              f"{counts['skipped']} skipped")
+        return BatchSummary(total, counts["done"], counts["failed"], counts["skipped"], self.cancelled,
+                            summary_path, failures_path, {k: v["reason"] for k, v in failures.items()})
+
+    def _write_summary(self, items: Sequence[BatchItem]) -> Path:
+        """summary.csv over every complete result of this batch (also those of earlier runs)."""
+        from .io.tables import summary_row, write_summary_csv
+
+        rows = []
+        for item in items:
+            if not result_is_complete(item, self.options):
+                continue
+            try:
+                res = Result.read_json(item.result_path(self.options.out_dir))
+            except SpineAlignmentError as exc:
+                log.warning("%s: %s", item.image, exc)
+                continue
+            rows.append(summary_row(res, item.image))
+        return write_summary_csv(Path(self.options.out_dir) / SUMMARY_CSV, rows, self.options.protocol)
+
+
+def run_batch(inputs: Iterable[str | Path], options: BatchOptions, **kwargs: Any) -> BatchSummary:
+    """Convenience wrapper: ``BatchRunner(inputs, options, **kwargs).run()``."""
+    return BatchRunner(inputs, options, **kwargs).run()
+
+
+def progress_dict(p: Progress) -> dict[str, Any]:
+    """JSON-ready form of a progress event (for logs and JSON Lines output)."""
+    d = asdict(p)
+    d["event"] = p.event.value
+    return d

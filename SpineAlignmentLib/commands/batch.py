@@ -1,0 +1,87 @@
+"""``spine-align batch``: analyse many radiographs (files or folders) into a resumable output folder.
+
+Per image: ``<name>.json`` (result), ``<name>.mrk.json`` (Slicer markups) and
+``<name>.png`` (overlay), written as soon as the image is done; then
+``summary.csv`` (one row per image, one column per parameter) and
+``failures.csv`` (image, error, reason). Re-running the same command skips what
+is complete and re-tries failures (``--no-retry-failures`` keeps them).
+Ctrl-C stops submitting new images, lets running ones finish and writes the
+tables (a second Ctrl-C aborts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+
+HELP = "analyse many radiographs (files or folders): result JSON, .mrk.json and overlay per image, summary.csv, resumable"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (searched recursively)")
+    parser.add_argument("--protocol", required=True, help="protocol ID (spine-align protocols)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created; re-use it to resume)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="local worker processes (default 1: in this process)")
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="Dask scheduler address, e.g. tcp://host:8786 (input and output folders must be "
+                            "visible to the workers under the same paths)")
+    parser.add_argument("--model", help="registered model name (default: the protocol's model, if any)")
+    parser.add_argument("--landmarks-dir", metavar="DIR",
+                        help="use existing landmarks: <image stem>.json (result format) or .mrk.json per image, "
+                             "re-measured; works for protocols without a model")
+    parser.add_argument("--spacing", nargs=2, type=float, metavar=("ROW", "COL"),
+                        help="pixel spacing in mm for every image (label manual:user); overrides DICOM tags")
+    parser.add_argument("--patient-orientation", metavar="X,Y", help="Patient Orientation when files lack it, e.g. L,F")
+    parser.add_argument("--flip-tta", action="store_true", help="average the model with its mirrored prediction")
+    parser.add_argument("--no-markups", action="store_true", help="do not write .mrk.json files")
+    parser.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs")
+    parser.add_argument("--no-retry-failures", action="store_true", help="skip images listed in failures.csv")
+    parser.add_argument("--progress", choices=("text", "jsonl", "none"), default="text",
+                        help="progress on stderr as text lines or JSON Lines (default text)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..batch import BatchEvent, BatchOptions, BatchRunner, progress_dict
+    from ..protocols import get_protocol
+
+    get_protocol(args.protocol)  # an unknown protocol fails before any work
+    options = BatchOptions(
+        protocol=args.protocol, out_dir=args.out, model=args.model,
+        spacing=tuple(args.spacing) if args.spacing else None, landmarks_dir=args.landmarks_dir,
+        flip_tta=args.flip_tta, write_markups=not args.no_markups, write_overlay=not args.no_overlay,
+        patient_orientation=args.patient_orientation,
+    )
+
+    def report(p) -> None:
+        if args.progress == "jsonl":
+            print(json.dumps(progress_dict(p)), file=sys.stderr, flush=True)
+        elif args.progress == "text" and p.event in (BatchEvent.DONE, BatchEvent.FAILED, BatchEvent.STARTED,
+                                                      BatchEvent.CANCELLED, BatchEvent.FINISHED):
+            where = f" {p.image}" if p.image else ""
+            extra = f": {p.message}" if p.message else ""
+            print(f"[{p.finished_items}/{p.total}] {p.event.value}{where}{extra}", file=sys.stderr, flush=True)
+
+    runner = BatchRunner(args.inputs, options, workers=args.workers, scheduler=args.scheduler, callback=report,
+                         retry_failures=not args.no_retry_failures)
+
+    def on_sigint(signum, frame) -> None:
+        if runner.cancelled:
+            raise KeyboardInterrupt
+        print("cancelling: no new images are started; press Ctrl-C again to abort", file=sys.stderr, flush=True)
+        runner.cancel()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        summary = runner.run()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    print(json.dumps({"total": summary.total, "done": summary.done, "failed": summary.failed,
+                      "skipped": summary.skipped, "cancelled": summary.cancelled,
+                      "summary_csv": str(summary.summary_csv), "failures_csv": str(summary.failures_csv)}))
+    if summary.cancelled:
+        return 130
+    return 1 if summary.failed else 0

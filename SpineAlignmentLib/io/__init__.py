@@ -1,0 +1,1 @@
+"""Report writers: overlay pictures and summary tables."""

@@ -1,0 +1,131 @@
+"""Overlay picture of one result: the radiograph, its landmarks and every construction with values.
+
+Drawn with Matplotlib's object API on an Agg canvas (no pyplot state), so it
+is safe in worker processes and threads. Everything is drawn in
+original-image pixel coordinates; only the displayed image is downsampled.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..protocols import get_protocol
+from ..result import Result
+
+_UNIT_TEXT = {"deg": "°", "mm": " mm", "px": " px", "%": " %", "ratio": ""}
+_PALETTE = ("#ffd23f", "#3bceac", "#ee4266", "#7b9cff", "#ff9f1c", "#b5e48c", "#f15bb5", "#00bbf9")
+
+
+def value_text(pid: str, value: float, unit: str, calibration: str | None) -> str:
+    """``"SVA = 12.3 mm (calibrated:GEOMETRY)"``: value with unit, and the calibration label of a distance."""
+    number = f"{value:.2f}" if unit == "ratio" else f"{value:.1f}"
+    text = f"{pid} = {number}{_UNIT_TEXT.get(unit, ' ' + unit)}"
+    if unit in ("mm", "px") and calibration:
+        text += f" ({calibration})"
+    return text
+
+
+def _display_image(image: np.ndarray, step: int) -> np.ndarray:
+    img = np.asarray(image, dtype=np.float32)
+    if img.ndim == 3:
+        img = img.mean(axis=-1)
+    img = img[::step, ::step]
+    finite = img[np.isfinite(img)]
+    if finite.size == 0:
+        return np.zeros_like(img)
+    lo, hi = np.percentile(finite, (0.5, 99.5))
+    if hi <= lo:
+        hi = lo + 1.0
+    return np.clip((img - lo) / (hi - lo), 0.0, 1.0)
+
+
+def _arc(ax, a, v, b, color, radius) -> None:
+    """Angle arc at vertex v from ray v->a to ray v->b (image coordinates, y down)."""
+    from matplotlib.patches import Arc
+
+    t1 = math.degrees(math.atan2(a[1] - v[1], a[0] - v[0]))
+    t2 = math.degrees(math.atan2(b[1] - v[1], b[0] - v[0]))
+    d = (t2 - t1) % 360.0
+    start, end = (t1, t2) if d <= 180.0 else (t2, t1)
+    ax.add_patch(Arc(v, 2 * radius, 2 * radius, theta1=start, theta2=end, color=color, lw=1.2))
+
+
+def render_overlay(image_2d: np.ndarray, result: Result, path: str | Path, max_size: int = 1600) -> Path:
+    """Write a PNG of the image with landmarks (coloured by group), constructions and values.
+
+    Args:
+        image_2d: ``(rows, cols)`` pixels (any range; shown with a 0.5-99.5 % window).
+        result: the measured result; coordinates in original-image pixels.
+        path: output PNG (written atomically).
+        max_size: longest side of the picture in pixels.
+
+    Returns:
+        The path written.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    rows, cols = int(image_2d.shape[0]), int(image_2d.shape[1])
+    scale = min(1.0, max_size / max(rows, cols))
+    step = max(1, int(1.0 / scale))
+    dpi = 100.0
+    width, height = max(cols * scale, 200) / dpi, max(rows * scale, 200) / dpi
+    fig = Figure(figsize=(width, height), dpi=dpi)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(_display_image(image_2d, step), cmap="gray", extent=(-0.5, cols - 0.5, rows - 0.5, -0.5),
+              interpolation="antialiased", vmin=0, vmax=1)
+    ax.set_xlim(-0.5, cols - 0.5)
+    ax.set_ylim(rows - 0.5, -0.5)
+    ax.axis("off")
+    font = max(5.0, min(10.0, 9.0 * max_size / 1600))
+    lw = 1.2
+
+    proto = get_protocol(result.protocol)
+    for i, (pid, m) in enumerate(result.parameters.items()):
+        color = _PALETTE[i % len(_PALETTE)]
+        for con in m.construction:
+            pts = np.array(con.points, dtype=float).reshape(-1, 2)
+            if con.kind == "line":
+                ax.plot(pts[:2, 0], pts[:2, 1], color=color, lw=lw)
+            elif con.kind == "plumb":
+                ax.plot([pts[0, 0], pts[0, 0]], [0, rows - 1], color=color, lw=lw * 0.8, ls="--")
+            elif con.kind == "offset":
+                ax.annotate("", xy=pts[1], xytext=pts[0],
+                            arrowprops={"arrowstyle": "<->", "color": color, "lw": lw})
+            elif con.kind == "angle" and len(pts) >= 3:
+                ax.plot(pts[:3, 0], pts[:3, 1], color=color, lw=lw)
+                r = 0.25 * min(np.linalg.norm(pts[0] - pts[1]), np.linalg.norm(pts[2] - pts[1]))
+                _arc(ax, pts[0], pts[1], pts[2], color, r)
+            elif con.kind == "point":
+                ax.plot(pts[:, 0], pts[:, 1], "x", color=color, ms=5, mew=1.2)
+    # landmarks on top, coloured by display group
+    many = len(result.landmarks) > 50
+    for key, lm in result.landmarks.items():
+        try:
+            color = proto.landmark(key).color
+        except Exception:  # noqa: BLE001 - an unknown ID is drawn neutral
+            color = (1.0, 1.0, 1.0)
+        ax.plot(lm.x, lm.y, "o", ms=3.5, mfc=color, mec="black", mew=0.4)
+        if not many:
+            ax.text(lm.x + 6 / scale, lm.y, key, color=color, fontsize=font * 0.7, va="center")
+    # values panel (top-left)
+    lines = [f"{result.protocol}   calibration: {result.calibration}"]
+    for i, (pid, m) in enumerate(result.parameters.items()):
+        lines.append(value_text(pid, m.value, m.unit, m.calibration))
+    missing = [pid for pid in proto.parameter_ids if pid not in result.parameters]
+    if missing:
+        lines.append("not computed: " + ", ".join(missing))
+    ax.text(0.01, 0.99, "\n".join(lines), transform=ax.transAxes, va="top", ha="left", fontsize=font,
+            color="white", family="monospace",
+            bbox={"facecolor": "black", "alpha": 0.6, "edgecolor": "none", "pad": 3})
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=dpi, pil_kwargs={"compress_level": 3})
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,181 @@
+"""Batch runner: files per image, summary and failures tables, resume without loss or repeats, Dask."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from spines import coronal_spine
+
+from SpineAlignmentLib import batch as batch_mod
+from SpineAlignmentLib.batch import BatchEvent, BatchOptions, BatchRunner, analyze_one
+from SpineAlignmentLib.cli import main as cli_main
+from SpineAlignmentLib.pipeline import measure
+from SpineAlignmentLib.slicerio.geometry import ijk_to_ras_for_file
+from SpineAlignmentLib.slicerio.markups_json import landmarks_from_markups_json
+
+PROTO = "coronal-spine"
+SIZE = (700, 800)  # rows, cols
+
+
+def _make_study(root: Path, n: int = 4, corrupt: bool = True) -> tuple[Path, Path, dict[str, dict]]:
+    images, marks = root / "images", root / "landmarks"
+    images.mkdir()
+    marks.mkdir()
+    rng = np.random.default_rng(5)
+    truth = {}
+    for k in range(n):
+        name = f"case{k:02d}"
+        Image.fromarray(rng.integers(0, 255, SIZE, dtype=np.uint8)).save(images / f"{name}.png")
+        lms = coronal_spine([12.0 * math.sin(0.4 * i + k) for i in range(17)])
+        (marks / f"{name}.json").write_text(json.dumps({"protocol": PROTO, "landmarks": lms}))
+        truth[name] = lms
+    if corrupt:
+        (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not an image")
+        (marks / "broken.json").write_text(json.dumps({"protocol": PROTO, "landmarks": truth["case00"]}))
+    return images, marks, truth
+
+
+def _options(out: Path, marks: Path, **kw) -> BatchOptions:
+    return BatchOptions(protocol=PROTO, out_dir=str(out), landmarks_dir=str(marks), **kw)
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Count real analyses (in-process executor)."""
+    calls: list[str] = []
+    real = batch_mod.analyze_one
+
+    def wrapper(path, *a, **kw):
+        calls.append(Path(path).name)
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(batch_mod, "analyze_one", wrapper)
+    return calls
+
+
+def test_every_image_gets_its_files_and_the_corrupt_one_is_recorded(tmp_path, counted):
+    images, marks, truth = _make_study(tmp_path)
+    out = tmp_path / "out"
+    events = []
+    summary = BatchRunner([images], _options(out, marks), callback=events.append).run()
+    assert (summary.total, summary.done, summary.failed, summary.skipped) == (5, 4, 1, 0)
+    assert [e.event for e in events][0] == BatchEvent.STARTED and events[-1].event == BatchEvent.FINISHED
+    assert events[-1].fraction == 1.0
+    for name, lms in truth.items():
+        res = json.loads((out / f"{name}.json").read_text())
+        assert res["image_size"] == list(SIZE) and res["calibration"] == "pixels-only"
+        expected = measure(lms, PROTO, image_size=SIZE)
+        assert res["parameters"]["AASCE_1"]["value"] == pytest.approx(expected.value("AASCE_1"), abs=1e-6)
+        assert (out / f"{name}.png").stat().st_size > 1000
+        assert Image.open(out / f"{name}.png").format == "PNG"
+        back = landmarks_from_markups_json(out / f"{name}.mrk.json", ijk_to_ras_for_file(images / f"{name}.png"), PROTO)
+        assert max(abs(back[k][0] - x) + abs(back[k][1] - y) for k, (x, y) in lms.items()) < 1e-5
+    assert not list(out.glob("*.part"))
+    with open(out / "failures.csv", newline="") as fh:
+        failures = list(csv.DictReader(fh))
+    assert [f["name"] for f in failures] == ["broken"]
+    assert failures[0]["error"] == "RadiographError" and "broken.png" in failures[0]["reason"]
+    with open(out / "summary.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [Path(r["image"]).stem for r in rows] == sorted(truth)
+    assert list(rows[0])[:8] == ["image", "protocol", "model", "calibration", "spacing_row_mm", "spacing_col_mm",
+                                 "n_landmarks", "n_warnings"]
+    assert {"Cobb_MT", "AASCE_1", "AASCE_2", "AASCE_3", "TK_T4_T12"} <= set(rows[0])
+    assert rows[0]["TK_T4_T12"] == "NaN" and rows[0]["spacing_row_mm"] == "NaN"  # no paired lateral, no spacing
+    assert float(rows[0]["AASCE_1"]) == pytest.approx(measure(truth["case00"], PROTO, image_size=SIZE).value("AASCE_1"))
+    assert sorted(counted) == sorted([f"{n}.png" for n in truth] + ["broken.png"])
+
+
+def test_resume_after_cancel_and_kill_loses_nothing_and_repeats_nothing(tmp_path, counted):
+    images, marks, truth = _make_study(tmp_path, n=5, corrupt=False)
+    out = tmp_path / "out"
+    opts = _options(out, marks)
+    runner = BatchRunner([images], opts)
+
+    def cancel_after_two(p):
+        if p.event == BatchEvent.DONE and p.done == 2:
+            runner.cancel()
+
+    runner.callback = cancel_after_two
+    first = runner.run()
+    assert first.cancelled and first.done == 2
+    assert counted == ["case00.png", "case01.png"]
+    # a kill during case02: its overlay and a half-written result exist, but no result JSON
+    (out / "case02.png").write_bytes(b"partial")
+    (out / "case02.json.part").write_text("{")
+    second = BatchRunner([images], opts).run()
+    assert (second.done, second.skipped, second.failed, second.cancelled) == (3, 2, 0, False)
+    assert counted == ["case00.png", "case01.png", "case02.png", "case03.png", "case04.png"]  # each exactly once
+    with open(out / "summary.csv", newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == 5  # the summary covers both runs
+    third = BatchRunner([images], opts).run()
+    assert (third.done, third.skipped) == (0, 5) and len(counted) == 5
+
+
+def test_failures_retried_unless_told_otherwise(tmp_path, counted):
+    images, marks, truth = _make_study(tmp_path, n=1)
+    out = tmp_path / "out"
+    BatchRunner([images], _options(out, marks)).run()
+    kept = BatchRunner([images], _options(out, marks), retry_failures=False).run()
+    assert (kept.done, kept.skipped, kept.failed) == (0, 2, 0) and "broken" in kept.failures
+    assert counted.count("broken.png") == 1
+    # fix the file: the retry succeeds and the failure disappears from failures.csv
+    Image.fromarray(np.zeros(SIZE, np.uint8)).save(images / "broken.png")
+    fixed = BatchRunner([images], _options(out, marks)).run()
+    assert (fixed.done, fixed.failed) == (1, 0)
+    assert (out / "failures.csv").read_text().strip() == "image,name,error,reason"
+
+
+def test_missing_landmarks_and_no_model_are_reasons(tmp_path, monkeypatch):
+    monkeypatch.setattr(batch_mod, "default_model", lambda protocol: None)  # a protocol without a model
+    images, marks, truth = _make_study(tmp_path, n=1, corrupt=False)
+    (marks / "case00.json").unlink()
+    s = BatchRunner([images], _options(tmp_path / "o1", marks)).run()
+    assert s.failed == 1 and "no landmark file case00.json" in s.failures["case00"]
+    s = BatchRunner([images], BatchOptions(protocol="cervical-lateral", out_dir=str(tmp_path / "o2"))).run()
+    assert s.failed == 1 and "has no model" in s.failures["case00"] and "--landmarks-dir" in s.failures["case00"]
+
+
+def test_analyze_one_reusable_for_the_analyze_command(tmp_path):
+    images, marks, truth = _make_study(tmp_path, n=1, corrupt=False)
+    res = analyze_one(images / "case00.png", PROTO, tmp_path / "single", spacing=(0.2, 0.25),
+                      landmarks_path=marks / "case00.json", write_overlay=False)
+    assert res.calibration == "manual:user" and res.spacing_mm == (0.2, 0.25)
+    assert sorted(p.name for p in (tmp_path / "single").iterdir()) == ["case00.json", "case00.mrk.json"]
+    # a .mrk.json is a landmark source too (round trip through Slicer's file format)
+    again = analyze_one(images / "case00.png", PROTO, None, spacing=(0.2, 0.25),
+                        landmarks_path=tmp_path / "single" / "case00.mrk.json")
+    assert again.value("AASCE_2") == pytest.approx(res.value("AASCE_2"), abs=1e-6)
+
+
+def test_cli_batch(tmp_path, capsys):
+    images, marks, truth = _make_study(tmp_path, n=2)
+    out = tmp_path / "out"
+    code = cli_main(["-q", "batch", "--protocol", PROTO, "--out", str(out), "--landmarks-dir", str(marks),
+                     "--no-overlay", "--progress", "jsonl", str(images)])
+    assert code == 1  # one failure
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert (summary["done"], summary["failed"]) == (2, 1)
+    events = [json.loads(line)["event"] for line in captured.err.splitlines() if line.startswith("{")]
+    assert events[0] == "started" and events[-1] == "finished" and events.count("done") == 2
+
+
+def test_dask_local_cluster_with_two_workers(tmp_path):
+    distributed = pytest.importorskip("distributed", reason="needs dask.distributed (the 'batch' extra)")
+    images, marks, truth = _make_study(tmp_path, n=4)
+    out = tmp_path / "out"
+    # processes=False: two worker threads in this process; starting worker processes costs more than the test
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        summary = BatchRunner([images], _options(out, marks, write_overlay=False), scheduler=client).run()
+        workers = len(client.scheduler_info()["workers"])
+    assert workers == 2
+    assert (summary.done, summary.failed) == (4, 1)
+    assert all((out / f"{n}.json").is_file() and (out / f"{n}.mrk.json").is_file() for n in truth)
