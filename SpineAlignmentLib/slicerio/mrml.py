@@ -210,7 +210,8 @@ class SceneAnalysis:
         else:  # headless scenes have no subject-hierarchy plugin logic creating items on add
             sh.CreateItem(self.folder_item, node)
 
-    def _landmark_node(self, group: str) -> Any:
+    def landmark_node(self, group: str) -> Any:
+        """The fiducial node of a display group (created on first use)."""
         node = self.landmark_nodes.get(group)
         if node is not None:
             return node
@@ -246,7 +247,7 @@ class SceneAnalysis:
     def add_landmark(self, landmark_id: str, xy: tuple[float, float]) -> tuple[Any, int]:
         """Add (or move) one landmark at pixel ``xy``; returns its node and control-point index."""
         spec = self.protocol.landmark(landmark_id)
-        node = self._landmark_node(spec.group)
+        node = self.landmark_node(spec.group)
         ras = self._ras([xy])[0]
         for cp_id, lm in self._ids(node).items():
             if lm == landmark_id:
@@ -662,7 +663,7 @@ def create_analysis(scene: Any, volume_node: Any, result: Result, *, name: str |
     analysis._updating = True
     try:
         for group, _ in analysis.protocol.groups:  # every group node exists, so manual placement has a target
-            analysis._landmark_node(group)
+            analysis.landmark_node(group)
         for key, lm in result.landmarks.items():
             analysis.add_landmark(key, (lm.x, lm.y))
         analysis._make_table()

@@ -1,0 +1,831 @@
+"""3D Slicer module: spinal alignment on radiographs (a thin adapter over SpineAlignmentLib).
+
+Everything that works without a GUI lives in the library: measurement
+(:mod:`SpineAlignmentLib.pipeline`), the MRML layer
+(:mod:`SpineAlignmentLib.slicerio.mrml`) and batch processing
+(:mod:`SpineAlignmentLib.batch`). This file only connects them to Slicer's GUI.
+"""
+
+import logging
+import os
+import queue
+import sys
+import threading
+from typing import Annotated, Optional
+
+import qt
+import vtk
+
+import slicer
+from slicer import vtkMRMLScalarVolumeNode
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+
+def _addLibraryPath():
+    """In a source checkout the library sits next to this module's folder; installed, it sits beside the file."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for candidate in (here, os.path.dirname(here)):
+        if os.path.isdir(os.path.join(candidate, "SpineAlignmentLib")) and candidate not in sys.path:
+            sys.path.insert(0, candidate)
+            return
+
+
+_addLibraryPath()
+
+# Only pure-Python parts of the library are imported here; numpy-, pydicom- and
+# torch-dependent parts are imported after the dependency check at first use.
+from SpineAlignmentLib.protocols import PROTOCOL_IDS  # noqa: E402
+
+MANUAL_PLACEMENT = "Manual placement"
+
+#: Packages the library needs inside Slicer: import name -> (pip requirement, minimum version).
+REQUIREMENTS = {
+    "numpy": ("numpy>=1.24", "1.24"),
+    "scipy": ("scipy>=1.10", "1.10"),
+    "pydicom": ("pydicom>=3.0", "3.0"),
+    "SimpleITK": ("SimpleITK>=2.3", "2.3"),
+    "PIL": ("pillow>=10", "10"),
+    "jsonschema": ("jsonschema>=4.17", "4.17"),
+    "matplotlib": ("matplotlib>=3.7", "3.7"),
+}
+MODEL_REQUIREMENTS = {"monai": ("monai==1.6.1", "1.6.1")}
+
+
+#
+# SpineAlignment
+#
+
+
+class SpineAlignment(ScriptedLoadableModule):
+    """Module description shown in Slicer."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "Spine Alignment"
+        self.parent.categories = ["Quantification"]
+        self.parent.dependencies = ["Markups", "Tables", "SubjectHierarchy"]
+        self.parent.contributors = ["SpineAlignment contributors"]
+        self.parent.helpText = """
+Measures spinal alignment on a radiograph: landmarks from a model or placed by hand,
+clinical parameters (sagittal, cervical, coronal Cobb and AASCE angles, shoulder balance,
+lumbar segmental motion) drawn on the image and listed in a table.
+<ul>
+<li>Choose the radiograph, the protocol and a model (or "Manual placement"), press Apply.</li>
+<li>Drag any landmark: every parameter that depends on it is recomputed at once.</li>
+<li>Guided placement asks for the next landmark by name; values appear as soon as their landmarks exist.</li>
+<li>Distances carry a calibration label: without a calibrated pixel spacing they stay in pixels.</li>
+<li>Batch: analyse a folder (or DICOM studies) into result JSON, Slicer markups and overlay pictures.</li>
+</ul>
+From the Python console: <code>SpineAlignmentLogic().analyze(volumeNode, protocol="coronal-spine", model=None)</code>.
+See the <a href="https://github.com/SpineAlignment/SpineAlignment">project page</a> for the definitions of every parameter.
+"""
+        self.parent.acknowledgementText = """
+Developed by the SpineAlignment contributors. Built on 3D Slicer, MONAI and PyTorch.
+Parameter definitions follow the cited clinical studies (see the project documentation);
+the AASCE 2019 challenge data (SpineWeb dataset 16) was used for the coronal model.
+"""
+
+
+#
+# SpineAlignmentParameterNode
+#
+
+
+@parameterNodeWrapper
+class SpineAlignmentParameterNode:
+    """
+    The parameters needed by the module.
+
+    inputVolume - the radiograph.
+    protocol - protocol ID (protocols.md).
+    flipTTA - average the model's prediction with its mirrored one.
+    useSpacingOverride - use spacingRow/spacingColumn (mm per pixel) instead of the image's.
+    """
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    protocol: Annotated[str, Choice(list(PROTOCOL_IDS))] = "coronal-spine"
+    flipTTA: bool = False
+    useSpacingOverride: bool = False
+    spacingRow: Annotated[float, WithinRange(0.001, 5.0)] = 0.2
+    spacingColumn: Annotated[float, WithinRange(0.001, 5.0)] = 0.2
+
+
+#
+# SpineAlignmentWidget
+#
+
+
+class SpineAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """GUI: binds the .ui to the parameter node and forwards actions to the logic."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self.analysis = None
+        self.skippedLandmarks = set()
+        self.placing = False
+        self.batchRunner = None
+        self.batchQueue = queue.Queue()
+        self.batchTimer = qt.QTimer()
+        self.batchTimer.setInterval(200)
+        self.batchTimer.connect("timeout()", self.drainBatchQueue)
+        self.batchDicomFiles = []
+
+    def resourcePath(self, filename):
+        """Module resources next to the module file (installed) or at the repository top (source tree)."""
+        here = os.path.dirname(os.path.abspath(__file__))
+        for base in (here, os.path.dirname(here)):
+            path = os.path.join(base, "Resources", filename)
+            if os.path.exists(path):
+                return path
+        return ScriptedLoadableModuleWidget.resourcePath(self, filename)
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/SpineAlignment.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+
+        self.logic = SpineAlignmentLogic()
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.protocolComboBox.connect("currentIndexChanged(int)", self.onProtocolChanged)
+        self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
+        self.ui.startPlacementButton.connect("clicked(bool)", self.onStartPlacement)
+        self.ui.skipLandmarkButton.connect("clicked(bool)", self.onSkipLandmark)
+        self.ui.stopPlacementButton.connect("clicked(bool)", self.onStopPlacement)
+        self.ui.exportCSVButton.connect("clicked(bool)", self.onExportCSV)
+        self.ui.batchRunButton.connect("clicked(bool)", self.onBatchRun)
+        self.ui.batchCancelButton.connect("clicked(bool)", self.onBatchCancel)
+        self.ui.batchDicomButton.connect("clicked(bool)", self.onBatchUseDicomStudies)
+        self.ui.parameterTableView.setSelectionBehavior(qt.QAbstractItemView.SelectRows)
+        self.ui.parameterTableView.setSelectionMode(qt.QAbstractItemView.SingleSelection)
+
+        self.initializeParameterNode()
+        self.onProtocolChanged()
+        self.updatePlacementButtons()
+
+    def cleanup(self) -> None:
+        self.removeObservers()
+        self.onStopPlacement()
+        self.batchTimer.stop()
+        if self.batchRunner is not None:
+            self.batchRunner.cancel()
+        if self.analysis is not None:
+            self.analysis.cleanup()
+            self.analysis = None
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+        self.onStopPlacement()
+        self.analysis = None  # the library removes its own observers on scene close
+        self.ui.parameterTableView.setMRMLTableNode(None)
+        self.ui.exportCSVButton.enabled = False
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if firstVolumeNode:
+                self._parameterNode.inputVolume = firstVolumeNode
+
+    def setParameterNode(self, inputParameterNode: Optional[SpineAlignmentParameterNode]) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self._checkCanApply()
+
+    def selectedModel(self):
+        text = self.ui.modelComboBox.currentText
+        return None if not text or text == MANUAL_PLACEMENT else text
+
+    def spacingOverride(self):
+        p = self._parameterNode
+        if p is None or not p.useSpacingOverride:
+            return None
+        return (p.spacingRow, p.spacingColumn)
+
+    def _checkCanApply(self, caller=None, event=None) -> None:
+        p = self._parameterNode
+        if p is None or not p.inputVolume:
+            self.ui.applyButton.enabled = False
+            self.ui.applyButton.toolTip = "Select a radiograph (a scalar volume) first."
+        elif p.inputVolume.GetImageData() is None or p.inputVolume.GetImageData().GetDimensions()[2] != 1:
+            self.ui.applyButton.enabled = False
+            self.ui.applyButton.toolTip = "The selected volume is not a single-slice radiograph."
+        else:
+            self.ui.applyButton.enabled = True
+            self.ui.applyButton.toolTip = ("Start guided landmark placement." if self.selectedModel() is None
+                                           else "Detect the landmarks with the model and measure.")
+        self.updateCalibrationLabel()
+
+    def updateCalibrationLabel(self) -> None:
+        p = self._parameterNode
+        if p is None or not p.inputVolume:
+            self.ui.calibrationLabel.text = "-"
+            return
+        if p.useSpacingOverride:
+            self.ui.calibrationLabel.text = f"manual:user ({p.spacingRow:g} x {p.spacingColumn:g} mm)"
+            return
+        try:
+            spacing, label, _ = self.logic.calibrationForVolume(p.inputVolume)
+        except Exception as exc:  # dependencies may be missing before first use
+            logging.debug("calibration not known yet: %s", exc)
+            self.ui.calibrationLabel.text = "determined at Apply"
+            return
+        self.ui.calibrationLabel.text = label if spacing is None else f"{label} ({spacing[0]:g} x {spacing[1]:g} mm)"
+
+    def onProtocolChanged(self, index=None) -> None:
+        protocol = self.ui.protocolComboBox.currentText or "coronal-spine"
+        models = self.logic.modelsForProtocol(protocol)
+        self.ui.modelComboBox.clear()
+        for name in models:
+            self.ui.modelComboBox.addItem(name)
+        self.ui.modelComboBox.addItem(MANUAL_PLACEMENT)
+        self.ui.modelComboBox.toolTip = ("Registered models for this protocol, or manual placement."
+                                         if models else "No model exists for this protocol yet: place the "
+                                         "landmarks by hand (guided) or run a batch from landmark files.")
+        self._checkCanApply()
+
+    def onModelChanged(self, index=None) -> None:
+        self.ui.flipTTACheckBox.enabled = self.selectedModel() is not None
+        self._checkCanApply()
+
+    # ---- analysis ----------------------------------------------------------------------
+    def onApplyButton(self) -> None:
+        p = self._parameterNode
+        model = self.selectedModel()
+        if not self.ensureDependencies(model is not None):
+            return
+        with slicer.util.tryWithErrorDisplay("Failed to analyse the radiograph.", waitCursor=True):
+            self.onStopPlacement()
+            result, analysis = self.logic.analyze(p.inputVolume, protocol=p.protocol, model=model, flipTTA=p.flipTTA,
+                                                  spacing=self.spacingOverride())
+            self.showAnalysis(analysis)
+            if model is None:
+                self.onStartPlacement()
+            else:
+                self.ui.statusLabel.text = self.resultSummary(result)
+
+    def ensureDependencies(self, needModel):
+        """Ask before installing anything (the logic never shows dialogs)."""
+        missing = self.logic.missingDependencies(needModel)
+        if not missing:
+            if needModel:
+                return self.logic.ensureTorch()
+            return True
+        text = ("SpineAlignment needs these Python packages, which will be installed now:\n  "
+                + "\n  ".join(missing) + "\n\nThis takes a few minutes; Slicer stays busy meanwhile.")
+        if not slicer.util.confirmOkCancelDisplay(text, "Install Python packages"):
+            return False
+        with slicer.util.tryWithErrorDisplay("Could not install the Python packages.", waitCursor=True):
+            self.logic.installDependencies(missing)
+            return self.logic.ensureTorch() if needModel else True
+        return False
+
+    def showAnalysis(self, analysis) -> None:
+        if self.analysis is not None and self.analysis is not analysis:
+            self.analysis.cleanup()
+        self.analysis = analysis
+        analysis.listeners.append(self.onAnalysisUpdated)
+        tableNode = analysis.table_node
+        self.ui.parameterTableView.setMRMLTableNode(tableNode)
+        self.ui.exportCSVButton.enabled = True
+        selectionModel = self.ui.parameterTableView.selectionModel()
+        selectionModel.connect("selectionChanged(QItemSelection,QItemSelection)", self.onTableSelectionChanged)
+        self.logic.showTableInLayout(tableNode)
+
+    def onAnalysisUpdated(self, analysis, changed) -> None:
+        self.ui.statusLabel.text = self.resultSummary(analysis.result)
+        if self.placing:
+            self.promptNextLandmark()
+
+    def resultSummary(self, result):
+        n = len(result.parameters)
+        total = len(self.analysis.protocol.parameters) if self.analysis else n
+        text = f"{n} of {total} parameters computed; calibration: {result.calibration}."
+        if result.warnings:
+            text += "\n" + "\n".join(result.warnings[:4]) + ("\n..." if len(result.warnings) > 4 else "")
+        return text
+
+    def onTableSelectionChanged(self, selected=None, deselected=None) -> None:
+        if self.analysis is None:
+            return
+        rows = self.ui.parameterTableView.selectedMRMLTableRowIndices()
+        if not rows:
+            self.analysis.highlight(None)
+            return
+        table = self.analysis.table_node.GetTable()
+        self.analysis.highlight(table.GetColumnByName("id").GetValue(rows[0]))
+
+    def onExportCSV(self) -> None:
+        if self.analysis is None:
+            return
+        path = qt.QFileDialog.getSaveFileName(slicer.util.mainWindow(), "Export parameters",
+                                              f"{self.analysis.protocol.id}-parameters.csv", "CSV files (*.csv)")
+        if path:
+            with slicer.util.tryWithErrorDisplay("Could not write the CSV file.", waitCursor=True):
+                self.analysis.export_csv(path)
+                self.ui.statusLabel.text = f"Parameters written to {path}."
+
+    # ---- guided placement --------------------------------------------------------------
+    def updatePlacementButtons(self) -> None:
+        self.ui.startPlacementButton.enabled = self.analysis is not None and not self.placing
+        self.ui.skipLandmarkButton.enabled = self.placing
+        self.ui.stopPlacementButton.enabled = self.placing
+
+    def onStartPlacement(self) -> None:
+        if self.analysis is None:
+            return
+        self.placing = True
+        self.skippedLandmarks = set()
+        self.promptNextLandmark()
+
+    def promptNextLandmark(self) -> None:
+        nextId = self.logic.nextLandmark(self.analysis, skip=self.skippedLandmarks)
+        if nextId is None:
+            self.ui.nextLandmarkLabel.text = "All landmarks placed. Drag any point to correct it."
+            self.onStopPlacement()
+            return
+        spec = self.analysis.protocol.landmark(nextId)
+        self.ui.nextLandmarkLabel.text = f"Next landmark: <b>{nextId}</b> - {spec.description}"
+        self.logic.startPlacing(self.analysis, nextId)
+        self.updatePlacementButtons()
+
+    def onSkipLandmark(self) -> None:
+        if self.analysis is not None and self.analysis.pending_landmark:
+            self.skippedLandmarks.add(self.analysis.pending_landmark)
+            self.promptNextLandmark()
+
+    def onStopPlacement(self) -> None:
+        self.placing = False
+        if self.analysis is not None:
+            self.analysis.pending_landmark = None
+        self.logic.stopPlacing()
+        self.updatePlacementButtons()
+
+    # ---- batch --------------------------------------------------------------------------
+    def onBatchUseDicomStudies(self) -> None:
+        with slicer.util.tryWithErrorDisplay("Could not read the DICOM browser selection."):
+            self.batchDicomFiles = self.logic.filesOfSelectedDicomStudies()
+            self.ui.batchStatusLabel.text = f"{len(self.batchDicomFiles)} DICOM files from the selected studies."
+
+    def onBatchRun(self) -> None:
+        p = self._parameterNode
+        inputs = list(self.batchDicomFiles) or ([self.ui.batchInputPathLineEdit.currentPath]
+                                                if self.ui.batchInputPathLineEdit.currentPath else [])
+        outDir = self.ui.batchOutputPathLineEdit.currentPath
+        if not inputs or not outDir:
+            slicer.util.errorDisplay("Choose an input folder (or DICOM studies) and an output folder.")
+            return
+        model = self.selectedModel()
+        landmarksDir = self.ui.batchLandmarksPathLineEdit.currentPath or None
+        if not self.ensureDependencies(model is not None and landmarksDir is None):
+            return
+        with slicer.util.tryWithErrorDisplay("Could not start the batch.", waitCursor=True):
+            self.batchRunner = self.logic.startBatch(inputs, outDir, p.protocol, model=model,
+                                                     spacing=self.spacingOverride(), landmarksDir=landmarksDir,
+                                                     flipTTA=p.flipTTA, progressQueue=self.batchQueue)
+            self.ui.batchRunButton.enabled = False
+            self.ui.batchCancelButton.enabled = True
+            self.ui.batchProgressBar.value = 0
+            self.batchTimer.start()
+
+    def onBatchCancel(self) -> None:
+        if self.batchRunner is not None:
+            self.batchRunner.cancel()
+            self.ui.batchStatusLabel.text = "Cancelling: images already running finish and are saved."
+            self.ui.batchCancelButton.enabled = False
+
+    def drainBatchQueue(self) -> None:
+        """Runs on the main thread (QTimer): the worker thread only puts events into the queue."""
+        from SpineAlignmentLib.batch import BatchEvent
+
+        while True:
+            try:
+                item = self.batchQueue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, Exception):
+                self.finishBatch(f"Batch stopped: {item}")
+                return
+            self.ui.batchProgressBar.maximum = max(1, item.total)
+            self.ui.batchProgressBar.value = item.finished_items
+            if item.event in (BatchEvent.DONE, BatchEvent.FAILED, BatchEvent.SKIPPED):
+                self.ui.batchStatusLabel.text = (f"{item.done} done, {item.failed} failed, {item.skipped} skipped "
+                                                 f"of {item.total} - {os.path.basename(item.image or '')}")
+            elif item.event == BatchEvent.FINISHED:
+                self.finishBatch(f"Finished: {item.message}. See summary.csv and failures.csv.")
+                return
+
+    def finishBatch(self, text) -> None:
+        self.batchTimer.stop()
+        self.batchRunner = None
+        self.batchDicomFiles = []
+        self.ui.batchRunButton.enabled = True
+        self.ui.batchCancelButton.enabled = False
+        self.ui.batchStatusLabel.text = text
+
+
+#
+# SpineAlignmentLogic
+#
+
+
+class SpineAlignmentLogic(ScriptedLoadableModuleLogic):
+    """Computation for the module; usable from the Python console without the GUI."""
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self._models = {}
+
+    def getParameterNode(self):
+        return SpineAlignmentParameterNode(super().getParameterNode())
+
+    # ---- dependencies -------------------------------------------------------------------
+    @staticmethod
+    def _versionTuple(text):
+        parts = []
+        for piece in str(text).split("."):
+            digits = "".join(ch for ch in piece if ch.isdigit())
+            if not digits:
+                break
+            parts.append(int(digits))
+        return tuple(parts)
+
+    def missingDependencies(self, needModel=False):
+        """Pip requirements that are absent or older than needed (torch is handled by ensureTorch)."""
+        import importlib.metadata
+        import importlib.util
+
+        wanted = dict(REQUIREMENTS)
+        if needModel:
+            wanted.update(MODEL_REQUIREMENTS)
+        distributions = {"PIL": "pillow"}
+        missing = []
+        for module, (requirement, minimum) in wanted.items():
+            if importlib.util.find_spec(module) is None:
+                missing.append(requirement)
+                continue
+            try:
+                version = importlib.metadata.version(distributions.get(module, module))
+            except importlib.metadata.PackageNotFoundError:
+                continue  # bundled without metadata: trust Slicer's copy
+            if self._versionTuple(version) < self._versionTuple(minimum):
+                missing.append(requirement)
+        return missing
+
+    def installDependencies(self, requirements):
+        """Install with Slicer's pip (slicer.util.pip_install); called only after the user agreed."""
+        logging.info("Installing %s", " ".join(requirements))
+        slicer.util.pip_install(" ".join(f'"{r}"' for r in requirements))
+
+    def ensureTorch(self):
+        """PyTorch through the Slicer PyTorch extension (it picks the build for this computer)."""
+        try:
+            import torch  # noqa: F401
+            return True
+        except ImportError:
+            pass
+        try:
+            import PyTorchUtils
+        except ImportError:
+            raise RuntimeError("Models need PyTorch: install the 'PyTorch' extension from the Extensions Manager, "
+                               "restart Slicer and try again (or choose Manual placement).") from None
+        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+        if not torchLogic.torchInstalled():
+            torch = torchLogic.installTorch(askConfirmation=True)
+            if torch is None:
+                raise RuntimeError("PyTorch is needed for models and was not installed; choose Manual placement "
+                                   "or install it with the PyTorch Utils module.")
+        return True
+
+    # ---- models and calibration ------------------------------------------------------------
+    def modelsForProtocol(self, protocol):
+        """Names of registered models for a protocol ([] when none exist or the registry cannot load)."""
+        try:
+            from SpineAlignmentLib.models.registry import list_models
+
+            models = list_models(protocol)
+        except Exception as exc:  # no torch yet, or no registry: manual placement still works
+            logging.debug("No model registry: %s", exc)
+            return []
+        return [m if isinstance(m, str) else getattr(m, "name", str(m)) for m in models]
+
+    def sourceFileOfVolume(self, volumeNode):
+        """The file a volume was loaded from (DICOM instance or storage file), or None."""
+        uids = volumeNode.GetAttribute("DICOM.instanceUIDs")
+        if uids and getattr(slicer, "dicomDatabase", None) is not None:
+            path = slicer.dicomDatabase.fileForInstance(uids.split()[0])
+            if path:
+                return path
+        storage = volumeNode.GetStorageNode()
+        if storage is not None and storage.GetFileName() and os.path.exists(storage.GetFileName()):
+            return storage.GetFileName()
+        return None
+
+    def calibrationForVolume(self, volumeNode, spacing=None):
+        """(spacing_mm (row, col) or None, calibration label, radiograph or None) per definitions.md 7.4.
+
+        Millimetres never come from the volume's spacing (ITK reads Imager Pixel
+        Spacing for DX/CR); they come from the file's tags through the library,
+        or from the user's override.
+        """
+        if spacing is not None:
+            return (float(spacing[0]), float(spacing[1])), "manual:user", None
+        path = self.sourceFileOfVolume(volumeNode)
+        if path is None:
+            return None, "pixels-only", None
+        from SpineAlignmentLib.imaging import read_radiograph
+
+        radiograph = read_radiograph(path)
+        return radiograph.spacing_mm, radiograph.calibration, radiograph
+
+    def loadModel(self, name):
+        if name not in self._models:
+            from SpineAlignmentLib.models.registry import load_model
+
+            self._models[name] = load_model(name)
+        return self._models[name]
+
+    # ---- analysis -------------------------------------------------------------------------
+    def analyze(self, volumeNode, protocol="coronal-spine", model=None, flipTTA=False, spacing=None):
+        """Analyse a radiograph volume into scene nodes.
+
+        Args:
+            volumeNode: vtkMRMLScalarVolumeNode with one slice.
+            protocol: protocol ID, e.g. "sagittal-whole-spine" or "coronal-spine".
+            model: registered model name; None starts an empty analysis for manual placement.
+            flipTTA: average with the mirrored prediction (models only).
+            spacing: (row, col) mm per pixel to use instead of the image's (label manual:user).
+
+        Returns:
+            (result, analysis): the SpineAlignmentLib Result and the SceneAnalysis holding the
+            created nodes (landmark_nodes, construction_nodes, table_node, folder_item).
+        """
+        from SpineAlignmentLib.pipeline import measure
+        from SpineAlignmentLib.slicerio import mrml
+
+        if volumeNode is None or volumeNode.GetImageData() is None:
+            raise ValueError("Select a radiograph volume with image data.")
+        spacingMm, label, radiograph = self.calibrationForVolume(volumeNode, spacing)
+        orientation = radiograph.patient_orientation if radiograph is not None else None
+        imageName = os.path.basename(radiograph.path.name) if radiograph is not None and radiograph.path else volumeNode.GetName()
+        if model is None:
+            analysis = mrml.create_empty_analysis(slicer.mrmlScene, volumeNode, protocol, spacing_mm=spacingMm,
+                                                  calibration=label, patient_orientation=orientation,
+                                                  image=imageName, observe=True)
+            return analysis.result, analysis
+        from SpineAlignmentLib.inference import predict_landmarks
+
+        size = mrml.volume_image_size(volumeNode)
+        source = radiograph if radiograph is not None and radiograph.shape == size else mrml.volume_pixels(volumeNode)
+        net = self.loadModel(model)
+        landmarks, warnings = predict_landmarks(source, net, flip_tta=flipTTA)
+        meta = getattr(net, "metadata", None) or {}
+        modelInfo = {"name": model}
+        if isinstance(meta, dict) and meta.get("version"):
+            modelInfo["version"] = str(meta["version"])
+        result = measure(landmarks, protocol, spacing_mm=spacingMm, calibration=label, image_size=size,
+                         patient_orientation=orientation, image=imageName, model=modelInfo)
+        result.warnings[:0] = list(warnings)
+        analysis = mrml.create_analysis(slicer.mrmlScene, volumeNode, result, observe=True)
+        return analysis.result, analysis
+
+    def measureFromMarkups(self, markupsNode, protocol=None, volumeNode=None):
+        """Re-measure from edited control points; updates lines, angles and the table. Returns the Result."""
+        from SpineAlignmentLib.slicerio import mrml
+
+        return mrml.measure_from_markups(markupsNode, protocol, volumeNode)
+
+    def showTableInLayout(self, tableNode):
+        """Show the parameter table in the layout's table view (adds one if the layout has none)."""
+        if not hasattr(slicer, "app") or slicer.app.layoutManager() is None:
+            return
+        layoutManager = slicer.app.layoutManager()
+        if layoutManager.tableWidget(0) is None or not layoutManager.tableWidget(0).isVisible():
+            layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
+        selectionNode = slicer.app.applicationLogic().GetSelectionNode()
+        selectionNode.SetActiveTableID(tableNode.GetID())
+        slicer.app.applicationLogic().PropagateTableSelection()
+
+    # ---- guided placement -------------------------------------------------------------------
+    def nextLandmark(self, analysis, skip=()):
+        """Canonical ID of the next landmark to place (protocol order), or None when all are placed."""
+        for landmarkId in analysis.missing_landmarks():
+            if landmarkId not in skip:
+                return landmarkId
+        return None
+
+    def startPlacing(self, analysis, landmarkId):
+        """Enter place mode for one point in the landmark's group node; the click is assigned to landmarkId."""
+        spec = analysis.protocol.landmark(landmarkId)
+        node = analysis.landmark_node(spec.group)
+        analysis.observe()
+        analysis.pending_landmark = landmarkId
+        selectionNode = slicer.mrmlScene.GetNodeByID("vtkMRMLSelectionNodeSingleton")
+        selectionNode.SetReferenceActivePlaceNodeClassName("vtkMRMLMarkupsFiducialNode")
+        selectionNode.SetActivePlaceNodeID(node.GetID())
+        interactionNode = slicer.mrmlScene.GetNodeByID("vtkMRMLInteractionNodeSingleton")
+        interactionNode.SetPlaceModePersistence(0)
+        interactionNode.SetCurrentInteractionMode(interactionNode.Place)
+
+    def stopPlacing(self):
+        interactionNode = slicer.mrmlScene.GetNodeByID("vtkMRMLInteractionNodeSingleton")
+        if interactionNode is not None and interactionNode.GetCurrentInteractionMode() == interactionNode.Place:
+            interactionNode.SetCurrentInteractionMode(interactionNode.ViewTransform)
+
+    # ---- batch -----------------------------------------------------------------------------
+    def filesOfSelectedDicomStudies(self):
+        """Files of the studies selected in Slicer's DICOM browser."""
+        browser = slicer.modules.dicom.widgetRepresentation().self().browserWidget.dicomBrowser
+        studies = browser.dicomTableManager().currentStudiesSelection()
+        if not studies:
+            raise ValueError("Select one or more studies in the DICOM browser first.")
+        files = []
+        for study in studies:
+            for series in slicer.dicomDatabase.seriesForStudy(study):
+                files.extend(slicer.dicomDatabase.filesForSeries(series))
+        return files
+
+    def startBatch(self, inputs, outDir, protocol, model=None, spacing=None, landmarksDir=None, flipTTA=False,
+                   progressQueue=None, callback=None):
+        """Run a batch in a worker thread; progress events go to progressQueue (drained on the main thread).
+
+        Returns:
+            The BatchRunner (call .cancel() to stop submitting new images).
+        """
+        from SpineAlignmentLib.batch import BatchOptions, BatchRunner
+
+        options = BatchOptions(protocol=protocol, out_dir=str(outDir), model=model,
+                               spacing=tuple(spacing) if spacing else None, landmarks_dir=landmarksDir,
+                               flip_tta=flipTTA)
+        report = callback or (progressQueue.put if progressQueue is not None else None)
+        runner = BatchRunner(inputs, options, callback=report)
+
+        def work():
+            try:
+                runner.run()
+            except Exception as exc:  # reported to the GUI through the queue, never lost in the thread
+                logging.exception("Batch failed")
+                if progressQueue is not None:
+                    progressQueue.put(exc)
+
+        threading.Thread(target=work, name="SpineAlignmentBatch", daemon=True).start()
+        return runner
+
+
+#
+# SpineAlignmentTest
+#
+
+
+class SpineAlignmentTest(ScriptedLoadableModuleTest):
+    """Runs inside Slicer: analyse a generated radiograph, place landmarks, move one, check the table."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_AnalyzeMoveUpdate()
+        self.setUp()
+        self.test_ExportAndReload()
+
+    @staticmethod
+    def syntheticLateral():
+        """45 landmarks of a plausible lateral spine facing +x (pixels), and a matching generated image."""
+        import numpy as np
+
+        names = [f"C{i}" for i in range(2, 8)] + [f"T{i}" for i in range(1, 13)] + [f"L{i}" for i in range(1, 6)]
+        points = {}
+        image = np.zeros((1900, 900), dtype=np.float32)
+        for k, v in enumerate(names):
+            cx, cy = 450.0 + 40.0 * np.sin(k / 3.5), 150.0 + 68.0 * k
+            tilt = np.radians(8.0 * np.cos(k / 4.0))
+            d = np.array([np.cos(tilt), np.sin(tilt)])  # anterior along +x
+            up = np.array([np.sin(tilt), -np.cos(tilt)])
+            c = np.array([cx, cy])
+            for suffix, vec in (("AS", d * 22 + up * 14), ("PS", -d * 22 + up * 14),
+                                ("AI", d * 22 - up * 14), ("PI", -d * 22 - up * 14)):
+                points[f"{v}_{suffix}"] = tuple(c + vec)
+            points[f"{v}c"] = (cx, cy)
+            image[int(cy - 14):int(cy + 14), int(cx - 22):int(cx + 22)] = 1000.0
+        s1 = np.array([470.0, 1780.0])
+        points["S1_PS"] = tuple(s1)
+        points["S1_AS"] = tuple(s1 + 45.0 * np.array([np.cos(np.radians(40)), -np.sin(np.radians(40))]))
+        points["FH_1"] = (540.0, 1700.0)
+        points["FH_2"] = (548.0, 1712.0)
+        points["OD"] = (points["C2c"][0] + 4.0, points["C2c"][1] - 30.0)
+        from SpineAlignmentLib.protocols import get_protocol
+
+        ids = get_protocol("sagittal-whole-spine").landmark_ids
+        return {k: points[k] for k in ids}, image
+
+    def makeVolume(self, image):
+        import numpy as np
+
+        volumeNode = slicer.util.addVolumeFromArray(image[np.newaxis], name="synthetic lateral")
+        volumeNode.SetSpacing(0.15, 0.2, 1.0)
+        volumeNode.SetOrigin(-100.0, 50.0, 3.0)
+        return volumeNode
+
+    def test_AnalyzeMoveUpdate(self):
+        from SpineAlignmentLib.pipeline import measure
+        from SpineAlignmentLib.slicerio.geometry import pixels_to_ras
+
+        self.delayDisplay("Manual analysis of a generated lateral radiograph")
+        landmarks, image = self.syntheticLateral()
+        volumeNode = self.makeVolume(image)
+        logic = SpineAlignmentLogic()
+        result, analysis = logic.analyze(volumeNode, protocol="sagittal-whole-spine", model=None,
+                                         spacing=(0.2, 0.15))
+        self.assertEqual(len(result.parameters), 0)
+        self.assertEqual(logic.nextLandmark(analysis), "OD")
+        for key, xy in landmarks.items():
+            analysis.add_landmark(key, xy)
+        analysis.update()
+        expected = measure(landmarks, "sagittal-whole-spine", spacing_mm=(0.2, 0.15),
+                           image_size=image.shape)
+        self.assertEqual(set(analysis.result.parameters), set(expected.parameters))
+        for pid, m in expected.parameters.items():
+            self.assertAlmostEqual(analysis.result.value(pid), m.value, places=6)
+        self.assertIsNone(logic.nextLandmark(analysis))
+
+        self.delayDisplay("Move S1_AS: only its dependants change")
+        table = analysis.table_node.GetTable()
+        ids = [table.GetColumnByName("id").GetValue(r) for r in range(table.GetNumberOfRows())]
+        before = {pid: table.GetColumnByName("value").GetValue(r) for r, pid in enumerate(ids)}
+        node = analysis.landmark_nodes["pelvis"]
+        index = next(i for i in range(node.GetNumberOfControlPoints()) if node.GetNthControlPointLabel(i) == "S1_AS")
+        x, y = landmarks["S1_AS"]
+        matrix = vtk.vtkMatrix4x4()
+        volumeNode.GetIJKToRASMatrix(matrix)
+        import numpy as np
+
+        m = np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+        node.SetNthControlPointPosition(index, *pixels_to_ras(m, [(x + 8.0, y - 5.0)])[0])
+        after = {pid: table.GetColumnByName("value").GetValue(r) for r, pid in enumerate(ids)}
+        changed = {pid for pid in ids if abs(after[pid] - before[pid]) > 1e-9}
+        self.assertEqual(changed, {"PI", "SS", "PT", "LL", "L4SL", "SSA", "GT", "LPA", "TPA"})
+        moved = measure({**landmarks, "S1_AS": (x + 8.0, y - 5.0)}, "sagittal-whole-spine",
+                        spacing_mm=(0.2, 0.15), image_size=image.shape)
+        self.assertAlmostEqual(after["SS"], moved.value("SS"), places=6)
+        self.assertAlmostEqual(logic.measureFromMarkups(node).value("PI"), moved.value("PI"), places=6)
+        self.delayDisplay("Test passed")
+
+    def test_ExportAndReload(self):
+        import csv
+        import json
+
+        landmarks, image = self.syntheticLateral()
+        volumeNode = self.makeVolume(image)
+        logic = SpineAlignmentLogic()
+        result, analysis = logic.analyze(volumeNode, protocol="sagittal-whole-spine", model=None)
+        for key, xy in landmarks.items():
+            analysis.add_landmark(key, xy)
+        analysis.update()
+        folder = slicer.app.temporaryPath
+        csvPath = analysis.export_csv(os.path.join(folder, "SpineAlignmentTest.csv"))
+        with open(csvPath, newline="") as fh:
+            rows = {row["id"]: row for row in csv.DictReader(fh)}
+        self.assertEqual(rows["SVA"]["unit"], "px")  # no spacing: distances stay in pixels
+        markupsPath = analysis.write_markups_json(os.path.join(folder, "SpineAlignmentTest.mrk.json"))
+        loaded = slicer.util.loadMarkups(str(markupsPath))
+        self.assertEqual(loaded.GetNumberOfControlPoints(), 45)
+        self.assertEqual(loaded.GetNthControlPointID(0), "OD")
+        reloaded = logic.measureFromMarkups(loaded, "sagittal-whole-spine", volumeNode)
+        self.assertAlmostEqual(reloaded.value("PI"), analysis.result.value("PI"), places=4)
+        self.assertEqual(json.loads(open(markupsPath).read())["markups"][0]["coordinateSystem"], "LPS")
+        self.delayDisplay("Test passed")
