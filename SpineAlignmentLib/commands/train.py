@@ -1,0 +1,40 @@
+"""``spine-align train``: train a landmark network on an AASCE-layout folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "train a landmark heatmap network (resumable; writes a run folder with metrics and checkpoints)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--protocol", default="coronal-spine", help="protocol whose landmarks are learnt (default: coronal-spine)")
+    parser.add_argument("--data", required=True, help="dataset folder with images/ and labels/ (AASCE layout)")
+    parser.add_argument("--out", required=True, help="run folder (created); holds checkpoints, metrics.jsonl, split.json, hygiene.json")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--epochs", type=int, default=60, help="total epochs (default 60)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW, cosine schedule)")
+    parser.add_argument("--input-size", type=int, nargs=2, default=(512, 256), metavar=("ROWS", "COLS"),
+                        help="network input (letterbox) size, divisible by 64 (default 512 256)")
+    parser.add_argument("--val-fraction", type=float, default=0.2, help="fraction of images held out by patient")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--time-limit", type=float, default=None, metavar="MIN",
+                        help="stop after the epoch that passes this many minutes (resume later)")
+    parser.add_argument("--max-images", type=int, default=None, help="use only the first N usable images (smoke tests)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training.trainer import TrainConfig, train
+
+    cfg = TrainConfig(
+        protocol=args.protocol, data=str(args.data), out=str(args.out), input_shape=tuple(args.input_size),
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction,
+        seed=args.seed, threads=args.threads, time_limit_min=args.time_limit, max_images=args.max_images,
+    )
+    best = train(cfg, resume=args.resume, progress=not args.no_progress)
+    print(json.dumps(best, indent=1))
+    return 0

@@ -1,0 +1,156 @@
+"""Landmark prediction on a radiograph: preprocess, heatmaps, decode, map back, sanity warnings.
+
+Public entry: :func:`predict_landmarks`. Coordinates returned are pixels of the
+original image (``x`` right, ``y`` down, pixel-centre convention).
+
+Image-level warnings are produced when the result should not be trusted
+blindly: low confidence (the typical sign of a lateral, chest, empty or noise
+image), vertebrae out of top-to-bottom order, corner order broken inside a
+vertebra, or irregular spacing between consecutive vertebrae.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import RadiographError
+from .preprocess import letterbox, normalise_intensity
+
+__all__ = ["PredictedLandmark", "predict_landmarks", "predict_array", "plausibility_warnings"]
+
+log = logging.getLogger(__name__)
+
+#: Images smaller than this (either side, pixels) carry too little detail for 17 vertebrae.
+MIN_SIDE = 64
+
+
+@dataclass(frozen=True)
+class PredictedLandmark:
+    """A predicted landmark in original-image pixels with its confidence in [0, 1].
+
+    Has the same ``x``, ``y``, ``confidence`` fields as
+    :class:`SpineAlignmentLib.result.Landmark`.
+    """
+
+    x: float
+    y: float
+    confidence: float
+
+
+def _pixels(image: Any) -> np.ndarray:
+    pixels = getattr(image, "pixels", image)
+    a = np.asarray(pixels)
+    if a.ndim == 3 and a.shape[-1] in (3, 4):
+        a = a[..., :3].mean(axis=-1)
+    if a.ndim != 2:
+        raise RadiographError(f"Expected a 2-D grayscale image, got an array of shape {a.shape}; pass one frame.")
+    return a.astype(np.float32, copy=False)
+
+
+def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Predict landmarks on a 2-D array.
+
+    Args:
+        pixels: (rows, cols) intensities, bone bright (MONOCHROME2 sense).
+        model: :class:`~SpineAlignmentLib.models.registry.LoadedModel`.
+        flip_tta: also predict on the mirrored image (channels swapped back:
+            ``TL`` <-> ``TR``, ``BL`` <-> ``BR``) and average the two.
+
+    Returns:
+        ``(points, confidence)``: (K, 2) ``(x, y)`` original pixels and (K,) in [0, 1].
+    """
+    import torch
+
+    from ..models.landmarks import flip_permutation
+    from .decode import decode_heatmaps
+
+    md = model.metadata
+    img_spec = md["network_data_format"]["inputs"]["image"]
+    inten = img_spec["intensity"]
+    dec = md["decoding"]
+    norm = normalise_intensity(pixels, inten["low_percentile"], inten["high_percentile"])
+    x, geo = letterbox(norm, tuple(model.input_shape))
+    batch = x[None, None]
+    if flip_tta:
+        batch = np.concatenate([batch, batch[..., ::-1]], axis=0)
+    with torch.inference_mode():
+        logits = model.network(torch.from_numpy(np.ascontiguousarray(batch)))
+        coords, conf, _ = decode_heatmaps(logits, model.stride, window=int(dec["window"]),
+                                          conf_radius=float(dec["confidence_radius"]))
+    coords, conf = coords.numpy().astype(np.float64), conf.numpy().astype(np.float64)
+    pts, c = coords[0], conf[0]
+    if flip_tta:
+        perm = flip_permutation(model.landmark_ids)
+        w = model.input_shape[1]
+        fp = coords[1][perm].copy()
+        fp[:, 0] = (w - 1) - fp[:, 0]
+        pts = 0.5 * (pts + fp)
+        c = 0.5 * (c + conf[1][perm])
+    return geo.to_original(pts), c
+
+
+def plausibility_warnings(points: np.ndarray, confidence: np.ndarray, ids, low_confidence: float) -> list[str]:
+    """Image-level warnings for four-corner vertebra landmarks (sequences of TL, TR, BL, BR)."""
+    from ..training.hygiene import check_labels
+
+    warns: list[str] = []
+    mean_conf = float(np.mean(confidence))
+    n_low = int(np.sum(confidence < low_confidence))
+    if mean_conf < low_confidence:
+        warns.append(f"Low landmark confidence (mean {mean_conf:.2f} < {low_confidence:.2f}): this may not be an AP spine "
+                     "radiograph, or the spine is hard to see; check every landmark before using the values.")
+    elif n_low:
+        names = [ids[i] for i in np.where(confidence < low_confidence)[0]]
+        warns.append(f"{n_low} landmark(s) with low confidence ({', '.join(names[:6])}{'...' if n_low > 6 else ''}); check them.")
+    if len(ids) % 4 == 0 and all(i.rsplit("_", 1)[-1] in ("TL", "TR", "BL", "BR") for i in ids):
+        vnames = [ids[i].rsplit("_", 1)[0] for i in range(0, len(ids), 4)]
+        res = check_labels(points, "prediction", vertebra_names=vnames)
+        kinds = {f.check for f in res.findings}
+        if "vertebra_order" in kinds:
+            warns.append("Predicted vertebrae are not in top-to-bottom order; the landmarks are implausible, check them.")
+        if "corner_order" in kinds:
+            bad = sorted({vnames[f.vertebra] for f in res.findings if f.check == "corner_order" and f.vertebra is not None})
+            warns.append(f"Corner order broken in {', '.join(bad)}; check those vertebrae.")
+        if "misplaced_point" in kinds:
+            warns.append("Irregular vertebra size or spacing between vertebrae; some landmarks are likely misplaced, check them.")
+    return warns
+
+
+def predict_landmarks(radiograph_or_array: Any, model, *, flip_tta: bool = False) -> tuple[dict[str, PredictedLandmark], list[str]]:
+    """Predict a protocol's landmarks on a radiograph.
+
+    Args:
+        radiograph_or_array: a :class:`~SpineAlignmentLib.imaging.Radiograph`
+            (its ``pixels`` are used) or a 2-D array (bone bright).
+        model: a :class:`~SpineAlignmentLib.models.registry.LoadedModel`
+            (see :func:`~SpineAlignmentLib.models.registry.load_model`).
+        flip_tta: average with the prediction on the mirrored image.
+
+    Returns:
+        ``(landmarks, warnings)``: landmark ID -> :class:`PredictedLandmark`
+        (original pixels), and image-level warnings a user can act on.
+
+    Raises:
+        RadiographError: not a 2-D grayscale image.
+    """
+    pixels = _pixels(radiograph_or_array)
+    warns: list[str] = []
+    rows, cols = pixels.shape
+    if rows < MIN_SIDE or cols < MIN_SIDE:
+        warns.append(f"Image is only {rows}x{cols} pixels; too small for vertebra landmarks, results are unreliable.")
+    finite = pixels[np.isfinite(pixels)]
+    if finite.size == 0 or float(np.ptp(finite)) == 0.0:
+        warns.append("Image has no contrast (blank); landmarks are meaningless.")
+    pts, conf = predict_array(pixels, model, flip_tta=flip_tta)
+    if warns:
+        # A blank or tiny image must never look confident, whatever the network says.
+        conf = np.minimum(conf, 0.05)
+    ids = model.landmark_ids
+    low = float(model.metadata["decoding"]["low_confidence"])
+    warns += plausibility_warnings(pts, conf, ids, low)
+    landmarks = {lid: PredictedLandmark(float(p[0]), float(p[1]), float(c)) for lid, p, c in zip(ids, pts, conf)}
+    return landmarks, warns

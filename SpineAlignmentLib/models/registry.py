@@ -1,0 +1,181 @@
+"""Model registry: one folder per model under ``Resources/Models/<name>/``.
+
+Each folder holds ``metadata.json`` (validated against
+``metadata.schema.json`` on load), the weights file it names, and a README.
+The weights' SHA-256 is checked before ``torch.load(..., weights_only=True)``;
+a missing or corrupted file raises :class:`~SpineAlignmentLib.errors.ModelError`
+naming the file and the checksum it should have. Nothing is ever downloaded.
+
+The models folder is ``$SPINEALIGN_MODELS`` when set, else
+``Resources/Models`` of the source tree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelError
+
+__all__ = ["LoadedModel", "models_dir", "list_models", "read_metadata", "load_model", "sha256_file", "SCHEMA_PATH"]
+
+SCHEMA_PATH = Path(__file__).with_name("metadata.schema.json")
+
+
+def models_dir() -> Path:
+    """Folder holding one sub-folder per model."""
+    env = os.environ.get("SPINEALIGN_MODELS")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "Resources" / "Models"
+
+
+@lru_cache(maxsize=1)
+def _schema() -> dict:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def validate_metadata(metadata: dict, source: str = "metadata") -> None:
+    """Raise :class:`ModelError` unless ``metadata`` follows the schema."""
+    import jsonschema
+
+    try:
+        jsonschema.validate(metadata, _schema())
+    except jsonschema.ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
+        raise ModelError(f"Model metadata {source} is invalid at {where}: {exc.message}; fix or reinstall the model folder.") from None
+
+
+def read_metadata(folder: Path) -> dict:
+    """Read and validate ``folder/metadata.json``."""
+    path = Path(folder) / "metadata.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"Model folder {folder} has no metadata.json; reinstall the model.") from None
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"Model metadata {path} is not valid JSON ({exc.msg} at line {exc.lineno}); reinstall the model.") from None
+    validate_metadata(data, str(path))
+    return data
+
+
+def list_models(protocol: str | None = None) -> list[dict]:
+    """Metadata of every valid model, optionally only those for ``protocol``, sorted by name.
+
+    Folders whose metadata does not validate are skipped (loading one by name
+    reports why).
+    """
+    root = models_dir()
+    out = []
+    if not root.is_dir():
+        return out
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        try:
+            md = read_metadata(folder)
+        except ModelError:
+            continue
+        if protocol is None or md["protocol"] == protocol:
+            out.append(md)
+    return out
+
+
+@dataclass
+class LoadedModel:
+    """A network ready for inference plus the metadata that says how to feed it.
+
+    Attributes:
+        name, version: from the metadata.
+        metadata: the validated metadata dict.
+        network: the torch module in eval mode (float32).
+        landmark_ids: channel order.
+        input_shape: (rows, cols) of the network input.
+        stride: input pixels per heatmap pixel.
+        folder: the model folder.
+    """
+
+    name: str
+    version: str
+    metadata: dict
+    network: Any
+    landmark_ids: tuple[str, ...]
+    input_shape: tuple[int, int]
+    stride: int
+    folder: Path
+
+    @property
+    def protocol(self) -> str:
+        return self.metadata["protocol"]
+
+    def info(self) -> dict:
+        """``{"name", "version"}`` as written into result files."""
+        return {"name": self.name, "version": self.version}
+
+
+def _network_class(dotted: str):
+    module, _, cls = dotted.rpartition(".")
+    if not module.startswith("SpineAlignmentLib.models"):
+        raise ModelError(f"Network class {dotted} is outside SpineAlignmentLib.models; refusing to import it.")
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError):
+        raise ModelError(f"Network class {dotted} named in the model metadata does not exist in this version; update SpineAlignmentLib.") from None
+
+
+def build_network(metadata: dict):
+    """Instantiate the metadata's network from its constructor arguments (random weights)."""
+    net = metadata["network"]
+    return _network_class(net["class"])(**net["args"])
+
+
+def load_model(name: str, *, folder: Path | None = None):
+    """Load a registered model by name (or from an explicit folder).
+
+    Raises:
+        ModelError: unknown name, invalid metadata, missing or corrupted
+            weights (the message names the file and its expected SHA-256).
+    """
+    import torch
+
+    folder = Path(folder) if folder is not None else models_dir() / name
+    if not folder.is_dir():
+        known = ", ".join(m["name"] for m in list_models()) or "none"
+        raise ModelError(f"Model '{name}' not found in {folder.parent} (installed: {known}); check the model name.")
+    md = read_metadata(folder)
+    w = md["weights"]
+    wpath = folder / w["file"]
+    if not wpath.is_file():
+        raise ModelError(f"Weights file {wpath} is missing; restore it (expected SHA-256 {w['sha256']}).")
+    actual = sha256_file(wpath)
+    if actual != w["sha256"]:
+        raise ModelError(f"Weights file {wpath} is corrupted (SHA-256 {actual}, expected {w['sha256']}); restore it from the release.")
+    try:
+        state = torch.load(wpath, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a bad archive
+        raise ModelError(f"Weights file {wpath} cannot be read ({exc}); restore it (expected SHA-256 {w['sha256']}).") from None
+    network = build_network(md)
+    try:
+        network.load_state_dict({k: v.float() for k, v in state.items()})
+    except RuntimeError as exc:
+        raise ModelError(f"Weights file {wpath} does not fit the network in metadata.json ({str(exc).splitlines()[0]}); reinstall the model.") from None
+    network.eval()
+    image = md["network_data_format"]["inputs"]["image"]
+    return LoadedModel(
+        name=md["name"], version=md["version"], metadata=md, network=network,
+        landmark_ids=tuple(md["landmarks"]), input_shape=tuple(image["spatial_shape"]),
+        stride=int(md["network"]["stride"]), folder=folder,
+    )

@@ -1,0 +1,1 @@
+"""Training of landmark networks: data, label hygiene, keypoint transforms, losses, trainer."""

@@ -1,0 +1,187 @@
+"""AASCE-layout landmark data: discovery, label hygiene, patient-level split, cached inputs.
+
+Layout read (``../shared/datasets/aasce-train``)::
+
+    images/<name>.jpg
+    labels/<name>.jpg.mat      # MATLAB file with one array ``p2`` (68, 2), x/y pixels
+    labels/angles.csv          # optional: reference AASCE triple per image
+    labels/filenames.csv       # optional: image names in the order of angles.csv
+
+Patients: images of one patient share the number before the view letter
+(``sunhl-1th-02-Jan-2017-162 A AP.jpg`` and ``... 162 B AP.jpg`` are patient
+``162``). Files without such a number (``...-coronal12.jpg``) cannot be tied to
+a patient, so they are kept together as one group to rule out any leakage.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from ..errors import SpineAlignmentError
+from ..inference.preprocess import Letterbox, letterbox, normalise_intensity
+from .hygiene import HygieneResult, run_hygiene
+
+__all__ = ["Sample", "patient_id", "discover", "patient_split", "load_samples", "CachedSample"]
+
+log = logging.getLogger(__name__)
+
+_PATIENT_RE = re.compile(r"-(\d+)\s+[A-Z]\s+AP")
+
+
+def patient_id(file_name: str) -> str:
+    """Patient key of an AASCE file name (``'162'`` for ``'...-162 A AP.jpg'``).
+
+    Names without a number before a view letter share the key of their stem
+    with digits removed (e.g. all ``...-coronalN.jpg`` files become one group).
+    """
+    m = _PATIENT_RE.search(file_name)
+    if m:
+        return m.group(1)
+    stem = Path(file_name).stem
+    return "group:" + re.sub(r"\d+", "#", stem)
+
+
+@dataclass
+class Sample:
+    """One labelled image on disk."""
+
+    name: str
+    image_path: Path
+    label_path: Path
+    points: np.ndarray  # (68, 2) x, y original pixels, after hygiene fixes
+    image_shape: tuple[int, int]  # (rows, cols)
+    reference_angles: np.ndarray | None = None  # (3,) AASCE triple from angles.csv
+
+
+@dataclass
+class CachedSample:
+    """A sample letterboxed to the network input and kept in memory."""
+
+    name: str
+    image: np.ndarray  # (H, W) uint8, normalised intensities * 255
+    points: np.ndarray  # (68, 2) network-input pixels
+    geometry: Letterbox
+    original_points: np.ndarray  # (68, 2) original pixels
+    reference_angles: np.ndarray | None = None
+
+
+def _read_points(label_path: Path) -> np.ndarray:
+    import scipy.io
+
+    try:
+        mat = scipy.io.loadmat(str(label_path))
+    except Exception as exc:  # scipy raises several types for a bad file
+        raise SpineAlignmentError(f"Label file {label_path} cannot be read as a MATLAB file ({exc}); replace it.") from exc
+    if "p2" not in mat:
+        raise SpineAlignmentError(f"Label file {label_path} has no 'p2' array; it must hold the (68, 2) corner points.")
+    return np.asarray(mat["p2"], dtype=np.float64)
+
+
+def _reference_angles(label_dir: Path) -> dict[str, np.ndarray]:
+    names_csv, angles_csv = label_dir / "filenames.csv", label_dir / "angles.csv"
+    if not (names_csv.exists() and angles_csv.exists()):
+        return {}
+    with open(names_csv, newline="") as f:
+        names = [row[0].strip() for row in csv.reader(f) if row]
+    with open(angles_csv, newline="") as f:
+        angles = [np.array([float(v) for v in row[:3]]) for row in csv.reader(f) if row]
+    return dict(zip(names, angles))
+
+
+def discover(data_dir: Path) -> list[tuple[Path, Path]]:
+    """(image, label) path pairs of an AASCE-layout folder, sorted by name."""
+    data_dir = Path(data_dir)
+    img_dir, lab_dir = data_dir / "images", data_dir / "labels"
+    if not img_dir.is_dir() or not lab_dir.is_dir():
+        raise SpineAlignmentError(
+            f"Training data folder {data_dir} must contain 'images/' and 'labels/' (AASCE layout); check --data.")
+    pairs = []
+    for img in sorted(img_dir.iterdir()):
+        if img.suffix.lower() not in (".jpg", ".jpeg", ".png"):
+            continue
+        lab = lab_dir / (img.name + ".mat")
+        if lab.exists():
+            pairs.append((img, lab))
+        else:
+            log.warning("no label file for %s; skipped", img.name)
+    if not pairs:
+        raise SpineAlignmentError(f"No labelled images found in {data_dir}; expected images/X.jpg with labels/X.jpg.mat.")
+    return pairs
+
+
+def load_samples(data_dir: Path, vertebra_names: Sequence[str] | None = None) -> tuple[list[Sample], dict[str, HygieneResult]]:
+    """Read all labels, run label hygiene and return the usable samples.
+
+    Returns:
+        ``(samples, hygiene)``: samples not excluded by hygiene (with fixed points)
+        and the hygiene result of every image.
+    """
+    pairs = discover(data_dir)
+    refs = _reference_angles(Path(data_dir) / "labels")
+    raw = []
+    for img, lab in pairs:
+        with Image.open(img) as im:
+            shape = (im.size[1], im.size[0])
+        raw.append((img.name, _read_points(lab), shape))
+    hyg = run_hygiene(raw, vertebra_names=vertebra_names)
+    samples = []
+    for (img, lab), (name, _, shape) in zip(pairs, raw):
+        r = hyg[name]
+        if r.excluded:
+            continue
+        samples.append(Sample(name, img, lab, r.points, shape, refs.get(name)))
+    log.info("%d labelled images, %d excluded by label hygiene, %d fixed", len(raw),
+             sum(r.excluded for r in hyg.values()), sum(r.fixed for r in hyg.values()))
+    return samples, hyg
+
+
+def patient_split(names: Sequence[str], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Split image names into train/validation with no patient on both sides.
+
+    Patients are shuffled with a fixed seed and assigned to validation until
+    it holds ``val_fraction`` of the images.
+
+    Returns:
+        ``(train_names, val_names)``, each sorted.
+    """
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        groups.setdefault(patient_id(n), []).append(n)
+    keys = sorted(groups)
+    random.Random(seed).shuffle(keys)
+    target = val_fraction * len(names)
+    val: list[str] = []
+    for k in keys:
+        if len(val) >= target:
+            break
+        # Keep the big unknown-patient group in training so validation stays per-patient.
+        if k.startswith("group:"):
+            continue
+        val.extend(groups[k])
+    val_set = set(val)
+    train = sorted(n for n in names if n not in val_set)
+    return train, sorted(val)
+
+
+def cache_sample(sample: Sample, input_shape: tuple[int, int]) -> CachedSample:
+    """Read, normalise and letterbox one sample the way inference does."""
+    with Image.open(sample.image_path) as im:
+        pixels = np.asarray(im.convert("L"), dtype=np.float32)
+    img, geo = letterbox(normalise_intensity(pixels), input_shape)
+    return CachedSample(
+        name=sample.name,
+        image=np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8),
+        points=geo.to_input(sample.points).astype(np.float32),
+        geometry=geo,
+        original_points=sample.points,
+        reference_angles=sample.reference_angles,
+    )

@@ -1,0 +1,249 @@
+"""Training loop for landmark heatmap networks: resumable, seeded, logged per epoch.
+
+Run directory contents:
+
+* ``config.json``      -- every setting of the run (also stored in checkpoints);
+* ``split.json``       -- patient-level train/validation split (image names, patient keys);
+* ``hygiene.json``     -- label hygiene report: every finding with its file name and action;
+* ``metrics.jsonl``    -- one JSON object per epoch (loss terms, validation metrics, time);
+* ``last.pt``          -- resume checkpoint (weights, optimiser, scheduler, epoch, RNG states);
+* ``best.pt``          -- weights of the epoch with the lowest validation landmark error.
+
+Determinism: the data order and augmentation of epoch ``e`` are seeded with
+``seed + e``, so a resumed run continues with exactly the batches it would
+have seen.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import SpineAlignmentError
+from ..inference.decode import decode_heatmaps
+from ..models.landmarks import flip_permutation, protocol_landmark_ids
+from ..models.network import SpineLandmarkNet
+from .dataset import CachedSample, cache_sample, load_samples, patient_id, patient_split
+from .hygiene import write_report
+from .losses import DsntLoss
+from .metrics import landmark_metrics
+from .transforms import build_train_transforms
+
+__all__ = ["TrainConfig", "train", "LandmarkDataset", "evaluate_samples"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Settings of a training run (all JSON-serialisable)."""
+
+    protocol: str = "coronal-spine"
+    data: str = ""
+    out: str = ""
+    input_shape: tuple[int, int] = (512, 256)
+    epochs: int = 60
+    batch_size: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 2
+    val_fraction: float = 0.2
+    seed: int = 0
+    threads: int = 2
+    sigma: float = 1.5
+    coord_weight: float = 0.1
+    js_weight: float = 1.0
+    time_limit_min: float | None = None
+    max_images: int | None = None
+    net: dict = field(default_factory=lambda: {
+        "stem_channels": [16, 32], "channels": [32, 64, 128, 256, 256], "num_res_units": 1})
+
+
+class LandmarkDataset(torch.utils.data.Dataset):
+    """Cached samples -> augmented ``{"image": (1, H, W), "points": (K, 2), "valid": (K,)}`` tensors."""
+
+    def __init__(self, samples: list[CachedSample], transform=None) -> None:
+        self.samples = samples
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict:
+        s = self.samples[i]
+        d = {"image": s.image[None].astype(np.float32) / 255.0, "points": s.points.astype(np.float32)}
+        if self.transform is not None:
+            d = self.transform(d)
+        img = np.asarray(d["image"], dtype=np.float32)
+        pts = np.asarray(d["points"], dtype=np.float32)
+        h, w = img.shape[-2:]
+        valid = d.get("valid")
+        if valid is None:
+            valid = (pts[:, 0] >= 0) & (pts[:, 0] <= w - 1) & (pts[:, 1] >= 0) & (pts[:, 1] <= h - 1)
+        return {"image": torch.from_numpy(np.ascontiguousarray(img)), "points": torch.from_numpy(pts),
+                "valid": torch.from_numpy(np.asarray(valid, dtype=bool))}
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def build_network(cfg: TrainConfig, n_landmarks: int) -> SpineLandmarkNet:
+    return SpineLandmarkNet(in_channels=1, out_channels=n_landmarks, **cfg.net)
+
+
+@torch.no_grad()
+def evaluate_samples(model: torch.nn.Module, samples: list[CachedSample], batch_size: int = 8) -> tuple[dict, list[np.ndarray]]:
+    """Predict cached samples (no augmentation) and compute metrics in original pixels."""
+    model.eval()
+    preds = []
+    stride = getattr(model, "stride", 2)
+    for i in range(0, len(samples), batch_size):
+        chunk = samples[i:i + batch_size]
+        x = torch.from_numpy(np.stack([s.image[None].astype(np.float32) / 255.0 for s in chunk]))
+        coords, _, _ = decode_heatmaps(model(x), stride)
+        for s, c in zip(chunk, coords.numpy()):
+            preds.append(s.geometry.to_original(c))
+    metrics = landmark_metrics(
+        preds, [s.original_points for s in samples], [s.geometry.src_shape[0] for s in samples],
+        [s.reference_angles for s in samples])
+    return metrics, preds
+
+
+def _lr_at(epoch_float: float, cfg: TrainConfig) -> float:
+    """Linear warm-up then cosine decay to 1 % of the peak rate."""
+    if epoch_float < cfg.warmup_epochs:
+        return cfg.lr * max(epoch_float / max(cfg.warmup_epochs, 1e-9), 0.02)
+    t = (epoch_float - cfg.warmup_epochs) / max(cfg.epochs - cfg.warmup_epochs, 1e-9)
+    return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+
+
+def _load_cache(samples, cfg: TrainConfig, progress: bool) -> list[CachedSample]:
+    """Decode, normalise and letterbox every sample once; epochs then only augment in memory."""
+    from tqdm import tqdm
+
+    it = tqdm(samples, desc="caching images", unit="img", disable=not progress)
+    return [cache_sample(s, tuple(cfg.input_shape)) for s in it]
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
+    """Train (or resume) a landmark network; returns the best validation metrics.
+
+    Raises:
+        SpineAlignmentError: bad data folder, or ``resume`` without a checkpoint.
+    """
+    from tqdm import tqdm
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads)
+    ckpt_path = out / "last.pt"
+    state = None
+    if resume:
+        if not ckpt_path.exists():
+            raise SpineAlignmentError(f"Cannot resume: {ckpt_path} does not exist; start without --resume.")
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        saved = state["config"]
+        # The run's identity comes from the checkpoint; only the stopping rules may change on resume.
+        keep = {k: getattr(cfg, k) for k in ("epochs", "time_limit_min", "threads")}
+        cfg = TrainConfig(**{**saved, **{k: v for k, v in keep.items() if v is not None}})
+        cfg.input_shape = tuple(cfg.input_shape)
+    _seed_all(cfg.seed)
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+
+    ids = protocol_landmark_ids(cfg.protocol)
+    vnames = [ids[i].split("_")[0] for i in range(0, len(ids), 4)]
+    samples, hyg = load_samples(Path(cfg.data), vertebra_names=vnames)
+    hyg_summary = write_report(hyg, out / "hygiene.json")
+    if cfg.max_images:
+        samples = samples[: cfg.max_images]
+    names = [s.name for s in samples]
+    train_names, val_names = patient_split(names, cfg.val_fraction, cfg.seed)
+    (out / "split.json").write_text(json.dumps({
+        "seed": cfg.seed, "val_fraction": cfg.val_fraction,
+        "train": train_names, "val": val_names,
+        "val_patients": sorted({patient_id(n) for n in val_names}),
+        "train_patients": sorted({patient_id(n) for n in train_names}),
+    }, indent=1))
+    cached = {s.name: s for s in _load_cache(samples, cfg, progress)}
+    train_set = [cached[n] for n in train_names]
+    val_set = [cached[n] for n in val_names]
+    log.info("train %d images, validation %d images (%d patients)", len(train_set), len(val_set),
+             len({patient_id(n) for n in val_names}))
+
+    model = build_network(cfg, len(ids))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loss_fn = DsntLoss(model.stride, cfg.sigma, cfg.coord_weight, cfg.js_weight)
+    start_epoch, best = 0, {"mean_error_px": float("inf")}
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start_epoch = int(state["epoch"]) + 1
+        best = state.get("best", best)
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+        log.info("resumed from %s at epoch %d", ckpt_path, start_epoch)
+
+    perm = flip_permutation(ids)
+    t_start = time.time()
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.time()
+        model.train()
+        tf = build_train_transforms(perm, seed=cfg.seed * 1000 + epoch)
+        g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        loader = torch.utils.data.DataLoader(LandmarkDataset(train_set, tf), batch_size=cfg.batch_size,
+                                             shuffle=True, generator=g, num_workers=0, drop_last=len(train_set) > cfg.batch_size)
+        sums: dict[str, float] = {}
+        nb = len(loader)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress, leave=False)
+        for b, batch in enumerate(bar):
+            lr = _lr_at(epoch + b / max(nb, 1), cfg)
+            for gr in opt.param_groups:
+                gr["lr"] = lr
+            loss, parts = loss_fn(model(batch["image"]), batch["points"], batch["valid"])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            parts["loss"] = float(loss.detach())
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v
+            bar.set_postfix(loss=f"{parts['loss']:.3f}", err=f"{parts['err_px']:.1f}px")
+        train_time = time.time() - t0
+        metrics, _ = evaluate_samples(model, val_set, cfg.batch_size) if val_set else ({}, [])
+        row = {"epoch": epoch + 1, "lr": lr, "train_time_s": round(train_time, 1),
+               "val_time_s": round(time.time() - t0 - train_time, 1),
+               **{f"train_{k}": v / max(nb, 1) for k, v in sums.items()},
+               **{f"val_{k}": v for k, v in metrics.items()}}
+        with open(out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        log.info("epoch %d: train err %.1f px (input), val err %.1f px, %.1f %% width, SMAPE %.2f %%, CMAE %.2f deg",
+                 epoch + 1, row.get("train_err_px", float("nan")), metrics.get("mean_error_px", float("nan")),
+                 metrics.get("mean_error_pct_width", float("nan")), metrics.get("smape_pct", float("nan")),
+                 metrics.get("cmae_deg", float("nan")))
+        if metrics and metrics["mean_error_px"] < best.get("mean_error_px", float("inf")):
+            best = {**metrics, "epoch": epoch + 1}
+            torch.save({"model": model.state_dict(), "config": asdict(cfg), "epoch": epoch + 1, "metrics": metrics,
+                        "landmark_ids": list(ids), "hygiene": hyg_summary}, out / "best.pt")
+        torch.save({
+            "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "config": asdict(cfg),
+            "best": best, "landmark_ids": list(ids), "hygiene": hyg_summary,
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+        }, out / "last.pt.tmp")
+        (out / "last.pt.tmp").replace(ckpt_path)
+        if cfg.time_limit_min is not None and (time.time() - t_start) / 60.0 >= cfg.time_limit_min:
+            log.info("time limit of %.0f min reached after epoch %d; resume with --resume", cfg.time_limit_min, epoch + 1)
+            break
+    (out / "best_metrics.json").write_text(json.dumps(best, indent=1))
+    return best
