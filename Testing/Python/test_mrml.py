@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -283,3 +284,126 @@ def test_slicer_writer_output_has_canonical_ids(tmp_path, scene, sagittal):
     assert storage.ReadData(node) == 1
     again = mrml.measure_from_markups(node, SAG, volume)
     assert again.value("PI") == pytest.approx(measure(lms, SAG).value("PI"), abs=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# The Slicer module's logic and its own test class, run headless: Qt and the application are
+# replaced by minimal stand-ins, the scene and every MRML class are real.
+
+
+@pytest.fixture
+def module_with_stubs(monkeypatch, tmp_path):
+    import importlib.util
+    import sys
+    import types
+
+    import slicer.util as slicer_util
+
+    qt = types.ModuleType("qt")
+
+    class _Inert:
+        def __init__(self, *a, **k):
+            pass
+
+        def __getattr__(self, name):
+            return lambda *a, **k: None
+
+    qt.QTimer = qt.QAbstractItemView = qt.QFileDialog = _Inert
+    slm = types.ModuleType("slicer.ScriptedLoadableModule")
+
+    class ScriptedLoadableModule:
+        def __init__(self, parent):
+            self.parent = parent
+
+    class ScriptedLoadableModuleWidget:
+        def __init__(self, parent=None):
+            self.parent = parent
+
+    class ScriptedLoadableModuleLogic:
+        def getParameterNode(self):
+            return None
+
+    class ScriptedLoadableModuleTest:
+        def delayDisplay(self, message, *a):
+            pass
+
+        def assertEqual(self, a, b):
+            assert a == b
+
+        def assertIsNone(self, a):
+            assert a is None
+
+        def assertAlmostEqual(self, a, b, places=7):
+            assert round(abs(a - b), places) == 0, (a, b)
+
+    for cls in (ScriptedLoadableModule, ScriptedLoadableModuleWidget, ScriptedLoadableModuleLogic,
+                ScriptedLoadableModuleTest):
+        setattr(slm, cls.__name__, cls)
+    pnw = types.ModuleType("slicer.parameterNodeWrapper")
+    pnw.parameterNodeWrapper = lambda cls: cls
+    pnw.Choice = pnw.WithinRange = lambda *a, **k: None
+    monkeypatch.setitem(sys.modules, "qt", qt)
+    monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", slm)
+    monkeypatch.setitem(sys.modules, "slicer.parameterNodeWrapper", pnw)
+    if not hasattr(slicer_util, "VTKObservationMixin"):
+        monkeypatch.setattr(slicer_util, "VTKObservationMixin", object, raising=False)
+    scene = slicer.vtkMRMLScene()
+    for cls in (slicer.vtkMRMLSelectionNode, slicer.vtkMRMLInteractionNode):
+        node = cls()
+        node.SetSingletonTag("Singleton")
+        scene.AddNode(node)
+    monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
+    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(temporaryPath=str(tmp_path), layoutManager=lambda: None),
+                        raising=False)
+
+    def load_markups(path):  # what slicer.util.loadMarkups does, without the application's IO manager
+        node = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode")
+        storage = slicer.vtkMRMLMarkupsJsonStorageNode()
+        scene.AddNode(storage)
+        storage.SetFileName(str(path))
+        assert storage.ReadData(node)
+        return node
+
+    monkeypatch.setattr(slicer_util, "loadMarkups", load_markups, raising=False)
+    path = Path(__file__).resolve().parents[2] / "SpineAlignment" / "SpineAlignment.py"
+    spec = importlib.util.spec_from_file_location("SpineAlignment", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    yield module, scene
+    scene.Clear(1)
+
+
+def test_module_test_class_runs_headless(module_with_stubs):
+    module, scene = module_with_stubs
+    test = module.SpineAlignmentTest()
+    test.setUp = lambda: scene.Clear(0)
+    test.test_AnalyzeMoveUpdate()
+    scene.Clear(0)
+    test.test_ExportAndReload()
+
+
+def test_module_guided_placement_logic(module_with_stubs):
+    module, scene = module_with_stubs
+    logic = module.SpineAlignmentLogic()
+    landmarks, image = module.SpineAlignmentTest.syntheticLateral()
+    volume = mrml.make_volume_node(scene, image, oblique_ijk_to_ras(), "lateral")
+    result, analysis = logic.analyze(volume, protocol="sagittal-whole-spine", model=None)
+    assert result.calibration == "pixels-only" and not result.parameters
+    first = logic.nextLandmark(analysis)
+    assert first == "OD"
+    logic.startPlacing(analysis, first)
+    interaction = scene.GetNodeByID("vtkMRMLInteractionNodeSingleton")
+    selection = scene.GetNodeByID("vtkMRMLSelectionNodeSingleton")
+    assert interaction.GetCurrentInteractionMode() == interaction.Place
+    target = scene.GetNodeByID(selection.GetActivePlaceNodeID())
+    assert target is analysis.landmark_nodes["cervical"]
+    # the user's click: Slicer adds a point with a generic label to the active node
+    target.AddControlPoint(vtk.vtkVector3d(*pixels_to_ras(oblique_ijk_to_ras(), [landmarks["OD"]])[0]), "F-1")
+    assert analysis.pending_landmark is None
+    assert logic.nextLandmark(analysis) == "C2_AI"
+    assert logic.nextLandmark(analysis, skip={"C2_AI"}) == "C2_PI"
+    logic.stopPlacing()
+    assert interaction.GetCurrentInteractionMode() == interaction.ViewTransform
+    # calibration comes from the user's override, never from the volume's spacing
+    assert logic.calibrationForVolume(volume, (0.2, 0.3))[:2] == ((0.2, 0.3), "manual:user")
+    assert logic.calibrationForVolume(volume)[:2] == (None, "pixels-only")
