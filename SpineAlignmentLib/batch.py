@@ -108,7 +108,7 @@ class BatchItem:
         return Path(out_dir) / f"{self.name}.mrk.json"
 
     def overlay_path(self, out_dir: str | Path) -> Path:
-        return Path(out_dir) / f"{self.name}.png"
+        return Path(out_dir) / f"{self.name}_overlay.png"
 
 
 @dataclass
@@ -134,12 +134,14 @@ def _is_image(p: Path) -> bool:
     return any(name.endswith(ext) for ext in IMAGE_EXTENSIONS)
 
 
-def collect_inputs(inputs: Iterable[str | Path], *, include_extensionless: bool = True) -> list[Path]:
+def collect_inputs(inputs: Iterable[str | Path], *, include_extensionless: bool = True,
+                   exclude: str | Path | None = None) -> list[Path]:
     """Image files from files and folders (folders searched recursively), sorted, without duplicates.
 
     Args:
         inputs: files or folders.
         include_extensionless: also take files without an extension inside folders (DICOM).
+        exclude: a folder whose files are never inputs (the batch's own output folder).
 
     Raises:
         SpineAlignmentError: if an input does not exist.
@@ -148,7 +150,10 @@ def collect_inputs(inputs: Iterable[str | Path], *, include_extensionless: bool 
     for raw in inputs:
         p = Path(raw)
         if p.is_dir():
+            skip = Path(exclude).resolve() if exclude is not None else None
             for f in sorted(p.rglob("*")):
+                if skip is not None and f.resolve().is_relative_to(skip):
+                    continue
                 if f.is_file() and not f.name.startswith(".") and (
                         _is_image(f) or (include_extensionless and "." not in f.name)):
                     found[f] = None
@@ -274,7 +279,7 @@ def analyze_one(
     Args:
         path: the radiograph (DICOM, PNG, JPEG, TIFF, NRRD...).
         protocol: protocol ID.
-        out_dir: folder for ``<name>.json``, ``<name>.mrk.json`` and ``<name>.png``; None writes nothing.
+        out_dir: folder for ``<name>.json``, ``<name>.mrk.json`` and ``<name>_overlay.png``; None writes nothing.
         model: registered model name.
         spacing: ``(row, col)`` mm per pixel override (label ``manual:user``).
         landmarks_path: landmark JSON (result format) or ``.mrk.json`` of this image.
@@ -504,7 +509,7 @@ class BatchRunner:
         opts = self.options
         out = Path(opts.out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        items = make_items(collect_inputs(self.inputs))
+        items = make_items(collect_inputs(self.inputs, exclude=out))
         failures_path = out / FAILURES_CSV
         old_failures = read_failures(failures_path)
         failures: dict[str, dict[str, str]] = {}

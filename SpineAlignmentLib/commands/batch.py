@@ -1,7 +1,7 @@
 """``spine-align batch``: analyse many radiographs (files or folders) into a resumable output folder.
 
 Per image: ``<name>.json`` (result), ``<name>.mrk.json`` (Slicer markups) and
-``<name>.png`` (overlay), written as soon as the image is done; then
+``<name>_overlay.png`` (overlay), written as soon as the image is done; then
 ``summary.csv`` (one row per image, one column per parameter) and
 ``failures.csv`` (image, error, reason). Re-running the same command skips what
 is complete and re-tries failures (``--no-retry-failures`` keeps them).

@@ -188,6 +188,19 @@ class SceneAnalysis:
         self._updating = False
         self._highlighted: str | None = None
 
+    def __getitem__(self, key: str) -> Any:
+        """Console shorthand: ``nodes["landmarks"]`` (a landmark node; any one re-measures the whole
+        analysis), ``nodes["table"]``, ``nodes["folder"]`` (subject-hierarchy item ID),
+        ``nodes["constructions"]`` (parameter ID -> nodes)."""
+        if key == "landmarks":
+            filled = [n for n in self.landmark_nodes.values() if n.GetNumberOfControlPoints()]
+            return (filled or list(self.landmark_nodes.values()) or [None])[0]
+        table = {"table": self.table_node, "folder": self.folder_item, "constructions": self.construction_nodes,
+                 "landmark_nodes": self.landmark_nodes}
+        if key not in table:
+            raise KeyError(f"{key!r}: use 'landmarks', 'landmark_nodes', 'constructions', 'table' or 'folder'")
+        return table[key]
+
     # ---- geometry ------------------------------------------------------------------------
     @property
     def ijk_to_ras(self) -> np.ndarray:

@@ -72,8 +72,8 @@ def test_every_image_gets_its_files_and_the_corrupt_one_is_recorded(tmp_path, co
         assert res["image_size"] == list(SIZE) and res["calibration"] == "pixels-only"
         expected = measure(lms, PROTO, image_size=SIZE)
         assert res["parameters"]["AASCE_1"]["value"] == pytest.approx(expected.value("AASCE_1"), abs=1e-6)
-        assert (out / f"{name}.png").stat().st_size > 1000
-        assert Image.open(out / f"{name}.png").format == "PNG"
+        assert (out / f"{name}_overlay.png").stat().st_size > 1000
+        assert Image.open(out / f"{name}_overlay.png").format == "PNG"
         back = landmarks_from_markups_json(out / f"{name}.mrk.json", ijk_to_ras_for_file(images / f"{name}.png"), PROTO)
         assert max(abs(back[k][0] - x) + abs(back[k][1] - y) for k, (x, y) in lms.items()) < 1e-5
     assert not list(out.glob("*.part"))
@@ -107,15 +107,19 @@ def test_resume_after_cancel_and_kill_loses_nothing_and_repeats_nothing(tmp_path
     assert first.cancelled and first.done == 2
     assert counted == ["case00.png", "case01.png"]
     # a kill during case02: its overlay and a half-written result exist, but no result JSON
-    (out / "case02.png").write_bytes(b"partial")
+    (out / "case02_overlay.png").write_bytes(b"partial")
     (out / "case02.json.part").write_text("{")
     second = BatchRunner([images], opts).run()
     assert (second.done, second.skipped, second.failed, second.cancelled) == (3, 2, 0, False)
     assert counted == ["case00.png", "case01.png", "case02.png", "case03.png", "case04.png"]  # each exactly once
     with open(out / "summary.csv", newline="") as fh:
         assert len(list(csv.DictReader(fh))) == 5  # the summary covers both runs
+    # an output folder inside the input folder is not read as input
+    nested = BatchRunner([images], _options(images / "results", marks, write_overlay=False)).run()
+    assert nested.total == 5 and nested.done == 5
+    assert BatchRunner([images], _options(images / "results", marks, write_overlay=False)).run().skipped == 5
     third = BatchRunner([images], opts).run()
-    assert (third.done, third.skipped) == (0, 5) and len(counted) == 5
+    assert (third.done, third.skipped) == (0, 5) and len(counted) == 10
 
 
 def test_failures_retried_unless_told_otherwise(tmp_path, counted):

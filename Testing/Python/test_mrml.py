@@ -202,6 +202,8 @@ def test_measure_from_markups_rebuilds_from_scene_attributes(scene, sagittal):
     node.SetNthControlPointLabel(i, "renamed by a user")  # a label carries no meaning
     x, y = lms["FH_1"]
     node.SetNthControlPointPosition(i, *pixels_to_ras(oblique_ijk_to_ras(), [(x + 10.0, y)])[0])
+    assert analysis["landmarks"].GetAttribute(mrml.ATTR_ANALYSIS) == analysis.uid  # console shorthand
+    assert analysis["table"] is analysis.table_node
     new = mrml.measure_from_markups(node)
     expected = measure({**lms, "FH_1": (x + 10.0, y)}, SAG, spacing_mm=(0.2, 0.15), image_size=(2000, 1600))
     for pid in expected.parameters:
