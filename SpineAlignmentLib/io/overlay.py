@@ -89,6 +89,7 @@ def render_overlay(image_2d: np.ndarray, result: Result, path: str | Path, max_s
     proto = get_protocol(result.protocol)
     for i, (pid, m) in enumerate(result.parameters.items()):
         color = _PALETTE[i % len(_PALETTE)]
+        tagged = False
         for con in m.construction:
             pts = np.array(con.points, dtype=float).reshape(-1, 2)
             if con.kind == "line":
@@ -104,6 +105,12 @@ def render_overlay(image_2d: np.ndarray, result: Result, path: str | Path, max_s
                 _arc(ax, pts[0], pts[1], pts[2], color, r)
             elif con.kind == "point":
                 ax.plot(pts[:, 0], pts[:, 1], "x", color=color, ms=5, mew=1.2)
+            if not tagged and con.kind in ("line", "offset", "angle"):
+                # the parameter's name at the end of its first drawn element ties it to the values panel
+                end = pts[int(np.argmax(pts[:, 0]))]
+                ax.text(end[0] + 8 / scale, end[1], pid, color=color, fontsize=font * 0.8, va="center",
+                        bbox={"facecolor": "black", "alpha": 0.4, "edgecolor": "none", "pad": 1})
+                tagged = True
     # landmarks on top, coloured by display group
     many = len(result.landmarks) > 50
     for key, lm in result.landmarks.items():
