@@ -172,6 +172,7 @@ class SpineAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.batchRunButton.connect("clicked(bool)", self.onBatchRun)
         self.ui.batchCancelButton.connect("clicked(bool)", self.onBatchCancel)
         self.ui.batchDicomButton.connect("clicked(bool)", self.onBatchUseDicomStudies)
+        self.ui.parameterTableView.connect("selectionChanged()", self.onTableSelectionChanged)
         self.ui.parameterTableView.setSelectionBehavior(qt.QAbstractItemView.SelectRows)
         self.ui.parameterTableView.setSelectionMode(qt.QAbstractItemView.SingleSelection)
 
@@ -322,8 +323,6 @@ class SpineAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         tableNode = analysis.table_node
         self.ui.parameterTableView.setMRMLTableNode(tableNode)
         self.ui.exportCSVButton.enabled = True
-        selectionModel = self.ui.parameterTableView.selectionModel()
-        selectionModel.connect("selectionChanged(QItemSelection,QItemSelection)", self.onTableSelectionChanged)
         self.logic.showTableInLayout(tableNode)
 
     def onAnalysisUpdated(self, analysis, changed) -> None:
@@ -339,15 +338,23 @@ class SpineAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             text += "\n" + "\n".join(result.warnings[:4]) + ("\n..." if len(result.warnings) > 4 else "")
         return text
 
-    def onTableSelectionChanged(self, selected=None, deselected=None) -> None:
-        if self.analysis is None:
-            return
-        rows = self.ui.parameterTableView.selectedMRMLTableRowIndices()
-        if not rows:
-            self.analysis.highlight(None)
-            return
+    def selectedParameterId(self):
+        """Canonical ID of the selected table row (read from the id column, not from the displayed title)."""
+        view = self.ui.parameterTableView
+        indexes = view.selectionModel().selectedIndexes() if view.selectionModel() else []
+        if not indexes or self.analysis is None or self.analysis.table_node is None:
+            return None
+        source = view.sortFilterProxyModel().mapToSource(indexes[0])
+        model = view.tableModel()
+        row = model.mrmlTableRowIndex(source) if hasattr(model, "mrmlTableRowIndex") else source.row()
         table = self.analysis.table_node.GetTable()
-        self.analysis.highlight(table.GetColumnByName("id").GetValue(rows[0]))
+        if row < 0 or row >= table.GetNumberOfRows():
+            return None
+        return table.GetColumnByName("id").GetValue(row)
+
+    def onTableSelectionChanged(self) -> None:
+        if self.analysis is not None:
+            self.analysis.highlight(self.selectedParameterId())
 
     def onExportCSV(self) -> None:
         if self.analysis is None:
@@ -509,7 +516,7 @@ class SpineAlignmentLogic(ScriptedLoadableModuleLogic):
     def installDependencies(self, requirements):
         """Install with Slicer's pip (slicer.util.pip_install); called only after the user agreed."""
         logging.info("Installing %s", " ".join(requirements))
-        slicer.util.pip_install(" ".join(f'"{r}"' for r in requirements))
+        slicer.util.pip_install(" ".join(requirements))  # no shell is involved: ">=" needs no quoting
 
     def ensureTorch(self):
         """PyTorch through the Slicer PyTorch extension (it picks the build for this computer)."""

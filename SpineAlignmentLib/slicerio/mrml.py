@@ -562,7 +562,12 @@ class SceneAnalysis:
     def highlight(self, parameter_id: str | None) -> None:
         """Highlight a parameter's landmarks and lines (None: back to group colours)."""
         m = self.result.parameters.get(parameter_id) if parameter_id else None
-        used = set(m.landmarks) if m else set(self.protocol.parameter(parameter_id).landmarks) if parameter_id else set()
+        if m is not None:
+            used = set(m.landmarks)
+        elif parameter_id in self.protocol.parameter_ids:  # not computed: show what it would need
+            used = set(self.protocol.parameter(parameter_id).landmarks)
+        else:
+            used = set()
         for group, node in self.landmark_nodes.items():
             disp = node.GetDisplayNode()
             color = dict(self.protocol.groups).get(group, (1.0, 1.0, 0.0))

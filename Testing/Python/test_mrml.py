@@ -409,3 +409,19 @@ def test_module_guided_placement_logic(module_with_stubs):
     # calibration comes from the user's override, never from the volume's spacing
     assert logic.calibrationForVolume(volume, (0.2, 0.3))[:2] == ((0.2, 0.3), "manual:user")
     assert logic.calibrationForVolume(volume)[:2] == (None, "pixels-only")
+
+
+def test_highlight_selects_a_parameters_landmarks_and_lines(sagittal):
+    lms, res, volume, analysis = sagittal
+    analysis.highlight("SS")
+    node, i = _index_of(analysis, "S1_AS")
+    other, j = _index_of(analysis, "C7c")
+    assert node.GetNthControlPointSelected(i) and not other.GetNthControlPointSelected(j)
+    assert node.GetDisplayNode().GetSelectedColor() == pytest.approx(mrml.HIGHLIGHT_COLOR)
+    ss_line = analysis.construction_nodes["SS"][0].GetDisplayNode()
+    cl_line = analysis.construction_nodes["CL"][0].GetDisplayNode()
+    assert ss_line.GetColor() == pytest.approx(mrml.HIGHLIGHT_COLOR) and cl_line.GetOpacity() < 1.0
+    analysis.highlight(None)
+    assert other.GetNthControlPointSelected(j) and cl_line.GetOpacity() == 1.0
+    assert node.GetDisplayNode().GetSelectedColor() == pytest.approx(get_protocol(SAG).landmark("S1_AS").color)
+    analysis.highlight("not-a-parameter")  # an unknown row highlights nothing and does not fail
