@@ -183,3 +183,13 @@ def test_dask_local_cluster_with_two_workers(tmp_path):
     assert workers == 2
     assert (summary.done, summary.failed) == (4, 1)
     assert all((out / f"{n}.json").is_file() and (out / f"{n}.mrk.json").is_file() for n in truth)
+
+
+def test_local_process_pool_with_two_workers(tmp_path):
+    images, marks, truth = _make_study(tmp_path, n=2)
+    events = []
+    summary = BatchRunner([images], _options(tmp_path / "out", marks, write_overlay=False), workers=2,
+                          callback=events.append).run()
+    assert (summary.done, summary.failed) == (2, 1)
+    assert "broken" in summary.failures
+    assert sum(e.event == BatchEvent.SUBMITTED for e in events) == 3
