@@ -475,7 +475,6 @@ class SpineAlignmentLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self._models = {}
 
     def getParameterNode(self):
         return SpineAlignmentParameterNode(super().getParameterNode())
@@ -540,15 +539,30 @@ class SpineAlignmentLogic(ScriptedLoadableModuleLogic):
 
     # ---- models and calibration ------------------------------------------------------------
     def modelsForProtocol(self, protocol):
-        """Names of registered models for a protocol ([] when none exist or the registry cannot load)."""
-        try:
-            from SpineAlignmentLib.models.registry import list_models
+        """Names of the model folders for a protocol (read from their metadata.json files).
 
-            models = list_models(protocol)
-        except Exception as exc:  # no torch yet, or no registry: manual placement still works
-            logging.debug("No model registry: %s", exc)
-            return []
-        return [m if isinstance(m, str) else getattr(m, "name", str(m)) for m in models]
+        The registry folder is read directly so that opening the module never imports torch;
+        the full schema and checksum validation happens when a model is loaded.
+        """
+        import json
+
+        import SpineAlignmentLib
+
+        root = os.environ.get("SPINEALIGN_MODELS") or os.path.join(
+            os.path.dirname(os.path.dirname(os.path.abspath(SpineAlignmentLib.__file__))), "Resources", "Models")
+        names = []
+        if not os.path.isdir(root):
+            return names
+        for folder in sorted(os.listdir(root)):
+            path = os.path.join(root, folder, "metadata.json")
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    metadata = json.load(fh)
+            except (OSError, ValueError):
+                continue
+            if metadata.get("protocol") == protocol and metadata.get("name"):
+                names.append(str(metadata["name"]))
+        return names
 
     def sourceFileOfVolume(self, volumeNode):
         """The file a volume was loaded from (DICOM instance or storage file), or None."""
@@ -579,13 +593,6 @@ class SpineAlignmentLogic(ScriptedLoadableModuleLogic):
         radiograph = read_radiograph(path)
         return radiograph.spacing_mm, radiograph.calibration, radiograph
 
-    def loadModel(self, name):
-        if name not in self._models:
-            from SpineAlignmentLib.models.registry import load_model
-
-            self._models[name] = load_model(name)
-        return self._models[name]
-
     # ---- analysis -------------------------------------------------------------------------
     def analyze(self, volumeNode, protocol="coronal-spine", model=None, flipTTA=False, spacing=None):
         """Analyse a radiograph volume into scene nodes.
@@ -601,32 +608,29 @@ class SpineAlignmentLogic(ScriptedLoadableModuleLogic):
             (result, analysis): the SpineAlignmentLib Result and the SceneAnalysis holding the
             created nodes (landmark_nodes, construction_nodes, table_node, folder_item).
         """
-        from SpineAlignmentLib.pipeline import measure
         from SpineAlignmentLib.slicerio import mrml
 
         if volumeNode is None or volumeNode.GetImageData() is None:
             raise ValueError("Select a radiograph volume with image data.")
         spacingMm, label, radiograph = self.calibrationForVolume(volumeNode, spacing)
         orientation = radiograph.patient_orientation if radiograph is not None else None
-        imageName = os.path.basename(radiograph.path.name) if radiograph is not None and radiograph.path else volumeNode.GetName()
+        imageName = radiograph.path.name if radiograph is not None and radiograph.path else volumeNode.GetName()
         if model is None:
             analysis = mrml.create_empty_analysis(slicer.mrmlScene, volumeNode, protocol, spacing_mm=spacingMm,
                                                   calibration=label, patient_orientation=orientation,
                                                   image=imageName, observe=True)
             return analysis.result, analysis
-        from SpineAlignmentLib.inference import predict_landmarks
+        from SpineAlignmentLib.imaging import Radiograph
+        from SpineAlignmentLib.pipeline import analyze
 
         size = mrml.volume_image_size(volumeNode)
-        source = radiograph if radiograph is not None and radiograph.shape == size else mrml.volume_pixels(volumeNode)
-        net = self.loadModel(model)
-        landmarks, warnings = predict_landmarks(source, net, flip_tta=flipTTA)
-        meta = getattr(net, "metadata", None) or {}
-        modelInfo = {"name": model}
-        if isinstance(meta, dict) and meta.get("version"):
-            modelInfo["version"] = str(meta["version"])
-        result = measure(landmarks, protocol, spacing_mm=spacingMm, calibration=label, image_size=size,
-                         patient_orientation=orientation, image=imageName, model=modelInfo)
-        result.warnings[:0] = list(warnings)
+        if radiograph is None or radiograph.shape != size:
+            # no readable source file (or it differs from what is shown): use the displayed pixels
+            pixels = mrml.volume_pixels(volumeNode)
+            radiograph = Radiograph(pixels=pixels.astype("float32"), raw=pixels, patient_orientation=orientation)
+        radiograph.spacing_mm, radiograph.calibration = spacingMm, label
+        result = analyze(radiograph, protocol, model=model, flip_tta=flipTTA)
+        result.image = imageName
         analysis = mrml.create_analysis(slicer.mrmlScene, volumeNode, result, observe=True)
         return analysis.result, analysis
 

@@ -198,20 +198,6 @@ def find_landmarks_file(landmarks_dir: str | Path, name: str) -> Path | None:
 # --------------------------------------------------------------------------------------------
 # one image
 
-_MODELS: dict[str, Any] = {}  # per-process cache: loading weights once per worker, not per image
-
-
-def _load_model(name: str) -> Any:
-    if name not in _MODELS:
-        try:
-            from .models.registry import load_model
-        except ImportError as exc:
-            raise ModelError(f"Model '{name}' cannot be used: the model registry is not available ({exc}); "
-                             "install the 'ml' extra.") from None
-        _MODELS[name] = load_model(name)
-    return _MODELS[name]
-
-
 def default_model(protocol: str) -> str | None:
     """The first registered model for a protocol, or None (manual protocols, or no registry)."""
     try:
@@ -223,19 +209,7 @@ def default_model(protocol: str) -> str | None:
         return None
     if not models:
         return None
-    first = models[0]
-    return first if isinstance(first, str) else getattr(first, "name", None) or first.get("name")
-
-
-def _model_info(model: Any, name: str) -> dict[str, str]:
-    meta = getattr(model, "metadata", None) or {}
-    if not isinstance(meta, dict):
-        meta = {}
-    info = {"name": str(getattr(model, "name", None) or meta.get("name") or name)}
-    version = getattr(model, "version", None) or meta.get("version")
-    if version:
-        info["version"] = str(version)
-    return info
+    return str(models[0]["name"])  # list_models gives metadata dicts, sorted by name
 
 
 def read_landmarks_file(path: str | Path, protocol: str, image_path: str | Path | None = None) -> tuple[dict, dict]:
@@ -296,37 +270,29 @@ def analyze_one(
         SpineAlignmentError: unreadable image or landmarks, or no landmark source.
     """
     from .imaging import read_radiograph
-    from .pipeline import measure
+    from .pipeline import analyze, measure
 
     path = Path(path)
     radiograph = read_radiograph(path, spacing=tuple(spacing) if spacing else None,
                                  patient_orientation=patient_orientation)
-    warnings = list(getattr(radiograph, "warnings", []) or [])
-    model_info = None
-    extra: dict[str, Any] = {}
     if landmarks_path is not None:
         landmarks, extra = read_landmarks_file(landmarks_path, protocol, path)
+        result = measure(
+            landmarks, protocol,
+            spacing_mm=radiograph.spacing_mm, calibration=radiograph.calibration,
+            image_size=radiograph.shape,
+            patient_orientation=radiograph.patient_orientation or extra.get("patient_orientation"),
+            image=path.name, model=extra.get("model"), source=str(landmarks_path),
+        )
+        result.warnings[:0] = list(getattr(radiograph, "warnings", []) or [])
     else:
-        model = model or default_model(protocol)
-        if model is None:
+        if model is None and default_model(protocol) is None:
             raise ModelError(
                 f"{path.name}: protocol '{protocol}' has no model yet; give landmark files with --landmarks-dir "
                 "(<image stem>.json or .mrk.json per image) or place the landmarks in Slicer."
             )
-        net = _load_model(model)
-        from .inference import predict_landmarks
-
-        landmarks, inf_warnings = predict_landmarks(radiograph, net, flip_tta=flip_tta)
-        warnings.extend(inf_warnings)
-        model_info = _model_info(net, model)
-    orientation = radiograph.patient_orientation or extra.get("patient_orientation")
-    result = measure(
-        landmarks, protocol,
-        spacing_mm=radiograph.spacing_mm, calibration=radiograph.calibration,
-        image_size=radiograph.shape, patient_orientation=orientation,
-        image=path.name, model=model_info or extra.get("model"), source=str(landmarks_path or path),
-    )
-    result.warnings[:0] = warnings
+        result = analyze(radiograph, protocol, model=model, flip_tta=flip_tta)
+        result.image = path.name
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

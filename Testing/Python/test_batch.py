@@ -193,3 +193,28 @@ def test_local_process_pool_with_two_workers(tmp_path):
     assert (summary.done, summary.failed) == (2, 1)
     assert "broken" in summary.failures
     assert sum(e.event == BatchEvent.SUBMITTED for e in events) == 3
+
+
+def test_model_path_goes_through_pipeline_analyze(tmp_path, monkeypatch):
+    """Without landmark files the image goes to pipeline.analyze with the chosen model and options."""
+    import SpineAlignmentLib.pipeline as pipeline
+
+    images, marks, truth = _make_study(tmp_path, n=1, corrupt=False)
+    seen = {}
+
+    def fake_analyze(radiograph, protocol, *, model=None, flip_tta=False, **kw):
+        seen.update(model=model, flip_tta=flip_tta, shape=radiograph.shape, calibration=radiograph.calibration)
+        res = measure(truth["case00"], protocol, image_size=radiograph.shape)
+        res.model = {"name": "fake-model", "version": "0.0.1"}
+        return res
+
+    monkeypatch.setattr(pipeline, "analyze", fake_analyze)
+    monkeypatch.setattr(batch_mod, "default_model", lambda protocol: "fake-model")
+    s = BatchRunner([images], BatchOptions(protocol=PROTO, out_dir=str(tmp_path / "out"), flip_tta=True,
+                                           spacing=(0.3, 0.3), write_overlay=False)).run()
+    assert s.done == 1, s.failures
+    assert seen == {"model": None, "flip_tta": True, "shape": SIZE, "calibration": "manual:user"}
+    res = json.loads((tmp_path / "out" / "case00.json").read_text())
+    assert res["model"] == {"name": "fake-model", "version": "0.0.1"} and res["image"] == "case00.png"
+    with open(tmp_path / "out" / "summary.csv", newline="") as fh:
+        assert next(csv.DictReader(fh))["model"] == "fake-model"

@@ -384,7 +384,7 @@ def test_module_test_class_runs_headless(module_with_stubs):
     test.test_ExportAndReload()
 
 
-def test_module_guided_placement_logic(module_with_stubs):
+def test_module_guided_placement_logic(module_with_stubs, monkeypatch, tmp_path):
     module, scene = module_with_stubs
     logic = module.SpineAlignmentLogic()
     landmarks, image = module.SpineAlignmentTest.syntheticLateral()
@@ -406,6 +406,12 @@ def test_module_guided_placement_logic(module_with_stubs):
     assert logic.nextLandmark(analysis, skip={"C2_AI"}) == "C2_PI"
     logic.stopPlacing()
     assert interaction.GetCurrentInteractionMode() == interaction.ViewTransform
+    # the model list is read from the registry folder without importing torch
+    (tmp_path / "m1").mkdir()
+    (tmp_path / "m1" / "metadata.json").write_text(json.dumps({"name": "m1", "protocol": "cervical-lateral"}))
+    monkeypatch.setenv("SPINEALIGN_MODELS", str(tmp_path))
+    assert logic.modelsForProtocol("cervical-lateral") == ["m1"]
+    assert logic.modelsForProtocol("coronal-shoulder") == []
     # calibration comes from the user's override, never from the volume's spacing
     assert logic.calibrationForVolume(volume, (0.2, 0.3))[:2] == ((0.2, 0.3), "manual:user")
     assert logic.calibrationForVolume(volume)[:2] == (None, "pixels-only")
