@@ -62,6 +62,7 @@ ATTR_PROTOCOL = "SpineAlignment.protocol"
 ATTR_GROUP = "SpineAlignment.group"
 ATTR_PARAMETER = "SpineAlignment.parameter"
 ATTR_LANDMARK_IDS = "SpineAlignment.landmarkIDs"  #: JSON {control point ID: canonical landmark ID}
+ATTR_KIND = "SpineAlignment.kind"  #: construction node kind: "line", "angle" or "point"
 ATTR_IMAGE = "SpineAlignment.image"  #: JSON: image, size, spacing, calibration, orientation, model, confidences
 VOLUME_REFERENCE_ROLE = "SpineAlignment.volume"
 
@@ -304,7 +305,6 @@ class SceneAnalysis:
         ras_by_id: dict[str, np.ndarray] = {}
         for node in self.landmark_nodes.values():
             ids = self._ids(node)
-            changed_ids = False
             for i in range(node.GetNumberOfControlPoints()):
                 if node.GetNthControlPointPositionStatus(i) != node.PositionDefined:
                     continue
@@ -315,7 +315,6 @@ class SceneAnalysis:
                     lm_id = self.pending_landmark
                     self.assign(node, i, lm_id)
                     ids = self._ids(node)
-                    changed_ids = True
                     self.pending_landmark = None
                 if lm_id is None:
                     warnings.append(f"Point '{node.GetNthControlPointLabel(i)}' in '{node.GetName()}' is not a "
@@ -326,8 +325,6 @@ class SceneAnalysis:
                 pos = [0.0, 0.0, 0.0]
                 node.GetNthControlPointPosition(i, pos)
                 ras_by_id[lm_id] = np.array(pos)
-            if changed_ids:
-                log.debug("assigned new control points in %s", node.GetName())
         if not ras_by_id:
             return {}, warnings
         keys = list(ras_by_id)
@@ -424,7 +421,7 @@ class SceneAnalysis:
                 self.scene.RemoveNode(node)
             return
         wanted = [self._construct_geometry(c) + (c.label,) for c in m.construction]
-        old_kinds = [n.GetAttribute("SpineAlignment.kind") for n in old_nodes]
+        old_kinds = [n.GetAttribute(ATTR_KIND) for n in old_nodes]
         new_kinds = [w[0] for w in wanted]
         title = f"{pid} = {_format_value(m.value, m.unit)}"
         if old_kinds == new_kinds:  # same drawing, new positions: move the points, keep the nodes
@@ -452,7 +449,7 @@ class SceneAnalysis:
                 node.SetLocked(True)
                 _set_display(node, color, text_scale=2.5)
                 node.SetAttribute(ATTR_PARAMETER, pid)
-                node.SetAttribute("SpineAlignment.kind", kind)
+                node.SetAttribute(ATTR_KIND, kind)
                 self._tag(node, "construction")
                 nodes.append(node)
         for j, node in enumerate(nodes):
@@ -462,8 +459,7 @@ class SceneAnalysis:
 
     def table_rows(self) -> list[dict[str, Any]]:
         """One row per parameter (protocol order, then any extra computed IDs), machine-readable values."""
-        res = self.result
-        return table_rows(res, self.protocol)
+        return table_rows(self.result, self.protocol)
 
     def _update_table(self, changed: set[str] | None) -> None:
         if self.table_node is None:
@@ -471,7 +467,7 @@ class SceneAnalysis:
         rows = self.table_rows()
         table = self.table_node.GetTable()
         ids_now = [table.GetColumnByName("id").GetValue(r) for r in range(table.GetNumberOfRows())]
-        wasModifying = self.table_node.StartModify()
+        was_modifying = self.table_node.StartModify()
         if ids_now != [r["id"] for r in rows]:
             for arr_name, _, _, _ in TABLE_COLUMNS:
                 table.GetColumnByName(arr_name).SetNumberOfValues(len(rows))
@@ -493,7 +489,7 @@ class SceneAnalysis:
         self.table_node.SetColumnUnitLabel("value", units.pop() if len(units) == 1 else "see unit column")
         table.Modified()
         self.table_node.Modified()
-        self.table_node.EndModify(wasModifying)
+        self.table_node.EndModify(was_modifying)
 
     # ---- live update ---------------------------------------------------------------------
     def _on_point_event(self, caller: Any, event: Any) -> None:
