@@ -1,0 +1,59 @@
+"""``spine-align analyze``: find landmarks with a packaged model and measure, image by image.
+
+Writes, per image, ``<name>.json`` (result, docs/protocols.md), ``<name>_overlay.png``
+and with ``--markups`` ``<name>.mrk.json`` (loads in 3D Slicer), then ``summary.csv``.
+Every image given is analysed again (:func:`SpineAlignmentLib.batch.analyze_one`); use
+``spine-align batch`` for resumable runs over folders, worker processes or a Dask cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import SpineAlignmentError
+
+HELP = "analyse radiographs with a packaged model: result JSON, overlay PNG (and .mrk.json) per image, summary CSV"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="radiographs: DICOM, PNG, JPEG, TIFF, NRRD")
+    parser.add_argument("--protocol", required=True, help="protocol ID (spine-align protocols)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    parser.add_argument("--model", help="registered model name (default: the protocol's model)")
+    parser.add_argument("--spacing", nargs=2, type=float, metavar=("ROW", "COL"),
+                        help="pixel spacing in mm (label manual:user); without it non-DICOM images give angles only")
+    parser.add_argument("--patient-orientation", metavar="X,Y", help="DICOM Patient Orientation, e.g. L,F")
+    parser.add_argument("--flip-tta", action="store_true", help="average with the mirrored image's prediction")
+    parser.add_argument("--markups", action="store_true", help="also write <name>.mrk.json (3D Slicer markups)")
+    parser.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..batch import analyze_one, collect_inputs, make_items
+    from ..io.tables import summary_row, write_summary_csv
+    from ..protocols import get_protocol
+
+    protocol = get_protocol(args.protocol)
+    items = make_items(collect_inputs(args.images))
+    if not items:
+        raise SpineAlignmentError(f"No image found in {' '.join(args.images)}; give image files or folders.")
+    rows, failed = [], 0
+    for item in items:
+        try:
+            res = analyze_one(item.image, protocol.id, args.out, model=args.model, spacing=args.spacing,
+                              flip_tta=args.flip_tta, write_markups=args.markups, write_overlay=not args.no_overlay,
+                              patient_orientation=args.patient_orientation, name=item.name)
+        except SpineAlignmentError as exc:
+            # one bad image is reported and the others are still analysed
+            failed += 1
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            continue
+        rows.append(summary_row(res, item.image))
+        values = ", ".join(f"{k} {m.value:.1f}{'°' if m.unit == 'deg' else ' ' + m.unit}" for k, m in res.parameters.items())
+        print(f"{item.image}: {values or 'no parameter'}")
+        for w in res.warnings:
+            print(f"  warning: {w}")
+    summary = write_summary_csv(f"{args.out}/summary.csv", rows, protocol.id) if rows else None
+    print(f"{len(rows)} analysed, {failed} failed; results in {args.out}" + (f" (summary: {summary})" if summary else ""))
+    return 2 if failed else 0
