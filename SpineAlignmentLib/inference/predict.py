@@ -12,12 +12,12 @@ vertebra, or irregular spacing between consecutive vertebrae.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..errors import RadiographError
+from ..result import Landmark
 from .preprocess import letterbox, normalise_intensity
 
 __all__ = ["PredictedLandmark", "predict_landmarks", "predict_array", "plausibility_warnings"]
@@ -28,17 +28,8 @@ log = logging.getLogger(__name__)
 MIN_SIDE = 64
 
 
-@dataclass(frozen=True)
-class PredictedLandmark:
-    """A predicted landmark in original-image pixels with its confidence in [0, 1].
-
-    Has the same ``x``, ``y``, ``confidence`` fields as
-    :class:`SpineAlignmentLib.result.Landmark`.
-    """
-
-    x: float
-    y: float
-    confidence: float
+#: Predicted landmarks are the result file's own landmark type (x, y in original pixels, confidence in [0, 1]).
+PredictedLandmark = Landmark
 
 
 def _pixels(image: Any) -> np.ndarray:
@@ -120,7 +111,7 @@ def plausibility_warnings(points: np.ndarray, confidence: np.ndarray, ids, low_c
     return warns
 
 
-def predict_landmarks(radiograph_or_array: Any, model, *, flip_tta: bool = False) -> tuple[dict[str, PredictedLandmark], list[str]]:
+def predict_landmarks(radiograph_or_array: Any, model, *, flip_tta: bool = False) -> tuple[dict[str, Landmark], list[str]]:
     """Predict a protocol's landmarks on a radiograph.
 
     Args:
@@ -131,8 +122,8 @@ def predict_landmarks(radiograph_or_array: Any, model, *, flip_tta: bool = False
         flip_tta: average with the prediction on the mirrored image.
 
     Returns:
-        ``(landmarks, warnings)``: landmark ID -> :class:`PredictedLandmark`
-        (original pixels), and image-level warnings a user can act on.
+        ``(landmarks, warnings)``: landmark ID -> :class:`~SpineAlignmentLib.result.Landmark`
+        (original pixels, with confidence), and image-level warnings a user can act on.
 
     Raises:
         RadiographError: not a 2-D grayscale image.
@@ -152,5 +143,5 @@ def predict_landmarks(radiograph_or_array: Any, model, *, flip_tta: bool = False
     ids = model.landmark_ids
     low = float(model.metadata["decoding"]["low_confidence"])
     warns += plausibility_warnings(pts, conf, ids, low)
-    landmarks = {lid: PredictedLandmark(float(p[0]), float(p[1]), float(c)) for lid, p, c in zip(ids, pts, conf)}
+    landmarks = {lid: Landmark(float(p[0]), float(p[1]), float(c)) for lid, p, c in zip(ids, pts, conf)}
     return landmarks, warns

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..errors import ModelError
 
-__all__ = ["LoadedModel", "models_dir", "list_models", "read_metadata", "load_model", "sha256_file", "SCHEMA_PATH"]
+__all__ = ["LoadedModel", "models_dir", "list_models", "read_metadata", "load_model", "resolve_model", "sha256_file", "SCHEMA_PATH"]
 
 SCHEMA_PATH = Path(__file__).with_name("metadata.schema.json")
 
@@ -179,3 +179,37 @@ def load_model(name: str, *, folder: Path | None = None):
         landmark_ids=tuple(md["landmarks"]), input_shape=tuple(image["spatial_shape"]),
         stride=int(md["network"]["stride"]), folder=folder,
     )
+
+
+def resolve_model(model: Any, protocol: str) -> LoadedModel:
+    """A loaded model from a :class:`LoadedModel`, a registered name, or ``None`` (the protocol's default).
+
+    Raises:
+        ModelError: no model is registered for ``protocol``, or the named one cannot be loaded,
+            or it was trained for another protocol.
+    """
+    if isinstance(model, LoadedModel):
+        loaded = model
+    elif model is None:
+        candidates = list_models(protocol)
+        if not candidates:
+            raise ModelError(f"No model is installed for protocol '{protocol}'; place the landmarks by hand "
+                             "or measure a landmark file with 'spine-align measure'.")
+        loaded = _cached_load(candidates[0]["name"])
+    elif isinstance(model, str):
+        loaded = _cached_load(model)
+    else:
+        raise ModelError(f"Model must be a name or a loaded model, not {type(model).__name__}.")
+    if loaded.protocol != protocol:
+        raise ModelError(f"Model '{loaded.name}' is for protocol '{loaded.protocol}', not '{protocol}'; choose a matching model.")
+    return loaded
+
+
+_LOADED: dict[str, LoadedModel] = {}
+
+
+def _cached_load(name: str) -> LoadedModel:
+    # Loading the weights (and checking their SHA-256) once per process is enough.
+    if name not in _LOADED:
+        _LOADED[name] = load_model(name)
+    return _LOADED[name]

@@ -21,7 +21,10 @@ Checks, per image (``points`` (4V, 2), corners TL, TR, BL, BR per vertebra):
   flagged (a 40 deg tilt puts ``TR`` above ``TL`` in raw ``y``). -> fix by
   re-assigning the four corners from their local-frame positions.
 * ``misplaced_point``: a corner farther from its vertebra centroid than
-  ``misplaced_factor`` times that vertebra's median corner distance, or a
+  ``misplaced_factor`` times that vertebra's median corner distance, a corner
+  farther than ``parallelogram_factor`` vertebra widths from where the other
+  three corners put it (``TL ~ TR + BL - BR``; vertebral bodies are close to
+  parallelograms, wedging gives ~0.2-0.5 widths on this data), or a
   vertebra whose height, width or spacing to its neighbours is a robust
   outlier against the neighbouring vertebrae -> exclude (which corner is right
   cannot be decided from geometry alone).
@@ -140,6 +143,7 @@ def check_labels(
     image_shape: tuple[int, int] | None = None,
     *,
     misplaced_factor: float = 2.0,
+    parallelogram_factor: float = 0.8,
     size_ratio: tuple[float, float] = (0.4, 2.5),
     spacing_ratio: tuple[float, float] = (0.3, 3.0),
     vertebra_names: Sequence[str] | None = None,
@@ -153,6 +157,8 @@ def check_labels(
         image_shape: (rows, cols) to check that points lie on the image.
         misplaced_factor: a corner farther than this times the vertebra's
             median corner-to-centroid distance is misplaced.
+        parallelogram_factor: a corner farther than this many (median) vertebra
+            widths from the parallelogram completion of the other three is misplaced.
         size_ratio: allowed range of a vertebra's height or width relative to
             the median of its two neighbours on each side.
         spacing_ratio: allowed range of a centroid-to-centroid gap relative to
@@ -226,6 +232,16 @@ def check_labels(
                 res.findings.append(Finding(file, "misplaced_point", v,
                                             f"corner {('TL', 'TR', 'BL', 'BR')[k]} of {names[v]} is {dist[v, k]:.0f} px from its centroid "
                                             f"(median corner distance {med:.0f} px)", "excluded"))
+    med_width = float(np.median(0.5 * (np.hypot(*(q[:, TR] - q[:, TL]).T) + np.hypot(*(q[:, BR] - q[:, BL]).T))))
+    completion = np.stack([q[:, TR] + q[:, BL] - q[:, BR], q[:, TL] + q[:, BR] - q[:, BL],
+                           q[:, TL] + q[:, BR] - q[:, TR], q[:, TR] + q[:, BL] - q[:, TL]], axis=1)
+    dev = np.hypot(*(q - completion).transpose(2, 0, 1))  # (V, 4)
+    for v in range(nv):
+        k = int(np.argmax(dev[v]))
+        if med_width > 0 and dev[v, k] > parallelogram_factor * med_width:
+            res.findings.append(Finding(file, "misplaced_point", v,
+                                        f"corner {('TL', 'TR', 'BL', 'BR')[k]} of {names[v]} is {dev[v, k]:.0f} px from where "
+                                        f"the other three corners put it (vertebra width {med_width:.0f} px)", "excluded"))
     height = 0.5 * (np.hypot(*(q[:, BL] - q[:, TL]).T) + np.hypot(*(q[:, BR] - q[:, TR]).T))
     width = 0.5 * (np.hypot(*(q[:, TR] - q[:, TL]).T) + np.hypot(*(q[:, BR] - q[:, BL]).T))
     for label, vals in (("height", height), ("width", width)):

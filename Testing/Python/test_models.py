@@ -1,0 +1,154 @@
+"""Model registry: schema validation, checksums, clear errors, network export round trip."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from SpineAlignmentLib.errors import ModelError
+from SpineAlignmentLib.models.landmarks import protocol_landmark_ids
+from SpineAlignmentLib.models.network import SpineLandmarkNet
+from SpineAlignmentLib.models.registry import (
+    list_models, load_model, models_dir, read_metadata, resolve_model, sha256_file, validate_metadata)
+
+SHIPPED = "coronal-spine-landmarks"
+TINY_ARGS = {"in_channels": 1, "out_channels": 68, "stem_channels": [4, 8], "channels": [8, 8, 16], "num_res_units": 1}
+
+
+def tiny_model_folder(root: Path, name: str = "tiny-coronal", protocol: str = "coronal-spine") -> Path:
+    """A complete, valid model folder with a tiny random network (no training needed)."""
+    folder = root / name
+    folder.mkdir(parents=True)
+    torch.manual_seed(0)
+    net = SpineLandmarkNet(**TINY_ARGS)
+    torch.save({k: v.half() for k, v in net.state_dict().items()}, folder / "model.pt")
+    ids = list(protocol_landmark_ids("coronal-spine"))
+    md = {
+        "schema": "spinealignment.model-metadata/1", "name": name, "version": "0.0.1",
+        "changelog": {"0.0.1": "test"}, "task": "test", "description": "tiny test network", "protocol": protocol,
+        "authors": "tests", "license": {"weights": "Apache-2.0", "training_data": "none"},
+        "pytorch_version": torch.__version__, "monai_version": "1.6.1",
+        "network": {"class": "SpineAlignmentLib.models.network.SpineLandmarkNet", "args": TINY_ARGS, "stride": 2},
+        "weights": {"file": "model.pt", "sha256": sha256_file(folder / "model.pt"), "dtype": "float16"},
+        "network_data_format": {
+            "inputs": {"image": {"type": "image", "num_channels": 1, "spatial_shape": [128, 64], "dtype": "float32",
+                                 "value_range": [0, 1], "resize": "letterbox-centred",
+                                 "intensity": {"method": "percentile-minmax", "low_percentile": 0.5, "high_percentile": 99.5}}},
+            "outputs": {"pred": {"type": "heatmap", "format": "logits", "num_channels": 68}}},
+        "landmarks": ids,
+        "decoding": {"method": "local-soft-argmax", "window": 3, "confidence_radius": 3.0, "low_confidence": 0.3},
+        "training": {"data": {"name": "none", "license": "none", "citation": "none", "n_images": 1}, "recipe": {},
+                     "split": {"seed": 0, "n_train": 1, "n_val": 1, "val_images": ["a.jpg"]},
+                     "label_hygiene": {"images_checked": 0, "images_fixed": 0, "images_excluded": 0}, "epochs_run": 0},
+        "validation": {"split": "none", "n_images": 1, "mean_error_px": 0.0, "smape_pct": 0.0, "cmae_deg": 0.0,
+                       "command": "none"},
+    }
+    (folder / "metadata.json").write_text(json.dumps(md))
+    return folder
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPINEALIGN_MODELS", str(tmp_path))
+    return tiny_model_folder(tmp_path)
+
+
+def test_tiny_model_loads_and_predicts_shapes(tiny):
+    m = load_model("tiny-coronal")
+    assert m.landmark_ids == protocol_landmark_ids("coronal-spine")
+    assert m.input_shape == (128, 64) and m.stride == 2 and not m.network.training
+    with torch.no_grad():
+        out = m.network(torch.zeros(1, 1, 128, 64))
+    assert out.shape == (1, 68, 64, 32) and out.dtype == torch.float32
+
+
+def test_corrupt_weights_name_file_and_checksum(tiny):
+    expected = json.loads((tiny / "metadata.json").read_text())["weights"]["sha256"]
+    data = bytearray((tiny / "model.pt").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tiny / "model.pt").write_bytes(bytes(data))
+    with pytest.raises(ModelError) as e:
+        load_model("tiny-coronal")
+    msg = str(e.value)
+    assert str(tiny / "model.pt") in msg and expected in msg and "corrupted" in msg
+
+
+def test_missing_weights_name_file_and_checksum(tiny):
+    expected = json.loads((tiny / "metadata.json").read_text())["weights"]["sha256"]
+    (tiny / "model.pt").unlink()
+    with pytest.raises(ModelError, match="missing") as e:
+        load_model("tiny-coronal")
+    assert str(tiny / "model.pt") in str(e.value) and expected in str(e.value)
+
+
+def test_invalid_metadata_is_refused(tiny):
+    md = json.loads((tiny / "metadata.json").read_text())
+    md["weights"]["sha256"] = "not-a-checksum"
+    (tiny / "metadata.json").write_text(json.dumps(md))
+    with pytest.raises(ModelError, match="weights/sha256"):
+        load_model("tiny-coronal")
+    assert list_models() == []  # an invalid folder is not offered
+
+
+def test_unknown_model_and_protocol_mismatch(tiny, tmp_path):
+    with pytest.raises(ModelError, match="not found"):
+        load_model("no-such-model")
+    tiny_model_folder(tmp_path, "tiny-lateral", protocol="sagittal-whole-spine")
+    assert [m["name"] for m in list_models("coronal-spine")] == ["tiny-coronal"]
+    assert [m["name"] for m in list_models()] == ["tiny-coronal", "tiny-lateral"]
+    assert resolve_model(None, "coronal-spine").name == "tiny-coronal"
+    with pytest.raises(ModelError, match="not 'coronal-spine'"):
+        resolve_model("tiny-lateral", "coronal-spine")
+
+
+def test_network_export_round_trip(tmp_path):
+    """torch.export (the successor of TorchScript) with a dynamic batch size, saved and reloaded."""
+    torch.manual_seed(1)
+    net = SpineLandmarkNet(**TINY_ARGS).eval()
+    x = torch.rand(2, 1, 128, 64)
+    with torch.no_grad():
+        ref = net(x)
+    batch = torch.export.Dim("batch", min=1, max=16)
+    ep = torch.export.export(net, (x,), dynamic_shapes=({0: batch},))
+    torch.export.save(ep, tmp_path / "net.pt2")
+    loaded = torch.export.load(tmp_path / "net.pt2").module()
+    with torch.no_grad():
+        np.testing.assert_allclose(loaded(x).numpy(), ref.numpy(), atol=1e-5)
+        x1 = torch.rand(1, 1, 128, 64)
+        np.testing.assert_allclose(loaded(x1).numpy(), net(x1).numpy(), atol=1e-5)
+
+
+# ---------------------------------------------------------------- the shipped model
+
+@pytest.fixture
+def shipped(monkeypatch):
+    monkeypatch.delenv("SPINEALIGN_MODELS", raising=False)
+    folder = models_dir() / SHIPPED
+    if not (folder / "metadata.json").is_file():
+        pytest.skip(f"shipped model {folder} not present")
+    return folder
+
+
+def test_shipped_metadata_is_valid_and_complete(shipped):
+    md = read_metadata(shipped)
+    validate_metadata(md)
+    assert md["name"] == SHIPPED and md["protocol"] == "coronal-spine"
+    assert md["landmarks"] == list(protocol_landmark_ids("coronal-spine"))
+    w = shipped / md["weights"]["file"]
+    assert w.stat().st_size < 25 * 1024 * 1024
+    assert sha256_file(w) == md["weights"]["sha256"]
+    assert md["validation"]["n_images"] == md["training"]["split"]["n_val"] - md["training"]["split"].get("n_val_excluded", 0)
+    # the validation split is patient-disjoint from training
+    assert md["training"]["split"]["n_train"] > md["validation"]["n_images"] > 50
+    assert (shipped / "README.md").is_file() and "PDDL" in (shipped / "README.md").read_text()
+
+
+def test_shipped_model_loads(shipped):
+    m = load_model(SHIPPED)
+    assert m.landmark_ids == protocol_landmark_ids("coronal-spine")
+    assert SHIPPED in [x["name"] for x in list_models("coronal-spine")]

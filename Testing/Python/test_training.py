@@ -1,0 +1,167 @@
+"""Training pieces: keypoint transforms, patient split, losses, and a one-iteration run with resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.io
+import torch
+from PIL import Image
+from scipy import ndimage
+
+from SpineAlignmentLib.models.landmarks import flip_permutation, protocol_landmark_ids
+from SpineAlignmentLib.training.dataset import patient_id, patient_split
+from SpineAlignmentLib.training.losses import DsntLoss, wing_loss
+from SpineAlignmentLib.training.transforms import RandAffineKeypointsd, affine_matrix, apply_to_points, warp_image
+
+IDS = protocol_landmark_ids("coronal-spine")
+
+
+# ---------------------------------------------------------------- keypoint transforms
+
+def _dots(shape, points):
+    """One image per point with a 3x3 bright square on it (so bilinear warps keep a clear blob)."""
+    imgs = np.zeros((len(points),) + shape, np.float32)
+    for k, (x, y) in enumerate(points):
+        imgs[k, int(round(y)) - 1:int(round(y)) + 2, int(round(x)) - 1:int(round(x)) + 2] = 1.0
+    return imgs
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_random_affine_moves_dots_with_keypoints(seed):
+    shape = (128, 64)
+    pts = np.array([[20.0, 30.0], [44.0, 30.0], [20.0, 90.0], [44.0, 96.0]])
+    t = RandAffineKeypointsd("image", "points", flip_permutation=[0, 1, 2, 3], prob=1.0, rotate_deg=15.0,
+                             scale_range=(0.8, 1.2), flip_prob=0.0)
+    t.set_random_state(seed)
+    d = t({"image": _dots(shape, pts), "points": pts})
+    assert not np.allclose(d["points"], pts)  # it did move them
+    for k in range(len(pts)):
+        com = np.array(ndimage.center_of_mass(d["image"][k]))[::-1]  # (x, y)
+        np.testing.assert_allclose(com, d["points"][k], atol=0.35)
+    assert d["valid"].all()
+
+
+def test_flip_swaps_left_right_corners():
+    shape = (128, 64)
+    pts = np.array([[20.0, 30.0], [44.0, 32.0], [21.0, 50.0], [45.0, 52.0]])  # TL, TR, BL, BR
+    t = RandAffineKeypointsd("image", "points", flip_permutation=flip_permutation(IDS[:4]), prob=0.0, flip_prob=1.0)
+    d = t({"image": _dots(shape, pts), "points": pts})
+    # mirrored: the old TR (x=44) becomes the new TL at x = 63 - 44 = 19, and so on
+    np.testing.assert_allclose(d["points"], [[19.0, 32.0], [43.0, 30.0], [18.0, 52.0], [42.0, 50.0]])
+    assert d["points"][0, 0] < d["points"][1, 0] and d["points"][2, 0] < d["points"][3, 0]
+    # the image channel of old point 1 (TR) now has its dot where the new TL is
+    com = np.array(ndimage.center_of_mass(d["image"][1]))[::-1]
+    np.testing.assert_allclose(com, d["points"][0], atol=1e-6)
+
+
+def test_affine_matrix_hand_worked():
+    # 90 deg counter-clockwise about the centre of a 5x5 image: (4, 2) (right middle) -> (2, 0) (top middle)
+    m = affine_matrix((5, 5), angle_deg=90.0)
+    np.testing.assert_allclose(apply_to_points(m, [[4.0, 2.0]]), [[2.0, 0.0]], atol=1e-12)
+    img = np.zeros((1, 5, 5), np.float32)
+    img[0, 2, 4] = 1.0
+    out = warp_image(img, m)
+    assert out[0, 0, 2] == pytest.approx(1.0)
+
+
+def test_flip_permutation_is_an_involution():
+    perm = flip_permutation(IDS)
+    assert perm[:4] == [1, 0, 3, 2]
+    assert [perm[p] for p in perm] == list(range(len(IDS)))
+
+
+# ---------------------------------------------------------------- patient split
+
+def test_patient_id():
+    assert patient_id("sunhl-1th-02-Jan-2017-162 A AP.jpg") == "162"
+    assert patient_id("sunhl-1th-22-Nov-2016-142 A AP (2).jpg") == "142"
+    assert patient_id("sunhl-1th-30-Dec-2016-159 A AP2.jpg") == "159"
+    assert patient_id("sunhl-1th-20-Jul-2016-coronal12.jpg") == patient_id("sunhl-1th-20-Jul-2016-coronal3.jpg")
+
+
+def test_patient_split_keeps_patients_together():
+    names = [f"x-{p} {v} AP.jpg" for p in range(40) for v in "ABC"[: 1 + p % 3]] + [f"x-coronal{i}.jpg" for i in range(5)]
+    train, val = patient_split(names, 0.25, seed=3)
+    assert set(train) | set(val) == set(names) and not set(train) & set(val)
+    assert not {patient_id(n) for n in train} & {patient_id(n) for n in val}
+    assert 0.2 * len(names) <= len(val) <= 0.35 * len(names)
+    assert all("coronal" not in n for n in val)  # unknown-patient group stays in training
+    assert patient_split(names, 0.25, seed=3) == (train, val)  # fixed seed, same split
+
+
+# ---------------------------------------------------------------- losses
+
+def test_wing_loss_values():
+    e = torch.tensor([0.0, 2.0, 10.0, 20.0])
+    w = wing_loss(e, w=10.0, eps=2.0)
+    c = 10 - 10 * np.log(1 + 5)
+    np.testing.assert_allclose(w.numpy(), [0.0, 10 * np.log(2), 10 * np.log(6), 20 - c], rtol=1e-6)
+
+
+def test_dsnt_loss_prefers_the_right_heatmap():
+    loss = DsntLoss(stride=2, sigma=1.5)
+    target = torch.tensor([[[30.5, 20.5]]])
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    good = -((xx * 2 + 0.5 - 30.5) ** 2 + (yy * 2 + 0.5 - 20.5) ** 2) / 18.0
+    bad = -((xx * 2 + 0.5 - 40.5) ** 2 + (yy * 2 + 0.5 - 20.5) ** 2) / 18.0
+    valid = torch.ones(1, 1, dtype=torch.bool)
+    lg, pg = loss(good[None, None], target, valid)
+    lb, pb = loss(bad[None, None], target, valid)
+    assert pg["err_px"] < 0.05 and pb["err_px"] == pytest.approx(10.0, abs=0.05)
+    assert float(lg) < float(lb)
+    # a point outside the image (valid False) contributes nothing
+    l0, _ = loss(bad[None, None], target, torch.zeros(1, 1, dtype=torch.bool))
+    assert float(l0) == 0.0
+
+
+# ---------------------------------------------------------------- a tiny end-to-end run
+
+def _synthetic_dataset(root, n=6):
+    from test_hygiene import coronal_spine
+
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    rng = np.random.default_rng(0)
+    names = []
+    for i in range(n):
+        name = f"synth-{100 + i // 2} {'AB'[i % 2]} AP.jpg"
+        pts = coronal_spine(curve_deg=rng.uniform(0, 30)) * 0.5 + rng.uniform(-5, 5, 2)
+        img = np.full((700, 320), 30, np.uint8)
+        for v in pts.reshape(17, 4, 2):
+            x0, y0 = v.min(0).astype(int)
+            x1, y1 = v.max(0).astype(int)
+            img[y0:y1, x0:x1] = 200
+        Image.fromarray(img).save(root / "images" / name, quality=95)
+        scipy.io.savemat(root / "labels" / (name + ".mat"), {"p2": pts})
+        names.append(name)
+    return names
+
+
+def test_one_iteration_training_and_resume(tmp_path):
+    from SpineAlignmentLib.training.trainer import TrainConfig, train
+
+    _synthetic_dataset(tmp_path / "data")
+    out = tmp_path / "run"
+    cfg = TrainConfig(data=str(tmp_path / "data"), out=str(out), input_shape=(128, 64), epochs=1, batch_size=4,
+                      val_fraction=0.34, threads=1, warmup_epochs=0,
+                      net={"stem_channels": [4, 8], "channels": [8, 8, 16], "num_res_units": 1})
+    best = train(cfg, progress=False)
+    assert np.isfinite(best["mean_error_px"])
+    for f in ("config.json", "split.json", "hygiene.json", "metrics.jsonl", "last.pt", "best.pt"):
+        assert (out / f).is_file(), f
+    split = json.loads((out / "split.json").read_text())
+    assert not set(split["train_patients"]) & set(split["val_patients"])
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1]
+    assert {"val_mean_error_px", "val_mean_error_pct_width", "val_smape_pct", "val_cmae_deg"} <= set(rows[0])
+    before = torch.load(out / "last.pt", weights_only=False)["model"]
+    cfg.epochs = 2
+    train(cfg, resume=True, progress=False)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    after = torch.load(out / "last.pt", weights_only=False)
+    assert after["epoch"] == 1
+    assert any(not torch.equal(before[k], after["model"][k]) for k in before)
