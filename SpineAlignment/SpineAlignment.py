@@ -640,6 +640,17 @@ class SpineAlignmentLogic(ScriptedLoadableModuleLogic):
 
         return mrml.measure_from_markups(markupsNode, protocol, volumeNode)
 
+    def compareMarkups(self, referenceNode, otherNode, protocol=None, volumeNode=None):
+        """Compare two landmark sets of one image (e.g. model output and corrected points, or two raters).
+
+        Returns the dict of ``SpineAlignmentLib.slicerio.mrml.compare_markups``: per-landmark errors
+        (px, and mm with the reference's calibration label), parameter differences (other - reference)
+        and the two table nodes it added to the scene.
+        """
+        from SpineAlignmentLib.slicerio import mrml
+
+        return mrml.compare_markups(referenceNode, otherNode, protocol, volumeNode)
+
     def showTableInLayout(self, tableNode):
         """Show the parameter table in the layout's table view (adds one if the layout has none)."""
         if not hasattr(slicer, "app") or slicer.app.layoutManager() is None:

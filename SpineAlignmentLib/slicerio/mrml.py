@@ -34,7 +34,7 @@ import math
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -833,3 +833,66 @@ def make_volume_node(scene: Any, pixels: np.ndarray, ijk_to_ras: Any, name: str 
     node.SetIJKToRASMatrix(vm)
     node.SetAndObserveImageData(image)
     return node
+
+
+def rows_to_table_node(scene: Any, name: str, rows: list[dict[str, Any]], columns: Sequence[str]) -> Any:
+    """A new ``vtkMRMLTableNode`` with one typed column per key (float -> double, else string; NaN kept)."""
+    node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    table = node.GetTable()
+    for col in columns:
+        numeric = all(isinstance(r.get(col), (int, float)) and not isinstance(r.get(col), bool) for r in rows if r.get(col) is not None)
+        arr = vtk.vtkDoubleArray() if numeric and rows else vtk.vtkStringArray()
+        arr.SetName(col)
+        arr.SetNumberOfValues(len(rows))
+        for i, r in enumerate(rows):
+            v = r.get(col)
+            arr.SetValue(i, (math.nan if v is None else float(v)) if numeric else ("" if v is None else str(v)))
+        table.AddColumn(arr)
+    node.Modified()
+    return node
+
+
+def compare_markups(reference_node: Any, other_node: Any, protocol: str | None = None, volume_node: Any = None,
+                    *, tables: bool = True) -> dict[str, Any]:
+    """Compare two landmark sets of one image (model vs. corrected points, or two raters).
+
+    Args:
+        reference_node: a landmark fiducial node of the reference analysis (the "truth").
+        other_node: a landmark fiducial node of the analysis compared with it.
+        protocol, volume_node: as in :func:`analysis_for_node` (taken from the reference when None).
+        tables: also add two table nodes (landmark errors, parameter differences) to the scene.
+
+    Returns:
+        ``{"landmarks": rows of evaluation.compare_landmark_sets (px, and mm with the
+        reference's spacing and calibration label), "parameters": rows with id, unit,
+        reference, other, difference (other − reference; NaN where either is missing),
+        "tables": {"landmarks": node, "parameters": node}}``.
+    """
+    from ..evaluation.landmarks import LANDMARK_COLUMNS, compare_landmark_sets
+
+    ref = analysis_for_node(reference_node, protocol, volume_node)
+    other = analysis_for_node(other_node, protocol or ref.protocol.id, volume_node or ref.volume_node)
+    a, b = ref.measure(), other.measure()
+    spacing = ref.info.get("spacing_mm")
+    rows = compare_landmark_sets(a.landmarks, b.landmarks, spacing_mm=tuple(spacing) if spacing else None,
+                                 calibration=ref.info.get("calibration") if spacing else None,
+                                 order=ref.protocol.landmark_ids)
+    ids = list(ref.protocol.parameter_ids) + [p for p in list(a.parameters) + list(b.parameters)
+                                              if p not in ref.protocol.parameter_ids]
+    params = []
+    for pid in dict.fromkeys(ids):
+        ma, mb = a.parameters.get(pid), b.parameters.get(pid)
+        if ma is None and mb is None:
+            continue
+        va = ma.value if ma else math.nan
+        vb = mb.value if mb else math.nan
+        params.append({"id": pid, "unit": (ma or mb).unit, "reference": va, "other": vb, "difference": vb - va,
+                       "calibration": (ma or mb).calibration or ""})
+    out: dict[str, Any] = {"landmarks": rows, "parameters": params, "tables": {}}
+    if tables:
+        scene = ref.scene
+        out["tables"]["landmarks"] = rows_to_table_node(scene, "SpineAlignment comparison: landmarks", rows, LANDMARK_COLUMNS)
+        out["tables"]["parameters"] = rows_to_table_node(
+            scene, "SpineAlignment comparison: parameters", params,
+            ("id", "unit", "reference", "other", "difference", "calibration"))
+    return out

@@ -431,3 +431,27 @@ def test_highlight_selects_a_parameters_landmarks_and_lines(sagittal):
     assert other.GetNthControlPointSelected(j) and cl_line.GetOpacity() == 1.0
     assert node.GetDisplayNode().GetSelectedColor() == pytest.approx(get_protocol(SAG).landmark("S1_AS").color)
     analysis.highlight("not-a-parameter")  # an unknown row highlights nothing and does not fail
+
+
+def test_compare_two_markups_sets_of_one_image(scene, sagittal):
+    """Two analyses of one image (e.g. model and corrected): per-landmark errors in px and mm, parameter differences."""
+    lms, res, volume, analysis = sagittal
+    moved = dict(lms)
+    moved["S1_AS"] = (lms["S1_AS"][0] + 3.0, lms["S1_AS"][1] + 4.0)
+    res2 = measure(moved, SAG, spacing_mm=(0.2, 0.15), calibration="calibrated:GEOMETRY", image_size=(2000, 1600))
+    other = mrml.create_analysis(scene, volume, res2, name="rater 2")
+    ref_node = next(iter(analysis.landmark_nodes.values()))
+    other_node = next(iter(other.landmark_nodes.values()))
+    out = mrml.compare_markups(ref_node, other_node)
+    by_id = {r["landmark"]: r for r in out["landmarks"]}
+    assert by_id["S1_AS"]["error_px"] == pytest.approx(5.0, abs=1e-6)
+    assert by_id["S1_AS"]["error_mm"] == pytest.approx(math.hypot(3 * 0.15, 4 * 0.2), abs=1e-6)
+    assert by_id["S1_AS"]["calibration"] == "calibrated:GEOMETRY"
+    assert by_id["L1_AS"]["error_px"] == pytest.approx(0.0, abs=1e-6)
+    params = {p["id"]: p for p in out["parameters"]}
+    assert params["PI"]["difference"] == pytest.approx(res2.value("PI") - res.value("PI"), abs=1e-6)
+    assert params["CL"]["difference"] == pytest.approx(0.0, abs=1e-9)
+    table = out["tables"]["parameters"].GetTable()
+    assert table.GetNumberOfRows() == len(out["parameters"]) == 18
+    assert table.GetColumnByName("difference").GetClassName() == "vtkDoubleArray"
+    other.cleanup()
