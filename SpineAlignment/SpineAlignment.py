@@ -44,6 +44,8 @@ _addLibraryPath()
 from SpineAlignmentLib.protocols import PROTOCOL_IDS  # noqa: E402
 
 MANUAL_PLACEMENT = "Manual placement"
+#: The ``model`` value that asks for guided manual placement instead of a network.
+MANUAL_MODEL = "manual"
 
 #: Packages the library needs inside Slicer: import name -> (pip requirement, minimum version).
 REQUIREMENTS = {
@@ -229,7 +231,7 @@ class SpineAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def selectedModel(self):
         text = self.ui.modelComboBox.currentText
-        return None if not text or text == MANUAL_PLACEMENT else text
+        return MANUAL_MODEL if not text or text == MANUAL_PLACEMENT else text
 
     def spacingOverride(self):
         p = self._parameterNode
@@ -287,14 +289,14 @@ class SpineAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onApplyButton(self) -> None:
         p = self._parameterNode
         model = self.selectedModel()
-        if not self.ensureDependencies(model is not None):
+        if not self.ensureDependencies(model != MANUAL_MODEL):
             return
         with slicer.util.tryWithErrorDisplay("Failed to analyse the radiograph.", waitCursor=True):
             self.onStopPlacement()
             result, analysis = self.logic.analyze(p.inputVolume, protocol=p.protocol, model=model, flipTTA=p.flipTTA,
                                                   spacing=self.spacingOverride())
             self.showAnalysis(analysis)
-            if model is None:
+            if model == MANUAL_MODEL:
                 self.onStartPlacement()
             else:
                 self.ui.statusLabel.text = self.resultSummary(result)
@@ -600,7 +602,8 @@ class SpineAlignmentLogic(ScriptedLoadableModuleLogic):
         Args:
             volumeNode: vtkMRMLScalarVolumeNode with one slice.
             protocol: protocol ID, e.g. "sagittal-whole-spine" or "coronal-spine".
-            model: registered model name; None starts an empty analysis for manual placement.
+            model: registered model name; None uses the protocol's packaged model when one exists;
+                "manual" (or a protocol without a model) starts an empty analysis for guided placement.
             flipTTA: average with the mirrored prediction (models only).
             spacing: (row, col) mm per pixel to use instead of the image's (label manual:user).
 
@@ -616,6 +619,10 @@ class SpineAlignmentLogic(ScriptedLoadableModuleLogic):
         orientation = radiograph.patient_orientation if radiograph is not None else None
         imageName = radiograph.path.name if radiograph is not None and radiograph.path else volumeNode.GetName()
         if model is None:
+            from SpineAlignmentLib.batch import default_model
+
+            model = default_model(protocol) or MANUAL_MODEL
+        if model == MANUAL_MODEL:
             analysis = mrml.create_empty_analysis(slicer.mrmlScene, volumeNode, protocol, spacing_mm=spacingMm,
                                                   calibration=label, patient_orientation=orientation,
                                                   image=imageName, observe=True)
@@ -791,7 +798,7 @@ class SpineAlignmentTest(ScriptedLoadableModuleTest):
         landmarks, image = self.syntheticLateral()
         volumeNode = self.makeVolume(image)
         logic = SpineAlignmentLogic()
-        result, analysis = logic.analyze(volumeNode, protocol="sagittal-whole-spine", model=None,
+        result, analysis = logic.analyze(volumeNode, protocol="sagittal-whole-spine", model="manual",
                                          spacing=(0.2, 0.15))
         self.assertEqual(len(result.parameters), 0)
         self.assertEqual(logic.nextLandmark(analysis), "OD")
@@ -834,7 +841,7 @@ class SpineAlignmentTest(ScriptedLoadableModuleTest):
         landmarks, image = self.syntheticLateral()
         volumeNode = self.makeVolume(image)
         logic = SpineAlignmentLogic()
-        result, analysis = logic.analyze(volumeNode, protocol="sagittal-whole-spine", model=None)
+        result, analysis = logic.analyze(volumeNode, protocol="sagittal-whole-spine", model="manual")
         for key, xy in landmarks.items():
             analysis.add_landmark(key, xy)
         analysis.update()
