@@ -31,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..batch import analyze_one, collect_inputs, make_items
+    from ..geometry.measurement import format_value
     from ..io.tables import summary_row, write_summary_csv
     from ..protocols import get_protocol
 
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             continue
         rows.append(summary_row(res, item.image))
-        values = ", ".join(f"{k} {m.value:.1f}{'°' if m.unit == 'deg' else ' ' + m.unit}" for k, m in res.parameters.items())
+        values = ", ".join(f"{k} {format_value(m.value, m.unit)}" for k, m in res.parameters.items())
         print(f"{item.image}: {values or 'no parameter'}")
         for w in res.warnings:
             print(f"  warning: {w}")

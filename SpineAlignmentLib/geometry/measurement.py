@@ -13,6 +13,14 @@ from typing import Any
 #: ``point``  — a derived point (midpoint, centroid, hip axis).
 CONSTRUCT_KINDS = ("line", "plumb", "offset", "angle", "point")
 
+_UNIT_TEXT = {"deg": "°", "mm": " mm", "px": " px", "%": " %", "ratio": ""}
+
+
+def format_value(value: float, unit: str) -> str:
+    """Display text of a value: 0.1 for angles and distances, 0.01 for ratios (definitions.md §1.4)."""
+    number = f"{value:.2f}" if unit == "ratio" else f"{value:.1f}"
+    return f"{number}{_UNIT_TEXT.get(unit, ' ' + unit)}"
+
 
 @dataclass(frozen=True)
 class Construct:

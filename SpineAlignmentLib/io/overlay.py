@@ -13,17 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ..geometry.measurement import format_value
 from ..protocols import get_protocol
 from ..result import Result
 
-_UNIT_TEXT = {"deg": "°", "mm": " mm", "px": " px", "%": " %", "ratio": ""}
 _PALETTE = ("#ffd23f", "#3bceac", "#ee4266", "#7b9cff", "#ff9f1c", "#b5e48c", "#f15bb5", "#00bbf9")
 
 
 def value_text(pid: str, value: float, unit: str, calibration: str | None) -> str:
     """``"SVA = 12.3 mm (calibrated:GEOMETRY)"``: value with unit, and the calibration label of a distance."""
-    number = f"{value:.2f}" if unit == "ratio" else f"{value:.1f}"
-    text = f"{pid} = {number}{_UNIT_TEXT.get(unit, ' ' + unit)}"
+    text = f"{pid} = {format_value(value, unit)}"
     if unit in ("mm", "px") and calibration:
         text += f" ({calibration})"
     return text

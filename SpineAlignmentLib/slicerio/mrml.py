@@ -48,6 +48,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the whee
     ) from exc
 
 from ..errors import LandmarkError
+from ..geometry.measurement import format_value
 from ..pipeline import measure
 from ..protocols import Protocol, get_protocol
 from ..result import Landmark, Result
@@ -96,11 +97,6 @@ def _param_color(proto: Protocol, landmarks: Iterable[str]) -> tuple[float, floa
         except Exception:  # noqa: BLE001 - an unknown ID just has no colour
             continue
     return (1.0, 0.8, 0.2)
-
-
-def _format_value(value: float, unit: str) -> str:
-    unit_text = {"deg": "°", "%": " %", "ratio": ""}.get(unit, f" {unit}")
-    return f"{value:.2f}{unit_text}" if unit == "ratio" else f"{value:.1f}{unit_text}"
 
 
 def _image_info(result: Result) -> dict[str, Any]:
@@ -423,7 +419,7 @@ class SceneAnalysis:
         wanted = [self._construct_geometry(c) + (c.label,) for c in m.construction]
         old_kinds = [n.GetAttribute(ATTR_KIND) for n in old_nodes]
         new_kinds = [w[0] for w in wanted]
-        title = f"{pid} = {_format_value(m.value, m.unit)}"
+        title = f"{pid} = {format_value(m.value, m.unit)}"
         if old_kinds == new_kinds:  # same drawing, new positions: move the points, keep the nodes
             nodes = old_nodes
             for node, (kind, pts, label) in zip(nodes, wanted):
