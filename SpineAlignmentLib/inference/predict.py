@@ -69,12 +69,20 @@ def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False) -> tuple
     if flip_tta:
         batch = np.concatenate([batch, batch[..., ::-1]], axis=0)
     with torch.inference_mode():
-        logits = model.network(torch.from_numpy(np.ascontiguousarray(batch)))
-        coords, conf, _ = decode_heatmaps(logits, model.stride, window=int(dec["window"]),
-                                          conf_radius=float(dec["confidence_radius"]))
-    coords, conf = coords.numpy().astype(np.float64), conf.numpy().astype(np.float64)
+        out = model.network(torch.from_numpy(np.ascontiguousarray(batch)))
+    if dec["method"] == "vertebra-centres":
+        from ..models.vertebra import decode_vertebrae
+
+        coords, conf = decode_vertebrae(out, model.stride, len(model.landmark_ids) // 4, search=int(dec["window"]),
+                                        radius=int(dec.get("refine_radius", 2)))
+    else:
+        c_t, conf_t, _ = decode_heatmaps(out, model.stride, window=int(dec["window"]),
+                                         conf_radius=float(dec["confidence_radius"]))
+        coords, conf = c_t.numpy(), conf_t.numpy()
+    coords, conf = np.asarray(coords, dtype=np.float64), np.asarray(conf, dtype=np.float64)
     pts, c = coords[0], conf[0]
     if flip_tta:
+        # The mirrored prediction is already ordered top to bottom; un-mirror x and swap left/right corners.
         perm = flip_permutation(model.landmark_ids)
         w = model.input_shape[1]
         fp = coords[1][perm].copy()

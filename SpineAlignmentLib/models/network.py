@@ -37,6 +37,9 @@ class SpineLandmarkNet(nn.Module):
         stem_channels: channels after the two stem stages (H/2, H/4).
         channels: UNet channels per level, starting at H/4.
         num_res_units: residual units per UNet level.
+        features: channels of the UNet output feeding the head (at least
+            about the number of landmarks: every heatmap is a linear map of
+            these features).
         norm: normalisation layer name (MONAI ``Norm`` factory).
         dropout: UNet dropout probability.
 
@@ -56,6 +59,7 @@ class SpineLandmarkNet(nn.Module):
         stem_channels: Sequence[int] = (16, 32),
         channels: Sequence[int] = (32, 64, 128, 256, 256),
         num_res_units: int = 1,
+        features: int = 64,
         norm: str = "instance",
         dropout: float = 0.0,
     ) -> None:
@@ -68,14 +72,14 @@ class SpineLandmarkNet(nn.Module):
         self.body = UNet(
             spatial_dims=2,
             in_channels=s1,
-            out_channels=channels[0],
+            out_channels=features,
             channels=tuple(channels),
             strides=(2,) * (len(channels) - 1),
             num_res_units=num_res_units,
             norm=norm,
             dropout=dropout,
         )
-        self.head = nn.ConvTranspose2d(channels[0], out_channels, kernel_size=2, stride=2)
+        self.head = nn.ConvTranspose2d(features, out_channels, kernel_size=2, stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Heatmap logits (B, out_channels, H/2, W/2) for images (B, in_channels, H, W)."""

@@ -33,6 +33,28 @@ DATA_CREDIT = {
 }
 
 
+DESCRIPTION = {
+    "vertebra": ("MONAI residual UNet behind a strided stem (input 512x256, output at 1/2 resolution) predicting a "
+                 "vertebra-centre heatmap, centre and corner offsets and four corner-type heatmaps; the 17 strongest "
+                 "centres sorted top to bottom are T1..L5."),
+    "landmark": ("Heatmap network (MONAI residual UNet behind a strided stem) predicting one H/2 heatmap per "
+                 "corner; coordinates by soft-argmax, confidence by heatmap mass."),
+}
+COARSE_TO_FINE = {
+    "vertebra": ("Coarse: each detected vertebra centre plus its regressed corner offsets. Fine: every coarse corner "
+                 "is refined by a soft-argmax (sub-pixel) of its corner-type heatmap in a 5x5 output-pixel window "
+                 "around the heatmap maximum found within 3 output pixels (6 input pixels) of the coarse corner. "
+                 "Both stages come from one network pass; no second network was trained."),
+    "landmark": ("Single trained stage. Coarse: the maximum of each H/2 heatmap; fine: soft-argmax in a small "
+                 "window around it (sub-pixel). No second network or ROI re-crop was trained."),
+}
+VERTEBRA_CHANNELS = {"0": "vertebra centre heatmap", "1": "centre dx / 16 px", "2": "centre dy / 16 px",
+                     "3": "TL dx / 16 px", "4": "TL dy / 16 px", "5": "TR dx / 16 px", "6": "TR dy / 16 px",
+                     "7": "BL dx / 16 px", "8": "BL dy / 16 px", "9": "BR dx / 16 px", "10": "BR dy / 16 px",
+                     "11": "TL corner heatmap", "12": "TR corner heatmap", "13": "BL corner heatmap",
+                     "14": "BR corner heatmap"}
+
+
 def evaluate_end_to_end(model, data_dir: Path, names: list[str], points: dict, refs: dict, *, flip_tta: bool) -> dict:
     """Run the public inference path on the named images and compute the validation metrics."""
     from ..imaging import read_radiograph
@@ -75,7 +97,10 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
     wpath = out / "model.pt"
     torch.save(state, wpath)
     ids = list(ck.get("landmark_ids") or protocol_landmark_ids(cfg["protocol"]))
-    net_args = {"in_channels": 1, "out_channels": len(ids), **cfg["net"]}
+    rep = cfg.get("representation", "landmark")
+    from ..models.vertebra import N_CHANNELS
+
+    net_args = {"in_channels": 1, "out_channels": N_CHANNELS if rep == "vertebra" else len(ids), **cfg["net"]}
     n_params = int(sum(v.numel() for v in ck["model"].values()))
     epochs_run = len((run_dir / "metrics.jsonl").read_text().splitlines()) if (run_dir / "metrics.jsonl").exists() else ck["epoch"]
     cmd = (f"python -m SpineAlignmentLib.training.export --run {run_dir.as_posix()} --data ../shared/datasets/aasce-train "
@@ -86,8 +111,7 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
         "version": version,
         "changelog": {version: "First release: trained from scratch on the AASCE 2019 training split (patient-held-out validation)."},
         "task": "coronal spine vertebra-corner landmark detection (68 corners T1..L5)",
-        "description": ("Heatmap network (MONAI residual UNet behind a strided stem) predicting one H/2 heatmap per "
-                        "corner; coordinates by soft-argmax, confidence by heatmap mass."),
+        "description": DESCRIPTION[rep],
         "protocol": cfg["protocol"],
         "authors": "SpineAlignment contributors",
         "copyright": "SpineAlignment contributors",
@@ -99,9 +123,7 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
             "args": net_args,
             "stride": 2,
             "parameters": n_params,
-            "coarse_to_fine": ("Single trained stage. Coarse: the maximum of each H/2 heatmap; fine: soft-argmax in a "
-                               f"{2 * window + 1}x{2 * window + 1} heatmap-pixel window around it (sub-pixel). No second "
-                               "network or ROI re-crop was trained within the CPU budget."),
+            "coarse_to_fine": COARSE_TO_FINE[rep],
         },
         "weights": {"file": wpath.name, "sha256": sha256_file(wpath), "dtype": "float16" if fp16 else "float32",
                     "size_bytes": wpath.stat().st_size},
@@ -113,22 +135,30 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
                 "resize": "letterbox-centred",
                 "notes": "aspect-preserving antialiased bilinear resize, centred, zero padding; mapped back per axis",
             }},
-            "outputs": {"pred": {"type": "heatmap", "format": "logits", "num_channels": len(ids),
+            "outputs": {"pred": {"type": "heatmap", "format": "logits", "num_channels": net_args["out_channels"],
                                  "spatial_shape": [cfg["input_shape"][0] // 2, cfg["input_shape"][1] // 2],
-                                 "channel_def": {str(i): lid for i, lid in enumerate(ids)}}},
+                                 "channel_def": (VERTEBRA_CHANNELS if rep == "vertebra"
+                                                 else {str(i): lid for i, lid in enumerate(ids)})}},
         },
         "landmarks": ids,
-        "decoding": {"method": "local-soft-argmax", "window": window, "confidence_radius": confidence_radius,
-                     "low_confidence": low_confidence, "flip_tta_default": False},
+        "decoding": ({"method": "vertebra-centres", "window": 3, "refine_radius": 2, "low_confidence": low_confidence,
+                      "flip_tta_default": False,
+                      "confidence": "sqrt(vertebra centre peak x corner-heatmap peak), both sigmoid probabilities"}
+                     if rep == "vertebra" else
+                     {"method": "local-soft-argmax", "window": window, "confidence_radius": confidence_radius,
+                      "low_confidence": low_confidence, "flip_tta_default": False}),
         "training": {
             "data": {**DATA_CREDIT, "n_images": len(split["train"]) + len(split["val"])},
             "recipe": {
                 "epochs": cfg["epochs"], "batch_size": cfg["batch_size"], "optimizer": "AdamW",
                 "lr": cfg["lr"], "weight_decay": cfg["weight_decay"],
                 "schedule": f"linear warm-up {cfg['warmup_epochs']} epochs, cosine to 1 % of peak",
-                "loss": (f"{cfg['coord_weight']} * Wing(w=10, eps=2) on DSNT coordinates (input px) + "
-                         f"{cfg['js_weight']} * Jensen-Shannon(heatmap, Gaussian sigma={cfg['sigma']} heatmap px), "
-                         "JS compared after 2x2 sum-pooling"),
+                "loss": (("CenterNet focal loss on the vertebra-centre heatmap (Gaussian sigma 2 output px) + focal loss "
+                          "on the 4 corner-type heatmaps (sigma 1.5) + smooth-L1 on centre/corner offsets over the 3x3 "
+                          "pixels around each centre") if rep == "vertebra" else
+                         (f"{cfg['coord_weight']} * Wing(w=10, eps=2) on DSNT coordinates (input px) + "
+                          f"{cfg['js_weight']} * {cfg.get('heatmap_loss', 'js').upper()}(Gaussian sigma={cfg['sigma']} "
+                          "heatmap px, softmax heatmap)")),
                 "augmentation": ("rotation +-10 deg, scale 0.85-1.15 (+-6 % anisotropy), shift +-8 %/6 %, "
                                  "horizontal flip p=0.5 with TL<->TR and BL<->BR swap, gamma 0.6-1.6, intensity "
                                  "scale/shift, Gaussian smoothing, Gaussian noise (MONAI dictionary transforms)"),

@@ -31,6 +31,7 @@ from ..errors import SpineAlignmentError
 from ..inference.decode import decode_heatmaps
 from ..models.landmarks import flip_permutation, protocol_landmark_ids
 from ..models.network import SpineLandmarkNet
+from ..models.vertebra import N_CHANNELS, VertebraLoss, decode_vertebrae
 from .dataset import CachedSample, cache_sample, load_samples, patient_id, patient_split
 from .hygiene import write_report
 from .losses import DsntLoss
@@ -61,10 +62,12 @@ class TrainConfig:
     sigma: float = 1.5
     coord_weight: float = 0.1
     js_weight: float = 1.0
+    heatmap_loss: str = "kl"
+    representation: str = "vertebra"  # "vertebra" (centre + offsets + corner maps) or "landmark" (one map per corner)
     time_limit_min: float | None = None
     max_images: int | None = None
     net: dict = field(default_factory=lambda: {
-        "stem_channels": [16, 32], "channels": [32, 64, 128, 256, 256], "num_res_units": 1})
+        "stem_channels": [16, 32], "channels": [32, 64, 128, 256, 256], "num_res_units": 1, "features": 64})
 
 
 class LandmarkDataset(torch.utils.data.Dataset):
@@ -99,11 +102,28 @@ def _seed_all(seed: int) -> None:
 
 
 def build_network(cfg: TrainConfig, n_landmarks: int) -> SpineLandmarkNet:
-    return SpineLandmarkNet(in_channels=1, out_channels=n_landmarks, **cfg.net)
+    out = N_CHANNELS if cfg.representation == "vertebra" else n_landmarks
+    net = SpineLandmarkNet(in_channels=1, out_channels=out, **cfg.net)
+    if cfg.representation == "vertebra":
+        # Heatmap logits start at a 1 % prior (CenterNet) so the first focal-loss steps are not dominated
+        # by every background pixel predicting 0.5.
+        with torch.no_grad():
+            net.head.bias[0] = -4.6
+            net.head.bias[11:15] = -4.6
+    return net
+
+
+def decode_output(out: torch.Tensor, stride: int, representation: str, n_landmarks: int) -> tuple[np.ndarray, np.ndarray]:
+    """(B, K, 2) input-pixel coordinates and (B, K) confidence from network output."""
+    if representation == "vertebra":
+        return decode_vertebrae(out, stride, n_landmarks // 4)
+    coords, conf, _ = decode_heatmaps(out, stride)
+    return coords.numpy(), conf.numpy()
 
 
 @torch.no_grad()
-def evaluate_samples(model: torch.nn.Module, samples: list[CachedSample], batch_size: int = 8) -> tuple[dict, list[np.ndarray]]:
+def evaluate_samples(model: torch.nn.Module, samples: list[CachedSample], batch_size: int = 8,
+                     representation: str = "vertebra") -> tuple[dict, list[np.ndarray]]:
     """Predict cached samples (no augmentation) and compute metrics in original pixels."""
     model.eval()
     preds = []
@@ -111,8 +131,8 @@ def evaluate_samples(model: torch.nn.Module, samples: list[CachedSample], batch_
     for i in range(0, len(samples), batch_size):
         chunk = samples[i:i + batch_size]
         x = torch.from_numpy(np.stack([s.image[None].astype(np.float32) / 255.0 for s in chunk]))
-        coords, _, _ = decode_heatmaps(model(x), stride)
-        for s, c in zip(chunk, coords.numpy()):
+        coords, _ = decode_output(model(x), stride, representation, len(chunk[0].points))
+        for s, c in zip(chunk, coords):
             preds.append(s.geometry.to_original(c))
     metrics = landmark_metrics(
         preds, [s.original_points for s in samples], [s.geometry.src_shape[0] for s in samples],
@@ -157,6 +177,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         # The run's identity comes from the checkpoint; only the stopping rules may change on resume.
         keep = {k: getattr(cfg, k) for k in ("epochs", "time_limit_min", "threads")}
         cfg = TrainConfig(**{**saved, **{k: v for k, v in keep.items() if v is not None}})
+        cfg.net = dict(saved["net"])
         cfg.input_shape = tuple(cfg.input_shape)
     _seed_all(cfg.seed)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
@@ -183,7 +204,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
 
     model = build_network(cfg, len(ids))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    loss_fn = DsntLoss(model.stride, cfg.sigma, cfg.coord_weight, cfg.js_weight)
+    if cfg.representation == "vertebra":
+        loss_fn = VertebraLoss(model.stride)
+    else:
+        loss_fn = DsntLoss(model.stride, cfg.sigma, cfg.coord_weight, cfg.js_weight, reg=cfg.heatmap_loss)
     start_epoch, best = 0, {"mean_error_px": float("inf")}
     if state is not None:
         model.load_state_dict(state["model"])
@@ -221,7 +245,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
                 sums[k] = sums.get(k, 0.0) + v
             bar.set_postfix(loss=f"{parts['loss']:.3f}", err=f"{parts['err_px']:.1f}px")
         train_time = time.time() - t0
-        metrics, _ = evaluate_samples(model, val_set, cfg.batch_size) if val_set else ({}, [])
+        metrics, _ = evaluate_samples(model, val_set, cfg.batch_size, cfg.representation) if val_set else ({}, [])
         row = {"epoch": epoch + 1, "lr": lr, "train_time_s": round(train_time, 1),
                "val_time_s": round(time.time() - t0 - train_time, 1),
                **{f"train_{k}": v / max(nb, 1) for k, v in sums.items()},

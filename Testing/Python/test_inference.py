@@ -120,7 +120,8 @@ class _MirrorAwareNet(torch.nn.Module):
 
 def _fake_model(image: np.ndarray, ids, coords) -> LoadedModel:
     md = {"network_data_format": {"inputs": {"image": {"intensity": {"low_percentile": 0.5, "high_percentile": 99.5}}}},
-          "decoding": {"window": 3, "confidence_radius": 3.0, "low_confidence": 0.3}, "protocol": "coronal-spine"}
+          "decoding": {"method": "local-soft-argmax", "window": 3, "confidence_radius": 3.0, "low_confidence": 0.3},
+          "protocol": "coronal-spine"}
     norm = normalise_intensity(image, 0.5, 99.5)
     ref, _ = letterbox(norm, (128, 64))
     net = _MirrorAwareNet(ref, torch.tensor(coords, dtype=torch.float32), flip_permutation(ids))
@@ -199,3 +200,45 @@ def test_shipped_model_flags_a_chest_film(shipped):
     rg = read_radiograph(sorted(d.glob("*.jpg"))[0])
     lms, warns = predict_landmarks(rg, shipped)
     assert warns, "a chest film must not pass as a confident AP spine"
+
+
+# ---------------------------------------------------------------- vertebra-centre decoding
+
+def _vertebra_output(points: torch.Tensor, h: int, w: int, stride: int) -> torch.Tensor:
+    """Ideal network output for (1, 68, 2) corners: heatmaps as logits, offsets at the centre pixels."""
+    from SpineAlignmentLib.models.vertebra import OFFSET_SCALE, _pixel_index, _splat
+
+    q = points.reshape(1, 17, 4, 2)
+    c = q.mean(2)
+    vv = torch.ones(1, 17, dtype=torch.bool)
+    out = torch.zeros(1, 15, h, w)
+    logit = lambda p: torch.logit(p.clamp(1e-6, 1 - 1e-6))
+    out[:, 0] = logit(_splat(c, vv, h, w, stride, 2.0))
+    for k in range(4):
+        out[:, 11 + k] = logit(_splat(q[:, :, k], vv, h, w, stride, 1.5))
+    ix, iy = _pixel_index(c, h, w, stride)
+    off = (stride - 1) / 2
+    for v in range(17):
+        pos = torch.tensor([ix[0, v] * stride + off, iy[0, v] * stride + off])
+        out[0, 1:3, iy[0, v], ix[0, v]] = (c[0, v] - pos) / OFFSET_SCALE
+        out[0, 3:11, iy[0, v], ix[0, v]] = ((q[0, v] - pos) / OFFSET_SCALE).reshape(-1)
+    return out
+
+
+def test_vertebra_decode_recovers_ordered_corners_and_refines():
+    from test_hygiene import coronal_spine
+
+    from SpineAlignmentLib.models.vertebra import OFFSET_SCALE, decode_vertebrae
+
+    pts = torch.tensor(coronal_spine(30.0) * 0.35 + np.array([10.0, -10.0]), dtype=torch.float32)[None]
+    out = _vertebra_output(pts, 256, 128, 2)
+    p, conf = decode_vertebrae(out, 2)
+    assert p.shape == (1, 68, 2) and conf.shape == (1, 68)
+    np.testing.assert_allclose(p[0], pts[0].numpy(), atol=0.5)  # splats peak on whole pixels: < 0.5 px
+    assert conf.min() > 0.99
+    # coarse corners 3 px off: the corner-heatmap refinement pulls them back
+    out[0, 3:11] += 3.0 / OFFSET_SCALE
+    p2, _ = decode_vertebrae(out, 2)
+    np.testing.assert_allclose(p2[0], pts[0].numpy(), atol=0.5)
+    p3, _ = decode_vertebrae(out, 2, min_corner_peak=1.1)  # refinement off: the 3 px error stays
+    np.testing.assert_allclose(p3[0] - pts[0].numpy(), 3.0, atol=1e-4)

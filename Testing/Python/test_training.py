@@ -165,3 +165,22 @@ def test_one_iteration_training_and_resume(tmp_path):
     after = torch.load(out / "last.pt", weights_only=False)
     assert after["epoch"] == 1
     assert any(not torch.equal(before[k], after["model"][k]) for k in before)
+
+
+def test_vertebra_loss_is_lower_for_the_right_output():
+    from test_hygiene import coronal_spine
+    from test_inference import _vertebra_output
+
+    from SpineAlignmentLib.models.vertebra import VertebraLoss
+
+    pts = torch.tensor(coronal_spine(20.0) * 0.35, dtype=torch.float32)[None]
+    good = _vertebra_output(pts, 256, 128, 2)
+    shifted = _vertebra_output(pts + torch.tensor([6.0, 0.0]), 256, 128, 2)
+    loss = VertebraLoss(stride=2)
+    valid = torch.ones(1, 68, dtype=torch.bool)
+    lg, pg = loss(good, pts, valid)
+    ls, ps = loss(shifted, pts, valid)
+    assert float(lg) < float(ls)
+    # (offsets are supervised on 3x3 pixels; this "ideal" output only fills the centre pixel)
+    assert pg["err_px"] < 1e-4 and ps["err_px"] > 5.0
+    assert torch.isfinite(lg)
