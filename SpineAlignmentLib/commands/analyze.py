@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from ..errors import SpineAlignmentError
+from . import add_image_options
 
 HELP = "analyse radiographs with a packaged model: result JSON, overlay PNG (and .mrk.json) per image, summary CSV"
 
@@ -20,11 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="radiographs: DICOM, PNG, JPEG, TIFF, NRRD")
     parser.add_argument("--protocol", required=True, help="protocol ID (spine-align protocols)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
-    parser.add_argument("--model", help="registered model name (default: the protocol's model)")
-    parser.add_argument("--spacing", nargs=2, type=float, metavar=("ROW", "COL"),
-                        help="pixel spacing in mm (label manual:user); without it non-DICOM images give angles only")
-    parser.add_argument("--patient-orientation", metavar="X,Y", help="DICOM Patient Orientation, e.g. L,F")
-    parser.add_argument("--flip-tta", action="store_true", help="average with the mirrored image's prediction")
+    add_image_options(parser)
     parser.add_argument("--markups", action="store_true", help="also write <name>.mrk.json (3D Slicer markups)")
     parser.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs")
 

@@ -16,6 +16,8 @@ import json
 import signal
 import sys
 
+from . import add_image_options
+
 HELP = "analyse many radiographs (files or folders): result JSON, .mrk.json and overlay per image, summary.csv, resumable"
 
 
@@ -29,14 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--scheduler", metavar="ADDRESS",
                        help="Dask scheduler address, e.g. tcp://host:8786 (input and output folders must be "
                             "visible to the workers under the same paths)")
-    parser.add_argument("--model", help="registered model name (default: the protocol's model, if any)")
+    add_image_options(parser)
     parser.add_argument("--landmarks-dir", metavar="DIR",
                         help="use existing landmarks: <image stem>.json (result format) or .mrk.json per image, "
                              "re-measured; works for protocols without a model")
-    parser.add_argument("--spacing", nargs=2, type=float, metavar=("ROW", "COL"),
-                        help="pixel spacing in mm for every image (label manual:user); overrides DICOM tags")
-    parser.add_argument("--patient-orientation", metavar="X,Y", help="Patient Orientation when files lack it, e.g. L,F")
-    parser.add_argument("--flip-tta", action="store_true", help="average the model with its mirrored prediction")
     parser.add_argument("--no-markups", action="store_true", help="do not write .mrk.json files")
     parser.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs")
     parser.add_argument("--no-retry-failures", action="store_true", help="skip images listed in failures.csv")
