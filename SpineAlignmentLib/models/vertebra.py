@@ -155,8 +155,27 @@ def _refine(hm: np.ndarray, x: float, y: float, stride: int, search: int, radius
     return (float((patch * gx).sum() / s) * stride + off, float((patch * gy).sum() / s) * stride + off, peak)
 
 
+def _select_distinct(centers: np.ndarray, corners: np.ndarray, scores: np.ndarray, n: int, min_separation: float) -> np.ndarray:
+    """Indices of the ``n`` best-scoring candidates whose centres are at least
+    ``min_separation`` x (median vertebra height) apart; fills up by score if too few."""
+    heights = np.linalg.norm(0.5 * (corners[:, 2] + corners[:, 3]) - 0.5 * (corners[:, 0] + corners[:, 1]), axis=-1)
+    d_min = min_separation * float(np.median(heights[np.argsort(-scores)[:n]]))
+    chosen: list[int] = []
+    for j in np.argsort(-scores, kind="stable"):
+        if all(np.hypot(*(centers[j] - centers[k])) >= d_min for k in chosen):
+            chosen.append(int(j))
+        if len(chosen) == n:
+            break
+    for j in np.argsort(-scores, kind="stable"):
+        if len(chosen) == n:
+            break
+        if j not in chosen:
+            chosen.append(int(j))
+    return np.array(chosen)
+
+
 def decode_vertebrae(out: torch.Tensor, stride: int, n_vertebrae: int = 17, *, search: int = 3, radius: int = 2,
-                     min_corner_peak: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+                     min_corner_peak: float = 0.1, min_separation: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """Decode network output into ordered corner landmarks.
 
     Args:
@@ -167,6 +186,10 @@ def decode_vertebrae(out: torch.Tensor, stride: int, n_vertebrae: int = 17, *, s
             the corner heatmap's maximum is looked for.
         radius: half-size of the soft-argmax window around that maximum.
         min_corner_peak: below this corner-heatmap peak the coarse corner is kept.
+        min_separation: two detected centres closer than this fraction of the
+            median vertebra height are one vertebra (the weaker is dropped and the
+            next candidate taken): a stronger non-maximum suppression than the
+            3x3 peak test, against double detections of one vertebra.
 
     Returns:
         ``(points, confidence)``: (B, 4 * n_vertebrae, 2) ``(x, y)`` input pixels in
@@ -179,15 +202,21 @@ def decode_vertebrae(out: torch.Tensor, stride: int, n_vertebrae: int = 17, *, s
     center = torch.sigmoid(out[:, CENTER])
     corner_hm = torch.sigmoid(out[:, CORNER_HM]).numpy()
     keep = (F.max_pool2d(center[:, None], 3, stride=1, padding=1)[:, 0] == center).float()
-    scores, idx = (center * keep).reshape(b, -1).topk(n_vertebrae, dim=-1)
-    iy, ix = (idx // w), (idx % w)
+    n_cand = min(max(3 * n_vertebrae, n_vertebrae + 8), h * w)
+    cand_scores, cand_idx = (center * keep).reshape(b, -1).topk(n_cand, dim=-1)
     off = (stride - 1) / 2.0
     reg = out[:, 1:11].reshape(b, 10, -1)
-    vals = torch.gather(reg, 2, idx[:, None, :].expand(b, 10, n_vertebrae)).permute(0, 2, 1).numpy()  # (B, V, 10)
-    pos = np.stack([ix.numpy() * stride + off, iy.numpy() * stride + off], axis=-1)  # (B, V, 2)
-    centers = pos + vals[..., 0:2] * OFFSET_SCALE
-    corners = pos[:, :, None, :] + vals[..., 2:].reshape(b, n_vertebrae, 4, 2) * OFFSET_SCALE
-    scores = scores.numpy()
+    cand_vals = torch.gather(reg, 2, cand_idx[:, None, :].expand(b, 10, n_cand)).permute(0, 2, 1).numpy()
+    cand_pos = np.stack([(cand_idx % w).numpy() * stride + off, (cand_idx // w).numpy() * stride + off], axis=-1)
+    cand_centers = cand_pos + cand_vals[..., 0:2] * OFFSET_SCALE
+    cand_corners = cand_pos[:, :, None, :] + cand_vals[..., 2:].reshape(b, n_cand, 4, 2) * OFFSET_SCALE
+    cand_scores = cand_scores.numpy()
+    centers = np.zeros((b, n_vertebrae, 2))
+    corners = np.zeros((b, n_vertebrae, 4, 2))
+    scores = np.zeros((b, n_vertebrae))
+    for i in range(b):
+        sel = _select_distinct(cand_centers[i], cand_corners[i], cand_scores[i], n_vertebrae, min_separation)
+        centers[i], corners[i], scores[i] = cand_centers[i][sel], cand_corners[i][sel], cand_scores[i][sel]
     points = np.zeros((b, n_vertebrae * 4, 2))
     conf = np.zeros((b, n_vertebrae * 4))
     for i in range(b):

@@ -79,8 +79,9 @@ def evaluate_end_to_end(model, data_dir: Path, names: list[str], points: dict, r
 
 
 def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str, fp16: bool = True,
-           low_confidence: float = 0.3, confidence_radius: float = 3.0, window: int = 3) -> dict:
-    """Write ``out/model.pt`` and ``out/metadata.json`` from ``run_dir/best.pt``; returns the metadata."""
+           low_confidence: float = 0.3, confidence_radius: float = 3.0, window: int = 3,
+           checkpoint: str = "best.pt") -> dict:
+    """Write ``out/model.pt`` and ``out/metadata.json`` from ``run_dir/<checkpoint>``; returns the metadata."""
     import monai
     import torch
 
@@ -89,7 +90,10 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
     from .dataset import load_samples
 
     run_dir, data_dir, out = Path(run_dir), Path(data_dir), Path(out)
-    ck = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=False)
+    # Our own run folder: the checkpoint also holds the config, split and RNG state (not only tensors).
+    ck = torch.load(run_dir / checkpoint, map_location="cpu", weights_only=False)
+    # best.pt stores the 1-based epoch it was taken at, last.pt the 0-based index of the last finished epoch.
+    taken_epoch = int(ck["epoch"]) + (1 if "optimizer" in ck else 0)
     cfg = ck["config"]
     split = json.loads((run_dir / "split.json").read_text())
     out.mkdir(parents=True, exist_ok=True)
@@ -103,8 +107,8 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
     net_args = {"in_channels": 1, "out_channels": N_CHANNELS if rep == "vertebra" else len(ids), **cfg["net"]}
     n_params = int(sum(v.numel() for v in ck["model"].values()))
     epochs_run = len((run_dir / "metrics.jsonl").read_text().splitlines()) if (run_dir / "metrics.jsonl").exists() else ck["epoch"]
-    cmd = (f"python -m SpineAlignmentLib.training.export --run {run_dir.as_posix()} --data ../shared/datasets/aasce-train "
-           f"--out Resources/Models/{name}")
+    cmd = (f"python -m SpineAlignmentLib.training.export --run {run_dir.as_posix()} --checkpoint {checkpoint} "
+           f"--data ../shared/datasets/aasce-train --out Resources/Models/{name}")
     md = {
         "schema": "spinealignment.model-metadata/1",
         "name": name,
@@ -163,7 +167,7 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
                                  "horizontal flip p=0.5 with TL<->TR and BL<->BR swap, gamma 0.6-1.6, intensity "
                                  "scale/shift, Gaussian smoothing, Gaussian noise (MONAI dictionary transforms)"),
                 "seed": cfg["seed"], "threads": cfg["threads"], "hardware": "2-core CPU, no GPU",
-                "best_epoch": int(ck["epoch"]),
+                "checkpoint": f"{checkpoint} (epoch {taken_epoch})",
             },
             "split": {"seed": split["seed"], "method": "by patient (number before the view letter in the file name)",
                       "n_train": len(split["train"]), "n_val": len(split["val"]),
@@ -186,6 +190,7 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
     tta = evaluate_end_to_end(model, data_dir, val, points, refs, flip_tta=True)
     md["validation"].update({k: plain[k] for k in ("n_images", "mean_error_px", "median_error_px", "mean_error_pct_width",
                                                    "smape_pct", "cmae_deg", "mean_confidence")})
+    md["training"]["split"]["n_val_excluded"] = len(split["val"]) - len(val)
     md["validation"]["reference_angles"] = "labels/angles.csv of the dataset (the authors' AASCE triple)"
     md["validation"]["vs_triple_of_cleaned_labels"] = {"smape_pct": plain["smape_pct_vs_label_triple"],
                                                        "cmae_deg": plain["cmae_deg_vs_label_triple"]}
@@ -203,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default="coronal-spine-landmarks")
     p.add_argument("--version", default="1.0.0")
     p.add_argument("--fp32", action="store_true", help="store float32 weights instead of float16")
+    p.add_argument("--checkpoint", default="best.pt", help="checkpoint file in the run folder (best.pt or last.pt)")
+    p.add_argument("--low-confidence", type=float, default=0.3, help="mean confidence below which a warning is given")
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
     import torch
@@ -210,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(a.threads)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     logging.getLogger("SpineAlignmentLib.training.hygiene").setLevel(logging.ERROR)
-    md = export(Path(a.run), Path(a.data), Path(a.out), name=a.name, version=a.version, fp16=not a.fp32)
+    md = export(Path(a.run), Path(a.data), Path(a.out), name=a.name, version=a.version, fp16=not a.fp32,
+                checkpoint=a.checkpoint, low_confidence=a.low_confidence)
     print(json.dumps(md["validation"], indent=1))
     return 0
 
