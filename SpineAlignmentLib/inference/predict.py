@@ -52,7 +52,8 @@ def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False) -> tuple
             ``TL`` <-> ``TR``, ``BL`` <-> ``BR``) and average the two.
 
     Returns:
-        ``(points, confidence)``: (K, 2) ``(x, y)`` original pixels and (K,) in [0, 1].
+        ``(points, confidence)``: (K, 2) ``(x, y)`` original pixels and (K,) in [0, 1]
+        (calibrated when the metadata has a ``decoding.calibration`` table).
     """
     import torch
 
@@ -89,6 +90,11 @@ def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False) -> tuple
         fp[:, 0] = (w - 1) - fp[:, 0]
         pts = 0.5 * (pts + fp)
         c = 0.5 * (c + conf[1][perm])
+    cal = dec.get("calibration")
+    if cal:
+        # Isotonic map from the raw heatmap score to the observed probability that the corner is
+        # within the stated tolerance (fitted on the validation split at export).
+        c = np.interp(c, cal["raw"], cal["calibrated"])
     return geo.to_original(pts), c
 
 

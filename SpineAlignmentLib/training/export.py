@@ -33,6 +33,9 @@ DATA_CREDIT = {
 }
 
 
+#: a corner counts as "correct" for the confidence calibration within this % of its vertebra's width
+CAL_TOLERANCE_PCT = 20.0
+
 DESCRIPTION = {
     "vertebra": ("MONAI residual UNet behind a strided stem (input 512x256, output at 1/2 resolution) predicting a "
                  "vertebra-centre heatmap, centre and corner offsets and four corner-type heatmaps; the 17 strongest "
@@ -55,8 +58,44 @@ VERTEBRA_CHANNELS = {"0": "vertebra centre heatmap", "1": "centre dx / 16 px", "
                      "14": "BR corner heatmap"}
 
 
-def evaluate_end_to_end(model, data_dir: Path, names: list[str], points: dict, refs: dict, *, flip_tta: bool) -> dict:
-    """Run the public inference path on the named images and compute the validation metrics."""
+def fit_calibration(raw: np.ndarray, correct: np.ndarray, n_bins: int = 20) -> tuple[list[float], list[float]]:
+    """Monotone (isotonic, pool-adjacent-violators) map from raw score to P(correct), as knots for ``np.interp``."""
+    order = np.argsort(raw, kind="stable")
+    r, y = raw[order], correct[order].astype(float)
+    bins = np.array_split(np.arange(len(r)), n_bins)
+    xs = [float(r[b].mean()) for b in bins if len(b)]
+    ys = [float(y[b].mean()) for b in bins if len(b)]
+    ws = [len(b) for b in bins if len(b)]
+    # pool adjacent violators
+    blocks = [[x, v, w] for x, v, w in zip(xs, ys, ws)]
+    i = 0
+    while i < len(blocks) - 1:
+        if blocks[i][1] > blocks[i + 1][1]:
+            a, b = blocks[i], blocks[i + 1]
+            w = a[2] + b[2]
+            blocks[i] = [(a[0] * a[2] + b[0] * b[2]) / w, (a[1] * a[2] + b[1] * b[2]) / w, w]
+            del blocks[i + 1]
+            i = max(i - 1, 0)
+        else:
+            i += 1
+    kx = [0.0] + [round(b[0], 4) for b in blocks] + [1.0]
+    ky = [0.0] + [round(b[1], 4) for b in blocks] + [round(blocks[-1][1], 4)]
+    # np.interp needs increasing x
+    out_x, out_y = [], []
+    for x, v in zip(kx, ky):
+        if out_x and x <= out_x[-1]:
+            continue
+        out_x.append(x)
+        out_y.append(v)
+    return out_x, out_y
+
+
+def evaluate_end_to_end(model, data_dir: Path, names: list[str], points: dict, refs: dict, *, flip_tta: bool,
+                        collect: dict | None = None) -> dict:
+    """Run the public inference path on the named images and compute the validation metrics.
+
+    ``collect`` (optional dict) receives per-corner ``conf``, ``error_pct_width`` and per-image ``mean_conf``.
+    """
     from ..imaging import read_radiograph
     from ..inference import predict_landmarks
     from .metrics import landmark_metrics
@@ -73,6 +112,13 @@ def evaluate_end_to_end(model, data_dir: Path, names: list[str], points: dict, r
         heights.append(rg.shape[0])
         ref_angles.append(refs.get(n))
     m = landmark_metrics(preds, truths, heights, ref_angles)
+    if collect is not None:
+        from .metrics import vertebra_widths
+
+        collect["conf"] = np.concatenate(confs)
+        collect["error_pct_width"] = np.concatenate([
+            100 * np.linalg.norm(p - t, axis=1) / np.repeat(vertebra_widths(t), 4) for p, t in zip(preds, truths)])
+        collect["mean_conf"] = np.array([c.mean() for c in confs])
     m["median_seconds_per_image_inference_only"] = float(np.median(times))
     m["mean_confidence"] = float(np.mean(np.concatenate(confs)))
     return m
@@ -80,7 +126,7 @@ def evaluate_end_to_end(model, data_dir: Path, names: list[str], points: dict, r
 
 def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str, fp16: bool = True,
            low_confidence: float = 0.3, confidence_radius: float = 3.0, window: int = 3,
-           checkpoint: str = "best.pt") -> dict:
+           checkpoint: str = "best.pt", auto_low_confidence: bool = True) -> dict:
     """Write ``out/model.pt`` and ``out/metadata.json`` from ``run_dir/<checkpoint>``; returns the metadata."""
     import monai
     import torch
@@ -147,7 +193,8 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
         "landmarks": ids,
         "decoding": ({"method": "vertebra-centres", "window": 3, "refine_radius": 2, "low_confidence": low_confidence,
                       "flip_tta_default": False,
-                      "confidence": "sqrt(vertebra centre peak x corner-heatmap peak), both sigmoid probabilities"}
+                      "confidence": ("sqrt(vertebra centre peak x corner-heatmap peak) (sigmoid outputs), mapped through the "
+                                     "isotonic calibration table below")}
                      if rep == "vertebra" else
                      {"method": "local-soft-argmax", "window": window, "confidence_radius": confidence_radius,
                       "low_confidence": low_confidence, "flip_tta_default": False}),
@@ -186,7 +233,27 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
     points = {s.name: s.points for s in samples}
     refs = {s.name: s.reference_angles for s in samples}
     val = [n for n in split["val"] if n in points]
-    plain = evaluate_end_to_end(model, data_dir, val, points, refs, flip_tta=False)
+    raw: dict = {}
+    plain = evaluate_end_to_end(model, data_dir, val, points, refs, flip_tta=False, collect=raw)
+    if rep == "vertebra":
+        # Raw heatmap peaks are not probabilities; calibrate them so that the pipeline's trust threshold
+        # (a landmark below it is not used) means what it says.
+        kx, ky = fit_calibration(raw["conf"], raw["error_pct_width"] <= CAL_TOLERANCE_PCT)
+        md["decoding"]["calibration"] = {
+            "raw": kx, "calibrated": ky,
+            "definition": (f"isotonic fit on the {len(val)} validation images of P(corner error <= {CAL_TOLERANCE_PCT:g} % "
+                           "of its vertebra's width) given sqrt(centre peak x corner peak)")}
+        cal_mean = np.interp(raw["mean_conf"], kx, ky)
+        plain["mean_confidence"] = float(np.mean(np.interp(raw["conf"], kx, ky)))
+        md["validation"]["image_mean_confidence_percentiles"] = {
+            "p5": float(np.percentile(cal_mean, 5)), "p50": float(np.percentile(cal_mean, 50))}
+        if auto_low_confidence:
+            # Warn below 80 % of the 5th percentile of the validation images' mean confidence.
+            md["decoding"]["low_confidence"] = round(0.8 * float(np.percentile(cal_mean, 5)), 2)
+            md["decoding"]["low_confidence_rule"] = "0.8 x 5th percentile of the validation images' mean calibrated confidence"
+        validate_metadata(md, "(export)")
+        (out / "metadata.json").write_text(json.dumps(md, indent=1))
+        model = load_model(name, folder=out)
     tta = evaluate_end_to_end(model, data_dir, val, points, refs, flip_tta=True)
     md["validation"].update({k: plain[k] for k in ("n_images", "mean_error_px", "median_error_px", "mean_error_pct_width",
                                                    "smape_pct", "cmae_deg", "mean_confidence")})
@@ -197,7 +264,108 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
     md["validation"]["flip_tta"] = {k: tta[k] for k in ("mean_error_px", "mean_error_pct_width", "smape_pct", "cmae_deg")}
     validate_metadata(md, "(export)")
     (out / "metadata.json").write_text(json.dumps(md, indent=1))
+    write_readme(md, out)
     return md
+
+
+def _f(v, nd=1) -> str:
+    return "n/a" if v is None else f"{v:.{nd}f}"
+
+
+def write_readme(md: dict, out: Path, benchmark: dict | None = None) -> Path:
+    """Model card (README.md) generated from the metadata, so its figures never drift from it."""
+    v, tr = md["validation"], md["training"]
+    hy = tr["label_hygiene"]
+    rec = tr["recipe"]
+    tta = v.get("flip_tta", {})
+    bench = benchmark or md.get("benchmark") or {}
+    lines = [
+        f"# {md['name']} {md['version']}",
+        "",
+        f"{md['task'][0].upper() + md['task'][1:]} for the `{md['protocol']}` protocol: an AP (coronal) spine radiograph in, "
+        "the four corners of T1..L5 (68 landmarks, AASCE order `T1_TL, T1_TR, T1_BL, T1_BR, ..., L5_BR`) out, "
+        "each with a confidence in [0, 1]. The Cobb curves and the AASCE triple are computed from them by "
+        "`SpineAlignmentLib.pipeline`.",
+        "",
+        "```",
+        "spine-align analyze --protocol coronal-spine --out out/ IMAGE...",
+        "```",
+        "",
+        "```python",
+        "from SpineAlignmentLib.imaging import read_radiograph",
+        "from SpineAlignmentLib.models import load_model",
+        "from SpineAlignmentLib.inference import predict_landmarks",
+        f"model = load_model(\"{md['name']}\")",
+        "landmarks, warnings = predict_landmarks(read_radiograph(\"image.jpg\"), model, flip_tta=False)",
+        "```",
+        "",
+        "## Network and decoding",
+        "",
+        md["description"],
+        "",
+        f"- Class `{md['network']['class']}`, arguments in `metadata.json`; {md['network'].get('parameters', 0):,} "
+        f"parameters; weights `{md['weights']['file']}` ({md['weights']['dtype']}, "
+        f"{md['weights'].get('size_bytes', 0) / 1e6:.1f} MB), SHA-256 `{md['weights']['sha256']}` (checked on load).",
+        "- Input: grayscale, bone bright; intensities scaled between the 0.5th and 99.5th percentiles to [0, 1]; "
+        f"letterboxed (aspect kept, centred, zero padding) to {md['network_data_format']['inputs']['image']['spatial_shape'][0]}"
+        f" x {md['network_data_format']['inputs']['image']['spatial_shape'][1]} (rows x columns); coordinates mapped "
+        "back to original pixels per axis.",
+        f"- Coarse to fine: {md['network']['coarse_to_fine']}",
+        f"- Confidence: {md['decoding'].get('confidence', 'probability mass of each heatmap near its peak')}. A mean "
+        f"confidence below {md['decoding']['low_confidence']} gives a low-confidence warning (lateral, chest, empty or "
+        "noise images); vertebrae out of order, broken corner order and irregular size/spacing give warnings too.",
+        "- Optional flip test-time augmentation (`flip_tta=True`): the mirrored image is predicted too, its "
+        "left/right corners swapped back (TL<->TR, BL<->BR), and the two averaged.",
+        "",
+        "## Training data",
+        "",
+        f"{tr['data']['name']}. License: {tr['data']['license']}. Please cite: {tr['data']['citation']} "
+        "The AASCE challenge: \"Accurate Automated Spinal Curvature Estimation\", MICCAI 2019.",
+        "",
+        f"- {tr['data']['n_images']} images used after label hygiene; split by patient (the number before the view "
+        f"letter in the file name), seed {tr['split']['seed']}: {tr['split']['n_train']} training, "
+        f"{tr['split']['n_val']} validation images ({len(tr['split'].get('val_patients', []))} patients). "
+        "The validation image names are listed in `metadata.json`.",
+        f"- Label hygiene (explicit geometric checks, every finding logged with its file name): "
+        f"{hy.get('images_checked', 'n/a')} images checked, {hy.get('images_fixed', 'n/a')} fixed (corners re-sorted "
+        f"or vertebrae re-ordered), {hy.get('images_excluded', 'n/a')} excluded; findings by check: "
+        f"{', '.join(f'{k} {n}' for k, n in hy.get('findings_by_check', {}).items())}.",
+        f"- Recipe: trained from scratch on a 2-core CPU (no GPU, no pretrained weights), {tr['epochs_run']} epochs "
+        f"(batch {rec.get('batch_size')}, {rec.get('optimizer')}, lr {rec.get('lr')}, {rec.get('schedule')}); "
+        f"loss: {rec.get('loss')}; augmentation: {rec.get('augmentation')}. Weights taken from {rec.get('checkpoint')}.",
+        "",
+        "## Measured on the patient-held-out validation split",
+        "",
+        f"{v['n_images']} images, predicted end to end through `predict_landmarks` on the original JPEGs "
+        "(reference angles: the dataset's `angles.csv`).",
+        "",
+        "| | mean landmark error (px) | median (px) | % of vertebra width | SMAPE of the AASCE triple (%) | circular MAE (deg) |",
+        "|---|---|---|---|---|---|",
+        f"| plain | {_f(v['mean_error_px'])} | {_f(v.get('median_error_px'))} | {_f(v.get('mean_error_pct_width'))} | "
+        f"{_f(v['smape_pct'], 2)} | {_f(v['cmae_deg'], 2)} |",
+        f"| flip TTA | {_f(tta.get('mean_error_px'))} | | {_f(tta.get('mean_error_pct_width'))} | "
+        f"{_f(tta.get('smape_pct'), 2)} | {_f(tta.get('cmae_deg'), 2)} |",
+        "",
+        f"Command: `{v['command']}`. Targets of the project were SMAPE <= 8 % and circular MAE <= 3 deg; "
+        "these figures are what was measured, reported as they are.",
+        "",
+    ]
+    if bench:
+        lines += ["## Speed", "", f"{bench.get('summary', '')}", ""]
+    lines += [
+        "## Limitations",
+        "",
+        "- Trained on one public dataset (AASCE 2019 training split: adolescent scoliosis, one centre); other "
+        "populations, devices, adults with implants or severe rotation are untested.",
+        "- Vertebra identity comes from order: the 17 strongest centres sorted top to bottom are T1..L5. A missed or "
+        "extra vertebra (C7, S1) shifts the names by one; the AASCE triple is little affected, named levels are.",
+        "- No pixel spacing exists for the training images; distances are in pixels.",
+        "- Research software, not a medical device. Check the landmarks before using a value.",
+        "",
+    ]
+    path = Path(out) / "README.md"
+    path.write_text("\n".join(lines))
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--version", default="1.0.0")
     p.add_argument("--fp32", action="store_true", help="store float32 weights instead of float16")
     p.add_argument("--checkpoint", default="best.pt", help="checkpoint file in the run folder (best.pt or last.pt)")
-    p.add_argument("--low-confidence", type=float, default=0.3, help="mean confidence below which a warning is given")
+    p.add_argument("--low-confidence", type=float, default=None,
+                   help="mean confidence below which a warning is given (default: derived from the validation split)")
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
     import torch
@@ -218,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     logging.getLogger("SpineAlignmentLib.training.hygiene").setLevel(logging.ERROR)
     md = export(Path(a.run), Path(a.data), Path(a.out), name=a.name, version=a.version, fp16=not a.fp32,
-                checkpoint=a.checkpoint, low_confidence=a.low_confidence)
+                checkpoint=a.checkpoint, low_confidence=a.low_confidence if a.low_confidence is not None else 0.3,
+                auto_low_confidence=a.low_confidence is None)
     print(json.dumps(md["validation"], indent=1))
     return 0
 
