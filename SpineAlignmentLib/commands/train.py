@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-limit", type=float, default=None, metavar="MIN",
                         help="stop after the epoch that passes this many minutes (resume later)")
     parser.add_argument("--max-images", type=int, default=None, help="use only the first N usable images (smoke tests)")
+    parser.add_argument("--representation", choices=("vertebra", "landmark"), default="vertebra",
+                        help="vertebra: centre heatmap + corner offsets + corner heatmaps (default); "
+                             "landmark: one DSNT heatmap per corner")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -34,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
         protocol=args.protocol, data=str(args.data), out=str(args.out), input_shape=tuple(args.input_size),
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction,
         seed=args.seed, threads=args.threads, time_limit_min=args.time_limit, max_images=args.max_images,
+        representation=args.representation,
     )
     best = train(cfg, resume=args.resume, progress=not args.no_progress)
     print(json.dumps(best, indent=1))

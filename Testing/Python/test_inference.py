@@ -9,7 +9,7 @@ import torch
 from SpineAlignmentLib.inference.decode import decode_heatmaps
 from SpineAlignmentLib.inference.predict import predict_array, predict_landmarks
 from SpineAlignmentLib.inference.preprocess import Letterbox, letterbox, letterbox_geometry, normalise_intensity
-from SpineAlignmentLib.models.dsnt import dsnt, flat_softmax, gaussian_heatmaps, local_soft_argmax, peak_mass
+from SpineAlignmentLib.models.dsnt import dsnt, gaussian_heatmaps, local_soft_argmax, peak_mass
 from SpineAlignmentLib.models.landmarks import flip_permutation
 from SpineAlignmentLib.models.registry import LoadedModel, load_model, models_dir
 

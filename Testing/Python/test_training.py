@@ -184,3 +184,18 @@ def test_vertebra_loss_is_lower_for_the_right_output():
     # (offsets are supervised on 3x3 pixels; this "ideal" output only fills the centre pixel)
     assert pg["err_px"] < 1e-4 and ps["err_px"] > 5.0
     assert torch.isfinite(lg)
+
+
+def test_train_command_line(tmp_path, capsys):
+    from SpineAlignmentLib.cli import main
+
+    _synthetic_dataset(tmp_path / "data")
+    rc = main(["-q", "train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--epochs", "1",
+               "--input-size", "128", "64", "--batch-size", "4", "--threads", "1", "--val-fraction", "0.34",
+               "--no-progress"])
+    assert rc == 0
+    best = json.loads(capsys.readouterr().out)
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert best["epoch"] == 1 and best["n_images"] == len(split["val"]) > 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["input_shape"] == [128, 64]
+    assert main(["-q", "train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r2")]) == 2
