@@ -81,14 +81,15 @@ def _trusted(landmarks: Mapping[str, Landmark], min_confidence: float, warnings:
     return out
 
 
-def _context(points: dict[str, np.ndarray], protocol: Protocol, spacing, calibration, orientation, image_size, options, warnings) -> Context:
+def _context(points: dict[str, np.ndarray], view: str, spacing, calibration, orientation, image_size, warnings) -> Context:
+    """Context with the frame of a ``lateral`` or ``coronal`` film; lateral frame warnings go to ``warnings``."""
     scale = np.array([spacing[1], spacing[0]]) if spacing else np.array([1.0, 1.0])
-    if protocol.view == "lateral":
+    if view == "lateral":
         frame_info, w = lateral_frame({k: v * scale for k, v in points.items()}, orientation)
         warnings.extend(w)
     else:
         frame_info = coronal_frame(orientation)
-    return Context(points, spacing, calibration, frame_info, image_size, dict(options))
+    return Context(points, spacing, calibration, frame_info, image_size)
 
 
 def _frame_dict(fi: FrameInfo) -> dict[str, str]:
@@ -153,9 +154,7 @@ def measure(
     """
     proto = get_protocol(protocol)
     spacing = validate_spacing(spacing_mm, source)
-    label = calibration or ("manual:user" if spacing else "pixels-only")
-    if spacing is None and label != "pixels-only":
-        label = "pixels-only"
+    label = (calibration or "manual:user") if spacing else "pixels-only"
     orientation = parse_patient_orientation(patient_orientation)
     lms = parse_landmarks(dict(landmarks or {}), source=source)
     check_landmarks(lms, proto, source)
@@ -170,7 +169,7 @@ def measure(
     warnings = result.warnings
     points = _trusted(lms, min_confidence, warnings)
     try:
-        ctx = _context(points, proto, spacing, label, orientation, size, {}, warnings)
+        ctx = _context(points, proto.view, spacing, label, orientation, size, warnings)
     except LandmarkError as exc:
         for p in proto.parameters:
             result.omitted[p.id] = str(exc)
@@ -241,15 +240,13 @@ def _measure_coronal(proto, ctx, result, min_curve_deg, paired_lateral, min_conf
     lat_points = _trusted(lat_lms, min_confidence, warnings)
     lat_orientation = parse_patient_orientation(paired_lateral.get("patient_orientation"))
     try:
-        scale = np.array([lat_spacing[1], lat_spacing[0]]) if lat_spacing else np.array([1.0, 1.0])
-        fi, w = lateral_frame({k: v * scale for k, v in lat_points.items()}, lat_orientation)
+        lat_ctx = _context(lat_points, "lateral", lat_spacing, "manual:user" if lat_spacing else "pixels-only",
+                           lat_orientation, None, warnings)
     except LandmarkError as exc:
         for pid in paired:
             result.omitted[pid] = str(exc)
         warnings.append(f"Paired lateral parameters left out: {exc}")
         return
-    warnings.extend(w)
-    lat_ctx = Context(lat_points, lat_spacing, "manual:user" if lat_spacing else "pixels-only", fi)
     fns = {
         "TK_T4_T12": lambda c: sagittal.lord_between(c, "TK_T4_T12", ("T4_PS", "T4_AS"), ("T12_PI", "T12_AI"),
                                                      ("T4 superior endplate", "T12 inferior endplate"), kyphosis=True),
@@ -281,7 +278,7 @@ def _measure_lumbar(proto: Protocol, result: Result, views: Mapping[str, View] |
         w: list[str] = []
         pts = _trusted(view.landmarks, min_confidence, w)
         try:
-            contexts[role] = _context(pts, proto, spacing, label, view.patient_orientation, view.image_size, {}, w)
+            contexts[role] = _context(pts, proto.view, spacing, label, view.patient_orientation, view.image_size, w)
             result.frame[role or "image"] = contexts[role].frame_info.facing
         except LandmarkError as exc:
             w.append(f"no parameter computed: {exc}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,7 +27,6 @@ class Context:
     calibration: str
     frame_info: FrameInfo
     image_size: tuple[int, int] | None = None
-    options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.spacing_mm is None:

@@ -13,6 +13,11 @@ from .primitives import Frame
 UP = (0.0, -1.0)  # image "up" in (x, y) with y downwards
 
 
+def _horizontal_code(orientation: tuple[str, str], u_sup: tuple[float, float]) -> str:
+    """Dominant patient direction of the image axis perpendicular to ``u_sup`` (A/P on laterals, L/R on coronals)."""
+    return orientation[0][0] if u_sup[0] == 0.0 else orientation[1][0]
+
+
 def _sup_from_orientation(orientation: tuple[str, str] | None) -> tuple[float, float]:
     if orientation is not None:
         col, row = orientation
@@ -67,7 +72,7 @@ def lateral_frame(points_mm: dict[str, np.ndarray], orientation: tuple[str, str]
 
     orient_sign = 0.0
     if orientation is not None:
-        first = orientation[0][0] if u_sup[0] == 0.0 else orientation[1][0]
+        first = _horizontal_code(orientation, u_sup)
         orient_sign = {"A": 1.0, "P": -1.0}.get(first, 0.0)
 
     if orient_sign:
@@ -106,7 +111,7 @@ def coronal_frame(orientation: tuple[str, str] | None) -> FrameInfo:
     u_sup = _sup_from_orientation(orientation)
     horiz = (abs(u_sup[1]), abs(u_sup[0]))
     if orientation is not None:
-        first = orientation[0][0] if u_sup[0] == 0.0 else orientation[1][0]
+        first = _horizontal_code(orientation, u_sup)
         if first in ("L", "R"):
             sign = 1.0 if first == "L" else -1.0
             u_left = (sign * horiz[0], sign * horiz[1])
