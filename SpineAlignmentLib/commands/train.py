@@ -27,17 +27,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--representation", choices=("vertebra", "landmark"), default="vertebra",
                         help="vertebra: centre heatmap + corner offsets + corner heatmaps (default); "
                              "landmark: one DSNT heatmap per corner")
+    parser.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                        help="start from these weights (a run's .pt checkpoint or a packaged model.pt); extra head "
+                             "channels start as copies of the centre map")
+    parser.add_argument("--warmup", type=float, default=2.0, metavar="EPOCHS", help="linear warm-up epochs (default 2)")
+    parser.add_argument("--stage", choices=("landmarks", "refine"), default="landmarks",
+                        help="landmarks: the whole-image first stage (default); refine: the second-stage ROI "
+                             "network that refines each vertebra's corners")
+    parser.add_argument("--stage1", default="coronal-spine-landmarks", metavar="MODEL",
+                        help="--stage refine: packaged first-stage model (name or folder) whose validation "
+                             "predictions the refiner is evaluated on (default coronal-spine-landmarks)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.stage == "refine":
+        from ..training.refiner import RefinerConfig, train_refiner
+
+        rcfg = RefinerConfig(
+            protocol=args.protocol, data=str(args.data), out=str(args.out), stage1=args.stage1,
+            epochs=args.epochs, lr=args.lr, val_fraction=args.val_fraction, seed=args.seed, threads=args.threads,
+            time_limit_min=args.time_limit, max_images=args.max_images)
+        print(json.dumps(train_refiner(rcfg, resume=args.resume, progress=not args.no_progress), indent=1))
+        return 0
     from ..training.trainer import TrainConfig, train
 
     cfg = TrainConfig(
         protocol=args.protocol, data=str(args.data), out=str(args.out), input_shape=tuple(args.input_size),
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction,
         seed=args.seed, threads=args.threads, time_limit_min=args.time_limit, max_images=args.max_images,
-        representation=args.representation,
+        representation=args.representation, init_from=args.init_from, warmup_epochs=args.warmup,
     )
     best = train(cfg, resume=args.resume, progress=not args.no_progress)
     print(json.dumps(best, indent=1))

@@ -42,14 +42,16 @@ def _pixels(image: Any) -> np.ndarray:
     return a.astype(np.float32, copy=False)
 
 
-def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False, refine: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Predict landmarks on a 2-D array.
 
     Args:
         pixels: (rows, cols) intensities, bone bright (MONOCHROME2 sense).
         model: :class:`~SpineAlignmentLib.models.registry.LoadedModel`.
         flip_tta: also predict on the mirrored image (channels swapped back:
-            ``TL`` <-> ``TR``, ``BL`` <-> ``BR``) and average the two.
+            ``TL`` <-> ``TR``, ``BL`` <-> ``BR``) and average the two (both stages).
+        refine: run the model's second stage (ROI refinement per vertebra) when
+            it has one; ``False`` returns the first stage's corners.
 
     Returns:
         ``(points, confidence)``: (K, 2) ``(x, y)`` original pixels and (K,) in [0, 1]
@@ -90,12 +92,18 @@ def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False) -> tuple
         fp[:, 0] = (w - 1) - fp[:, 0]
         pts = 0.5 * (pts + fp)
         c = 0.5 * (c + conf[1][perm])
+    pts = geo.to_original(pts)
+    if refine and model.refiner is not None:
+        from ..models.refine import refine_corners
+
+        pts, _ = refine_corners(model.refiner, norm, pts, model.roi, stride=model.refiner.stride,
+                                iterations=int(model.metadata["refinement"]["iterations"]), flip_tta=flip_tta)
     cal = dec.get("calibration")
     if cal:
         # Isotonic map from the raw heatmap score to the observed probability that the corner is
         # within the stated tolerance (fitted on the validation split at export).
         c = np.interp(c, cal["raw"], cal["calibrated"])
-    return geo.to_original(pts), c
+    return pts, c
 
 
 def plausibility_warnings(points: np.ndarray, confidence: np.ndarray, ids, low_confidence: float) -> list[str]:

@@ -106,6 +106,8 @@ class LoadedModel:
         input_shape: (rows, cols) of the network input.
         stride: input pixels per heatmap pixel.
         folder: the model folder.
+        refiner: second-stage ROI network (eval mode), or ``None`` when the model has none.
+        roi: its :class:`~SpineAlignmentLib.models.refine.RoiSpec`, or ``None``.
     """
 
     name: str
@@ -116,6 +118,8 @@ class LoadedModel:
     input_shape: tuple[int, int]
     stride: int
     folder: Path
+    refiner: Any = None
+    roi: Any = None
 
     @property
     def protocol(self) -> str:
@@ -138,25 +142,13 @@ def _network_class(dotted: str):
 
 def build_network(metadata: dict):
     """Instantiate the metadata's network from its constructor arguments (random weights)."""
-    net = metadata["network"]
-    return _network_class(net["class"])(**net["args"])
+    return _network_class(metadata["network"]["class"])(**metadata["network"]["args"])
 
 
-def load_model(name: str, *, folder: Path | None = None):
-    """Load a registered model by name (or from an explicit folder).
-
-    Raises:
-        ModelError: unknown name, invalid metadata, missing or corrupted
-            weights (the message names the file and its expected SHA-256).
-    """
+def _load_network(net: dict, w: dict, folder: Path):
+    """Build a metadata ``network`` entry and load its ``weights`` entry after the SHA-256 check (eval mode)."""
     import torch
 
-    folder = Path(folder) if folder is not None else models_dir() / name
-    if not folder.is_dir():
-        known = ", ".join(m["name"] for m in list_models()) or "none"
-        raise ModelError(f"Model '{name}' not found in {folder.parent} (installed: {known}); check the model name.")
-    md = read_metadata(folder)
-    w = md["weights"]
     wpath = folder / w["file"]
     if not wpath.is_file():
         raise ModelError(f"Weights file {wpath} is missing; restore it (expected SHA-256 {w['sha256']}).")
@@ -167,17 +159,39 @@ def load_model(name: str, *, folder: Path | None = None):
         state = torch.load(wpath, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a bad archive
         raise ModelError(f"Weights file {wpath} cannot be read ({exc}); restore it (expected SHA-256 {w['sha256']}).") from None
-    network = build_network(md)
+    network = build_network({"network": net})
     try:
         network.load_state_dict({k: v.float() for k, v in state.items()})
     except RuntimeError as exc:
         raise ModelError(f"Weights file {wpath} does not fit the network in metadata.json ({str(exc).splitlines()[0]}); reinstall the model.") from None
-    network.eval()
+    return network.eval()
+
+
+def load_model(name: str, *, folder: Path | None = None):
+    """Load a registered model by name (or from an explicit folder).
+
+    Raises:
+        ModelError: unknown name, invalid metadata, missing or corrupted
+            weights (the message names the file and its expected SHA-256).
+    """
+    folder = Path(folder) if folder is not None else models_dir() / name
+    if not folder.is_dir():
+        known = ", ".join(m["name"] for m in list_models()) or "none"
+        raise ModelError(f"Model '{name}' not found in {folder.parent} (installed: {known}); check the model name.")
+    md = read_metadata(folder)
+    network = _load_network(md["network"], md["weights"], folder)
+    refiner, roi = None, None
+    if "refinement" in md:
+        from .refine import RoiSpec
+
+        ref = md["refinement"]
+        refiner = _load_network(ref["network"], ref["weights"], folder)
+        roi = RoiSpec(int(ref["roi"]["size"]), float(ref["roi"]["extent"]))
     image = md["network_data_format"]["inputs"]["image"]
     return LoadedModel(
         name=md["name"], version=md["version"], metadata=md, network=network,
         landmark_ids=tuple(md["landmarks"]), input_shape=tuple(image["spatial_shape"]),
-        stride=int(md["network"]["stride"]), folder=folder,
+        stride=int(md["network"]["stride"]), folder=folder, refiner=refiner, roi=roi,
     )
 
 

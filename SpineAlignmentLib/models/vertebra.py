@@ -16,7 +16,12 @@ Output channels (all at ``1/stride`` of the input):
 * ``3-10``: corner offsets ``(dx, dy) / OFFSET_SCALE`` of TL, TR, BL, BR from
   the pixel centre;
 * ``11-14``: corner-type heatmap logits (TL, TR, BL, BR; one map for the 17
-  corners of that type).
+  corners of that type);
+* ``15-16`` (optional): anchor heatmap logits of the first (T1) and last (L5)
+  vertebra centre. Sorting the strongest centres fails by one level when C7 or
+  S1 looks as vertebra-like as T1 or L5; T1 (first ribs) and L5 (on the
+  sacrum) are told apart by local anatomy, so the decoder picks the run of
+  consecutive centres that best fits both the centre scores and the anchors.
 
 Decoding is coarse to fine: coarse corners = centre peak + regressed offsets;
 each coarse corner is then refined by a soft-argmax of its corner-type
@@ -32,11 +37,11 @@ import torch.nn.functional as F
 
 from .dsnt import heatmap_grid
 
-__all__ = ["N_CHANNELS", "OFFSET_SCALE", "VertebraLoss", "decode_vertebrae", "focal_loss"]
+__all__ = ["N_CHANNELS", "OFFSET_SCALE", "ANCHORS", "VertebraLoss", "decode_vertebrae", "focal_loss"]
 
-N_CHANNELS = 15
+N_CHANNELS = 17  # with the T1/L5 anchors; 15 for a network without them
 OFFSET_SCALE = 16.0  # input pixels per offset unit (keeps regression targets around 1)
-CENTER, CENTER_OFF, CORNER_OFF, CORNER_HM = 0, slice(1, 3), slice(3, 11), slice(11, 15)
+CENTER, CENTER_OFF, CORNER_OFF, CORNER_HM, ANCHORS = 0, slice(1, 3), slice(3, 11), slice(11, 15), slice(15, 17)
 
 
 def _splat(points: torch.Tensor, valid: torch.Tensor, h: int, w: int, stride: int, sigma: float) -> torch.Tensor:
@@ -98,6 +103,13 @@ class VertebraLoss(torch.nn.Module):
             t_corner = torch.stack([_splat(q[:, :, k], vv, h, w, self.stride, self.sigma_corner) for k in range(4)], 1)
         l_center = focal_loss(out[:, CENTER], t_center)
         l_corner = focal_loss(out[:, CORNER_HM], t_corner)
+        l_anchor = out.new_zeros(())
+        if out.shape[1] >= ANCHORS.stop:
+            # T1 and L5 centres; a map whose vertebra is outside the (augmented) image must stay empty
+            with torch.no_grad():
+                t_anchor = torch.stack([_splat(centers[:, [k]], vv[:, [k]], h, w, self.stride, self.sigma_center)
+                                        for k in (0, -1)], 1)
+            l_anchor = focal_loss(out[:, ANCHORS], t_anchor)
         # offsets on the 3x3 neighbourhood of each centre pixel
         ix, iy = _pixel_index(centers, h, w, self.stride)
         dd = torch.tensor([-1, 0, 1])
@@ -115,7 +127,7 @@ class VertebraLoss(torch.nn.Module):
         target = torch.cat([tgt_center, tgt_corner.reshape(b, -1, 8)], dim=-1)
         m = vn.float()[..., None]
         l_off = (F.smooth_l1_loss(g.float(), target, reduction="none", beta=0.1) * m).sum() / (m.sum() * 10).clamp_min(1.0)
-        loss = l_center + self.corner_weight * l_corner + self.offset_weight * l_off
+        loss = l_center + self.corner_weight * l_corner + self.offset_weight * l_off + l_anchor
         with torch.no_grad():
             # error of the coarse corners at the exact centre pixel (a training-progress figure, input px)
             g0 = g.reshape(b, -1, 9, 10)[:, :, 4]
@@ -124,8 +136,11 @@ class VertebraLoss(torch.nn.Module):
             err = torch.linalg.norm(pred - q, dim=-1)
             mv = vv.float()[..., None].expand_as(err)
             err_px = float((err * mv).sum() / mv.sum().clamp_min(1.0))
-        return loss, {"center": float(l_center.detach()), "corner": float(l_corner.detach()),
-                      "offset": float(l_off.detach()), "err_px": err_px}
+        parts = {"center": float(l_center.detach()), "corner": float(l_corner.detach()),
+                 "offset": float(l_off.detach()), "err_px": err_px}
+        if out.shape[1] >= ANCHORS.stop:
+            parts["anchor"] = float(l_anchor.detach())
+        return loss, parts
 
 
 def _refine(hm: np.ndarray, x: float, y: float, stride: int, search: int, radius: int) -> tuple[float, float, float]:
@@ -155,27 +170,50 @@ def _refine(hm: np.ndarray, x: float, y: float, stride: int, search: int, radius
     return (float((patch * gx).sum() / s) * stride + off, float((patch * gy).sum() / s) * stride + off, peak)
 
 
-def _select_distinct(centers: np.ndarray, corners: np.ndarray, scores: np.ndarray, n: int, min_separation: float) -> np.ndarray:
-    """Indices of the ``n`` best-scoring candidates whose centres are at least
-    ``min_separation`` x (median vertebra height) apart; fills up by score if too few."""
+def _select_distinct(centers: np.ndarray, corners: np.ndarray, scores: np.ndarray, n: int, min_separation: float,
+                     n_max: int | None = None, min_score: float = 0.0) -> np.ndarray:
+    """Indices of the best-scoring candidates whose centres are at least
+    ``min_separation`` x (median vertebra height) apart: the ``n`` best, plus up
+    to ``n_max - n`` more whose score is at least ``min_score``; fills up to
+    ``n`` by score if too few are distinct."""
+    n_max = n if n_max is None else n_max
     heights = np.linalg.norm(0.5 * (corners[:, 2] + corners[:, 3]) - 0.5 * (corners[:, 0] + corners[:, 1]), axis=-1)
     d_min = min_separation * float(np.median(heights[np.argsort(-scores)[:n]]))
     chosen: list[int] = []
     for j in np.argsort(-scores, kind="stable"):
+        if len(chosen) >= n and scores[j] < min_score:
+            break
         if all(np.hypot(*(centers[j] - centers[k])) >= d_min for k in chosen):
             chosen.append(int(j))
-        if len(chosen) == n:
+        if len(chosen) == n_max:
             break
     for j in np.argsort(-scores, kind="stable"):
-        if len(chosen) == n:
+        if len(chosen) >= n:
             break
         if j not in chosen:
             chosen.append(int(j))
     return np.array(chosen)
 
 
+def _anchored_run(ys: np.ndarray, scores: np.ndarray, anchor_first: np.ndarray, anchor_last: np.ndarray, n: int,
+                  weight: float) -> np.ndarray:
+    """Indices of the ``n`` consecutive (by ``y``) candidates that maximise
+    ``sum log(score) + weight * (log anchor_first[first] + log anchor_last[last])``."""
+    order = np.argsort(ys, kind="stable")
+    ls = np.log(np.clip(scores[order], 1e-6, 1.0))
+    la = np.log(np.clip(anchor_first[order], 1e-6, 1.0))
+    lb = np.log(np.clip(anchor_last[order], 1e-6, 1.0))
+    best, best_i = -np.inf, 0
+    for i in range(len(order) - n + 1):
+        s = ls[i:i + n].sum() + weight * (la[i] + lb[i + n - 1])
+        if s > best:
+            best, best_i = s, i
+    return order[best_i:best_i + n]
+
+
 def decode_vertebrae(out: torch.Tensor, stride: int, n_vertebrae: int = 17, *, search: int = 3, radius: int = 2,
-                     min_corner_peak: float = 0.1, min_separation: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+                     min_corner_peak: float = 0.1, min_separation: float = 0.5, extra: int = 3,
+                     min_extra_score: float = 0.05, anchor_weight: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
     """Decode network output into ordered corner landmarks.
 
     Args:
@@ -190,6 +228,13 @@ def decode_vertebrae(out: torch.Tensor, stride: int, n_vertebrae: int = 17, *, s
             median vertebra height are one vertebra (the weaker is dropped and the
             next candidate taken): a stronger non-maximum suppression than the
             3x3 peak test, against double detections of one vertebra.
+        extra, min_extra_score, anchor_weight: with anchor channels (T1, L5),
+            up to ``extra`` more distinct centres scoring at least
+            ``min_extra_score`` are candidates too, and the run of
+            ``n_vertebrae`` consecutive candidates (top to bottom) maximising
+            ``sum log(centre score) + anchor_weight * (log T1 anchor at its first
+            + log L5 anchor at its last centre)`` is taken. Without anchor
+            channels: the ``n_vertebrae`` strongest centres.
 
     Returns:
         ``(points, confidence)``: (B, 4 * n_vertebrae, 2) ``(x, y)`` input pixels in
@@ -211,11 +256,21 @@ def decode_vertebrae(out: torch.Tensor, stride: int, n_vertebrae: int = 17, *, s
     cand_centers = cand_pos + cand_vals[..., 0:2] * OFFSET_SCALE
     cand_corners = cand_pos[:, :, None, :] + cand_vals[..., 2:].reshape(b, n_cand, 4, 2) * OFFSET_SCALE
     cand_scores = cand_scores.numpy()
+    anchored = out.shape[1] >= ANCHORS.stop
+    if anchored:
+        anchors = torch.sigmoid(out[:, ANCHORS]).reshape(b, 2, -1)
+        cand_anchor = torch.gather(anchors, 2, cand_idx[:, None, :].expand(b, 2, n_cand)).numpy()  # (B, 2, n_cand)
     centers = np.zeros((b, n_vertebrae, 2))
     corners = np.zeros((b, n_vertebrae, 4, 2))
     scores = np.zeros((b, n_vertebrae))
     for i in range(b):
-        sel = _select_distinct(cand_centers[i], cand_corners[i], cand_scores[i], n_vertebrae, min_separation)
+        if anchored:
+            sel = _select_distinct(cand_centers[i], cand_corners[i], cand_scores[i], n_vertebrae, min_separation,
+                                   n_max=n_vertebrae + extra, min_score=min_extra_score)
+            sel = sel[_anchored_run(cand_centers[i][sel, 1], cand_scores[i][sel], cand_anchor[i, 0][sel],
+                                    cand_anchor[i, 1][sel], n_vertebrae, anchor_weight)]
+        else:
+            sel = _select_distinct(cand_centers[i], cand_corners[i], cand_scores[i], n_vertebrae, min_separation)
         centers[i], corners[i], scores[i] = cand_centers[i][sel], cand_corners[i][sel], cand_scores[i][sel]
     points = np.zeros((b, n_vertebrae * 4, 2))
     conf = np.zeros((b, n_vertebrae * 4))

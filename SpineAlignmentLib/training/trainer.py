@@ -55,7 +55,7 @@ class TrainConfig:
     batch_size: int = 8
     lr: float = 2e-3
     weight_decay: float = 1e-4
-    warmup_epochs: int = 2
+    warmup_epochs: float = 2
     val_fraction: float = 0.2
     seed: int = 0
     threads: int = 2
@@ -66,6 +66,7 @@ class TrainConfig:
     representation: str = "vertebra"  # "vertebra" (centre + offsets + corner maps) or "landmark" (one map per corner)
     time_limit_min: float | None = None
     max_images: int | None = None
+    init_from: str | None = None  # weights to start from (a run's checkpoint or a packaged model.pt)
     net: dict = field(default_factory=lambda: {
         "stem_channels": [16, 32], "channels": [32, 64, 128, 256, 256], "num_res_units": 1, "features": 64})
 
@@ -109,8 +110,53 @@ def build_network(cfg: TrainConfig, n_landmarks: int) -> SpineLandmarkNet:
         # by every background pixel predicting 0.5.
         with torch.no_grad():
             net.head.bias[0] = -4.6
-            net.head.bias[11:15] = -4.6
+            net.head.bias[11:] = -4.6
     return net
+
+
+#: logit offset of a new head channel copied from the centre map (sigmoid(-4) = 1.8 %)
+NEW_CHANNEL_BIAS_SHIFT = 4.0
+
+
+def init_weights_from(model: torch.nn.Module, path: str | Path) -> list[str]:
+    """Start from the weights in ``path`` (``{"model": state}`` checkpoint or a bare state dict).
+
+    Tensors of the same shape are copied. The head may have more output
+    channels than the source (e.g. the T1/L5 anchor maps added to a network
+    trained without them): the source channels are copied and each new channel
+    starts as a copy of channel 0 (the vertebra-centre map) with its bias
+    lowered by ``NEW_CHANNEL_BIAS_SHIFT`` (a map firing on all 17 centres would
+    start with a huge anchor loss whose gradients disturb the shared features);
+    the anchor maps then specialise. Returns the names of the parameters that
+    were not copied in full.
+    """
+    try:
+        src = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # our own run checkpoints also hold RNG and optimiser state
+        src = torch.load(path, map_location="cpu", weights_only=False)
+    src = src.get("model", src)
+    own = model.state_dict()
+    partial = []
+    for k, v in own.items():
+        s = src.get(k)
+        if s is None:
+            partial.append(k)
+            continue
+        s = s.float()
+        if s.shape == v.shape:
+            own[k] = s
+            continue
+        partial.append(k)
+        if k.startswith("head.") and s.ndim == v.ndim:
+            axis = 1 if v.ndim == 4 else 0  # ConvTranspose2d weight is (in, out, kh, kw)
+            n = s.shape[axis]
+            new = v.clone()
+            new.narrow(axis, 0, n).copy_(s)
+            for c in range(n, v.shape[axis]):
+                new.narrow(axis, c, 1).copy_(s.narrow(axis, 0, 1) - (NEW_CHANNEL_BIAS_SHIFT if v.ndim == 1 else 0.0))
+            own[k] = new
+    model.load_state_dict(own)
+    return partial
 
 
 def decode_output(out: torch.Tensor, stride: int, representation: str, n_landmarks: int) -> tuple[np.ndarray, np.ndarray]:
@@ -203,6 +249,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
              len({patient_id(n) for n in val_names}))
 
     model = build_network(cfg, len(ids))
+    if cfg.init_from and state is None:
+        partial = init_weights_from(model, cfg.init_from)
+        log.info("initialised from %s (not copied in full: %s)", cfg.init_from, ", ".join(partial) or "none")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.representation == "vertebra":
         loss_fn = VertebraLoss(model.stride)

@@ -204,21 +204,33 @@ def test_shipped_model_flags_a_chest_film(shipped):
 
 # ---------------------------------------------------------------- vertebra-centre decoding
 
-def _vertebra_output(points: torch.Tensor, h: int, w: int, stride: int) -> torch.Tensor:
-    """Ideal network output for (1, 68, 2) corners: heatmaps as logits, offsets at the centre pixels."""
+def _vertebra_output(points: torch.Tensor, h: int, w: int, stride: int, anchors: tuple[int, int] | None = None,
+                     centre_peaks: dict[int, float] | None = None) -> torch.Tensor:
+    """Ideal network output for (1, 4V, 2) corners: heatmaps as logits, offsets at the centre pixels.
+
+    ``anchors``: vertebra indices whose centres the T1 and L5 anchor maps mark
+    (adds channels 15-16); ``centre_peaks``: vertebra index -> centre-map peak
+    (default 1).
+    """
     from SpineAlignmentLib.models.vertebra import OFFSET_SCALE, _pixel_index, _splat
 
-    q = points.reshape(1, 17, 4, 2)
+    nv = points.shape[1] // 4
+    q = points.reshape(1, nv, 4, 2)
     c = q.mean(2)
-    vv = torch.ones(1, 17, dtype=torch.bool)
-    out = torch.zeros(1, 15, h, w)
+    vv = torch.ones(1, nv, dtype=torch.bool)
+    out = torch.zeros(1, 15 if anchors is None else 17, h, w)
     logit = lambda p: torch.logit(p.clamp(1e-6, 1 - 1e-6))
-    out[:, 0] = logit(_splat(c, vv, h, w, stride, 2.0))
+    per = torch.stack([_splat(c[:, [v]], vv[:, [v]], h, w, stride, 2.0) * (centre_peaks or {}).get(v, 1.0)
+                       for v in range(nv)], 1)
+    out[:, 0] = logit(per.amax(1))
     for k in range(4):
         out[:, 11 + k] = logit(_splat(q[:, :, k], vv, h, w, stride, 1.5))
+    if anchors is not None:
+        for ch, v in zip((15, 16), anchors):
+            out[:, ch] = logit(_splat(c[:, [v]], vv[:, [v]], h, w, stride, 2.0))
     ix, iy = _pixel_index(c, h, w, stride)
     off = (stride - 1) / 2
-    for v in range(17):
+    for v in range(nv):
         pos = torch.tensor([ix[0, v] * stride + off, iy[0, v] * stride + off])
         out[0, 1:3, iy[0, v], ix[0, v]] = (c[0, v] - pos) / OFFSET_SCALE
         out[0, 3:11, iy[0, v], ix[0, v]] = ((q[0, v] - pos) / OFFSET_SCALE).reshape(-1)
@@ -242,3 +254,43 @@ def test_vertebra_decode_recovers_ordered_corners_and_refines():
     np.testing.assert_allclose(p2[0], pts[0].numpy(), atol=0.5)
     p3, _ = decode_vertebrae(out, 2, min_corner_peak=1.1)  # refinement off: the 3 px error stays
     np.testing.assert_allclose(p3[0] - pts[0].numpy(), 3.0, atol=1e-4)
+
+
+def test_anchors_pick_t1_to_l5_when_c7_looks_stronger():
+    """18 vertebra-like centres (C7 on top), C7 stronger than L5: the 17 strongest are C7..L4, shifted by one
+    level; the T1/L5 anchor maps put the run back on T1..L5."""
+    from test_hygiene import coronal_spine
+
+    from SpineAlignmentLib.models.vertebra import decode_vertebrae
+
+    spine = coronal_spine(20.0) * 0.3 + np.array([10.0, 20.0])
+    q = spine.reshape(17, 4, 2)
+    c7 = q[0] - (q[1] - q[0])  # one level above T1
+    pts = torch.tensor(np.concatenate([c7[None], q]).reshape(1, 72, 2), dtype=torch.float32)
+    peaks = {0: 0.95, 17: 0.6}  # C7 0.95, L5 0.6, the rest 1
+    plain, _ = decode_vertebrae(_vertebra_output(pts, 256, 128, 2, centre_peaks=peaks), 2)
+    np.testing.assert_allclose(plain[0], pts[0, :68].numpy(), atol=0.5)  # C7..L4: off by one level
+    out = _vertebra_output(pts, 256, 128, 2, anchors=(1, 17), centre_peaks=peaks)
+    fixed, conf = decode_vertebrae(out, 2)
+    np.testing.assert_allclose(fixed[0], spine, atol=0.5)
+    assert conf[0, -4:].max() < conf[0, :-4].min()  # the weak L5 keeps its lower confidence
+    # anchors that agree with the strongest run change nothing
+    peaks_l5_strong = {0: 0.6}
+    out2 = _vertebra_output(pts, 256, 128, 2, anchors=(1, 17), centre_peaks=peaks_l5_strong)
+    np.testing.assert_allclose(decode_vertebrae(out2, 2)[0][0], spine, atol=0.5)
+
+
+def test_vertebra_loss_trains_the_anchor_maps():
+    """With 17 channels the loss includes the T1/L5 anchor term, lower for the right anchors."""
+    from test_hygiene import coronal_spine
+
+    from SpineAlignmentLib.models.vertebra import VertebraLoss
+
+    pts = torch.tensor(coronal_spine(20.0) * 0.35, dtype=torch.float32)[None]
+    valid = torch.ones(1, 68, dtype=torch.bool)
+    loss = VertebraLoss(stride=2)
+    _, p15 = loss(_vertebra_output(pts, 256, 128, 2), pts, valid)
+    assert "anchor" not in p15
+    lg, pg = loss(_vertebra_output(pts, 256, 128, 2, anchors=(0, 16)), pts, valid)
+    lw, pw = loss(_vertebra_output(pts, 256, 128, 2, anchors=(1, 15)), pts, valid)
+    assert pg["anchor"] < 0.1 * pw["anchor"] and float(lg) < float(lw), (pg, pw)

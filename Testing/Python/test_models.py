@@ -151,3 +151,48 @@ def test_shipped_model_loads(shipped):
     m = load_model(SHIPPED)
     assert m.landmark_ids == protocol_landmark_ids("coronal-spine")
     assert SHIPPED in [x["name"] for x in list_models("coronal-spine")]
+
+
+REFINER_ARGS = {"in_channels": 1, "out_channels": 4, "stem_channels": [4, 8], "channels": [8, 8, 16], "num_res_units": 1}
+
+
+def add_tiny_refiner(folder: Path) -> None:
+    """Give a tiny model folder a second stage (random ROI network) in its metadata."""
+    torch.manual_seed(1)
+    net = SpineLandmarkNet(**REFINER_ARGS)
+    torch.save({k: v.half() for k, v in net.state_dict().items()}, folder / "refine.pt")
+    md = json.loads((folder / "metadata.json").read_text())
+    md["refinement"] = {
+        "network": {"class": "SpineAlignmentLib.models.network.SpineLandmarkNet", "args": REFINER_ARGS, "stride": 2},
+        "weights": {"file": "refine.pt", "sha256": sha256_file(folder / "refine.pt"), "dtype": "float16"},
+        "roi": {"size": 32, "extent": 1.8}, "iterations": 2}
+    (folder / "metadata.json").write_text(json.dumps(md))
+
+
+def test_second_stage_loads_and_runs_in_predict(tiny):
+    from SpineAlignmentLib.inference.predict import predict_array
+    from SpineAlignmentLib.models.refine import RoiSpec
+
+    plain = load_model("tiny-coronal")
+    assert plain.refiner is None and plain.roi is None
+    add_tiny_refiner(tiny)
+    m = load_model("tiny-coronal")
+    assert m.roi == RoiSpec(32, 1.8) and not m.refiner.training
+    img = np.random.default_rng(0).uniform(0, 1, (300, 150)).astype(np.float32)
+    coarse, c0 = predict_array(img, m, refine=False)
+    fine, c1 = predict_array(img, m)
+    assert fine.shape == coarse.shape == (68, 2) and np.all(np.isfinite(fine))
+    assert not np.allclose(fine, coarse)  # the second stage moved the corners
+    np.testing.assert_array_equal(c0, c1)  # confidence comes from the first stage
+    np.testing.assert_array_equal(predict_array(img, plain)[0], coarse)
+
+
+def test_corrupt_second_stage_weights_name_file_and_checksum(tiny):
+    add_tiny_refiner(tiny)
+    expected = json.loads((tiny / "metadata.json").read_text())["refinement"]["weights"]["sha256"]
+    data = bytearray((tiny / "refine.pt").read_bytes())
+    data[len(data) // 3] ^= 0x55
+    (tiny / "refine.pt").write_bytes(bytes(data))
+    with pytest.raises(ModelError) as e:
+        load_model("tiny-coronal")
+    assert str(tiny / "refine.pt") in str(e.value) and expected in str(e.value)

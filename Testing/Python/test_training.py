@@ -12,6 +12,7 @@ from PIL import Image
 from scipy import ndimage
 
 from SpineAlignmentLib.models.landmarks import flip_permutation, protocol_landmark_ids
+from SpineAlignmentLib.models.network import SpineLandmarkNet
 from SpineAlignmentLib.training.dataset import patient_id, patient_split
 from SpineAlignmentLib.training.losses import DsntLoss, wing_loss
 from SpineAlignmentLib.training.transforms import RandAffineKeypointsd, affine_matrix, apply_to_points, warp_image
@@ -199,3 +200,62 @@ def test_train_command_line(tmp_path, capsys):
     assert best["epoch"] == 1 and best["n_images"] == len(split["val"]) > 0
     assert json.loads((tmp_path / "run" / "config.json").read_text())["input_shape"] == [128, 64]
     assert main(["-q", "train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r2")]) == 2
+
+
+def test_refiner_training_resume_and_command_line(tmp_path, capsys):
+    """Second stage: one epoch, end-to-end validation on the first stage's predictions, resume, CLI."""
+    from test_models import tiny_model_folder
+
+    from SpineAlignmentLib.cli import main
+    from SpineAlignmentLib.training.refiner import RefinerConfig, train_refiner
+
+    _synthetic_dataset(tmp_path / "data")
+    stage1 = tiny_model_folder(tmp_path / "models")
+    out = tmp_path / "refine"
+    tiny_net = {"stem_channels": [4, 8], "channels": [8, 8, 16], "num_res_units": 1, "features": 8}
+    cfg = RefinerConfig(data=str(tmp_path / "data"), out=str(out), stage1=str(stage1), patch_size=32, epochs=1,
+                        images_per_batch=2, val_fraction=0.34, threads=1, warmup_epochs=0, net=tiny_net)
+    last = train_refiner(cfg, progress=False)
+    split = json.loads((out / "split.json").read_text())
+    assert last["n_images"] == len(split["val"]) > 0 and np.isfinite(last["mean_error_px"])
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1]
+    assert {"val_smape_pct", "val_cmae_deg", "val_coarse_mean_error_px", "train_err_px"} <= set(rows[0])
+    # the first stage's validation predictions are cached and reused
+    assert set(np.load(out / "stage1_val.npz").files) == set(split["val"])
+    before = torch.load(out / "last.pt", weights_only=False)["model"]
+    cfg.epochs = 2
+    train_refiner(cfg, resume=True, progress=False)
+    after = torch.load(out / "last.pt", weights_only=False)
+    assert after["epoch"] == 1 and any(not torch.equal(before[k], after["model"][k]) for k in before)
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    # the command line trains the same stage (default network size; one image only to keep it quick)
+    rc = main(["-q", "train", "--stage", "refine", "--stage1", str(stage1), "--data", str(tmp_path / "data"),
+               "--out", str(tmp_path / "cli"), "--epochs", "1", "--threads", "1", "--val-fraction", "0.34",
+               "--max-images", "4", "--no-progress"])
+    assert rc == 0 and json.loads(capsys.readouterr().out)["n_images"] > 0
+    assert json.loads((tmp_path / "cli" / "config.json").read_text())["stage1"] == str(stage1)
+
+
+def test_init_from_adds_head_channels_as_quiet_copies_of_the_centre_map(tmp_path):
+    from SpineAlignmentLib.training.trainer import NEW_CHANNEL_BIAS_SHIFT, init_weights_from
+
+    args = {"stem_channels": [4, 8], "channels": [8, 8, 16], "num_res_units": 1, "features": 8}
+    torch.manual_seed(0)
+    old = SpineLandmarkNet(out_channels=15, **args)
+    torch.save({"model": old.state_dict(), "epoch": 3}, tmp_path / "run.pt")  # a run checkpoint
+    torch.save({k: v.half() for k, v in old.state_dict().items()}, tmp_path / "model.pt")  # a packaged model
+    for src in ("run.pt", "model.pt"):
+        torch.manual_seed(1)
+        new = SpineLandmarkNet(out_channels=17, **args)
+        partial = init_weights_from(new, tmp_path / src)
+        assert partial == ["head.weight", "head.bias"]
+        tol = 0 if src == "run.pt" else 1e-3
+        o, n = old.state_dict(), new.state_dict()
+        for k in o:
+            if not k.startswith("head."):
+                torch.testing.assert_close(n[k], o[k].float(), atol=tol, rtol=tol)
+        torch.testing.assert_close(n["head.weight"][:, :15], o["head.weight"], atol=tol, rtol=tol)
+        for c in (15, 16):
+            torch.testing.assert_close(n["head.weight"][:, c], o["head.weight"][:, 0], atol=tol, rtol=tol)
+            torch.testing.assert_close(n["head.bias"][c], o["head.bias"][0] - NEW_CHANNEL_BIAS_SHIFT, atol=tol, rtol=tol)
