@@ -133,7 +133,8 @@ def plausibility_warnings(points: np.ndarray, confidence: np.ndarray, ids, low_c
     return warns
 
 
-def predict_landmarks(radiograph_or_array: Any, model, *, flip_tta: bool = False) -> tuple[dict[str, Landmark], list[str]]:
+def predict_landmarks(radiograph_or_array: Any, model, *, flip_tta: bool = False,
+                      refine: bool = True) -> tuple[dict[str, Landmark], list[str]]:
     """Predict a protocol's landmarks on a radiograph.
 
     Args:
@@ -142,6 +143,7 @@ def predict_landmarks(radiograph_or_array: Any, model, *, flip_tta: bool = False
         model: a :class:`~SpineAlignmentLib.models.registry.LoadedModel`
             (see :func:`~SpineAlignmentLib.models.registry.load_model`).
         flip_tta: average with the prediction on the mirrored image.
+        refine: apply the model's second stage when it has one (``False``: first stage only).
 
     Returns:
         ``(landmarks, warnings)``: landmark ID -> :class:`~SpineAlignmentLib.result.Landmark`
@@ -158,7 +160,7 @@ def predict_landmarks(radiograph_or_array: Any, model, *, flip_tta: bool = False
     finite = pixels[np.isfinite(pixels)]
     if finite.size == 0 or float(np.ptp(finite)) == 0.0:
         warns.append("Image has no contrast (blank); landmarks are meaningless.")
-    pts, conf = predict_array(pixels, model, flip_tta=flip_tta)
+    pts, conf = predict_array(pixels, model, flip_tta=flip_tta, refine=refine)
     if warns:
         # A blank or tiny image must never look confident, whatever the network says.
         conf = np.minimum(conf, 0.05)

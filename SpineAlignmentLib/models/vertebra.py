@@ -197,18 +197,25 @@ def _select_distinct(centers: np.ndarray, corners: np.ndarray, scores: np.ndarra
 
 def _anchored_run(ys: np.ndarray, scores: np.ndarray, anchor_first: np.ndarray, anchor_last: np.ndarray, n: int,
                   weight: float) -> np.ndarray:
-    """Indices of the ``n`` consecutive (by ``y``) candidates that maximise
-    ``sum log(score) + weight * (log anchor_first[first] + log anchor_last[last])``."""
+    """Indices of ``n`` candidates, T1 to L5: a first and a last candidate (by ``y``) and the ``n - 2``
+    best-scoring candidates between them, maximising ``sum log(score) + weight * (log anchor_first[first] +
+    log anchor_last[last])``. Candidates above the first or below the last (C7, S1) are left out; a weak
+    candidate between them (a double detection) is skipped as it is by the plain top-``n`` rule, which
+    this reduces to when ``weight`` is 0."""
     order = np.argsort(ys, kind="stable")
     ls = np.log(np.clip(scores[order], 1e-6, 1.0))
     la = np.log(np.clip(anchor_first[order], 1e-6, 1.0))
     lb = np.log(np.clip(anchor_last[order], 1e-6, 1.0))
-    best, best_i = -np.inf, 0
-    for i in range(len(order) - n + 1):
-        s = ls[i:i + n].sum() + weight * (la[i] + lb[i + n - 1])
-        if s > best:
-            best, best_i = s, i
-    return order[best_i:best_i + n]
+    m = len(order)
+    best, best_sel = -np.inf, order[:n]
+    for i in range(m - n + 1):
+        for j in range(i + n - 1, m):
+            inner = np.sort(ls[i + 1:j])[::-1][: n - 2]
+            s = ls[i] + ls[j] + inner.sum() + weight * (la[i] + lb[j])
+            if s > best:
+                keep = i + 1 + np.argsort(-ls[i + 1:j], kind="stable")[: n - 2]
+                best, best_sel = s, order[np.sort(np.concatenate([[i], keep, [j]]))]
+    return best_sel
 
 
 def decode_vertebrae(out: torch.Tensor, stride: int, n_vertebrae: int = 17, *, search: int = 3, radius: int = 2,
@@ -230,10 +237,10 @@ def decode_vertebrae(out: torch.Tensor, stride: int, n_vertebrae: int = 17, *, s
             3x3 peak test, against double detections of one vertebra.
         extra, min_extra_score, anchor_weight: with anchor channels (T1, L5),
             up to ``extra`` more distinct centres scoring at least
-            ``min_extra_score`` are candidates too, and the run of
-            ``n_vertebrae`` consecutive candidates (top to bottom) maximising
-            ``sum log(centre score) + anchor_weight * (log T1 anchor at its first
-            + log L5 anchor at its last centre)`` is taken. Without anchor
+            ``min_extra_score`` are candidates too; the first and last vertebra
+            and the ``n_vertebrae - 2`` strongest centres between them are chosen
+            to maximise ``sum log(centre score) + anchor_weight * (log T1 anchor
+            at the first + log L5 anchor at the last centre)``. Without anchor
             channels: the ``n_vertebrae`` strongest centres.
 
     Returns:

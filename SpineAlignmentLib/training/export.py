@@ -55,7 +55,11 @@ VERTEBRA_CHANNELS = {"0": "vertebra centre heatmap", "1": "centre dx / 16 px", "
                      "3": "TL dx / 16 px", "4": "TL dy / 16 px", "5": "TR dx / 16 px", "6": "TR dy / 16 px",
                      "7": "BL dx / 16 px", "8": "BL dy / 16 px", "9": "BR dx / 16 px", "10": "BR dy / 16 px",
                      "11": "TL corner heatmap", "12": "TR corner heatmap", "13": "BL corner heatmap",
-                     "14": "BR corner heatmap"}
+                     "14": "BR corner heatmap", "15": "T1 centre anchor heatmap", "16": "L5 centre anchor heatmap"}
+ANCHOR_DESCRIPTION = ("MONAI residual UNet behind a strided stem (input 512x256, output at 1/2 resolution) predicting a "
+                      "vertebra-centre heatmap, centre and corner offsets, four corner-type heatmaps and two anchor "
+                      "heatmaps (T1 and L5 centres); T1..L5 are the 17 consecutive centres (top to bottom) that best fit "
+                      "the centre scores and both anchors.")
 
 
 def fit_calibration(raw: np.ndarray, correct: np.ndarray, n_bins: int = 20) -> tuple[list[float], list[float]]:
@@ -194,9 +198,9 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
     torch.save(state, wpath)
     ids = list(ck.get("landmark_ids") or protocol_landmark_ids(cfg["protocol"]))
     rep = cfg.get("representation", "landmark")
-    from ..models.vertebra import N_CHANNELS
-
-    net_args = {"in_channels": 1, "out_channels": N_CHANNELS if rep == "vertebra" else len(ids), **cfg["net"]}
+    n_out = int(ck["model"]["head.bias"].shape[0])
+    anchored = rep == "vertebra" and n_out > 15
+    net_args = {"in_channels": 1, "out_channels": n_out, **cfg["net"]}
     n_params = int(sum(v.numel() for v in ck["model"].values()))
     epochs_run = len((run_dir / "metrics.jsonl").read_text().splitlines()) if (run_dir / "metrics.jsonl").exists() else ck["epoch"]
     cmd = (f"python -m SpineAlignmentLib.training.export --run {run_dir.as_posix()} --checkpoint {checkpoint} "
@@ -207,7 +211,7 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
         "version": version,
         "changelog": changelog,
         "task": "coronal spine vertebra-corner landmark detection (68 corners T1..L5)",
-        "description": DESCRIPTION[rep],
+        "description": ANCHOR_DESCRIPTION if anchored else DESCRIPTION[rep],
         "protocol": cfg["protocol"],
         "authors": "SpineAlignment contributors",
         "copyright": "SpineAlignment contributors",
@@ -233,7 +237,8 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
             }},
             "outputs": {"pred": {"type": "heatmap", "format": "logits", "num_channels": net_args["out_channels"],
                                  "spatial_shape": [cfg["input_shape"][0] // 2, cfg["input_shape"][1] // 2],
-                                 "channel_def": (VERTEBRA_CHANNELS if rep == "vertebra"
+                                 "channel_def": ({k: v for k, v in VERTEBRA_CHANNELS.items() if int(k) < n_out}
+                                                 if rep == "vertebra"
                                                  else {str(i): lid for i, lid in enumerate(ids)})}},
         },
         "landmarks": ids,
@@ -278,8 +283,10 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
                               f"{r['roi']['size']} ROI rotated to the vertebra (DSNT heatmaps).")
         md["network"]["coarse_to_fine"] = (
             "Stage 1 (this network, whole image at 512x256): vertebra centres, their regressed corner offsets, each "
-            "corner then refined by a soft-argmax of its corner-type heatmap near the coarse corner; the 17 strongest "
-            "centres sorted top to bottom are T1..L5. Stage 2 (the 'refinement' network): for each vertebra a square "
+            "corner then refined by a soft-argmax of its corner-type heatmap near the coarse corner; "
+            + ("T1..L5 are the 17 consecutive centres best fitting the centre scores and the T1/L5 anchor maps. "
+               if anchored else "the 17 strongest centres sorted top to bottom are T1..L5. ")
+            + "Stage 2 (the 'refinement' network): for each vertebra a square "
             f"ROI of {r['roi']['extent']} vertebra widths, centred on the stage-1 vertebra and rotated to its "
             f"mid-line, is sampled at {r['roi']['size']}x{r['roi']['size']} from the image resized so that the "
             f"median vertebra spans {r['roi']['size'] / r['roi']['extent']:.0f} px (about the original resolution, "
@@ -371,6 +378,15 @@ def write_readme(md: dict, out: Path, benchmark: dict | None = None) -> Path:
         f" x {md['network_data_format']['inputs']['image']['spatial_shape'][1]} (rows x columns); coordinates mapped "
         "back to original pixels per axis.",
         f"- Coarse to fine: {md['network']['coarse_to_fine']}",
+        *([f"- Second stage: `{md['refinement']['network']['class']}` with 4 output heatmaps, "
+           f"{md['refinement']['network'].get('parameters', 0):,} parameters; weights `{md['refinement']['weights']['file']}` "
+           f"({md['refinement']['weights']['dtype']}, {md['refinement']['weights'].get('size_bytes', 0) / 1e6:.1f} MB), "
+           f"SHA-256 `{md['refinement']['weights']['sha256']}` (checked on load); trained "
+           f"{md['refinement']['training']['epochs_run']} epochs on ROIs cut around the reference vertebrae with a "
+           f"simulated first-stage error ({md['refinement']['training']['recipe']['roi_error_simulated']}); "
+           f"augmentation: {md['refinement']['training']['recipe']['augmentation']}. "
+           "`predict_landmarks(..., refine=False)` returns the first stage alone."]
+          if "refinement" in md else []),
         f"- Confidence: {md['decoding'].get('confidence', 'probability mass of each heatmap near its peak')}. A mean "
         f"confidence below {md['decoding']['low_confidence']} gives a low-confidence warning (lateral, chest, empty or "
         "noise images); vertebrae out of order, broken corner order and irregular size/spacing give warnings too.",
@@ -419,8 +435,12 @@ def write_readme(md: dict, out: Path, benchmark: dict | None = None) -> Path:
         "",
         "- Trained on one public dataset (AASCE 2019 training split: adolescent scoliosis, one centre); other "
         "populations, devices, adults with implants or severe rotation are untested.",
-        "- Vertebra identity comes from order: the 17 strongest centres sorted top to bottom are T1..L5. A missed or "
-        "extra vertebra (C7, S1) shifts the names by one; the AASCE triple is little affected, named levels are.",
+        ("- Vertebra identity comes from order and two anchors: the 17 consecutive centres best fitting the centre "
+         "scores and the T1/L5 anchor maps are T1..L5. A missed vertebra, or an anchor on C7 or S1, still shifts "
+         "the names by one level; the AASCE triple is little affected, named levels are."
+         if "15" in md["network_data_format"]["outputs"]["pred"].get("channel_def", {}) else
+         "- Vertebra identity comes from order: the 17 strongest centres sorted top to bottom are T1..L5. A missed or "
+         "extra vertebra (C7, S1) shifts the names by one; the AASCE triple is little affected, named levels are."),
         "- No pixel spacing exists for the training images; distances are in pixels.",
         "- Research software, not a medical device. Check the landmarks before using a value.",
         "",

@@ -278,6 +278,14 @@ def test_anchors_pick_t1_to_l5_when_c7_looks_stronger():
     peaks_l5_strong = {0: 0.6}
     out2 = _vertebra_output(pts, 256, 128, 2, anchors=(1, 17), centre_peaks=peaks_l5_strong)
     np.testing.assert_allclose(decode_vertebrae(out2, 2)[0][0], spine, atol=0.5)
+    # a weak spurious centre between T6 and T7 is skipped, not taken in place of L5
+    from SpineAlignmentLib.models.vertebra import _pixel_index
+
+    mid = torch.tensor(0.5 * (q[5].mean(0) + q[6].mean(0)), dtype=torch.float32)[None, None]
+    ix, iy = _pixel_index(mid, 256, 128, 2)
+    out3 = out.clone()
+    out3[0, 0, iy[0, 0], ix[0, 0]] = torch.logit(torch.tensor(0.3))
+    np.testing.assert_allclose(decode_vertebrae(out3, 2)[0][0], spine, atol=0.5)
 
 
 def test_vertebra_loss_trains_the_anchor_maps():
