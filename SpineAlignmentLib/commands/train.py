@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init-from", default=None, metavar="CHECKPOINT",
                         help="start from these weights (a run's .pt checkpoint or a packaged model.pt); extra head "
                              "channels start as copies of the centre map")
+    parser.add_argument("--anchors", action="store_true",
+                        help="vertebra representation: also learn T1 and L5 anchor maps, used to choose the first and "
+                             "last vertebra (experimental: in a 10-epoch fine-tune they did not help yet)")
     parser.add_argument("--warmup", type=float, default=2.0, metavar="EPOCHS", help="linear warm-up epochs (default 2)")
     parser.add_argument("--stage", choices=("landmarks", "refine"), default="landmarks",
                         help="landmarks: the whole-image first stage (default); refine: the second-stage ROI "
@@ -57,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction,
         seed=args.seed, threads=args.threads, time_limit_min=args.time_limit, max_images=args.max_images,
         representation=args.representation, init_from=args.init_from, warmup_epochs=args.warmup,
+        anchors=args.anchors,
     )
     best = train(cfg, resume=args.resume, progress=not args.no_progress)
     print(json.dumps(best, indent=1))

@@ -12,7 +12,8 @@ resolution:
 2. The image is first resized (antialiased) so that the image's median
    vertebra width spans ``size / extent`` pixels; the ROI is then sampled
    bilinearly into a ``size x size`` patch (no aliasing: one patch pixel is
-   about one resized pixel).
+   about one resized pixel), whose 1st and 99th intensity percentiles are
+   stretched to [0, 1] (:func:`normalise_patches`).
 3. A small heatmap network (:class:`~SpineAlignmentLib.models.network.SpineLandmarkNet`
    with four output channels, TL, TR, BL, BR of the *central* vertebra) is
    decoded by DSNT to sub-pixel patch coordinates, mapped back to original
@@ -35,7 +36,7 @@ from PIL import Image
 from .dsnt import dsnt, flat_softmax, peak_mass
 
 __all__ = ["RoiSpec", "vertebra_frames", "resize_for_rois", "roi_grid", "sample_rois", "to_roi", "from_roi",
-           "refine_corners", "refine_resized", "FLIP_CORNERS"]
+           "refine_corners", "refine_resized", "normalise_patches", "FLIP_CORNERS"]
 
 #: corner order after a left-right mirror of a patch (TL, TR, BL, BR -> TR, TL, BR, BL)
 FLIP_CORNERS = (1, 0, 3, 2)
@@ -139,6 +140,19 @@ def sample_rois(image: np.ndarray | torch.Tensor, grid: np.ndarray) -> torch.Ten
     return out.reshape(v, 1, s, s)
 
 
+def normalise_patches(x: torch.Tensor, low: float = 0.01, high: float = 0.99) -> torch.Tensor:
+    """Per patch, map its ``low`` and ``high`` quantiles to 0 and 1 (clipped): (V, 1, S, S).
+
+    The whole-image normalisation leaves upper thoracic patches nearly black
+    (a few grey levels); stretching each patch gives every vertebra the same
+    contrast before the network (and before augmentation noise in training).
+    """
+    flat = x.reshape(x.shape[0], -1)
+    q = torch.quantile(flat, torch.tensor([low, high], dtype=x.dtype), dim=1)  # (2, V)
+    lo, hi = q[0][:, None, None, None], q[1][:, None, None, None]
+    return ((x - lo) / (hi - lo).clamp_min(1e-3)).clamp(0.0, 1.0)
+
+
 @torch.no_grad()
 def refine_corners(network: torch.nn.Module, image: np.ndarray, corners: np.ndarray, spec: RoiSpec, *,
                    stride: int, iterations: int = 1, flip_tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -172,7 +186,7 @@ def refine_resized(network: torch.nn.Module, resized: np.ndarray, f: tuple[float
     mass = np.zeros(q.shape[:2])
     for _ in range(max(int(iterations), 1)):
         centre, width, angle = vertebra_frames(q)
-        x = sample_rois(resized, roi_grid(centre, width, angle, spec))
+        x = normalise_patches(sample_rois(resized, roi_grid(centre, width, angle, spec)))
         prob = flat_softmax(network(x))
         uv = dsnt(prob, stride)
         m = peak_mass(prob, uv, stride)

@@ -17,7 +17,7 @@ Output channels (all at ``1/stride`` of the input):
   the pixel centre;
 * ``11-14``: corner-type heatmap logits (TL, TR, BL, BR; one map for the 17
   corners of that type);
-* ``15-16`` (optional): anchor heatmap logits of the first (T1) and last (L5)
+* ``15-16`` (optional, ``spine-align train --anchors``): anchor heatmap logits of the first (T1) and last (L5)
   vertebra centre. Sorting the strongest centres fails by one level when C7 or
   S1 looks as vertebra-like as T1 or L5; T1 (first ribs) and L5 (on the
   sacrum) are told apart by local anatomy, so the decoder picks the run of
@@ -39,7 +39,7 @@ from .dsnt import heatmap_grid
 
 __all__ = ["N_CHANNELS", "OFFSET_SCALE", "ANCHORS", "VertebraLoss", "decode_vertebrae", "focal_loss"]
 
-N_CHANNELS = 17  # with the T1/L5 anchors; 15 for a network without them
+N_CHANNELS = 15  # ANCHORS.stop (17) with the optional T1/L5 anchor maps
 OFFSET_SCALE = 16.0  # input pixels per offset unit (keeps regression targets around 1)
 CENTER, CENTER_OFF, CORNER_OFF, CORNER_HM, ANCHORS = 0, slice(1, 3), slice(3, 11), slice(11, 15), slice(15, 17)
 

@@ -94,6 +94,24 @@ def fit_calibration(raw: np.ndarray, correct: np.ndarray, n_bins: int = 20) -> t
     return out_x, out_y
 
 
+def level_shift(pred: np.ndarray, truth: np.ndarray) -> int:
+    """Median over vertebrae of (index of the nearest reference centre - own index): 0 when the
+    predicted vertebrae carry the right names, +1 / -1 when every name is one level off."""
+    pc = np.asarray(pred, dtype=float).reshape(-1, 4, 2).mean(1)
+    tc = np.asarray(truth, dtype=float).reshape(-1, 4, 2).mean(1)
+    nearest = np.linalg.norm(pc[:, None] - tc[None], axis=-1).argmin(1)
+    return int(np.median(nearest - np.arange(len(pc))))
+
+
+def error_analysis(collect: dict) -> str:
+    """One sentence on where the landmark error comes from (per-image figures of the validation run)."""
+    e, s = collect["image_mean_error_px"], collect["level_shift"]
+    big = e > 50.0
+    return (f"Per image: median mean landmark error {np.median(e):.1f} px; {int(big.sum())} of {len(e)} images have a "
+            f"mean error above 50 px, {int((big & (s != 0)).sum())} of them with every vertebra named one or more "
+            f"levels off; {int((s != 0).sum())} images in all are named off by a level (nearest reference centre).")
+
+
 def evaluate_end_to_end(model, data_dir: Path, names: list[str], points: dict, refs: dict, *, flip_tta: bool,
                         collect: dict | None = None) -> dict:
     """Run the public inference path on the named images and compute the validation metrics.
@@ -123,6 +141,8 @@ def evaluate_end_to_end(model, data_dir: Path, names: list[str], points: dict, r
         collect["error_pct_width"] = np.concatenate([
             100 * np.linalg.norm(p - t, axis=1) / np.repeat(vertebra_widths(t), 4) for p, t in zip(preds, truths)])
         collect["mean_conf"] = np.array([c.mean() for c in confs])
+        collect["image_mean_error_px"] = np.array([np.linalg.norm(p - t, axis=1).mean() for p, t in zip(preds, truths)])
+        collect["level_shift"] = np.array([level_shift(p, t) for p, t in zip(preds, truths)])
     m["median_seconds_per_image_inference_only"] = float(np.median(times))
     m["mean_confidence"] = float(np.mean(np.concatenate(confs)))
     return m
@@ -328,6 +348,7 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
     md["validation"]["reference_angles"] = "labels/angles.csv of the dataset (the authors' AASCE triple)"
     md["validation"]["vs_triple_of_cleaned_labels"] = {"smape_pct": plain["smape_pct_vs_label_triple"],
                                                        "cmae_deg": plain["cmae_deg_vs_label_triple"]}
+    md["validation"]["error_analysis"] = error_analysis(raw)
     md["validation"]["flip_tta"] = {k: tta[k] for k in ("mean_error_px", "mean_error_pct_width", "smape_pct", "cmae_deg")}
     validate_metadata(md, "(export)")
     (out / "metadata.json").write_text(json.dumps(md, indent=1))

@@ -4,7 +4,8 @@ Training patches are cut around the *reference* vertebrae with a random
 error on the ROI (centre shift, width and angle), drawn to be somewhat larger
 than the first stage's validation error, so the refiner learns to pull a coarse
 corner back to the true one. Augmentation per patch: left-right mirror (with
-TL<->TR, BL<->BR), gamma, contrast, brightness, Gaussian noise and blur.
+TL<->TR, BL<->BR), then, after the per-patch contrast stretch the refiner
+always applies, gamma, contrast, brightness, Gaussian noise and blur.
 
 Validation is end to end: the first-stage model (a packaged model) predicts
 the validation images once; each epoch refines those predictions and reports
@@ -39,7 +40,7 @@ from ..models.dsnt import dsnt, flat_softmax
 from ..models.landmarks import protocol_landmark_ids
 from ..models.network import SpineLandmarkNet
 from ..models.refine import (
-    FLIP_CORNERS, RoiSpec, _scale_points, refine_resized, resize_for_rois, roi_grid, sample_rois, to_roi, vertebra_frames)
+    FLIP_CORNERS, RoiSpec, _scale_points, normalise_patches, refine_resized, resize_for_rois, roi_grid, sample_rois, to_roi, vertebra_frames)
 from .dataset import Sample, load_samples, patient_id, patient_split
 from .hygiene import write_report
 from .losses import DsntLoss
@@ -122,7 +123,7 @@ class _PatchSet(torch.utils.data.Dataset):
         centre = centre + np.clip(rng.normal(0, cfg.shift_sd, (v, 2)), -2.5 * cfg.shift_sd, 2.5 * cfg.shift_sd) * width[:, None]
         width = width * np.exp(np.clip(rng.normal(0, cfg.scale_sd, v), -2.5 * cfg.scale_sd, 2.5 * cfg.scale_sd))
         angle = angle + np.radians(np.clip(rng.normal(0, cfg.angle_sd_deg, v), -2.5 * cfg.angle_sd_deg, 2.5 * cfg.angle_sd_deg))
-        x = sample_rois(it.image.astype(np.float32) / 255.0, roi_grid(centre, width, angle, spec))
+        x = normalise_patches(sample_rois(it.image.astype(np.float32) / 255.0, roi_grid(centre, width, angle, spec)))
         uv = to_roi(it.points, centre, width, angle, spec)
         flip = rng.random(v) < 0.5
         x[flip] = torch.flip(x[flip], dims=[-1])

@@ -31,7 +31,7 @@ from ..errors import SpineAlignmentError
 from ..inference.decode import decode_heatmaps
 from ..models.landmarks import flip_permutation, protocol_landmark_ids
 from ..models.network import SpineLandmarkNet
-from ..models.vertebra import N_CHANNELS, VertebraLoss, decode_vertebrae
+from ..models.vertebra import ANCHORS, N_CHANNELS, VertebraLoss, decode_vertebrae
 from .dataset import CachedSample, cache_sample, load_samples, patient_id, patient_split
 from .hygiene import write_report
 from .losses import DsntLoss
@@ -67,6 +67,7 @@ class TrainConfig:
     time_limit_min: float | None = None
     max_images: int | None = None
     init_from: str | None = None  # weights to start from (a run's checkpoint or a packaged model.pt)
+    anchors: bool = False  # vertebra representation: add the T1/L5 anchor maps (channels 15-16)
     net: dict = field(default_factory=lambda: {
         "stem_channels": [16, 32], "channels": [32, 64, 128, 256, 256], "num_res_units": 1, "features": 64})
 
@@ -103,7 +104,7 @@ def _seed_all(seed: int) -> None:
 
 
 def build_network(cfg: TrainConfig, n_landmarks: int) -> SpineLandmarkNet:
-    out = N_CHANNELS if cfg.representation == "vertebra" else n_landmarks
+    out = (ANCHORS.stop if cfg.anchors else N_CHANNELS) if cfg.representation == "vertebra" else n_landmarks
     net = SpineLandmarkNet(in_channels=1, out_channels=out, **cfg.net)
     if cfg.representation == "vertebra":
         # Heatmap logits start at a 1 % prior (CenterNet) so the first focal-loss steps are not dominated

@@ -137,3 +137,18 @@ def test_refine_chain_recovers_corners_from_a_shifted_roi(flip_tta):
 
 def test_flip_corner_order_is_an_involution():
     assert [FLIP_CORNERS[k] for k in FLIP_CORNERS] == [0, 1, 2, 3]
+
+
+def test_normalise_patches_stretches_each_patch_alike():
+    from SpineAlignmentLib.models.refine import normalise_patches
+
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(1, 1, 32, 32, generator=g)
+    dark, bright = 0.02 * base + 0.01, 0.5 * base + 0.4  # a dim upper-thoracic patch and a lumbar one
+    out = normalise_patches(torch.cat([dark, bright]))
+    torch.testing.assert_close(out[0], out[1], atol=1e-4, rtol=0)
+    flat = out.reshape(2, -1)
+    assert float(flat.min()) == 0.0 and float(flat.max()) == 1.0
+    assert abs(float((flat[0] <= 0).float().mean()) - 0.01) < 0.005  # 1 % of the pixels clipped at each end
+    # a blank patch stays finite
+    assert torch.isfinite(normalise_patches(torch.zeros(1, 1, 8, 8))).all()
