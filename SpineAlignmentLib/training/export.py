@@ -224,7 +224,9 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
     n_params = int(sum(v.numel() for v in ck["model"].values()))
     epochs_run = len((run_dir / "metrics.jsonl").read_text().splitlines()) if (run_dir / "metrics.jsonl").exists() else ck["epoch"]
     cmd = (f"python -m SpineAlignmentLib.training.export --run {run_dir.as_posix()} --checkpoint {checkpoint} "
-           f"--data ../shared/datasets/aasce-train --out Resources/Models/{name}")
+           + (f"--refiner {Path(refiner_run).as_posix()} --refiner-checkpoint {refiner_checkpoint} "
+              f"--refine-iterations {refine_iterations} " if refiner_run is not None else "")
+           + f"--version {version} --data ../shared/datasets/aasce-train --out Resources/Models/{name}")
     md = {
         "schema": "spinealignment.model-metadata/1",
         "name": name,

@@ -138,9 +138,10 @@ def test_shipped_metadata_is_valid_and_complete(shipped):
     validate_metadata(md)
     assert md["name"] == SHIPPED and md["protocol"] == "coronal-spine"
     assert md["landmarks"] == list(protocol_landmark_ids("coronal-spine"))
-    w = shipped / md["weights"]["file"]
-    assert w.stat().st_size < 25 * 1024 * 1024
-    assert sha256_file(w) == md["weights"]["sha256"]
+    files = [md["weights"]] + ([md["refinement"]["weights"]] if "refinement" in md else [])
+    for w in files:
+        assert sha256_file(shipped / w["file"]) == w["sha256"]
+    assert sum((shipped / w["file"]).stat().st_size for w in files) < 25 * 1024 * 1024
     assert md["validation"]["n_images"] == md["training"]["split"]["n_val"] - md["training"]["split"].get("n_val_excluded", 0)
     # the validation split is patient-disjoint from training
     assert md["training"]["split"]["n_train"] > md["validation"]["n_images"] > 50
