@@ -43,7 +43,7 @@ def summary_columns(protocol: str, rows: Iterable[dict[str, Any]] = ()) -> list[
 
 def _cell(v: Any) -> Any:
     if isinstance(v, float):
-        return "NaN" if math.isnan(v) else repr(v)
+        return "NaN" if math.isnan(v) else repr(float(v))  # numpy scalars would print as np.float64(...)
     return v
 
 

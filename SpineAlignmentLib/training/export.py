@@ -408,7 +408,8 @@ def write_readme(md: dict, out: Path, benchmark: dict | None = None) -> Path:
            f"{md['refinement']['training']['epochs_run']} epochs on ROIs cut around the reference vertebrae with a "
            f"simulated first-stage error ({md['refinement']['training']['recipe']['roi_error_simulated']}); "
            f"augmentation: {md['refinement']['training']['recipe']['augmentation']}. "
-           "`predict_landmarks(..., refine=False)` returns the first stage alone."]
+           "`predict_landmarks(..., refine=False)` returns the first stage alone. "
+           + md["refinement"]["training"].get("selection", "")]
           if "refinement" in md else []),
         f"- Confidence: {md['decoding'].get('confidence', 'probability mass of each heatmap near its peak')}. A mean "
         f"confidence below {md['decoding']['low_confidence']} gives a low-confidence warning (lateral, chest, empty or "

@@ -15,6 +15,7 @@ from spines import coronal_spine
 from SpineAlignmentLib import batch as batch_mod
 from SpineAlignmentLib.batch import BatchEvent, BatchOptions, BatchRunner, analyze_one
 from SpineAlignmentLib.cli import main as cli_main
+from SpineAlignmentLib.protocols import get_protocol
 from SpineAlignmentLib.pipeline import measure
 from SpineAlignmentLib.slicerio.geometry import ijk_to_ras_for_file
 from SpineAlignmentLib.slicerio.markups_json import landmarks_from_markups_json
@@ -89,6 +90,10 @@ def test_every_image_gets_its_files_and_the_corrupt_one_is_recorded(tmp_path, co
     assert {"Cobb_MT", "AASCE_1", "AASCE_2", "AASCE_3", "TK_T4_T12"} <= set(rows[0])
     assert rows[0]["TK_T4_T12"] == "NaN" and rows[0]["spacing_row_mm"] == "NaN"  # no paired lateral, no spacing
     assert float(rows[0]["AASCE_1"]) == pytest.approx(measure(truth["case00"], PROTO, image_size=SIZE).value("AASCE_1"))
+    # every parameter cell is a plain number or NaN (numpy scalars once printed as "np.float64(...)")
+    for row in rows:
+        for pid in get_protocol(PROTO).parameter_ids:
+            float(row[pid])
     assert sorted(counted) == sorted([f"{n}.png" for n in truth] + ["broken.png"])
 
 
@@ -218,3 +223,14 @@ def test_model_path_goes_through_pipeline_analyze(tmp_path, monkeypatch):
     assert res["model"] == {"name": "fake-model", "version": "0.0.1"} and res["image"] == "case00.png"
     with open(tmp_path / "out" / "summary.csv", newline="") as fh:
         assert next(csv.DictReader(fh))["model"] == "fake-model"
+
+
+def test_summary_cells_are_plain_numbers_for_numpy_values(tmp_path):
+    """Values computed from model output are numpy scalars; the CSV holds plain numbers, never 'np.float64(...)'."""
+    from SpineAlignmentLib.io.tables import write_summary_csv
+
+    path = write_summary_csv(tmp_path / "s.csv", [{"image": "a.png", "Cobb_MT": np.float64(33.5), "AASCE_1": np.float32(2.25),
+                                                   "AASCE_2": float("nan")}], PROTO)
+    with open(path, newline="") as fh:
+        row = next(csv.DictReader(fh))
+    assert (row["Cobb_MT"], row["AASCE_1"], row["AASCE_2"], row["Cobb_PT"]) == ("33.5", "2.25", "NaN", "NaN")
