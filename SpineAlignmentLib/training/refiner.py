@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,7 +34,6 @@ from PIL import Image
 
 from ..errors import SpineAlignmentError
 from ..inference.preprocess import normalise_intensity
-from ..models.dsnt import dsnt, flat_softmax
 from ..models.landmarks import protocol_landmark_ids
 from ..models.network import SpineLandmarkNet
 from ..models.refine import (
@@ -45,6 +42,7 @@ from .dataset import Sample, load_samples, patient_id, patient_split
 from .hygiene import write_report
 from .losses import DsntLoss
 from .metrics import landmark_metrics
+from .trainer import _lr_at, _seed_all  # same warm-up + cosine schedule and seeding as the first stage
 
 __all__ = ["RefinerConfig", "train_refiner", "build_refiner"]
 
@@ -151,13 +149,6 @@ def _collate(batch):
     return torch.cat(xs), torch.cat(uvs), torch.cat(vs)
 
 
-def _lr_at(epoch_float: float, cfg: RefinerConfig) -> float:
-    if epoch_float < cfg.warmup_epochs:
-        return cfg.lr * max(epoch_float / max(cfg.warmup_epochs, 1e-9), 0.02)
-    t = (epoch_float - cfg.warmup_epochs) / max(cfg.epochs - cfg.warmup_epochs, 1e-9)
-    return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
-
-
 def _stage1_predictions(cfg: RefinerConfig, val: list[Sample], out: Path) -> dict[str, np.ndarray]:
     """First-stage corners (68, 2) of every validation image, original pixels (cached in the run folder)."""
     cache = out / "stage1_val.npz"
@@ -212,9 +203,7 @@ def train_refiner(cfg: RefinerConfig, resume: bool = False, progress: bool = Tru
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
         keep = {k: getattr(cfg, k) for k in ("epochs", "time_limit_min", "threads")}
         cfg = RefinerConfig(**{**state["config"], **{k: v for k, v in keep.items() if v is not None}})
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    _seed_all(cfg.seed)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
     spec = RoiSpec(cfg.patch_size, cfg.extent)
 
