@@ -42,7 +42,7 @@ from .dataset import Sample, load_samples, patient_id, patient_split
 from .hygiene import write_report
 from .losses import DsntLoss
 from .metrics import landmark_metrics
-from .trainer import _lr_at, _seed_all  # same warm-up + cosine schedule and seeding as the first stage
+from .trainer import RunConfig, _lr_at, _seed_all  # same settings, warm-up + cosine schedule and seeding as the first stage
 
 __all__ = ["RefinerConfig", "train_refiner", "build_refiner"]
 
@@ -50,31 +50,18 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class RefinerConfig:
+class RefinerConfig(RunConfig):
     """Settings of a refiner run (all JSON-serialisable)."""
 
-    protocol: str = "coronal-spine"
-    data: str = ""
-    out: str = ""
     stage1: str = "coronal-spine-landmarks"  # packaged first-stage model (name or folder) for validation
+    epochs: int = 30
+    warmup_epochs: float = 1
     patch_size: int = 128
     extent: float = 1.8
-    epochs: int = 30
     images_per_batch: int = 4  # x 17 vertebrae = patches per step
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    warmup_epochs: int = 1
-    val_fraction: float = 0.2
-    seed: int = 0
-    threads: int = 2
-    sigma: float = 1.5
-    coord_weight: float = 0.1
-    js_weight: float = 1.0
     shift_sd: float = 0.12  # ROI centre error, vertebra widths (per axis)
     scale_sd: float = 0.10  # log ROI width error
     angle_sd_deg: float = 6.0
-    time_limit_min: float | None = None
-    max_images: int | None = None
     net: dict = field(default_factory=lambda: {
         "stem_channels": [16, 32], "channels": [32, 64, 128, 128], "num_res_units": 1, "features": 32})
 

@@ -38,34 +38,40 @@ from .losses import DsntLoss
 from .metrics import landmark_metrics
 from .transforms import build_train_transforms
 
-__all__ = ["TrainConfig", "train", "LandmarkDataset", "evaluate_samples"]
+__all__ = ["RunConfig", "TrainConfig", "train", "LandmarkDataset", "evaluate_samples"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class TrainConfig:
-    """Settings of a training run (all JSON-serialisable)."""
+class RunConfig:
+    """Settings every training run has (both stages; all JSON-serialisable)."""
 
     protocol: str = "coronal-spine"
     data: str = ""
     out: str = ""
-    input_shape: tuple[int, int] = (512, 256)
     epochs: int = 60
-    batch_size: int = 8
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_epochs: float = 2
     val_fraction: float = 0.2
     seed: int = 0
     threads: int = 2
-    sigma: float = 1.5
+    sigma: float = 1.5  # target Gaussian, heatmap pixels
     coord_weight: float = 0.1
     js_weight: float = 1.0
-    heatmap_loss: str = "kl"
-    representation: str = "vertebra"  # "vertebra" (centre + offsets + corner maps) or "landmark" (one map per corner)
     time_limit_min: float | None = None
     max_images: int | None = None
+
+
+@dataclass
+class TrainConfig(RunConfig):
+    """Settings of a first-stage (whole-image) run."""
+
+    input_shape: tuple[int, int] = (512, 256)
+    batch_size: int = 8
+    heatmap_loss: str = "kl"
+    representation: str = "vertebra"  # "vertebra" (centre + offsets + corner maps) or "landmark" (one map per corner)
     init_from: str | None = None  # weights to start from (a run's checkpoint or a packaged model.pt)
     anchors: bool = False  # vertebra representation: add the T1/L5 anchor maps (channels 15-16)
     net: dict = field(default_factory=lambda: {
