@@ -20,8 +20,8 @@ Output channels (all at ``1/stride`` of the input):
 * ``15-16`` (optional, ``spine-align train --anchors``): anchor heatmap logits of the first (T1) and last (L5)
   vertebra centre. Sorting the strongest centres fails by one level when C7 or
   S1 looks as vertebra-like as T1 or L5; T1 (first ribs) and L5 (on the
-  sacrum) are told apart by local anatomy, so the decoder picks the run of
-  consecutive centres that best fits both the centre scores and the anchors.
+  sacrum) are told apart by local anatomy, so the decoder chooses the first
+  and last vertebra with them and the strongest centres in between.
 
 Decoding is coarse to fine: coarse corners = centre peak + regressed offsets;
 each coarse corner is then refined by a soft-argmax of its corner-type
@@ -210,10 +210,9 @@ def _anchored_run(ys: np.ndarray, scores: np.ndarray, anchor_first: np.ndarray, 
     best, best_sel = -np.inf, order[:n]
     for i in range(m - n + 1):
         for j in range(i + n - 1, m):
-            inner = np.sort(ls[i + 1:j])[::-1][: n - 2]
-            s = ls[i] + ls[j] + inner.sum() + weight * (la[i] + lb[j])
+            keep = i + 1 + np.argsort(-ls[i + 1:j], kind="stable")[: n - 2]
+            s = ls[i] + ls[j] + ls[keep].sum() + weight * (la[i] + lb[j])
             if s > best:
-                keep = i + 1 + np.argsort(-ls[i + 1:j], kind="stable")[: n - 2]
                 best, best_sel = s, order[np.sort(np.concatenate([[i], keep, [j]]))]
     return best_sel
 

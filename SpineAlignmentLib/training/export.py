@@ -58,8 +58,8 @@ VERTEBRA_CHANNELS = {"0": "vertebra centre heatmap", "1": "centre dx / 16 px", "
                      "14": "BR corner heatmap", "15": "T1 centre anchor heatmap", "16": "L5 centre anchor heatmap"}
 ANCHOR_DESCRIPTION = ("MONAI residual UNet behind a strided stem (input 512x256, output at 1/2 resolution) predicting a "
                       "vertebra-centre heatmap, centre and corner offsets, four corner-type heatmaps and two anchor "
-                      "heatmaps (T1 and L5 centres); T1..L5 are the 17 consecutive centres (top to bottom) that best fit "
-                      "the centre scores and both anchors.")
+                      "heatmaps (T1 and L5 centres); the first and last vertebra are chosen with the anchors and the 15 "
+                      "strongest centres between them complete T1..L5.")
 
 
 def fit_calibration(raw: np.ndarray, correct: np.ndarray, n_bins: int = 20) -> tuple[list[float], list[float]]:
@@ -306,7 +306,8 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
         md["network"]["coarse_to_fine"] = (
             "Stage 1 (this network, whole image at 512x256): vertebra centres, their regressed corner offsets, each "
             "corner then refined by a soft-argmax of its corner-type heatmap near the coarse corner; "
-            + ("T1..L5 are the 17 consecutive centres best fitting the centre scores and the T1/L5 anchor maps. "
+            + ("the first and last vertebra are chosen with the T1/L5 anchor maps and the 15 strongest centres "
+               "between them complete T1..L5. "
                if anchored else "the 17 strongest centres sorted top to bottom are T1..L5. ")
             + "Stage 2 (the 'refinement' network): for each vertebra a square "
             f"ROI of {r['roi']['extent']} vertebra widths, centred on the stage-1 vertebra and rotated to its "
@@ -459,8 +460,8 @@ def write_readme(md: dict, out: Path, benchmark: dict | None = None) -> Path:
         "",
         "- Trained on one public dataset (AASCE 2019 training split: adolescent scoliosis, one centre); other "
         "populations, devices, adults with implants or severe rotation are untested.",
-        ("- Vertebra identity comes from order and two anchors: the 17 consecutive centres best fitting the centre "
-         "scores and the T1/L5 anchor maps are T1..L5. A missed vertebra, or an anchor on C7 or S1, still shifts "
+        ("- Vertebra identity comes from order and two anchors: the T1/L5 anchor maps choose the first and last "
+         "vertebra, the strongest centres between them the rest. A missed vertebra, or an anchor on C7 or S1, still shifts "
          "the names by one level; the AASCE triple is little affected, named levels are."
          if "15" in md["network_data_format"]["outputs"]["pred"].get("channel_def", {}) else
          "- Vertebra identity comes from order: the 17 strongest centres sorted top to bottom are T1..L5. A missed or "
