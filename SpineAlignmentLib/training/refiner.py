@@ -32,7 +32,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..errors import SpineAlignmentError
 from ..inference.preprocess import normalise_intensity
 from ..models.landmarks import protocol_landmark_ids
 from ..models.network import SpineLandmarkNet
@@ -42,7 +41,7 @@ from .dataset import Sample, load_samples, patient_id, patient_split
 from .hygiene import write_report
 from .losses import DsntLoss
 from .metrics import landmark_metrics
-from .trainer import RunConfig, _lr_at, _seed_all  # same settings, warm-up + cosine schedule and seeding as the first stage
+from .trainer import RunConfig, _lr_at, open_run  # same settings, run folder, schedule and seeding as the first stage
 
 __all__ = ["RefinerConfig", "train_refiner", "build_refiner"]
 
@@ -179,19 +178,8 @@ def train_refiner(cfg: RefinerConfig, resume: bool = False, progress: bool = Tru
     """Train (or resume) the ROI refiner; returns the last epoch's validation metrics."""
     from tqdm import tqdm
 
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(cfg.threads)
+    cfg, state, out = open_run(cfg, resume)
     ckpt = out / "last.pt"
-    state = None
-    if resume:
-        if not ckpt.exists():
-            raise SpineAlignmentError(f"Cannot resume: {ckpt} does not exist; start without --resume.")
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        keep = {k: getattr(cfg, k) for k in ("epochs", "time_limit_min", "threads")}
-        cfg = RefinerConfig(**{**state["config"], **{k: v for k, v in keep.items() if v is not None}})
-    _seed_all(cfg.seed)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
     spec = RoiSpec(cfg.patch_size, cfg.extent)
 
     ids = protocol_landmark_ids(cfg.protocol)

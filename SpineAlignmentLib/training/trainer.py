@@ -209,6 +209,29 @@ def _load_cache(samples, cfg: TrainConfig, progress: bool) -> list[CachedSample]
     return [cache_sample(s, tuple(cfg.input_shape)) for s in it]
 
 
+def open_run(cfg: RunConfig, resume: bool):
+    """Create the run folder, set threads and seeds, write ``config.json``; on ``resume`` load
+    ``last.pt`` and take the run's settings from it (only the stopping rules and threads may change).
+
+    Returns ``(cfg, state, out)``: the effective config (same type as ``cfg``), the loaded
+    checkpoint or ``None``, and the run folder.
+    """
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = None
+    if resume:
+        ckpt = out / "last.pt"
+        if not ckpt.exists():
+            raise SpineAlignmentError(f"Cannot resume: {ckpt} does not exist; start without --resume.")
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        keep = {k: getattr(cfg, k) for k in ("epochs", "time_limit_min", "threads")}
+        cfg = type(cfg)(**{**state["config"], **{k: v for k, v in keep.items() if v is not None}})
+    torch.set_num_threads(cfg.threads)
+    _seed_all(cfg.seed)
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    return cfg, state, out
+
+
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
     """Train (or resume) a landmark network; returns the best validation metrics.
 
@@ -217,23 +240,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     """
     from tqdm import tqdm
 
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(cfg.threads)
+    cfg, state, out = open_run(cfg, resume)
+    cfg.input_shape = tuple(cfg.input_shape)
     ckpt_path = out / "last.pt"
-    state = None
-    if resume:
-        if not ckpt_path.exists():
-            raise SpineAlignmentError(f"Cannot resume: {ckpt_path} does not exist; start without --resume.")
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        saved = state["config"]
-        # The run's identity comes from the checkpoint; only the stopping rules may change on resume.
-        keep = {k: getattr(cfg, k) for k in ("epochs", "time_limit_min", "threads")}
-        cfg = TrainConfig(**{**saved, **{k: v for k, v in keep.items() if v is not None}})
-        cfg.net = dict(saved["net"])
-        cfg.input_shape = tuple(cfg.input_shape)
-    _seed_all(cfg.seed)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
 
     ids = protocol_landmark_ids(cfg.protocol)
     vnames = [ids[i].split("_")[0] for i in range(0, len(ids), 4)]
