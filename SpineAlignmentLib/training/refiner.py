@@ -41,7 +41,7 @@ from .dataset import Sample, load_samples, patient_id, patient_split
 from .hygiene import write_report
 from .losses import DsntLoss
 from .metrics import landmark_metrics
-from .trainer import RunConfig, _lr_at, open_run  # same settings, run folder, schedule and seeding as the first stage
+from .trainer import RunConfig, open_run, train_epoch  # same settings, run folder, schedule and loop as the first stage
 
 __all__ = ["RefinerConfig", "train_refiner", "build_refiner"]
 
@@ -218,23 +218,9 @@ def train_refiner(cfg: RefinerConfig, resume: bool = False, progress: bool = Tru
                                              batch_size=cfg.images_per_batch, shuffle=True, generator=g,
                                              collate_fn=_collate, num_workers=0,
                                              drop_last=len(train_items) > cfg.images_per_batch)
-        sums: dict[str, float] = {}
-        nb = len(loader)
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress, leave=False)
-        for b, (x, uv, valid) in enumerate(bar):
-            for gr in opt.param_groups:
-                gr["lr"] = _lr_at(epoch + b / max(nb, 1), cfg)
-            loss, parts = loss_fn(net(x), uv, valid)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-            opt.step()
-            parts["loss"] = float(loss.detach())
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + v
-            bar.set_postfix(loss=f"{parts['loss']:.3f}", err=f"{parts['err_px']:.2f}px")
+        means, _ = train_epoch(net, loader, loss_fn, opt, cfg, epoch, progress, lambda batch: batch)
         train_time = time.time() - t0
-        row = {"epoch": epoch + 1, "train_time_s": round(train_time, 1), **{f"train_{k}": v / max(nb, 1) for k, v in sums.items()}}
+        row = {"epoch": epoch + 1, "train_time_s": round(train_time, 1), **{f"train_{k}": v for k, v in means.items()}}
         if val:
             metrics, base = evaluate_refiner(net, spec, stride, val, coarse, val_images)
             row.update({f"val_{k}": v for k, v in metrics.items()})

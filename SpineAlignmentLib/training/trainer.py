@@ -193,7 +193,7 @@ def evaluate_samples(model: torch.nn.Module, samples: list[CachedSample], batch_
     return metrics, preds
 
 
-def _lr_at(epoch_float: float, cfg: TrainConfig) -> float:
+def _lr_at(epoch_float: float, cfg: RunConfig) -> float:
     """Linear warm-up then cosine decay to 1 % of the peak rate."""
     if epoch_float < cfg.warmup_epochs:
         return cfg.lr * max(epoch_float / max(cfg.warmup_epochs, 1e-9), 0.02)
@@ -207,6 +207,35 @@ def _load_cache(samples, cfg: TrainConfig, progress: bool) -> list[CachedSample]
 
     it = tqdm(samples, desc="caching images", unit="img", disable=not progress)
     return [cache_sample(s, tuple(cfg.input_shape)) for s in it]
+
+
+def train_epoch(model, loader, loss_fn, opt, cfg: RunConfig, epoch: int, progress: bool, unpack) -> tuple[dict, float]:
+    """One optimisation pass over ``loader`` (scheduled lr per step, gradient clipping at 5).
+
+    ``unpack(batch)`` gives ``(inputs, targets, valid)`` for ``loss_fn(model(inputs), targets, valid)``.
+    Returns the mean of each loss part over the steps and the last learning rate.
+    """
+    from tqdm import tqdm
+
+    sums: dict[str, float] = {}
+    nb = len(loader)
+    lr = _lr_at(epoch, cfg)
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress, leave=False)
+    for b, batch in enumerate(bar):
+        lr = _lr_at(epoch + b / max(nb, 1), cfg)
+        for gr in opt.param_groups:
+            gr["lr"] = lr
+        x, target, valid = unpack(batch)
+        loss, parts = loss_fn(model(x), target, valid)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        parts["loss"] = float(loss.detach())
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + v
+        bar.set_postfix(loss=f"{parts['loss']:.3f}", err=f"{parts['err_px']:.2f}px")
+    return {k: v / max(nb, 1) for k, v in sums.items()}, lr
 
 
 def open_run(cfg: RunConfig, resume: bool):
@@ -238,8 +267,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     Raises:
         SpineAlignmentError: bad data folder, or ``resume`` without a checkpoint.
     """
-    from tqdm import tqdm
-
     cfg, state, out = open_run(cfg, resume)
     cfg.input_shape = tuple(cfg.input_shape)
     ckpt_path = out / "last.pt"
@@ -293,27 +320,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         loader = torch.utils.data.DataLoader(LandmarkDataset(train_set, tf), batch_size=cfg.batch_size,
                                              shuffle=True, generator=g, num_workers=0, drop_last=len(train_set) > cfg.batch_size)
-        sums: dict[str, float] = {}
-        nb = len(loader)
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress, leave=False)
-        for b, batch in enumerate(bar):
-            lr = _lr_at(epoch + b / max(nb, 1), cfg)
-            for gr in opt.param_groups:
-                gr["lr"] = lr
-            loss, parts = loss_fn(model(batch["image"]), batch["points"], batch["valid"])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
-            parts["loss"] = float(loss.detach())
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + v
-            bar.set_postfix(loss=f"{parts['loss']:.3f}", err=f"{parts['err_px']:.1f}px")
+        means, lr = train_epoch(model, loader, loss_fn, opt, cfg, epoch, progress,
+                                lambda batch: (batch["image"], batch["points"], batch["valid"]))
         train_time = time.time() - t0
         metrics, _ = evaluate_samples(model, val_set, cfg.batch_size, cfg.representation) if val_set else ({}, [])
         row = {"epoch": epoch + 1, "lr": lr, "train_time_s": round(train_time, 1),
                "val_time_s": round(time.time() - t0 - train_time, 1),
-               **{f"train_{k}": v / max(nb, 1) for k, v in sums.items()},
+               **{f"train_{k}": v for k, v in means.items()},
                **{f"val_{k}": v for k, v in metrics.items()}}
         with open(out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
