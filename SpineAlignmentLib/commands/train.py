@@ -34,24 +34,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="vertebra representation: also learn T1 and L5 anchor maps, used to choose the first and "
                              "last vertebra (experimental: in a 10-epoch fine-tune they did not help yet)")
     parser.add_argument("--warmup", type=float, default=2.0, metavar="EPOCHS", help="linear warm-up epochs (default 2)")
-    parser.add_argument("--stage", choices=("landmarks", "refine"), default="landmarks",
+    parser.add_argument("--stage", choices=("landmarks", "refine", "levels"), default="landmarks",
                         help="landmarks: the whole-image first stage (default); refine: the second-stage ROI "
-                             "network that refines each vertebra's corners")
+                             "network that refines each vertebra's corners; levels: the identification network "
+                             "that tells which detected vertebra is T1 and which L5")
     parser.add_argument("--stage1", default="coronal-spine-landmarks", metavar="MODEL",
-                        help="--stage refine: packaged first-stage model (name or folder) whose validation "
-                             "predictions the refiner is evaluated on (default coronal-spine-landmarks)")
+                        help="--stage refine or levels: packaged first-stage model (name or folder) whose validation "
+                             "predictions the network is evaluated on (default coronal-spine-landmarks)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.stage == "refine":
-        from ..training.refiner import RefinerConfig, train_refiner
+    if args.stage in ("refine", "levels"):
+        if args.stage == "refine":
+            from ..training.refiner import RefinerConfig as Config, train_refiner as train_stage
+        else:
+            from ..training.levels import LevelsConfig as Config, train_levels as train_stage
 
-        rcfg = RefinerConfig(
+        scfg = Config(
             protocol=args.protocol, data=str(args.data), out=str(args.out), stage1=args.stage1,
             epochs=args.epochs, lr=args.lr, val_fraction=args.val_fraction, seed=args.seed, threads=args.threads,
-            time_limit_min=args.time_limit, max_images=args.max_images)
-        print(json.dumps(train_refiner(rcfg, resume=args.resume, progress=not args.no_progress), indent=1))
+            time_limit_min=args.time_limit, max_images=args.max_images, warmup_epochs=args.warmup)
+        print(json.dumps(train_stage(scfg, resume=args.resume, progress=not args.no_progress), indent=1))
         return 0
     from ..training.trainer import TrainConfig, train
 

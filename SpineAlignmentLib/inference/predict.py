@@ -76,8 +76,16 @@ def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False, refine: 
     if dec["method"] == "vertebra-centres":
         from ..models.vertebra import decode_vertebrae
 
+        kw = {}
+        if model.levels is not None:
+            from ..models.levels import make_identifier
+
+            ident = model.metadata["identification"]["decoding"]
+            identifier = make_identifier(model.levels, model.levels_roi, geo.to_original, model.input_shape[1], image=norm)
+            kw = {"identify": identifier, "anchor_weight": float(ident["anchor_weight"]), "extra": int(ident["extra"]),
+                  "min_extra_score": float(ident["min_extra_score"])}
         coords, conf = decode_vertebrae(out, model.stride, len(model.landmark_ids) // 4, search=int(dec["window"]),
-                                        radius=int(dec.get("refine_radius", 2)))
+                                        radius=int(dec.get("refine_radius", 2)), **kw)
     else:
         c_t, conf_t, _ = decode_heatmaps(out, model.stride, window=int(dec["window"]),
                                          conf_radius=float(dec["confidence_radius"]))

@@ -108,6 +108,9 @@ class LoadedModel:
         folder: the model folder.
         refiner: second-stage ROI network (eval mode), or ``None`` when the model has none.
         roi: its :class:`~SpineAlignmentLib.models.refine.RoiSpec`, or ``None``.
+        levels: vertebra identification network (:mod:`SpineAlignmentLib.models.levels`, eval
+            mode), or ``None``.
+        levels_roi: its context patch :class:`~SpineAlignmentLib.models.refine.RoiSpec`, or ``None``.
     """
 
     name: str
@@ -120,6 +123,8 @@ class LoadedModel:
     folder: Path
     refiner: Any = None
     roi: Any = None
+    levels: Any = None
+    levels_roi: Any = None
 
     @property
     def protocol(self) -> str:
@@ -180,18 +185,22 @@ def load_model(name: str, *, folder: Path | None = None):
         raise ModelError(f"Model '{name}' not found in {folder.parent} (installed: {known}); check the model name.")
     md = read_metadata(folder)
     network = _load_network(md["network"], md["weights"], folder)
-    refiner, roi = None, None
-    if "refinement" in md:
-        from .refine import RoiSpec
+    from .refine import RoiSpec
 
-        ref = md["refinement"]
-        refiner = _load_network(ref["network"], ref["weights"], folder)
-        roi = RoiSpec(int(ref["roi"]["size"]), float(ref["roi"]["extent"]))
+    stages = {}
+    for key in ("refinement", "identification"):
+        if key in md:
+            st = md[key]
+            stages[key] = (_load_network(st["network"], st["weights"], folder),
+                           RoiSpec(int(st["roi"]["size"]), float(st["roi"]["extent"])))
+    refiner, roi = stages.get("refinement", (None, None))
+    levels, levels_roi = stages.get("identification", (None, None))
     image = md["network_data_format"]["inputs"]["image"]
     return LoadedModel(
         name=md["name"], version=md["version"], metadata=md, network=network,
         landmark_ids=tuple(md["landmarks"]), input_shape=tuple(image["spatial_shape"]),
         stride=int(md["network"]["stride"]), folder=folder, refiner=refiner, roi=roi,
+        levels=levels, levels_roi=levels_roi,
     )
 
 

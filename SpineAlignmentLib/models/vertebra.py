@@ -219,7 +219,8 @@ def _anchored_run(ys: np.ndarray, scores: np.ndarray, anchor_first: np.ndarray, 
 
 def decode_vertebrae(out: torch.Tensor, stride: int, n_vertebrae: int = 17, *, search: int = 3, radius: int = 2,
                      min_corner_peak: float = 0.1, min_separation: float = 0.5, extra: int = 3,
-                     min_extra_score: float = 0.05, anchor_weight: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+                     min_extra_score: float = 0.05, anchor_weight: float = 2.0,
+                     identify=None) -> tuple[np.ndarray, np.ndarray]:
     """Decode network output into ordered corner landmarks.
 
     Args:
@@ -241,6 +242,12 @@ def decode_vertebrae(out: torch.Tensor, stride: int, n_vertebrae: int = 17, *, s
             to maximise ``sum log(centre score) + anchor_weight * (log T1 anchor
             at the first + log L5 anchor at the last centre)``. Without anchor
             channels: the ``n_vertebrae`` strongest centres.
+        identify: optional ``identify(i, corners) -> (first, last)``: for image ``i``
+            of the batch and its (k, 4, 2) candidate corners (input pixels), the
+            probability that each candidate is the first (T1) and the last (L5)
+            vertebra (:mod:`SpineAlignmentLib.models.levels`); used instead of
+            anchor channels, with the same ``extra``, ``min_extra_score`` and
+            ``anchor_weight`` rule.
 
     Returns:
         ``(points, confidence)``: (B, 4 * n_vertebrae, 2) ``(x, y)`` input pixels in
@@ -270,11 +277,12 @@ def decode_vertebrae(out: torch.Tensor, stride: int, n_vertebrae: int = 17, *, s
     corners = np.zeros((b, n_vertebrae, 4, 2))
     scores = np.zeros((b, n_vertebrae))
     for i in range(b):
-        if anchored:
+        if anchored or identify is not None:
             sel = _select_distinct(cand_centers[i], cand_corners[i], cand_scores[i], n_vertebrae, min_separation,
                                    n_max=n_vertebrae + extra, min_score=min_extra_score)
-            sel = sel[_anchored_run(cand_centers[i][sel, 1], cand_scores[i][sel], cand_anchor[i, 0][sel],
-                                    cand_anchor[i, 1][sel], n_vertebrae, anchor_weight)]
+            first, last = identify(i, cand_corners[i][sel]) if identify is not None else cand_anchor[i][:, sel]
+            sel = sel[_anchored_run(cand_centers[i][sel, 1], cand_scores[i][sel], np.asarray(first), np.asarray(last),
+                                    n_vertebrae, anchor_weight)]
         else:
             sel = _select_distinct(cand_centers[i], cand_corners[i], cand_scores[i], n_vertebrae, min_separation)
         centers[i], corners[i], scores[i] = cand_centers[i][sel], cand_corners[i][sel], cand_scores[i][sel]

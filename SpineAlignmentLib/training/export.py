@@ -148,24 +148,70 @@ def evaluate_end_to_end(model, data_dir: Path, names: list[str], points: dict, r
     return m
 
 
-def _refinement_entry(refiner_run: Path, checkpoint: str, out: Path, fp16: bool, iterations: int) -> dict:
-    """Store the second-stage weights as ``out/refine.pt``; the metadata ``refinement`` entry."""
+def _save_weights(model_state: dict, wpath: Path, fp16: bool) -> dict:
+    """Save a state dict (floating tensors in fp16 when ``fp16``); the metadata ``weights`` entry."""
     import torch
 
     from ..models.registry import sha256_file
 
+    torch.save({k: (v.half() if fp16 and v.is_floating_point() else v) for k, v in model_state.items()}, wpath)
+    return {"file": wpath.name, "sha256": sha256_file(wpath), "dtype": "float16" if fp16 else "float32",
+            "size_bytes": wpath.stat().st_size}
+
+
+def _identification_entry(levels_run: Path, checkpoint: str, out: Path, fp16: bool) -> dict:
+    """Store the identification weights as ``out/levels.pt``; the metadata ``identification`` entry."""
+    import torch
+
+    from ..models.levels import LEVEL_CLASSES
+
+    ck = torch.load(levels_run / checkpoint, map_location="cpu", weights_only=False)
+    cfg = ck["config"]
+    rows = [json.loads(r) for r in (levels_run / "metrics.jsonl").read_text().splitlines()]
+    last = rows[-1]
+    return {
+        "network": {"class": "SpineAlignmentLib.models.levels.LevelClassifier",
+                    "args": {"size": int(cfg["patch_size"]), **cfg["net"]}, "stride": 2 ** len(cfg["net"]["channels"]),
+                    "parameters": int(sum(v.numel() for v in ck["model"].values()))},
+        "weights": _save_weights(ck["model"], out / "levels.pt", fp16),
+        "roi": {"size": int(cfg["patch_size"]), "extent": float(cfg["extent"])},
+        "classes": list(LEVEL_CLASSES),
+        "decoding": {"anchor_weight": float(cfg["anchor_weight"]), "extra": int(cfg["extra"]),
+                     "min_extra_score": float(cfg["min_extra_score"]),
+                     "rule": ("up to `extra` more distinct centres scoring at least `min_extra_score` are candidates; "
+                              "the first and last vertebra and the 15 strongest centres between them maximise "
+                              "sum log(centre score) + anchor_weight * (log P(first) + log P(last))")},
+        "training": {
+            "run": levels_run.as_posix(), "checkpoint": f"{checkpoint} (epoch {int(ck['epoch']) + 1})", "epochs_run": len(rows),
+            "recipe": {"epochs": cfg["epochs"], "patches_per_step": 5 * cfg["images_per_batch"], "optimizer": "AdamW",
+                       "lr": cfg["lr"], "weight_decay": cfg["weight_decay"], "loss": "cross-entropy over the 5 classes",
+                       "patches": ("per image one per class: C7 (C6 p=0.3) and S1 (S2 p=0.3) extrapolated from the end "
+                                   "vertebrae, T1, an inner vertebra (T2 or L4 p=0.5), L5"),
+                       "roi_error_simulated": (f"centre shift N(0, {cfg['shift_sd']}) vertebra widths per axis, width x "
+                                               f"exp(N(0, {cfg['scale_sd']})), angle N(0, {cfg['angle_sd_deg']} deg), "
+                                               "each clipped at 2.5 SD"),
+                       "augmentation": "left-right mirror p=0.5 and the refiner's intensity augmentation",
+                       "split": "the first stage's patient-level split (same seed and fraction)"},
+            "validation_last_epoch": {"patch_accuracy": last.get("val_patch_acc"),
+                                      "images_named_right_first_stage": last.get("val_identity_ok"),
+                                      "images_named_right_first_stage_without": last.get("val_base_identity_ok")},
+        },
+    }
+
+
+def _refinement_entry(refiner_run: Path, checkpoint: str, out: Path, fp16: bool, iterations: int) -> dict:
+    """Store the second-stage weights as ``out/refine.pt``; the metadata ``refinement`` entry."""
+    import torch
+
     ck = torch.load(refiner_run / checkpoint, map_location="cpu", weights_only=False)
     cfg = ck["config"]
-    state = {k: (v.half() if fp16 and v.is_floating_point() else v) for k, v in ck["model"].items()}
-    wpath = out / "refine.pt"
-    torch.save(state, wpath)
+    weights = _save_weights(ck["model"], out / "refine.pt", fp16)
     epochs_run = len((refiner_run / "metrics.jsonl").read_text().splitlines())
     return {
         "network": {"class": "SpineAlignmentLib.models.network.SpineLandmarkNet",
                     "args": {"in_channels": 1, "out_channels": 4, **cfg["net"]}, "stride": 2,
                     "parameters": int(sum(v.numel() for v in ck["model"].values()))},
-        "weights": {"file": wpath.name, "sha256": sha256_file(wpath), "dtype": "float16" if fp16 else "float32",
-                    "size_bytes": wpath.stat().st_size},
+        "weights": weights,
         "roi": {"size": int(cfg["patch_size"]), "extent": float(cfg["extent"])},
         "iterations": int(iterations),
         "training": {
@@ -187,8 +233,10 @@ def _refinement_entry(refiner_run: Path, checkpoint: str, out: Path, fp16: bool,
 def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str, fp16: bool = True,
            low_confidence: float = 0.3, confidence_radius: float = 3.0, window: int = 3,
            checkpoint: str = "best.pt", auto_low_confidence: bool = True, refiner_run: Path | None = None,
-           refiner_checkpoint: str = "last.pt", refine_iterations: int = 1, change: str | None = None) -> dict:
-    """Write ``out/model.pt`` (and ``out/refine.pt`` for a second stage) and ``out/metadata.json``
+           refiner_checkpoint: str = "last.pt", refine_iterations: int = 1, levels_run: Path | None = None,
+           levels_checkpoint: str = "last.pt", change: str | None = None) -> dict:
+    """Write ``out/model.pt`` (``out/refine.pt`` for a second stage, ``out/levels.pt`` for
+    vertebra identification) and ``out/metadata.json``
     from ``run_dir/<checkpoint>``; returns the metadata.
 
     ``change`` is this version's changelog line; earlier entries of an existing
@@ -198,7 +246,7 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
     import torch
 
     from ..models.landmarks import protocol_landmark_ids
-    from ..models.registry import load_model, sha256_file, validate_metadata
+    from ..models.registry import load_model, validate_metadata
     from .dataset import load_samples
 
     run_dir, data_dir, out = Path(run_dir), Path(data_dir), Path(out)
@@ -213,9 +261,7 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
     changelog = json.loads(old_md.read_text()).get("changelog", {}) if old_md.exists() else {}
     changelog[version] = change or changelog.get(version) or (
         "First release: trained from scratch on the AASCE 2019 training split (patient-held-out validation).")
-    state = {k: (v.half() if fp16 and v.is_floating_point() else v) for k, v in ck["model"].items()}
-    wpath = out / "model.pt"
-    torch.save(state, wpath)
+    weights = _save_weights(ck["model"], out / "model.pt", fp16)
     ids = list(ck.get("landmark_ids") or protocol_landmark_ids(cfg["protocol"]))
     rep = cfg.get("representation", "landmark")
     n_out = int(ck["model"]["head.bias"].shape[0])
@@ -226,6 +272,8 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
     cmd = (f"python -m SpineAlignmentLib.training.export --run {run_dir.as_posix()} --checkpoint {checkpoint} "
            + (f"--refiner {Path(refiner_run).as_posix()} --refiner-checkpoint {refiner_checkpoint} "
               f"--refine-iterations {refine_iterations} " if refiner_run is not None else "")
+           + (f"--levels {Path(levels_run).as_posix()} --levels-checkpoint {levels_checkpoint} "
+              if levels_run is not None else "")
            + f"--version {version} --data ../shared/datasets/aasce-train --out Resources/Models/{name}")
     md = {
         "schema": "spinealignment.model-metadata/1",
@@ -247,8 +295,7 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
             "parameters": n_params,
             "coarse_to_fine": COARSE_TO_FINE[rep],
         },
-        "weights": {"file": wpath.name, "sha256": sha256_file(wpath), "dtype": "float16" if fp16 else "float32",
-                    "size_bytes": wpath.stat().st_size},
+        "weights": weights,
         "network_data_format": {
             "inputs": {"image": {
                 "type": "image", "format": "grayscale, bone bright (MONOCHROME2)", "num_channels": 1,
@@ -315,6 +362,17 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
             f"median vertebra spans {r['roi']['size'] / r['roi']['extent']:.0f} px (about the original resolution, "
             "2 to 3 times stage 1's); four corner heatmaps are decoded by DSNT and mapped back "
             f"({r['iterations']} pass{'es' if r['iterations'] > 1 else ''}).")
+    if levels_run is not None:
+        md["identification"] = _identification_entry(Path(levels_run), levels_checkpoint, out, fp16)
+        r = md["identification"]
+        md["description"] += (" A third network tells which detected vertebra is T1 and which L5 from a context patch "
+                              f"of {r['roi']['extent']:g} vertebra widths around each candidate.")
+        md["network"]["coarse_to_fine"] = md["network"]["coarse_to_fine"].replace(
+            "the 17 strongest centres sorted top to bottom are T1..L5. ",
+            f"up to {r['decoding']['extra']} candidates beyond 17 are classified by the 'identification' network "
+            f"({r['roi']['size']}x{r['roi']['size']} patch of {r['roi']['extent']:g} vertebra widths, rotated to the "
+            "candidate's mid-line; classes above T1, T1, inner, L5, below L5); the first and last vertebra are chosen "
+            "with its T1 and L5 probabilities and the strongest centres between them complete T1..L5. ")
     validate_metadata(md, "(export)")
     (out / "metadata.json").write_text(json.dumps(md, indent=1))
 
@@ -489,6 +547,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--refiner", default=None, metavar="RUN", help="second-stage run folder (spine-align train --stage refine)")
     p.add_argument("--refiner-checkpoint", default="last.pt")
     p.add_argument("--refine-iterations", type=int, default=1)
+    p.add_argument("--levels", default=None, metavar="RUN", help="identification run folder (spine-align train --stage levels)")
+    p.add_argument("--levels-checkpoint", default="last.pt")
     p.add_argument("--change", default=None, help="changelog line for this version")
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
@@ -500,7 +560,8 @@ def main(argv: list[str] | None = None) -> int:
     md = export(Path(a.run), Path(a.data), Path(a.out), name=a.name, version=a.version, fp16=not a.fp32,
                 checkpoint=a.checkpoint, low_confidence=a.low_confidence if a.low_confidence is not None else 0.3,
                 auto_low_confidence=a.low_confidence is None, refiner_run=Path(a.refiner) if a.refiner else None,
-                refiner_checkpoint=a.refiner_checkpoint, refine_iterations=a.refine_iterations, change=a.change)
+                refiner_checkpoint=a.refiner_checkpoint, refine_iterations=a.refine_iterations,
+                levels_run=Path(a.levels) if a.levels else None, levels_checkpoint=a.levels_checkpoint, change=a.change)
     print(json.dumps(md["validation"], indent=1))
     return 0
 

@@ -90,6 +90,36 @@ def _cache_train(s: Sample, spec: RoiSpec) -> _Cached:
     return _Cached(s.name, np.clip(np.rint(img * 255), 0, 255).astype(np.uint8), _scale_points(q, f), f)
 
 
+def jittered_frames(corners: np.ndarray, cfg: RefinerConfig, rng: np.random.Generator):
+    """Frames (centre, width, angle) of (V, 4, 2) reference corners with a simulated first-stage error:
+    centre N(0, shift_sd) widths per axis, width x exp(N(0, scale_sd)), angle N(0, angle_sd_deg), each clipped at 2.5 SD."""
+    centre, width, angle = vertebra_frames(corners)
+    v = len(width)
+    centre = centre + np.clip(rng.normal(0, cfg.shift_sd, (v, 2)), -2.5 * cfg.shift_sd, 2.5 * cfg.shift_sd) * width[:, None]
+    width = width * np.exp(np.clip(rng.normal(0, cfg.scale_sd, v), -2.5 * cfg.scale_sd, 2.5 * cfg.scale_sd))
+    angle = angle + np.radians(np.clip(rng.normal(0, cfg.angle_sd_deg, v), -2.5 * cfg.angle_sd_deg, 2.5 * cfg.angle_sd_deg))
+    return centre, width, angle
+
+
+def augment_intensity(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Per patch of (V, 1, S, S) contrast-stretched patches: gamma 0.7-1.5, contrast 0.75-1.25,
+    brightness +-0.1, a 3x3 blur with p = 0.2 and Gaussian noise of SD 0-0.03."""
+    v = x.shape[0]
+    gamma = torch.as_tensor(np.exp(rng.uniform(np.log(0.7), np.log(1.5), v)), dtype=torch.float32)[:, None, None, None]
+    x = x.clamp(0, 1) ** gamma
+    a = torch.as_tensor(rng.uniform(0.75, 1.25, v), dtype=torch.float32)[:, None, None, None]
+    b = torch.as_tensor(rng.uniform(-0.1, 0.1, v), dtype=torch.float32)[:, None, None, None]
+    x = (x - 0.5) * a + 0.5 + b
+    blur = rng.random(v) < 0.2
+    if blur.any():
+        k = torch.tensor([0.25, 0.5, 0.25])
+        kk = (k[:, None] * k[None, :])[None, None]
+        x[blur] = F.conv2d(x[blur], kk, padding=1)
+    x = x + torch.randn(x.shape, generator=torch.Generator().manual_seed(int(rng.integers(1 << 31)))) \
+        * torch.as_tensor(rng.uniform(0, 0.03, v), dtype=torch.float32)[:, None, None, None]
+    return x
+
+
 class _PatchSet(torch.utils.data.Dataset):
     """One item = the 17 jittered, augmented patches of one image and their corners in patch pixels."""
 
@@ -102,30 +132,15 @@ class _PatchSet(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         rng = np.random.default_rng((self.seed, i))
         it, spec, cfg = self.items[i], self.spec, self.cfg
-        centre, width, angle = vertebra_frames(it.points)
+        centre, width, angle = jittered_frames(it.points, cfg, rng)
         v = len(width)
-        centre = centre + np.clip(rng.normal(0, cfg.shift_sd, (v, 2)), -2.5 * cfg.shift_sd, 2.5 * cfg.shift_sd) * width[:, None]
-        width = width * np.exp(np.clip(rng.normal(0, cfg.scale_sd, v), -2.5 * cfg.scale_sd, 2.5 * cfg.scale_sd))
-        angle = angle + np.radians(np.clip(rng.normal(0, cfg.angle_sd_deg, v), -2.5 * cfg.angle_sd_deg, 2.5 * cfg.angle_sd_deg))
         x = normalise_patches(sample_rois(it.image.astype(np.float32) / 255.0, roi_grid(centre, width, angle, spec)))
         uv = to_roi(it.points, centre, width, angle, spec)
         flip = rng.random(v) < 0.5
         x[flip] = torch.flip(x[flip], dims=[-1])
         uv[flip] = uv[flip][:, list(FLIP_CORNERS)]
         uv[flip, :, 0] = (spec.size - 1) - uv[flip, :, 0]
-        # intensity: gamma, contrast/brightness, blur, noise (per patch)
-        gamma = torch.as_tensor(np.exp(rng.uniform(np.log(0.7), np.log(1.5), v)), dtype=torch.float32)[:, None, None, None]
-        x = x.clamp(0, 1) ** gamma
-        a = torch.as_tensor(rng.uniform(0.75, 1.25, v), dtype=torch.float32)[:, None, None, None]
-        b = torch.as_tensor(rng.uniform(-0.1, 0.1, v), dtype=torch.float32)[:, None, None, None]
-        x = (x - 0.5) * a + 0.5 + b
-        blur = rng.random(v) < 0.2
-        if blur.any():
-            k = torch.tensor([0.25, 0.5, 0.25])
-            kk = (k[:, None] * k[None, :])[None, None]
-            x[blur] = F.conv2d(x[blur], kk, padding=1)
-        x = x + torch.randn(x.shape, generator=torch.Generator().manual_seed(int(rng.integers(1 << 31)))) \
-            * torch.as_tensor(rng.uniform(0, 0.03, v), dtype=torch.float32)[:, None, None, None]
+        x = augment_intensity(x, rng)
         valid = np.all((uv >= 0) & (uv <= spec.size - 1), axis=-1)
         return x, torch.as_tensor(uv, dtype=torch.float32), torch.as_tensor(valid)
 
@@ -133,6 +148,23 @@ class _PatchSet(torch.utils.data.Dataset):
 def _collate(batch):
     xs, uvs, vs = zip(*batch)
     return torch.cat(xs), torch.cat(uvs), torch.cat(vs)
+
+
+def split_samples(cfg: RunConfig, out: Path) -> tuple[list[Sample], list[Sample]]:
+    """Labelled samples after hygiene (report in ``out/hygiene.json``), split by patient like the
+    first stage (``out/split.json``): ``(train, val)``."""
+    ids = protocol_landmark_ids(cfg.protocol)
+    vnames = [ids[i].split("_")[0] for i in range(0, len(ids), 4)]
+    samples, hyg = load_samples(Path(cfg.data), vertebra_names=vnames)
+    write_report(hyg, out / "hygiene.json")
+    if cfg.max_images:
+        samples = samples[: cfg.max_images]
+    train_names, val_names = patient_split([s.name for s in samples], cfg.val_fraction, cfg.seed)
+    (out / "split.json").write_text(json.dumps({
+        "seed": cfg.seed, "val_fraction": cfg.val_fraction, "train": train_names, "val": val_names,
+        "val_patients": sorted({patient_id(n) for n in val_names})}, indent=1))
+    by = {s.name: s for s in samples}
+    return [by[n] for n in train_names], [by[n] for n in val_names]
 
 
 def _stage1_predictions(cfg: RefinerConfig, val: list[Sample], out: Path) -> dict[str, np.ndarray]:
@@ -182,19 +214,8 @@ def train_refiner(cfg: RefinerConfig, resume: bool = False, progress: bool = Tru
     ckpt = out / "last.pt"
     spec = RoiSpec(cfg.patch_size, cfg.extent)
 
-    ids = protocol_landmark_ids(cfg.protocol)
-    vnames = [ids[i].split("_")[0] for i in range(0, len(ids), 4)]
-    samples, hyg = load_samples(Path(cfg.data), vertebra_names=vnames)
-    write_report(hyg, out / "hygiene.json")
-    if cfg.max_images:
-        samples = samples[: cfg.max_images]
-    train_names, val_names = patient_split([s.name for s in samples], cfg.val_fraction, cfg.seed)
-    (out / "split.json").write_text(json.dumps({
-        "seed": cfg.seed, "val_fraction": cfg.val_fraction, "train": train_names, "val": val_names,
-        "val_patients": sorted({patient_id(n) for n in val_names})}, indent=1))
-    by = {s.name: s for s in samples}
-    train_items = [_cache_train(by[n], spec) for n in tqdm(train_names, desc="caching", disable=not progress)]
-    val = [by[n] for n in val_names]
+    train, val = split_samples(cfg, out)
+    train_items = [_cache_train(s, spec) for s in tqdm(train, desc="caching", disable=not progress)]
     coarse = _stage1_predictions(cfg, val, out) if val else {}
     val_images = {s.name: resize_for_rois(_read_normalised(s.image_path),
                                           float(np.median(vertebra_frames(coarse[s.name])[1])), spec) for s in val}

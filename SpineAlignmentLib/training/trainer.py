@@ -234,7 +234,7 @@ def train_epoch(model, loader, loss_fn, opt, cfg: RunConfig, epoch: int, progres
         parts["loss"] = float(loss.detach())
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + v
-        bar.set_postfix(loss=f"{parts['loss']:.3f}", err=f"{parts['err_px']:.2f}px")
+        bar.set_postfix({k: f"{v:.3g}" for k, v in parts.items()})
     return {k: v / max(nb, 1) for k, v in sums.items()}, lr
 
 

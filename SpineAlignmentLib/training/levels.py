@@ -1,0 +1,240 @@
+"""Training of the vertebra identification network (:mod:`SpineAlignmentLib.models.levels`).
+
+Each training image gives one context patch per class, cut around a
+reference vertebra with the same simulated first-stage frame error as the
+refiner: "above" (C7, or C6 with p = 0.3, extrapolated from T1 and T2), "first"
+(T1), "inner" (T2 or L4 with p = 0.5, else T3..L3), "last" (L5) and "below"
+(S1, or S2 with p = 0.3, extrapolated from L5 and L4). The vertebrae beyond
+T1 and L5 are not labelled, so their frames are extrapolated
+(:func:`~SpineAlignmentLib.models.levels.neighbour_vertebrae`). Augmentation: a
+left-right mirror (the class does not change) and the refiner's intensity
+augmentation; loss: cross-entropy.
+
+Validation, each epoch, on the first stage's patient-held-out split:
+
+* ``patch_acc``: accuracy on the reference patches (no frame error) of the five classes;
+* end to end: the packaged first stage's network output of every validation
+  image is decoded again with this network choosing the first and last
+  vertebra; ``identity_ok`` is the fraction of images whose 17 vertebrae carry
+  the right names (:func:`~SpineAlignmentLib.training.export.level_shift` 0),
+  reported with the first-stage landmark metrics (``mean_error_px``,
+  ``smape_pct``, ...) and the same figures decoded without identification
+  (``base_*``).
+
+Run folder: ``config.json``, ``split.json``, ``hygiene.json``, ``metrics.jsonl``, ``last.pt`` (resume).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import SpineAlignmentError
+from ..models.levels import ABOVE, BELOW, FIRST, INNER, LAST, LEVEL_CLASSES, LevelClassifier, make_identifier, neighbour_vertebrae
+from ..models.refine import RoiSpec, normalise_patches, resize_for_rois, roi_grid, sample_rois, vertebra_frames
+from .dataset import Sample
+from .metrics import landmark_metrics
+from .refiner import _cache_train, _Cached, _read_normalised, augment_intensity, jittered_frames, split_samples
+from .trainer import RunConfig, open_run, train_epoch
+
+__all__ = ["LevelsConfig", "train_levels", "build_level_classifier", "evaluate_identification"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LevelsConfig(RunConfig):
+    """Settings of an identification run (all JSON-serialisable)."""
+
+    stage1: str = "coronal-spine-landmarks"  # packaged first-stage model (name or folder) for validation
+    epochs: int = 24
+    lr: float = 1e-3
+    warmup_epochs: float = 1
+    patch_size: int = 96
+    extent: float = 4.0  # patch side in vertebra widths
+    images_per_batch: int = 16  # x 5 patches (one per class) per step
+    shift_sd: float = 0.12
+    scale_sd: float = 0.10
+    angle_sd_deg: float = 6.0
+    anchor_weight: float = 2.0  # decoding: weight of log P(first) + log P(last) against the centre scores
+    extra: int = 3  # decoding: up to this many candidates beyond 17
+    min_extra_score: float = 0.25  # decoding: centre score an extra candidate needs
+    net: dict = field(default_factory=lambda: {"channels": [16, 32, 64, 128, 128], "num_res_units": 1, "dropout": 0.1})
+
+
+def build_level_classifier(cfg: LevelsConfig) -> LevelClassifier:
+    return LevelClassifier(size=cfg.patch_size, **cfg.net)
+
+
+def _class_frames(points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(5, 4, 2) corners of one vertebra per class (ABOVE, FIRST, INNER, LAST, BELOW order)."""
+    q = np.asarray(points, dtype=np.float64).reshape(-1, 4, 2)
+    n = len(q)
+    inner = (1 if rng.random() < 0.5 else n - 2) if rng.random() < 0.5 else int(rng.integers(2, n - 2))
+    return np.stack([
+        neighbour_vertebrae(q, -2 if rng.random() < 0.3 else -1), q[0], q[inner], q[-1],
+        neighbour_vertebrae(q, 2 if rng.random() < 0.3 else 1)])
+
+
+class _LevelSet(torch.utils.data.Dataset):
+    """One item = five augmented context patches (one per class) of one image and their classes."""
+
+    def __init__(self, items: list[_Cached], spec: RoiSpec, cfg: LevelsConfig, seed: int | None) -> None:
+        self.items, self.spec, self.cfg, self.seed = items, spec, cfg, seed
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        it, spec = self.items[i], self.spec
+        labels = torch.tensor([ABOVE, FIRST, INNER, LAST, BELOW])
+        image = it.image.astype(np.float32) / 255.0
+        if self.seed is None:  # validation: the reference frames, one step beyond each end
+            q = it.points
+            frames = np.stack([neighbour_vertebrae(q, -1), q[0], q[len(q) // 2], q[-1], neighbour_vertebrae(q, 1)])
+            return normalise_patches(sample_rois(image, roi_grid(*vertebra_frames(frames), spec))), labels
+        rng = np.random.default_rng((self.seed, i))
+        frames = jittered_frames(_class_frames(it.points, rng), self.cfg, rng)
+        x = normalise_patches(sample_rois(image, roi_grid(*frames, spec)))
+        flip = rng.random(len(labels)) < 0.5
+        x[flip] = torch.flip(x[flip], dims=[-1])
+        return augment_intensity(x, rng), labels
+
+
+def _collate(batch):
+    xs, ys = zip(*batch)
+    return torch.cat(xs), torch.cat(ys), None
+
+
+def _ce_loss(logits: torch.Tensor, labels: torch.Tensor, _valid=None):
+    loss = F.cross_entropy(logits, labels)
+    return loss, {"ce": float(loss.detach()), "acc": float((logits.argmax(1) == labels).float().mean())}
+
+
+class _Stage1Val:
+    """The packaged first stage's raw output for each validation image, kept for re-decoding."""
+
+    def __init__(self, cfg: LevelsConfig, val: list[Sample], spec: RoiSpec) -> None:
+        from ..inference.preprocess import letterbox
+        from ..models.registry import load_model
+
+        folder = Path(cfg.stage1)
+        self.model = load_model(folder.name, folder=folder) if folder.is_dir() else load_model(cfg.stage1)
+        if self.model.metadata["decoding"]["method"] != "vertebra-centres":
+            raise SpineAlignmentError(
+                f"First-stage model {cfg.stage1} decodes by '{self.model.metadata['decoding']['method']}'; vertebra "
+                "identification needs a vertebra-centres model (spine-align train --representation vertebra).")
+        self.items = []
+        self.base: dict | None = None  # metrics without identification (computed once)
+        for s in val:
+            norm = _read_normalised(s.image_path)
+            x, geo = letterbox(norm, tuple(self.model.input_shape))
+            with torch.inference_mode():
+                out = self.model.network(torch.from_numpy(np.ascontiguousarray(x[None, None]))).half()
+            self.items.append((s, out, geo, None))
+            # resized as at inference: for the median width of the first stage's vertebrae
+            coarse = self.decode(items=self.items[-1:])[0]
+            self.items[-1] = (s, out, geo, resize_for_rois(norm, float(np.median(vertebra_frames(coarse)[1])), spec))
+
+    def decode(self, identify_for=None, items=None) -> list[np.ndarray]:
+        """Corners (68, 2) original pixels per image; ``identify_for(item)`` gives the decoder's identification arguments."""
+        from ..models.vertebra import decode_vertebrae
+
+        dec = self.model.metadata["decoding"]
+        preds = []
+        for it in self.items if items is None else items:
+            s, out, geo, _ = it
+            kw = {} if identify_for is None else identify_for(it)
+            pts, _ = decode_vertebrae(out, self.model.stride, len(self.model.landmark_ids) // 4, search=int(dec["window"]),
+                                      radius=int(dec.get("refine_radius", 2)), **kw)
+            preds.append(geo.to_original(pts[0]))
+        return preds
+
+
+@torch.no_grad()
+def evaluate_identification(net, spec: RoiSpec, cfg: LevelsConfig, stage1: _Stage1Val) -> tuple[dict, dict]:
+    """End-to-end metrics of the first stage decoded with and without identification."""
+    from .export import level_shift
+
+    net.eval()
+
+    def identify_for(it):
+        s, out, geo, resized = it
+        return {"identify": make_identifier(net, spec, geo.to_original, stage1.model.input_shape[1], resized=resized),
+                "extra": cfg.extra, "min_extra_score": cfg.min_extra_score, "anchor_weight": cfg.anchor_weight}
+
+    res = []
+    for fn in (identify_for, None):
+        if fn is None and stage1.base is not None:
+            res.append(stage1.base)
+            continue
+        preds = stage1.decode(fn)
+        samples = [it[0] for it in stage1.items]
+        m = landmark_metrics(preds, [s.points for s in samples], [s.image_shape[0] for s in samples],
+                             [s.reference_angles for s in samples])
+        m["identity_ok"] = float(np.mean([level_shift(p, s.points) == 0 for p, s in zip(preds, samples)]))
+        res.append(m)
+    stage1.base = res[1]
+    return res[0], res[1]
+
+
+def train_levels(cfg: LevelsConfig, resume: bool = False, progress: bool = True) -> dict:
+    """Train (or resume) the identification network; returns the last epoch's validation metrics."""
+    from tqdm import tqdm
+
+    cfg, state, out = open_run(cfg, resume)
+    spec = RoiSpec(cfg.patch_size, cfg.extent)
+    train, val = split_samples(cfg, out)
+    train_items = [_cache_train(s, spec) for s in tqdm(train, desc="caching", disable=not progress)]
+    val_items = [_cache_train(s, spec) for s in val]
+    stage1 = _Stage1Val(cfg, val, spec) if val else None
+
+    net = build_level_classifier(cfg)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start = 0
+    if state is not None:
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start = int(state["epoch"]) + 1
+    last: dict = {}
+    t_start = time.time()
+    for epoch in range(start, cfg.epochs):
+        t0 = time.time()
+        net.train()
+        g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        loader = torch.utils.data.DataLoader(_LevelSet(train_items, spec, cfg, cfg.seed * 1000 + epoch),
+                                             batch_size=cfg.images_per_batch, shuffle=True, generator=g,
+                                             collate_fn=_collate, num_workers=0,
+                                             drop_last=len(train_items) > cfg.images_per_batch)
+        means, _ = train_epoch(net, loader, _ce_loss, opt, cfg, epoch, progress, lambda batch: batch)
+        row = {"epoch": epoch + 1, "train_time_s": round(time.time() - t0, 1), **{f"train_{k}": v for k, v in means.items()}}
+        if val:
+            net.eval()
+            with torch.no_grad():
+                xs, ys, _ = _collate([_LevelSet(val_items, spec, cfg, None)[i] for i in range(len(val_items))])
+                pred = torch.cat([net(xs[k:k + 64]) for k in range(0, len(xs), 64)]).argmax(1)
+            row["val_patch_acc"] = float((pred == ys).float().mean())
+            row["val_patch_acc_by_class"] = {c: float((pred[ys == k] == k).float().mean()) for k, c in enumerate(LEVEL_CLASSES)}
+            metrics, base = evaluate_identification(net, spec, cfg, stage1)
+            row.update({f"val_{k}": v for k, v in metrics.items()})
+            row.update({f"val_base_{k}": base[k] for k in ("identity_ok", "mean_error_px", "smape_pct", "cmae_deg")})
+            last = {**metrics, "patch_acc": row["val_patch_acc"]}
+            log.info("epoch %d: patch acc %.3f; identity %.3f (first stage alone %.3f), err %.1f px (%.1f), SMAPE %.2f %% (%.2f)",
+                     epoch + 1, row["val_patch_acc"], metrics["identity_ok"], base["identity_ok"], metrics["mean_error_px"],
+                     base["mean_error_px"], metrics["smape_pct"], base["smape_pct"])
+        with open(out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "config": asdict(cfg),
+                    "metrics": last}, out / "last.pt.tmp")
+        (out / "last.pt.tmp").replace(out / "last.pt")
+        if cfg.time_limit_min is not None and (time.time() - t_start) / 60.0 >= cfg.time_limit_min:
+            log.info("time limit of %.0f min reached after epoch %d; resume with --resume", cfg.time_limit_min, epoch + 1)
+            break
+    return last
