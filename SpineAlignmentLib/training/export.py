@@ -470,6 +470,19 @@ def write_readme(md: dict, out: Path, benchmark: dict | None = None) -> Path:
            "`predict_landmarks(..., refine=False)` returns the first stage alone. "
            + md["refinement"]["training"].get("selection", "")]
           if "refinement" in md else []),
+        *([f"- Vertebra identification: `{md['identification']['network']['class']}` (classes "
+           f"{', '.join(md['identification']['classes'])}), {md['identification']['network'].get('parameters', 0):,} "
+           f"parameters; weights `{md['identification']['weights']['file']}` ({md['identification']['weights']['dtype']}, "
+           f"{md['identification']['weights'].get('size_bytes', 0) / 1e6:.2f} MB), SHA-256 "
+           f"`{md['identification']['weights']['sha256']}` (checked on load); trained "
+           f"{md['identification']['training']['epochs_run']} epochs on context patches "
+           f"({md['identification']['training']['recipe']['patches']}) with a simulated first-stage error "
+           f"({md['identification']['training']['recipe']['roi_error_simulated']}). Decoding: "
+           f"{md['identification']['decoding']['rule']} (anchor_weight {md['identification']['decoding']['anchor_weight']:g}, "
+           f"extra {md['identification']['decoding']['extra']}, min_extra_score "
+           f"{md['identification']['decoding']['min_extra_score']:g}). "
+           + md["identification"]["training"].get("selection", "")]
+          if "identification" in md else []),
         f"- Confidence: {md['decoding'].get('confidence', 'probability mass of each heatmap near its peak')}. A mean "
         f"confidence below {md['decoding']['low_confidence']} gives a low-confidence warning (lateral, chest, empty or "
         "noise images); vertebrae out of order, broken corner order and irregular size/spacing give warnings too.",
@@ -518,7 +531,11 @@ def write_readme(md: dict, out: Path, benchmark: dict | None = None) -> Path:
         "",
         "- Trained on one public dataset (AASCE 2019 training split: adolescent scoliosis, one centre); other "
         "populations, devices, adults with implants or severe rotation are untested.",
-        ("- Vertebra identity comes from order and two anchors: the T1/L5 anchor maps choose the first and last "
+        ("- Vertebra identity: the identification network chooses the first (T1) and last (L5) vertebra among the "
+         "first stage's candidates; a vertebra the first stage misses, or a wrong T1/L5 call, still shifts the names "
+         "by one level (see the error analysis above)."
+         if "identification" in md else
+         "- Vertebra identity comes from order and two anchors: the T1/L5 anchor maps choose the first and last "
          "vertebra, the strongest centres between them the rest. A missed vertebra, or an anchor on C7 or S1, still shifts "
          "the names by one level; the AASCE triple is little affected, named levels are."
          if "15" in md["network_data_format"]["outputs"]["pred"].get("channel_def", {}) else

@@ -1,13 +1,19 @@
 """Training of the vertebra identification network (:mod:`SpineAlignmentLib.models.levels`).
 
-Each training image gives one context patch per class, cut around a
-reference vertebra with the same simulated first-stage frame error as the
-refiner: "above" (C7, or C6 with p = 0.3, extrapolated from T1 and T2), "first"
-(T1), "inner" (T2 or L4 with p = 0.5, else T3..L3), "last" (L5) and "below"
-(S1, or S2 with p = 0.3, extrapolated from L5 and L4). The vertebrae beyond
-T1 and L5 are not labelled, so their frames are extrapolated
-(:func:`~SpineAlignmentLib.models.levels.neighbour_vertebrae`). Augmentation: a
-left-right mirror (the class does not change) and the refiner's intensity
+Each training image gives one context patch per class, cut with the same
+simulated first-stage frame error as the refiner: "above" (C7, or C6 with
+p = 0.3), "first" (T1), "inner" (T2 or L4 with p = 0.5, else T3..L3), "last"
+(L5) and "below" (S1, or S2 with p = 0.3).
+
+The frames come from two sources. The first stage's own candidates on the
+training image (exactly the candidates the decoder would classify, labelled
+by matching them to the reference vertebrae: "above" / "below" when they lie
+beyond T1 / L5) are used with p = 0.7 when the class has one: they are the
+hard cases, C7 and S1 as the first stage sees them. Otherwise the reference
+vertebra is used, and for "above" / "below", which are not labelled, a frame
+extrapolated from the end vertebrae
+(:func:`~SpineAlignmentLib.models.levels.neighbour_vertebrae`). Augmentation:
+a left-right mirror (the class does not change) and the refiner's intensity
 augmentation; loss: cross-entropy.
 
 Validation, each epoch, on the first stage's patient-held-out split:
@@ -44,7 +50,8 @@ from .metrics import landmark_metrics
 from .refiner import _cache_train, _Cached, _read_normalised, augment_intensity, jittered_frames, split_samples
 from .trainer import RunConfig, open_run, train_epoch
 
-__all__ = ["LevelsConfig", "train_levels", "build_level_classifier", "evaluate_identification"]
+__all__ = ["LevelsConfig", "train_levels", "build_level_classifier", "evaluate_identification", "label_candidates",
+           "first_stage_candidates"]
 
 log = logging.getLogger(__name__)
 
@@ -73,21 +80,46 @@ def build_level_classifier(cfg: LevelsConfig) -> LevelClassifier:
     return LevelClassifier(size=cfg.patch_size, **cfg.net)
 
 
-def _class_frames(points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def label_candidates(candidates: np.ndarray, points: np.ndarray, max_dist: float = 0.5) -> np.ndarray:
+    """Class of each (K, 4, 2) first-stage candidate against the (V, 4, 2) reference vertebrae: the
+    matched vertebra's class when its centre is within ``max_dist`` x the median vertebra height of a
+    reference centre, ABOVE / BELOW beyond the first / last reference centre, else -1 (not used)."""
+    q = np.asarray(points, dtype=np.float64).reshape(-1, 4, 2)
+    c = np.asarray(candidates, dtype=np.float64).reshape(-1, 4, 2).mean(axis=1)
+    ref = q.mean(axis=1)
+    height = float(np.median(np.linalg.norm(0.5 * (q[:, 2] + q[:, 3]) - 0.5 * (q[:, 0] + q[:, 1]), axis=-1)))
+    d = np.linalg.norm(c[:, None] - ref[None], axis=-1)
+    k = d.argmin(axis=1)
+    labels = np.full(len(c), -1)
+    near = d[np.arange(len(c)), k] < max_dist * height
+    labels[near] = np.where(k[near] == 0, FIRST, np.where(k[near] == len(q) - 1, LAST, INNER))
+    labels[~near & (c[:, 1] < ref[0, 1])] = ABOVE
+    labels[~near & (c[:, 1] > ref[-1, 1])] = BELOW
+    return labels
+
+
+def _class_frames(points: np.ndarray, candidates: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
+                  p_candidate: float = 0.7) -> np.ndarray:
     """(5, 4, 2) corners of one vertebra per class (ABOVE, FIRST, INNER, LAST, BELOW order)."""
     q = np.asarray(points, dtype=np.float64).reshape(-1, 4, 2)
     n = len(q)
     inner = (1 if rng.random() < 0.5 else n - 2) if rng.random() < 0.5 else int(rng.integers(2, n - 2))
-    return np.stack([
-        neighbour_vertebrae(q, -2 if rng.random() < 0.3 else -1), q[0], q[inner], q[-1],
-        neighbour_vertebrae(q, 2 if rng.random() < 0.3 else 1)])
+    frames = [neighbour_vertebrae(q, -2 if rng.random() < 0.3 else -1), q[0], q[inner], q[-1],
+              neighbour_vertebrae(q, 2 if rng.random() < 0.3 else 1)]
+    for cls in range(len(frames)):
+        pool = np.flatnonzero(labels == cls)
+        if len(pool) and rng.random() < p_candidate:
+            frames[cls] = candidates[int(rng.choice(pool))]
+    return np.stack(frames)
 
 
 class _LevelSet(torch.utils.data.Dataset):
     """One item = five augmented context patches (one per class) of one image and their classes."""
 
-    def __init__(self, items: list[_Cached], spec: RoiSpec, cfg: LevelsConfig, seed: int | None) -> None:
+    def __init__(self, items: list[_Cached], spec: RoiSpec, cfg: LevelsConfig, seed: int | None,
+                 candidates: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
         self.items, self.spec, self.cfg, self.seed = items, spec, cfg, seed
+        self.candidates = candidates or {}  # name -> (K, 4, 2) candidates in resized pixels, (K,) labels
 
     def __len__(self) -> int:
         return len(self.items)
@@ -101,7 +133,8 @@ class _LevelSet(torch.utils.data.Dataset):
             frames = np.stack([neighbour_vertebrae(q, -1), q[0], q[len(q) // 2], q[-1], neighbour_vertebrae(q, 1)])
             return normalise_patches(sample_rois(image, roi_grid(*vertebra_frames(frames), spec))), labels
         rng = np.random.default_rng((self.seed, i))
-        frames = jittered_frames(_class_frames(it.points, rng), self.cfg, rng)
+        cand, lab = self.candidates.get(it.name, (np.zeros((0, 4, 2)), np.zeros(0, int)))
+        frames = jittered_frames(_class_frames(it.points, cand, lab, rng), self.cfg, rng)
         x = normalise_patches(sample_rois(image, roi_grid(*frames, spec)))
         flip = rng.random(len(labels)) < 0.5
         x[flip] = torch.flip(x[flip], dims=[-1])
@@ -116,6 +149,49 @@ def _collate(batch):
 def _ce_loss(logits: torch.Tensor, labels: torch.Tensor, _valid=None):
     loss = F.cross_entropy(logits, labels)
     return loss, {"ce": float(loss.detach()), "acc": float((logits.argmax(1) == labels).float().mean())}
+
+
+def first_stage_candidates(model, image: np.ndarray, extra: int, min_extra_score: float) -> np.ndarray:
+    """(K, 4, 2) original-pixel corners of the candidates the decoder would classify on ``image``
+    (normalised, original pixels): the 17 strongest distinct centres and up to ``extra`` more."""
+    from ..inference.preprocess import letterbox
+    from ..models.vertebra import decode_vertebrae
+
+    x, geo = letterbox(image, tuple(model.input_shape))
+    with torch.inference_mode():
+        out = model.network(torch.from_numpy(np.ascontiguousarray(x[None, None])))
+    seen: list[np.ndarray] = []
+
+    def record(i, corners):
+        seen.append(np.asarray(corners, dtype=np.float64))
+        return np.ones(len(corners)), np.ones(len(corners))
+
+    dec = model.metadata["decoding"]
+    decode_vertebrae(out, model.stride, len(model.landmark_ids) // 4, search=int(dec["window"]),
+                     radius=int(dec.get("refine_radius", 2)), identify=record, extra=extra, min_extra_score=min_extra_score)
+    return geo.to_original(seen[0].reshape(-1, 2)).reshape(-1, 4, 2)
+
+
+def _train_candidates(stage1: "_Stage1Val", cfg: LevelsConfig, train: list[Sample], items: list[_Cached], out: Path,
+                      progress: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """First-stage candidates of every training image with their labels, in the cached images' resized
+    pixels (original-pixel candidates cached in ``out/stage1_train_candidates.npz``)."""
+    from tqdm import tqdm
+
+    from ..models.refine import _scale_points
+
+    cache = out / "stage1_train_candidates.npz"
+    found = dict(np.load(cache)) if cache.exists() else {}
+    missing = [s for s in train if s.name not in found]
+    for s in tqdm(missing, desc="first-stage candidates", disable=not progress):
+        found[s.name] = first_stage_candidates(stage1.model, _read_normalised(s.image_path), cfg.extra, cfg.min_extra_score)
+    if missing:
+        np.savez_compressed(cache, **found)
+    res = {}
+    for s, it in zip(train, items):
+        cand = found[s.name]
+        res[s.name] = (_scale_points(cand, it.scale), label_candidates(cand, s.points))
+    return res
 
 
 class _Stage1Val:
@@ -194,7 +270,10 @@ def train_levels(cfg: LevelsConfig, resume: bool = False, progress: bool = True)
     train, val = split_samples(cfg, out)
     train_items = [_cache_train(s, spec) for s in tqdm(train, desc="caching", disable=not progress)]
     val_items = [_cache_train(s, spec) for s in val]
-    stage1 = _Stage1Val(cfg, val, spec) if val else None
+    stage1 = _Stage1Val(cfg, val, spec)
+    candidates = _train_candidates(stage1, cfg, train, train_items, out, progress)
+    log.info("first-stage candidates on the training images: %s", ", ".join(
+        f"{c} {int(sum((lab == k).sum() for _, lab in candidates.values()))}" for k, c in enumerate(LEVEL_CLASSES)))
 
     net = build_level_classifier(cfg)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -209,7 +288,7 @@ def train_levels(cfg: LevelsConfig, resume: bool = False, progress: bool = True)
         t0 = time.time()
         net.train()
         g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-        loader = torch.utils.data.DataLoader(_LevelSet(train_items, spec, cfg, cfg.seed * 1000 + epoch),
+        loader = torch.utils.data.DataLoader(_LevelSet(train_items, spec, cfg, cfg.seed * 1000 + epoch, candidates),
                                              batch_size=cfg.images_per_batch, shuffle=True, generator=g,
                                              collate_fn=_collate, num_workers=0,
                                              drop_last=len(train_items) > cfg.images_per_batch)

@@ -29,6 +29,21 @@ def test_neighbour_vertebrae_hand_worked():
     np.testing.assert_allclose(neighbour_vertebrae(q, 2), box + [6, 40])
 
 
+def test_label_candidates_hand_worked():
+    from SpineAlignmentLib.training.levels import label_candidates
+    from SpineAlignmentLib.models.levels import ABOVE, BELOW, INNER
+
+    box = np.array([[0, 0], [10, 0], [0, 6], [10, 6]], float)  # height 6
+    ref = np.stack([box + [0, 10 * k] for k in range(5)])  # centres y = 3, 13, ..., 43
+    cand = np.stack([box - [0, 10],      # C7: above the first centre, not near any -> ABOVE
+                     box + [1, 1],       # T1 moved 1.4 px (< 0.5 x 6) -> FIRST
+                     box + [0, 25],      # between two levels, 5 px from both -> not used
+                     box + [0, 20],      # exact third vertebra -> INNER
+                     box + [0, 42],      # 2 px below the last -> LAST
+                     box + [0, 55]])     # below -> BELOW
+    np.testing.assert_array_equal(label_candidates(cand, ref), [ABOVE, FIRST, -1, INNER, LAST, BELOW])
+
+
 def test_identify_callback_chooses_t1_to_l5_when_c7_is_stronger():
     """18 vertebra-like centres, C7 stronger than L5: the plain rule takes C7..L4; probabilities of
     'first' on T1 and 'last' on L5 (given per candidate, in the decoder's candidate order) fix it."""
