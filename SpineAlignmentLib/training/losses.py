@@ -39,6 +39,9 @@ class DsntLoss(torch.nn.Module):
         coord_weight: weight of the Wing term (errors in input pixels).
         js_weight: weight of the heatmap term (nats).
         reg: ``"kl"`` or ``"js"``.
+        tilt_weight: with four channels (TL, TR, BL, BR of one vertebra), weight of
+            the mean absolute error (degrees) of the vertebra's mid-line angle (left-edge
+            midpoint to right-edge midpoint), the quantity Cobb and AASCE angles are made of.
         js_pool: the JS term compares both maps after sum-pooling by this factor
             (1 = at full heatmap resolution); the coordinate term always uses
             the full-resolution map.
@@ -49,7 +52,7 @@ class DsntLoss(torch.nn.Module):
     """
 
     def __init__(self, stride: int, sigma: float = 1.5, coord_weight: float = 0.1, js_weight: float = 1.0,
-                 js_pool: int = 2, reg: str = "kl") -> None:
+                 js_pool: int = 2, reg: str = "kl", tilt_weight: float = 0.0) -> None:
         super().__init__()
         if reg not in ("kl", "js"):
             raise ValueError(f"unknown heatmap regulariser {reg!r}")
@@ -57,6 +60,7 @@ class DsntLoss(torch.nn.Module):
         self.js_pool = js_pool
         self.stride, self.sigma = stride, sigma
         self.coord_weight, self.js_weight = coord_weight, js_weight
+        self.tilt_weight = tilt_weight
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor):
         b, c, h, w = logits.shape
@@ -87,5 +91,22 @@ class DsntLoss(torch.nn.Module):
             js_map = js_divergence(prob, q, log_p=log_p, q_factors=(qy, qx))
         js = (js_map * m).sum() / n
         loss = self.coord_weight * coord + self.js_weight * js
-        return loss, {"wing": float(coord.detach()), "js": float(js.detach()),
-                      "err_px": float((err.detach() * m).sum() / n)}
+        parts = {"wing": float(coord.detach()), "js": float(js.detach()), "err_px": float((err.detach() * m).sum() / n)}
+        if self.tilt_weight > 0 and c == 4:
+            tilt = _midline_angle_error_deg(pred, target)
+            mv = valid.all(dim=1).float()
+            tilt = (tilt * mv).sum() / mv.sum().clamp_min(1.0)
+            loss = loss + self.tilt_weight * tilt
+            parts["tilt_deg"] = float(tilt.detach())
+        return loss, parts
+
+
+def _midline_angle_error_deg(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(B,) absolute angle (degrees) between the predicted and target mid-lines of (B, 4, 2) TL, TR, BL, BR corners."""
+    def mid(q):
+        return 0.5 * (q[:, 1] + q[:, 3]) - 0.5 * (q[:, 0] + q[:, 2])
+
+    a, b = mid(pred), mid(target)
+    cross = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
+    dot = (a * b).sum(-1)
+    return torch.rad2deg(torch.atan2(cross, dot).abs())

@@ -61,6 +61,7 @@ class RefinerConfig(RunConfig):
     shift_sd: float = 0.12  # ROI centre error, vertebra widths (per axis)
     scale_sd: float = 0.10  # log ROI width error
     angle_sd_deg: float = 6.0
+    tilt_weight: float = 0.0  # weight of the mid-line angle error (degrees) in the loss
     net: dict = field(default_factory=lambda: {
         "stem_channels": [16, 32], "channels": [32, 64, 128, 128], "num_res_units": 1, "features": 32})
 
@@ -223,7 +224,7 @@ def train_refiner(cfg: RefinerConfig, resume: bool = False, progress: bool = Tru
     net = build_refiner(cfg)
     stride = net.stride
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    loss_fn = DsntLoss(stride, cfg.sigma, cfg.coord_weight, cfg.js_weight, reg="kl")
+    loss_fn = DsntLoss(stride, cfg.sigma, cfg.coord_weight, cfg.js_weight, reg="kl", tilt_weight=cfg.tilt_weight)
     start = 0
     if state is not None:
         net.load_state_dict(state["model"])

@@ -259,3 +259,24 @@ def test_init_from_adds_head_channels_as_quiet_copies_of_the_centre_map(tmp_path
         for c in (15, 16):
             torch.testing.assert_close(n["head.weight"][:, c], o["head.weight"][:, 0], atol=tol, rtol=tol)
             torch.testing.assert_close(n["head.bias"][c], o["head.bias"][0] - NEW_CHANNEL_BIAS_SHIFT, atol=tol, rtol=tol)
+
+
+def test_midline_tilt_term_hand_worked():
+    """The refiner's optional tilt term: a vertebra rotated by 10 degrees about its centre has a
+    mid-line angle error of 10 degrees; a shifted one has none; the term enters the loss with its weight."""
+    from SpineAlignmentLib.training.losses import _midline_angle_error_deg
+
+    q = torch.tensor([[[40.0, 50.0], [80.0, 50.0], [40.0, 70.0], [80.0, 70.0]]])  # TL, TR, BL, BR
+    c = q.mean(1, keepdim=True)
+    t = np.radians(10.0)
+    rot = torch.tensor([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]], dtype=torch.float32)
+    turned = (q - c) @ rot.T + c
+    assert float(_midline_angle_error_deg(turned, q)[0]) == pytest.approx(10.0, abs=1e-4)
+    assert float(_midline_angle_error_deg(q + 7.0, q)[0]) == pytest.approx(0.0, abs=1e-4)
+    assert float(_midline_angle_error_deg(-(q - c) + c, q)[0]) == pytest.approx(180.0, abs=1e-4)  # upside down
+    logits = torch.randn(1, 4, 32, 32)
+    valid = torch.ones(1, 4, dtype=torch.bool)
+    plain_loss, plain = DsntLoss(2, tilt_weight=0.0)(logits, q, valid)
+    tilt_loss, parts = DsntLoss(2, tilt_weight=0.5)(logits, q, valid)
+    assert "tilt_deg" not in plain and parts["tilt_deg"] >= 0
+    assert float(tilt_loss) == pytest.approx(float(plain_loss) + 0.5 * parts["tilt_deg"], rel=1e-5)
