@@ -32,10 +32,8 @@ Run folder: ``config.json``, ``split.json``, ``hygiene.json``, ``metrics.jsonl``
 
 from __future__ import annotations
 
-import json
 import logging
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +46,7 @@ from ..models.refine import RoiSpec, normalise_patches, resize_for_rois, roi_gri
 from .dataset import Sample
 from .metrics import landmark_metrics
 from .refiner import _cache_train, _Cached, _read_normalised, augment_intensity, jittered_frames, split_samples
-from .trainer import RunConfig, open_run, train_epoch
+from .trainer import RunConfig, fit_patch_stage, open_run
 
 __all__ = ["LevelsConfig", "train_levels", "build_level_classifier", "evaluate_identification", "label_candidates",
            "first_stage_candidates"]
@@ -276,44 +274,25 @@ def train_levels(cfg: LevelsConfig, resume: bool = False, progress: bool = True)
         f"{c} {int(sum((lab == k).sum() for _, lab in candidates.values()))}" for k, c in enumerate(LEVEL_CLASSES)))
 
     net = build_level_classifier(cfg)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start = 0
-    if state is not None:
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start = int(state["epoch"]) + 1
-    last: dict = {}
-    t_start = time.time()
-    for epoch in range(start, cfg.epochs):
-        t0 = time.time()
-        net.train()
-        g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-        loader = torch.utils.data.DataLoader(_LevelSet(train_items, spec, cfg, cfg.seed * 1000 + epoch, candidates),
-                                             batch_size=cfg.images_per_batch, shuffle=True, generator=g,
-                                             collate_fn=_collate, num_workers=0,
-                                             drop_last=len(train_items) > cfg.images_per_batch)
-        means, _ = train_epoch(net, loader, _ce_loss, opt, cfg, epoch, progress, lambda batch: batch)
-        row = {"epoch": epoch + 1, "train_time_s": round(time.time() - t0, 1), **{f"train_{k}": v for k, v in means.items()}}
-        if val:
-            net.eval()
-            with torch.no_grad():
-                xs, ys, _ = _collate([_LevelSet(val_items, spec, cfg, None)[i] for i in range(len(val_items))])
-                pred = torch.cat([net(xs[k:k + 64]) for k in range(0, len(xs), 64)]).argmax(1)
-            row["val_patch_acc"] = float((pred == ys).float().mean())
-            row["val_patch_acc_by_class"] = {c: float((pred[ys == k] == k).float().mean()) for k, c in enumerate(LEVEL_CLASSES)}
-            metrics, base = evaluate_identification(net, spec, cfg, stage1)
-            row.update({f"val_{k}": v for k, v in metrics.items()})
-            row.update({f"val_base_{k}": base[k] for k in ("identity_ok", "mean_error_px", "smape_pct", "cmae_deg")})
-            last = {**metrics, "patch_acc": row["val_patch_acc"]}
-            log.info("epoch %d: patch acc %.3f; identity %.3f (first stage alone %.3f), err %.1f px (%.1f), SMAPE %.2f %% (%.2f)",
-                     epoch + 1, row["val_patch_acc"], metrics["identity_ok"], base["identity_ok"], metrics["mean_error_px"],
-                     base["mean_error_px"], metrics["smape_pct"], base["smape_pct"])
-        with open(out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
-        torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "config": asdict(cfg),
-                    "metrics": last}, out / "last.pt.tmp")
-        (out / "last.pt.tmp").replace(out / "last.pt")
-        if cfg.time_limit_min is not None and (time.time() - t_start) / 60.0 >= cfg.time_limit_min:
-            log.info("time limit of %.0f min reached after epoch %d; resume with --resume", cfg.time_limit_min, epoch + 1)
-            break
-    return last
+    val_set = _LevelSet(val_items, spec, cfg, None)
+
+    @torch.no_grad()
+    def validate(net, epoch):
+        if not val:
+            return {}, {}
+        net.eval()
+        xs, ys, _ = _collate([val_set[i] for i in range(len(val_set))])
+        pred = torch.cat([net(xs[k:k + 64]) for k in range(0, len(xs), 64)]).argmax(1)
+        acc = float((pred == ys).float().mean())
+        metrics, base = evaluate_identification(net, spec, cfg, stage1)
+        log.info("epoch %d: patch acc %.3f; identity %.3f (first stage alone %.3f), err %.1f px (%.1f), SMAPE %.2f %% (%.2f)",
+                 epoch + 1, acc, metrics["identity_ok"], base["identity_ok"], metrics["mean_error_px"],
+                 base["mean_error_px"], metrics["smape_pct"], base["smape_pct"])
+        return ({"val_patch_acc": acc,
+                 "val_patch_acc_by_class": {c: float((pred[ys == k] == k).float().mean()) for k, c in enumerate(LEVEL_CLASSES)},
+                 **{f"val_{k}": v for k, v in metrics.items()},
+                 **{f"val_base_{k}": base[k] for k in ("identity_ok", "mean_error_px", "smape_pct", "cmae_deg")}},
+                {**metrics, "patch_acc": acc})
+
+    return fit_patch_stage(net, cfg, state, out, lambda seed: _LevelSet(train_items, spec, cfg, seed, candidates),
+                           _collate, _ce_loss, validate, progress)

@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +40,7 @@ from .dataset import Sample, load_samples, patient_id, patient_split
 from .hygiene import write_report
 from .losses import DsntLoss
 from .metrics import landmark_metrics
-from .trainer import RunConfig, open_run, train_epoch  # same settings, run folder, schedule and loop as the first stage
+from .trainer import RunConfig, fit_patch_stage, open_run  # same settings, run folder and schedule as the first stage
 
 __all__ = ["RefinerConfig", "train_refiner", "build_refiner"]
 
@@ -212,7 +211,6 @@ def train_refiner(cfg: RefinerConfig, resume: bool = False, progress: bool = Tru
     from tqdm import tqdm
 
     cfg, state, out = open_run(cfg, resume)
-    ckpt = out / "last.pt"
     spec = RoiSpec(cfg.patch_size, cfg.extent)
 
     train, val = split_samples(cfg, out)
@@ -223,41 +221,18 @@ def train_refiner(cfg: RefinerConfig, resume: bool = False, progress: bool = Tru
 
     net = build_refiner(cfg)
     stride = net.stride
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = DsntLoss(stride, cfg.sigma, cfg.coord_weight, cfg.js_weight, reg="kl", tilt_weight=cfg.tilt_weight)
-    start = 0
-    if state is not None:
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start = int(state["epoch"]) + 1
-    last: dict = {}
-    t_start = time.time()
-    for epoch in range(start, cfg.epochs):
-        t0 = time.time()
-        net.train()
-        g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-        loader = torch.utils.data.DataLoader(_PatchSet(train_items, spec, cfg, cfg.seed * 1000 + epoch),
-                                             batch_size=cfg.images_per_batch, shuffle=True, generator=g,
-                                             collate_fn=_collate, num_workers=0,
-                                             drop_last=len(train_items) > cfg.images_per_batch)
-        means, _ = train_epoch(net, loader, loss_fn, opt, cfg, epoch, progress, lambda batch: batch)
-        train_time = time.time() - t0
-        row = {"epoch": epoch + 1, "train_time_s": round(train_time, 1), **{f"train_{k}": v for k, v in means.items()}}
-        if val:
-            metrics, base = evaluate_refiner(net, spec, stride, val, coarse, val_images)
-            row.update({f"val_{k}": v for k, v in metrics.items()})
-            row.update({f"val_coarse_{k}": base[k] for k in ("mean_error_px", "median_error_px", "smape_pct", "cmae_deg")})
-            last = metrics
-            log.info("epoch %d: patch err %.2f px; val err %.1f px (coarse %.1f), median %.1f px, SMAPE %.2f %% (coarse %.2f), "
-                     "CMAE %.2f deg", epoch + 1, row.get("train_err_px", float("nan")), metrics["mean_error_px"], base["mean_error_px"],
-                     metrics["median_error_px"], metrics["smape_pct"], base["smape_pct"], metrics["cmae_deg"])
-        row["val_time_s"] = round(time.time() - t0 - train_time, 1)
-        with open(out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
-        torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "config": asdict(cfg),
-                    "metrics": last}, out / "last.pt.tmp")
-        (out / "last.pt.tmp").replace(ckpt)
-        if cfg.time_limit_min is not None and (time.time() - t_start) / 60.0 >= cfg.time_limit_min:
-            log.info("time limit of %.0f min reached after epoch %d; resume with --resume", cfg.time_limit_min, epoch + 1)
-            break
-    return last
+
+    def validate(net, epoch):
+        if not val:
+            return {}, {}
+        metrics, base = evaluate_refiner(net, spec, stride, val, coarse, val_images)
+        log.info("epoch %d: val err %.1f px (coarse %.1f), median %.1f px, SMAPE %.2f %% (coarse %.2f), CMAE %.2f deg",
+                 epoch + 1, metrics["mean_error_px"], base["mean_error_px"], metrics["median_error_px"],
+                 metrics["smape_pct"], base["smape_pct"], metrics["cmae_deg"])
+        return ({**{f"val_{k}": v for k, v in metrics.items()},
+                 **{f"val_coarse_{k}": base[k] for k in ("mean_error_px", "median_error_px", "smape_pct", "cmae_deg")}},
+                metrics)
+
+    return fit_patch_stage(net, cfg, state, out, lambda seed: _PatchSet(train_items, spec, cfg, seed), _collate,
+                           loss_fn, validate, progress)

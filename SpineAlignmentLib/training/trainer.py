@@ -238,6 +238,50 @@ def train_epoch(model, loader, loss_fn, opt, cfg: RunConfig, epoch: int, progres
     return {k: v / max(nb, 1) for k, v in sums.items()}, lr
 
 
+def fit_patch_stage(net, cfg: RunConfig, state: dict | None, out: Path, dataset_for_epoch, collate, loss_fn,
+                    validate, progress: bool) -> dict:
+    """The epoch loop of the ROI stages (refiner, identification).
+
+    AdamW (resumed from ``state``); per epoch a shuffled loader over ``dataset_for_epoch(seed)``
+    (``cfg.images_per_batch`` images per step), :func:`train_epoch`, ``validate(net, epoch)`` giving
+    ``(row fields, metrics)`` (``({}, {})`` without a validation split), a row in ``metrics.jsonl``
+    and an atomic ``last.pt``; stops after ``cfg.epochs`` or the epoch that passes
+    ``cfg.time_limit_min``. Returns the last validation metrics.
+    """
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start = 0
+    if state is not None:
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start = int(state["epoch"]) + 1
+    last: dict = {}
+    t_start = time.time()
+    for epoch in range(start, cfg.epochs):
+        t0 = time.time()
+        net.train()
+        seed = cfg.seed * 1000 + epoch
+        data = dataset_for_epoch(seed)
+        loader = torch.utils.data.DataLoader(data, batch_size=cfg.images_per_batch, shuffle=True,
+                                             generator=torch.Generator().manual_seed(seed), collate_fn=collate,
+                                             num_workers=0, drop_last=len(data) > cfg.images_per_batch)
+        means, _ = train_epoch(net, loader, loss_fn, opt, cfg, epoch, progress, lambda batch: batch)
+        train_time = time.time() - t0
+        row = {"epoch": epoch + 1, "train_time_s": round(train_time, 1), **{f"train_{k}": v for k, v in means.items()}}
+        fields, metrics = validate(net, epoch)
+        row.update(fields)
+        last = metrics or last
+        row["val_time_s"] = round(time.time() - t0 - train_time, 1)
+        with open(out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "config": asdict(cfg),
+                    "metrics": last}, out / "last.pt.tmp")
+        (out / "last.pt.tmp").replace(out / "last.pt")
+        if cfg.time_limit_min is not None and (time.time() - t_start) / 60.0 >= cfg.time_limit_min:
+            log.info("time limit of %.0f min reached after epoch %d; resume with --resume", cfg.time_limit_min, epoch + 1)
+            break
+    return last
+
+
 def open_run(cfg: RunConfig, resume: bool):
     """Create the run folder, set threads and seeds, write ``config.json``; on ``resume`` load
     ``last.pt`` and take the run's settings from it (only the stopping rules and threads may change).
