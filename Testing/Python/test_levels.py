@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from SpineAlignmentLib.errors import ModelError
 from SpineAlignmentLib.models.levels import FIRST, LAST, LEVEL_CLASSES, LevelClassifier, make_identifier, neighbour_vertebrae
 from SpineAlignmentLib.models.refine import FLIP_CORNERS, RoiSpec, resize_for_rois
 from SpineAlignmentLib.models.registry import load_model, sha256_file
 
 from test_inference import _vertebra_output
-from test_models import TINY_ARGS, tiny_model_folder
+from test_models import TINY_ARGS, assert_corrupt_stage_named, tiny_model_folder
 
 LEVEL_ARGS = {"size": 32, "channels": [4, 8, 8], "num_res_units": 1, "dropout": None}
 
@@ -156,13 +155,7 @@ def test_identification_loads_and_runs_in_predict(tiny_vertebra):
 
 def test_corrupt_identification_weights_name_file_and_checksum(tiny_vertebra):
     add_tiny_identification(tiny_vertebra)
-    expected = json.loads((tiny_vertebra / "metadata.json").read_text())["identification"]["weights"]["sha256"]
-    data = bytearray((tiny_vertebra / "levels.pt").read_bytes())
-    data[len(data) // 2] ^= 0x55
-    (tiny_vertebra / "levels.pt").write_bytes(bytes(data))
-    with pytest.raises(ModelError) as e:
-        load_model("tiny-vertebra")
-    assert str(tiny_vertebra / "levels.pt") in str(e.value) and expected in str(e.value)
+    assert_corrupt_stage_named(tiny_vertebra, "identification")
 
 
 def test_levels_training_resume_export_and_command_line(tmp_path, capsys):

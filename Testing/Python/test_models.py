@@ -188,12 +188,18 @@ def test_second_stage_loads_and_runs_in_predict(tiny):
     np.testing.assert_array_equal(predict_array(img, plain)[0], coarse)
 
 
+def assert_corrupt_stage_named(folder: Path, stage: str) -> None:
+    """Flip a byte of the weights of metadata ``stage`` ("refinement", "identification"): loading
+    must fail with a message naming the file and its expected SHA-256."""
+    w = json.loads((folder / "metadata.json").read_text())[stage]["weights"]
+    data = bytearray((folder / w["file"]).read_bytes())
+    data[len(data) // 3] ^= 0x55
+    (folder / w["file"]).write_bytes(bytes(data))
+    with pytest.raises(ModelError) as e:
+        load_model(folder.name)
+    assert str(folder / w["file"]) in str(e.value) and w["sha256"] in str(e.value)
+
+
 def test_corrupt_second_stage_weights_name_file_and_checksum(tiny):
     add_tiny_refiner(tiny)
-    expected = json.loads((tiny / "metadata.json").read_text())["refinement"]["weights"]["sha256"]
-    data = bytearray((tiny / "refine.pt").read_bytes())
-    data[len(data) // 3] ^= 0x55
-    (tiny / "refine.pt").write_bytes(bytes(data))
-    with pytest.raises(ModelError) as e:
-        load_model("tiny-coronal")
-    assert str(tiny / "refine.pt") in str(e.value) and expected in str(e.value)
+    assert_corrupt_stage_named(tiny, "refinement")
