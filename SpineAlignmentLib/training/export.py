@@ -159,6 +159,12 @@ def _save_weights(model_state: dict, wpath: Path, fp16: bool) -> dict:
             "size_bytes": wpath.stat().st_size}
 
 
+def _roi_error_text(cfg: dict) -> str:
+    """The simulated first-stage frame error of a ROI stage's training patches (refiner, identification)."""
+    return (f"centre shift N(0, {cfg['shift_sd']}) vertebra widths per axis, width x exp(N(0, {cfg['scale_sd']})), "
+            f"angle N(0, {cfg['angle_sd_deg']} deg), each clipped at 2.5 SD")
+
+
 def _identification_entry(levels_run: Path, checkpoint: str, out: Path, fp16: bool) -> dict:
     """Store the identification weights as ``out/levels.pt``; the metadata ``identification`` entry."""
     import torch
@@ -185,11 +191,11 @@ def _identification_entry(levels_run: Path, checkpoint: str, out: Path, fp16: bo
             "run": levels_run.as_posix(), "checkpoint": f"{checkpoint} (epoch {int(ck['epoch']) + 1})", "epochs_run": len(rows),
             "recipe": {"epochs": cfg["epochs"], "patches_per_step": 5 * cfg["images_per_batch"], "optimizer": "AdamW",
                        "lr": cfg["lr"], "weight_decay": cfg["weight_decay"], "loss": "cross-entropy over the 5 classes",
-                       "patches": ("per image one per class: C7 (C6 p=0.3) and S1 (S2 p=0.3) extrapolated from the end "
-                                   "vertebrae, T1, an inner vertebra (T2 or L4 p=0.5), L5"),
-                       "roi_error_simulated": (f"centre shift N(0, {cfg['shift_sd']}) vertebra widths per axis, width x "
-                                               f"exp(N(0, {cfg['scale_sd']})), angle N(0, {cfg['angle_sd_deg']} deg), "
-                                               "each clipped at 2.5 SD"),
+                       "patches": ("per image one per class: C7 (C6 p=0.3), T1, an inner vertebra (T2 or L4 p=0.5), L5, "
+                                   "S1 (S2 p=0.3); with p=0.7 a first-stage candidate of that class on the training image "
+                                   "(matched to the reference), else the reference vertebra or, beyond T1 and L5, a frame "
+                                   "extrapolated from the end vertebrae"),
+                       "roi_error_simulated": _roi_error_text(cfg),
                        "augmentation": "left-right mirror p=0.5 and the refiner's intensity augmentation",
                        "split": "the first stage's patient-level split (same seed and fraction)"},
             "validation_last_epoch": {"patch_accuracy": last.get("val_patch_acc"),
@@ -219,10 +225,9 @@ def _refinement_entry(refiner_run: Path, checkpoint: str, out: Path, fp16: bool,
             "recipe": {"epochs": cfg["epochs"], "patches_per_step": 17 * cfg["images_per_batch"], "optimizer": "AdamW",
                        "lr": cfg["lr"], "weight_decay": cfg["weight_decay"],
                        "loss": (f"{cfg['coord_weight']} * Wing(w=10, eps=2) on DSNT coordinates (patch px) + "
-                                f"{cfg['js_weight']} * KL(Gaussian sigma={cfg['sigma']} heatmap px || softmax heatmap)"),
-                       "roi_error_simulated": (f"centre shift N(0, {cfg['shift_sd']}) vertebra widths per axis, width x "
-                                               f"exp(N(0, {cfg['scale_sd']})), angle N(0, {cfg['angle_sd_deg']} deg), "
-                                               "each clipped at 2.5 SD"),
+                                f"{cfg['js_weight']} * KL(Gaussian sigma={cfg['sigma']} heatmap px || softmax heatmap)"
+                                + (f" + {cfg['tilt_weight']} * |mid-line angle error| (deg)" if cfg.get("tilt_weight") else "")),
+                       "roi_error_simulated": _roi_error_text(cfg),
                        "augmentation": ("left-right mirror p=0.5 with TL<->TR and BL<->BR swap, gamma 0.7-1.5, contrast "
                                         "0.75-1.25, brightness +-0.1, 3x3 blur p=0.2, Gaussian noise SD 0-0.03"),
                        "split": "the first stage's patient-level split (same seed and fraction)"},

@@ -45,7 +45,7 @@ from ..models.levels import ABOVE, BELOW, FIRST, INNER, LAST, LEVEL_CLASSES, Lev
 from ..models.refine import RoiSpec, normalise_patches, resize_for_rois, roi_grid, sample_rois, vertebra_frames
 from .dataset import Sample
 from .metrics import landmark_metrics
-from .refiner import _cache_train, _Cached, _read_normalised, augment_intensity, jittered_frames, split_samples
+from .refiner import _cache_train, _Cached, _read_normalised, augment_intensity, jittered_frames, load_stage1, split_samples
 from .trainer import RunConfig, fit_patch_stage, open_run
 
 __all__ = ["LevelsConfig", "train_levels", "build_level_classifier", "evaluate_identification", "label_candidates",
@@ -192,51 +192,56 @@ def _train_candidates(stage1: "_Stage1Val", cfg: LevelsConfig, train: list[Sampl
     return res
 
 
+def _identity_metrics(preds: list[np.ndarray], samples: list[Sample]) -> dict:
+    """Landmark metrics of (68, 2) predictions plus ``identity_ok``, the fraction of images named right."""
+    from .export import level_shift
+
+    m = landmark_metrics(preds, [s.points for s in samples], [s.image_shape[0] for s in samples],
+                         [s.reference_angles for s in samples])
+    m["identity_ok"] = float(np.mean([level_shift(p, s.points) == 0 for p, s in zip(preds, samples)]))
+    return m
+
+
 class _Stage1Val:
-    """The packaged first stage's raw output for each validation image, kept for re-decoding."""
+    """The packaged first stage's raw output for each validation image, kept for re-decoding, and the
+    metrics of its own decoding (``base``, without identification)."""
 
     def __init__(self, cfg: LevelsConfig, val: list[Sample], spec: RoiSpec) -> None:
         from ..inference.preprocess import letterbox
-        from ..models.registry import load_model
 
-        folder = Path(cfg.stage1)
-        self.model = load_model(folder.name, folder=folder) if folder.is_dir() else load_model(cfg.stage1)
+        self.model = load_stage1(cfg.stage1)
         if self.model.metadata["decoding"]["method"] != "vertebra-centres":
             raise SpineAlignmentError(
                 f"First-stage model {cfg.stage1} decodes by '{self.model.metadata['decoding']['method']}'; vertebra "
                 "identification needs a vertebra-centres model (spine-align train --representation vertebra).")
         self.items = []
-        self.base: dict | None = None  # metrics without identification (computed once)
+        coarse = []
         for s in val:
             norm = _read_normalised(s.image_path)
             x, geo = letterbox(norm, tuple(self.model.input_shape))
             with torch.inference_mode():
                 out = self.model.network(torch.from_numpy(np.ascontiguousarray(x[None, None]))).half()
-            self.items.append((s, out, geo, None))
+            coarse.append(self._decode(out, geo))
             # resized as at inference: for the median width of the first stage's vertebrae
-            coarse = self.decode(items=self.items[-1:])[0]
-            self.items[-1] = (s, out, geo, resize_for_rois(norm, float(np.median(vertebra_frames(coarse)[1])), spec))
+            self.items.append((s, out, geo, resize_for_rois(norm, float(np.median(vertebra_frames(coarse[-1])[1])), spec)))
+        self.base = _identity_metrics(coarse, val) if val else {}
 
-    def decode(self, identify_for=None, items=None) -> list[np.ndarray]:
-        """Corners (68, 2) original pixels per image; ``identify_for(item)`` gives the decoder's identification arguments."""
+    def _decode(self, out, geo, **kw) -> np.ndarray:
         from ..models.vertebra import decode_vertebrae
 
         dec = self.model.metadata["decoding"]
-        preds = []
-        for it in self.items if items is None else items:
-            s, out, geo, _ = it
-            kw = {} if identify_for is None else identify_for(it)
-            pts, _ = decode_vertebrae(out, self.model.stride, len(self.model.landmark_ids) // 4, search=int(dec["window"]),
-                                      radius=int(dec.get("refine_radius", 2)), **kw)
-            preds.append(geo.to_original(pts[0]))
-        return preds
+        pts, _ = decode_vertebrae(out, self.model.stride, len(self.model.landmark_ids) // 4, search=int(dec["window"]),
+                                  radius=int(dec.get("refine_radius", 2)), **kw)
+        return geo.to_original(pts[0])
+
+    def decode(self, identify_for) -> list[np.ndarray]:
+        """Corners (68, 2) original pixels per image; ``identify_for(item)`` gives the decoder's identification arguments."""
+        return [self._decode(it[1], it[2], **identify_for(it)) for it in self.items]
 
 
 @torch.no_grad()
 def evaluate_identification(net, spec: RoiSpec, cfg: LevelsConfig, stage1: _Stage1Val) -> tuple[dict, dict]:
-    """End-to-end metrics of the first stage decoded with and without identification."""
-    from .export import level_shift
-
+    """End-to-end metrics of the first stage decoded with identification, and without it (``stage1.base``)."""
     net.eval()
 
     def identify_for(it):
@@ -244,19 +249,7 @@ def evaluate_identification(net, spec: RoiSpec, cfg: LevelsConfig, stage1: _Stag
         return {"identify": make_identifier(net, spec, geo.to_original, stage1.model.input_shape[1], resized=resized),
                 "extra": cfg.extra, "min_extra_score": cfg.min_extra_score, "anchor_weight": cfg.anchor_weight}
 
-    res = []
-    for fn in (identify_for, None):
-        if fn is None and stage1.base is not None:
-            res.append(stage1.base)
-            continue
-        preds = stage1.decode(fn)
-        samples = [it[0] for it in stage1.items]
-        m = landmark_metrics(preds, [s.points for s in samples], [s.image_shape[0] for s in samples],
-                             [s.reference_angles for s in samples])
-        m["identity_ok"] = float(np.mean([level_shift(p, s.points) == 0 for p, s in zip(preds, samples)]))
-        res.append(m)
-    stage1.base = res[1]
-    return res[0], res[1]
+    return _identity_metrics(stage1.decode(identify_for), [it[0] for it in stage1.items]), stage1.base
 
 
 def train_levels(cfg: LevelsConfig, resume: bool = False, progress: bool = True) -> dict:

@@ -167,6 +167,14 @@ def split_samples(cfg: RunConfig, out: Path) -> tuple[list[Sample], list[Sample]
     return [by[n] for n in train_names], [by[n] for n in val_names]
 
 
+def load_stage1(stage1: str):
+    """The packaged first-stage model a later stage is validated on: a model folder or a registered name."""
+    from ..models.registry import load_model
+
+    folder = Path(stage1)
+    return load_model(folder.name, folder=folder) if folder.is_dir() else load_model(stage1)
+
+
 def _stage1_predictions(cfg: RefinerConfig, val: list[Sample], out: Path) -> dict[str, np.ndarray]:
     """First-stage corners (68, 2) of every validation image, original pixels (cached in the run folder)."""
     cache = out / "stage1_val.npz"
@@ -175,10 +183,8 @@ def _stage1_predictions(cfg: RefinerConfig, val: list[Sample], out: Path) -> dic
         if all(s.name in data for s in val):
             return {s.name: data[s.name] for s in val}
     from ..inference.predict import predict_array
-    from ..models.registry import load_model
 
-    folder = Path(cfg.stage1)
-    model = load_model(folder.name, folder=folder) if folder.is_dir() else load_model(cfg.stage1)
+    model = load_stage1(cfg.stage1)
     preds = {}
     for s in val:
         with Image.open(s.image_path) as im:
