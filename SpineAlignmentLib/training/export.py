@@ -37,7 +37,7 @@ DATA_CREDIT = {
 CAL_TOLERANCE_PCT = 20.0
 
 DESCRIPTION = {
-    "vertebra": ("MONAI residual UNet behind a strided stem (input 512x256, output at 1/2 resolution) predicting a "
+    "vertebra": ("MONAI residual UNet behind a strided stem (input {rows}x{cols}, output at 1/2 resolution) predicting a "
                  "vertebra-centre heatmap, centre and corner offsets and four corner-type heatmaps; the 17 strongest "
                  "centres sorted top to bottom are T1..L5."),
     "landmark": ("Heatmap network (MONAI residual UNet behind a strided stem) predicting one H/2 heatmap per "
@@ -56,7 +56,7 @@ VERTEBRA_CHANNELS = {"0": "vertebra centre heatmap", "1": "centre dx / 16 px", "
                      "7": "BL dx / 16 px", "8": "BL dy / 16 px", "9": "BR dx / 16 px", "10": "BR dy / 16 px",
                      "11": "TL corner heatmap", "12": "TR corner heatmap", "13": "BL corner heatmap",
                      "14": "BR corner heatmap", "15": "T1 centre anchor heatmap", "16": "L5 centre anchor heatmap"}
-ANCHOR_DESCRIPTION = ("MONAI residual UNet behind a strided stem (input 512x256, output at 1/2 resolution) predicting a "
+ANCHOR_DESCRIPTION = ("MONAI residual UNet behind a strided stem (input {rows}x{cols}, output at 1/2 resolution) predicting a "
                       "vertebra-centre heatmap, centre and corner offsets, four corner-type heatmaps and two anchor "
                       "heatmaps (T1 and L5 centres); the first and last vertebra are chosen with the anchors and the 15 "
                       "strongest centres between them complete T1..L5.")
@@ -113,7 +113,7 @@ def error_analysis(collect: dict) -> str:
 
 
 def evaluate_end_to_end(model, data_dir: Path, names: list[str], points: dict, refs: dict, *, flip_tta: bool,
-                        collect: dict | None = None) -> dict:
+                        collect: dict | None = None, refine: bool = True) -> dict:
     """Run the public inference path on the named images and compute the validation metrics.
 
     ``collect`` (optional dict) receives per-corner ``conf``, ``error_pct_width`` and per-image ``mean_conf``.
@@ -126,7 +126,7 @@ def evaluate_end_to_end(model, data_dir: Path, names: list[str], points: dict, r
     for n in names:
         rg = read_radiograph(data_dir / "images" / n)
         t0 = time.perf_counter()
-        lms, _ = predict_landmarks(rg, model, flip_tta=flip_tta)
+        lms, _ = predict_landmarks(rg, model, flip_tta=flip_tta, refine=refine)
         times.append(time.perf_counter() - t0)
         preds.append(np.array([[lms[i].x, lms[i].y] for i in model.landmark_ids]))
         confs.append(np.array([lms[i].confidence for i in model.landmark_ids]))
@@ -235,6 +235,28 @@ def _refinement_entry(refiner_run: Path, checkpoint: str, out: Path, fp16: bool,
     }
 
 
+def _pass_selection(model, plain: dict, iterations: int, data_dir: Path, names: list[str], points: dict,
+                    refs: dict) -> str:
+    """Measure the alternatives to the exported number of refinement passes (the first stage alone and one
+    pass more) on the same validation images, and say so: the pass count is chosen on this split."""
+    first = evaluate_end_to_end(model, data_dir, names, points, refs, flip_tta=False, refine=False)
+    model.metadata["refinement"]["iterations"] = iterations + 1
+    try:
+        more = evaluate_end_to_end(model, data_dir, names, points, refs, flip_tta=False)
+    finally:
+        model.metadata["refinement"]["iterations"] = iterations
+
+    def fig(m: dict) -> str:
+        return f"SMAPE {m['smape_pct']:.2f} %, circular MAE {m['cmae_deg']:.2f} deg, mean error {m['mean_error_px']:.1f} px"
+
+    def passes(k: int) -> str:
+        return f"{k} pass{'es' if k > 1 else ''}"
+
+    return (f"The number of passes was chosen on the validation split ({len(names)} images, measured by the export): "
+            f"first stage alone {fig(first)}; {passes(iterations)} (exported) {fig(plain)}; "
+            f"{passes(iterations + 1)} {fig(more)}.")
+
+
 def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str, fp16: bool = True,
            low_confidence: float = 0.3, confidence_radius: float = 3.0, window: int = 3,
            checkpoint: str = "best.pt", auto_low_confidence: bool = True, refiner_run: Path | None = None,
@@ -272,6 +294,7 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
     n_out = int(ck["model"]["head.bias"].shape[0])
     anchored = rep == "vertebra" and n_out > 15
     net_args = {"in_channels": 1, "out_channels": n_out, **cfg["net"]}
+    rows, cols = (int(v) for v in cfg["input_shape"])
     n_params = int(sum(v.numel() for v in ck["model"].values()))
     epochs_run = len((run_dir / "metrics.jsonl").read_text().splitlines()) if (run_dir / "metrics.jsonl").exists() else ck["epoch"]
     cmd = (f"python -m SpineAlignmentLib.training.export --run {run_dir.as_posix()} --checkpoint {checkpoint} "
@@ -286,7 +309,7 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
         "version": version,
         "changelog": changelog,
         "task": "coronal spine vertebra-corner landmark detection (68 corners T1..L5)",
-        "description": ANCHOR_DESCRIPTION if anchored else DESCRIPTION[rep],
+        "description": (ANCHOR_DESCRIPTION if anchored else DESCRIPTION[rep]).format(rows=rows, cols=cols),
         "protocol": cfg["protocol"],
         "authors": "SpineAlignment contributors",
         "copyright": "SpineAlignment contributors",
@@ -356,7 +379,7 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
         md["description"] += (f" A second network refines each vertebra's four corners in a {r['roi']['size']}x"
                               f"{r['roi']['size']} ROI rotated to the vertebra (DSNT heatmaps).")
         md["network"]["coarse_to_fine"] = (
-            "Stage 1 (this network, whole image at 512x256): vertebra centres, their regressed corner offsets, each "
+            f"Stage 1 (this network, whole image at {rows}x{cols}): vertebra centres, their regressed corner offsets, each "
             "corner then refined by a soft-argmax of its corner-type heatmap near the coarse corner; "
             + ("the first and last vertebra are chosen with the T1/L5 anchor maps and the 15 strongest centres "
                "between them complete T1..L5. "
@@ -364,8 +387,7 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
             + "Stage 2 (the 'refinement' network): for each vertebra a square "
             f"ROI of {r['roi']['extent']} vertebra widths, centred on the stage-1 vertebra and rotated to its "
             f"mid-line, is sampled at {r['roi']['size']}x{r['roi']['size']} from the image resized so that the "
-            f"median vertebra spans {r['roi']['size'] / r['roi']['extent']:.0f} px (about the original resolution, "
-            "2 to 3 times stage 1's); four corner heatmaps are decoded by DSNT and mapped back "
+            f"median vertebra spans {r['roi']['size'] / r['roi']['extent']:.0f} px (about the original resolution); four corner heatmaps are decoded by DSNT and mapped back "
             f"({r['iterations']} pass{'es' if r['iterations'] > 1 else ''}).")
     if levels_run is not None:
         md["identification"] = _identification_entry(Path(levels_run), levels_checkpoint, out, fp16)
@@ -416,6 +438,8 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
                                                        "cmae_deg": plain["cmae_deg_vs_label_triple"]}
     md["validation"]["error_analysis"] = error_analysis(raw)
     md["validation"]["flip_tta"] = {k: tta[k] for k in ("mean_error_px", "mean_error_pct_width", "smape_pct", "cmae_deg")}
+    if refiner_run is not None:
+        md["refinement"]["training"]["selection"] = _pass_selection(model, plain, refine_iterations, data_dir, val, points, refs)
     validate_metadata(md, "(export)")
     (out / "metadata.json").write_text(json.dumps(md, indent=1))
     write_readme(md, out)
@@ -464,7 +488,7 @@ def write_readme(md: dict, out: Path, benchmark: dict | None = None) -> Path:
         f"letterboxed (aspect kept, centred, zero padding) to {md['network_data_format']['inputs']['image']['spatial_shape'][0]}"
         f" x {md['network_data_format']['inputs']['image']['spatial_shape'][1]} (rows x columns); coordinates mapped "
         "back to original pixels per axis.",
-        f"- Coarse to fine: {md['network']['coarse_to_fine']}",
+        f"- Coarse to fine: {md['network'].get('coarse_to_fine', 'single stage')}",
         *([f"- Second stage: `{md['refinement']['network']['class']}` with 4 output heatmaps, "
            f"{md['refinement']['network'].get('parameters', 0):,} parameters; weights `{md['refinement']['weights']['file']}` "
            f"({md['refinement']['weights']['dtype']}, {md['refinement']['weights'].get('size_bytes', 0) / 1e6:.1f} MB), "

@@ -4,7 +4,11 @@
 Usage::
 
     python Testing/Python/benchmark_inference.py [--model coronal-spine-landmarks] [--images DIR_OR_FILES ...]
-        [--repeat 10] [--threads 2] [--flip-tta]
+        [--repeat 10] [--threads 2] [--flip-tta] [--record]
+
+``--record`` writes the figures into the model's ``metadata.json`` (block
+``benchmark``, tied to the weights' SHA-256 so a re-export drops them) and
+regenerates its model card, so no measured figure is typed in by hand.
 
 Each timed run is end to end: read the file (``read_radiograph``), predict the
 landmarks (``predict_landmarks``) and measure the parameters
@@ -39,6 +43,10 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=20, help="images in the throughput run (cycled, default 20)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--flip-tta", action="store_true")
+    p.add_argument("--record", action="store_true",
+                   help="write the figures into the model's metadata.json and model card")
+    p.add_argument("--machine", default="2-core CPU, no other job running",
+                   help="machine description recorded with --record")
     a = p.parse_args(argv)
 
     import torch
@@ -82,7 +90,58 @@ def main(argv=None) -> int:
           f"(min {min(per_image):.3f}, max {max(per_image):.3f})")
     print(f"batch of {a.batch}: {batch_s:.1f} s = {60.0 * a.batch / batch_s:.1f} images per minute")
     print(f"peak RSS: {peak_rss_mb():.0f} MB")
+    if a.record:
+        figures = {"seconds_per_image_median": round(statistics.median(per_image), 3),
+                   "images_per_minute": round(60.0 * a.batch / batch_s), "peak_rss_mb": round(peak_rss_mb())}
+        path = record(model, a, files, figures, " ".join(["python Testing/Python/benchmark_inference.py"] + _public_args(argv)))
+        print(f"recorded in {path}")
     return 0
+
+
+def _public_args(argv) -> list[str]:
+    """The command-line arguments as recorded: image paths are replaced by a placeholder (no machine paths)."""
+    out, skip = [], False
+    for arg in sys.argv[1:] if argv is None else argv:
+        if arg.startswith("--"):
+            skip = arg == "--images"
+            out += [arg] if not skip else [arg, "DIR"]
+        elif not skip:
+            out.append(arg)
+    return out
+
+
+def record(model, a, files: list[Path], figures: dict, command: str) -> Path:
+    """Merge the figures into ``metadata.json`` (``benchmark``; the flip-TTA run under ``flip_tta``) and
+    regenerate the model card. Figures recorded for other weights are dropped."""
+    import json
+
+    import torch
+
+    from SpineAlignmentLib.models.registry import validate_metadata
+    from SpineAlignmentLib.training.export import write_readme
+
+    path = model.folder / "metadata.json"
+    md = json.loads(path.read_text())
+    sha = md["weights"]["sha256"]
+    bench = md.get("benchmark") or {}
+    if bench.get("weights_sha256") != sha:
+        bench = {}
+    run = {**figures, "command": command, "threads": a.threads,
+           "images": f"{len(files)} file(s), {', '.join(f.name for f in files[:3])}{', ...' if len(files) > 3 else ''}"}
+    bench.update({"weights_sha256": sha, "machine": f"{a.machine}, torch {torch.__version__.split('+')[0]}"})
+    bench["flip_tta" if a.flip_tta else "plain"] = run
+
+    def says(r: dict) -> str:
+        return (f"median {r['seconds_per_image_median']:.3f} s per image, {r['images_per_minute']} images per minute, "
+                f"peak RSS {r['peak_rss_mb']} MB ({r['images']}, {r['threads']} threads; `{r['command']}`)")
+
+    parts = [f"{k}: {says(bench[k])}" for k in ("plain", "flip_tta") if k in bench]
+    bench["summary"] = (f"End to end (read the image, predict, measure) on {bench['machine']}. " + "; ".join(parts) + ".")
+    md["benchmark"] = bench
+    validate_metadata(md, str(path))
+    path.write_text(json.dumps(md, indent=1))
+    write_readme(md, model.folder)
+    return path
 
 
 if __name__ == "__main__":

@@ -280,3 +280,37 @@ def test_midline_tilt_term_hand_worked():
     tilt_loss, parts = DsntLoss(2, tilt_weight=0.5)(logits, q, valid)
     assert "tilt_deg" not in plain and parts["tilt_deg"] >= 0
     assert float(tilt_loss) == pytest.approx(float(plain_loss) + 0.5 * parts["tilt_deg"], rel=1e-5)
+
+
+def test_export_of_a_two_stage_run_measures_its_pass_selection(tmp_path):
+    """Export end to end: the metadata validates and loads, the texts follow the run's input size, and the
+    refinement pass count carries the figures of its alternatives, measured by the export itself."""
+    from test_models import tiny_model_folder
+
+    from SpineAlignmentLib.training.export import export
+    from SpineAlignmentLib.training.refiner import RefinerConfig, train_refiner
+    from SpineAlignmentLib.training.trainer import TrainConfig, train
+
+    _synthetic_dataset(tmp_path / "data")
+    tiny_net = {"stem_channels": [4, 8], "channels": [8, 8, 16], "num_res_units": 1, "features": 8}
+    train(TrainConfig(data=str(tmp_path / "data"), out=str(tmp_path / "s1"), input_shape=(128, 64), epochs=1,
+                      batch_size=4, val_fraction=0.34, threads=1, warmup_epochs=0, net=tiny_net), progress=False)
+    train_refiner(RefinerConfig(data=str(tmp_path / "data"), out=str(tmp_path / "ref"),
+                                stage1=str(tiny_model_folder(tmp_path / "models")), patch_size=32, epochs=1,
+                                images_per_batch=2, val_fraction=0.34, threads=1, warmup_epochs=0, net=tiny_net),
+                  progress=False)
+    out = tmp_path / "export" / "tiny-two-stage"
+    md = export(tmp_path / "s1", tmp_path / "data", out, name="tiny-two-stage", version="0.1.0", checkpoint="last.pt",
+                refiner_run=tmp_path / "ref", change="test export")
+    assert "input 128x64" in md["description"] and "whole image at 128x64" in md["network"]["coarse_to_fine"]
+    sel = md["refinement"]["training"]["selection"]
+    assert sel.startswith(f"The number of passes was chosen on the validation split ({md['validation']['n_images']} images")
+    assert "first stage alone SMAPE" in sel and "1 pass (exported)" in sel and "2 passes SMAPE" in sel
+    assert md["refinement"]["iterations"] == 1  # the alternative was measured, not kept
+    mean_px = [float(x) for x in __import__("re").findall(r"mean error ([0-9.]+) px", sel)]
+    assert len(mean_px) == 3 and mean_px[1] == pytest.approx(md["validation"]["mean_error_px"], abs=0.05)
+    assert sel in (out / "README.md").read_text()
+    from SpineAlignmentLib.models.registry import load_model
+
+    m = load_model("tiny-two-stage", folder=out)
+    assert m.input_shape == (128, 64) and m.refiner is not None and m.metadata["changelog"]["0.1.0"] == "test export"
