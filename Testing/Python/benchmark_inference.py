@@ -99,12 +99,13 @@ def main(argv=None) -> int:
 
 
 def _public_args(argv) -> list[str]:
-    """The command-line arguments as recorded: image paths are replaced by a placeholder (no machine paths)."""
+    """The measuring command's arguments as recorded: image paths become a placeholder (no machine paths);
+    the recording options themselves are left out."""
     out, skip = [], False
     for arg in sys.argv[1:] if argv is None else argv:
         if arg.startswith("--"):
-            skip = arg == "--images"
-            out += [arg] if not skip else [arg, "DIR"]
+            skip = arg in ("--images", "--machine")
+            out += [] if arg in ("--record", "--machine") else [arg, "DIR"] if arg == "--images" else [arg]
         elif not skip:
             out.append(arg)
     return out
@@ -131,12 +132,12 @@ def record(model, a, files: list[Path], figures: dict, command: str) -> Path:
     bench.update({"weights_sha256": sha, "machine": f"{a.machine}, torch {torch.__version__.split('+')[0]}"})
     bench["flip_tta" if a.flip_tta else "plain"] = run
 
-    def says(r: dict) -> str:
-        return (f"median {r['seconds_per_image_median']:.3f} s per image, {r['images_per_minute']} images per minute, "
-                f"peak RSS {r['peak_rss_mb']} MB ({r['images']}, {r['threads']} threads; `{r['command']}`)")
+    def says(label: str, r: dict) -> str:
+        return (f"{label}: median {r['seconds_per_image_median']:.3f} s per image, {r['images_per_minute']} images per "
+                f"minute, peak RSS {r['peak_rss_mb']} MB ({r['threads']} threads, {r['images']}; `{r['command']}`)")
 
-    parts = [f"{k}: {says(bench[k])}" for k in ("plain", "flip_tta") if k in bench]
-    bench["summary"] = (f"End to end (read the image, predict, measure) on {bench['machine']}. " + "; ".join(parts) + ".")
+    parts = [says(label, bench[k]) for k, label in (("plain", "Plain"), ("flip_tta", "Flip TTA")) if k in bench]
+    bench["summary"] = (f"End to end (read the image, predict, measure) on a {bench['machine']}. " + ". ".join(parts) + ".")
     md["benchmark"] = bench
     validate_metadata(md, str(path))
     path.write_text(json.dumps(md, indent=1))

@@ -48,6 +48,7 @@ def test_record_writes_figures_card_and_drops_them_for_new_weights(tiny, capsys)
     assert plain["seconds_per_image_median"] > 0 and plain["peak_rss_mb"] > 0 and plain["images_per_minute"] > 0
     # No machine path is recorded: the image folder becomes a placeholder.
     assert str(img.parent) not in json.dumps(b) and "--images DIR" in plain["command"]
+    assert "--record" not in plain["command"]
     assert "flip_tta" not in b
     card = (folder / "README.md").read_text()
     assert "## Speed" in card and f"peak RSS {plain['peak_rss_mb']} MB" in card
@@ -55,7 +56,7 @@ def test_record_writes_figures_card_and_drops_them_for_new_weights(tiny, capsys)
 
     assert bench.main(args + ["--record", "--flip-tta"]) == 0
     b2 = json.loads((folder / "metadata.json").read_text())["benchmark"]
-    assert b2["plain"] == plain and b2["flip_tta"]["command"].endswith("--record --flip-tta")
+    assert b2["plain"] == plain and b2["flip_tta"]["command"].endswith("--threads 1 --flip-tta")
 
     # New weights: the figures measured for the old ones are dropped, not carried over.
     torch.manual_seed(7)
