@@ -387,7 +387,8 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
             + "Stage 2 (the 'refinement' network): for each vertebra a square "
             f"ROI of {r['roi']['extent']} vertebra widths, centred on the stage-1 vertebra and rotated to its "
             f"mid-line, is sampled at {r['roi']['size']}x{r['roi']['size']} from the image resized so that the "
-            f"median vertebra spans {r['roi']['size'] / r['roi']['extent']:.0f} px (about the original resolution); four corner heatmaps are decoded by DSNT and mapped back "
+            f"median vertebra spans {r['roi']['size'] / r['roi']['extent']:.0f} px (about the original resolution); "
+            "four corner heatmaps are decoded by DSNT and mapped back "
             f"({r['iterations']} pass{'es' if r['iterations'] > 1 else ''}).")
     if levels_run is not None:
         md["identification"] = _identification_entry(Path(levels_run), levels_checkpoint, out, fp16)
@@ -450,13 +451,18 @@ def _f(v, nd=1) -> str:
     return "n/a" if v is None else f"{v:.{nd}f}"
 
 
-def write_readme(md: dict, out: Path, benchmark: dict | None = None) -> Path:
+def _trained(stage: dict, says) -> str:
+    """``"; trained <what says() makes of the stage's training block>"``, or nothing when the metadata has none."""
+    return f"; trained {says(stage['training'])}" if "training" in stage else ""
+
+
+def write_readme(md: dict, out: Path) -> Path:
     """Model card (README.md) generated from the metadata, so its figures never drift from it."""
     v, tr = md["validation"], md["training"]
     hy = tr["label_hygiene"]
     rec = tr["recipe"]
     tta = v.get("flip_tta", {})
-    bench = benchmark or md.get("benchmark") or {}
+    bench = md.get("benchmark") or {}
     lines = [
         f"# {md['name']} {md['version']}",
         "",
@@ -492,25 +498,26 @@ def write_readme(md: dict, out: Path, benchmark: dict | None = None) -> Path:
         *([f"- Second stage: `{md['refinement']['network']['class']}` with 4 output heatmaps, "
            f"{md['refinement']['network'].get('parameters', 0):,} parameters; weights `{md['refinement']['weights']['file']}` "
            f"({md['refinement']['weights']['dtype']}, {md['refinement']['weights'].get('size_bytes', 0) / 1e6:.1f} MB), "
-           f"SHA-256 `{md['refinement']['weights']['sha256']}` (checked on load); trained "
-           f"{md['refinement']['training']['epochs_run']} epochs on ROIs cut around the reference vertebrae with a "
-           f"simulated first-stage error ({md['refinement']['training']['recipe']['roi_error_simulated']}); "
-           f"augmentation: {md['refinement']['training']['recipe']['augmentation']}. "
-           "`predict_landmarks(..., refine=False)` returns the first stage alone. "
-           + md["refinement"]["training"].get("selection", "")]
+           f"SHA-256 `{md['refinement']['weights']['sha256']}` (checked on load)"
+           + _trained(md["refinement"], lambda t: (
+               f"{t['epochs_run']} epochs on ROIs cut around the reference vertebrae with a simulated first-stage "
+               f"error ({t['recipe']['roi_error_simulated']}); augmentation: {t['recipe']['augmentation']}"))
+           + ". `predict_landmarks(..., refine=False)` returns the first stage alone. "
+           + md["refinement"].get("training", {}).get("selection", "")]
           if "refinement" in md else []),
         *([f"- Vertebra identification: `{md['identification']['network']['class']}` (classes "
            f"{', '.join(md['identification']['classes'])}), {md['identification']['network'].get('parameters', 0):,} "
            f"parameters; weights `{md['identification']['weights']['file']}` ({md['identification']['weights']['dtype']}, "
            f"{md['identification']['weights'].get('size_bytes', 0) / 1e6:.2f} MB), SHA-256 "
-           f"`{md['identification']['weights']['sha256']}` (checked on load); trained "
-           f"{md['identification']['training']['epochs_run']} epochs on context patches "
-           f"({md['identification']['training']['recipe']['patches']}) with a simulated first-stage error "
-           f"({md['identification']['training']['recipe']['roi_error_simulated']}). Decoding: "
+           f"`{md['identification']['weights']['sha256']}` (checked on load)"
+           + _trained(md["identification"], lambda t: (
+               f"{t['epochs_run']} epochs on context patches ({t['recipe']['patches']}) with a simulated first-stage "
+               f"error ({t['recipe']['roi_error_simulated']})"))
+           + ". Decoding: "
            f"{md['identification']['decoding']['rule']} (anchor_weight {md['identification']['decoding']['anchor_weight']:g}, "
            f"extra {md['identification']['decoding']['extra']}, min_extra_score "
            f"{md['identification']['decoding']['min_extra_score']:g}). "
-           + md["identification"]["training"].get("selection", "")]
+           + md["identification"].get("training", {}).get("selection", "")]
           if "identification" in md else []),
         f"- Confidence: {md['decoding'].get('confidence', 'probability mass of each heatmap near its peak')}. A mean "
         f"confidence below {md['decoding']['low_confidence']} gives a low-confidence warning (lateral, chest, empty or "

@@ -7,7 +7,8 @@ Usage::
         [--repeat 10] [--threads 2] [--flip-tta] [--record]
 
 ``--record`` writes the figures into the model's ``metadata.json`` (block
-``benchmark``, tied to the weights' SHA-256 so a re-export drops them) and
+``benchmark``, tied to the SHA-256 of every weights file of the model, so new
+weights in any stage drop them) and
 regenerates its model card, so no measured figure is typed in by hand.
 
 Each timed run is end to end: read the file (``read_radiograph``), predict the
@@ -123,7 +124,9 @@ def record(model, a, files: list[Path], figures: dict, command: str) -> Path:
 
     path = model.folder / "metadata.json"
     md = json.loads(path.read_text())
-    sha = md["weights"]["sha256"]
+    # Every stage's weights: a new second stage on unchanged first-stage weights changes the speed too.
+    sha = {st["weights"]["file"]: st["weights"]["sha256"]
+           for st in (md, md.get("refinement"), md.get("identification")) if st is not None}
     bench = md.get("benchmark") or {}
     if bench.get("weights_sha256") != sha:
         bench = {}

@@ -8,12 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from test_models import TINY_ARGS, tiny_model_folder
+from test_models import add_tiny_refiner, tiny_model_folder
 
-from SpineAlignmentLib.models.network import SpineLandmarkNet
 from SpineAlignmentLib.models.registry import load_model, sha256_file
 
 SCRIPT = Path(__file__).with_name("benchmark_inference.py")
@@ -43,7 +41,7 @@ def test_record_writes_figures_card_and_drops_them_for_new_weights(tiny, capsys)
     assert bench.main(args + ["--record"]) == 0
     md = json.loads((folder / "metadata.json").read_text())
     b = md["benchmark"]
-    assert b["weights_sha256"] == md["weights"]["sha256"] == sha256_file(folder / "model.pt")
+    assert b["weights_sha256"] == {"model.pt": sha256_file(folder / "model.pt")}
     plain = b["plain"]
     assert plain["seconds_per_image_median"] > 0 and plain["peak_rss_mb"] > 0 and plain["images_per_minute"] > 0
     # No machine path is recorded: the image folder becomes a placeholder.
@@ -58,13 +56,12 @@ def test_record_writes_figures_card_and_drops_them_for_new_weights(tiny, capsys)
     b2 = json.loads((folder / "metadata.json").read_text())["benchmark"]
     assert b2["plain"] == plain and b2["flip_tta"]["command"].endswith("--threads 1 --flip-tta")
 
-    # New weights: the figures measured for the old ones are dropped, not carried over.
-    torch.manual_seed(7)
-    torch.save({k: v.half() for k, v in SpineLandmarkNet(**TINY_ARGS).state_dict().items()}, folder / "model.pt")
-    md = json.loads((folder / "metadata.json").read_text())
-    md["weights"]["sha256"] = sha256_file(folder / "model.pt")
-    (folder / "metadata.json").write_text(json.dumps(md))
+    # New weights in any stage (here a second stage is added to unchanged first-stage weights): the
+    # figures measured without it are dropped, not carried over.
+    add_tiny_refiner(folder)
     assert bench.main(args + ["--record"]) == 0
     b3 = json.loads((folder / "metadata.json").read_text())["benchmark"]
-    assert b3["weights_sha256"] == md["weights"]["sha256"] and "flip_tta" not in b3
+    assert b3["weights_sha256"] == {"model.pt": sha256_file(folder / "model.pt"),
+                                    "refine.pt": sha256_file(folder / "refine.pt")}
+    assert "flip_tta" not in b3 and b3["plain"] != plain
     assert "recorded in" in capsys.readouterr().out
