@@ -172,6 +172,16 @@ def _load_network(net: dict, w: dict, folder: Path):
     return network.eval()
 
 
+#: metadata blocks of the optional networks that follow the first stage, each with its own weights file
+OPTIONAL_STAGES = ("refinement", "identification")
+
+
+def weights_checksums(md: dict) -> dict[str, str]:
+    """``{weights file: SHA-256}`` of every network of a model (first stage and optional stages)."""
+    return {st["weights"]["file"]: st["weights"]["sha256"]
+            for st in (md, *(md[k] for k in OPTIONAL_STAGES if k in md))}
+
+
 def load_model(name: str, *, folder: Path | None = None):
     """Load a registered model by name (or from an explicit folder).
 
@@ -188,7 +198,7 @@ def load_model(name: str, *, folder: Path | None = None):
     from .refine import RoiSpec
 
     stages = {}
-    for key in ("refinement", "identification"):
+    for key in OPTIONAL_STAGES:
         if key in md:
             st = md[key]
             stages[key] = (_load_network(st["network"], st["weights"], folder),

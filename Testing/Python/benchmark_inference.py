@@ -8,8 +8,8 @@ Usage::
 
 ``--record`` writes the figures into the model's ``metadata.json`` (block
 ``benchmark``, tied to the SHA-256 of every weights file of the model, so new
-weights in any stage drop them) and
-regenerates its model card, so no measured figure is typed in by hand.
+weights in any stage drop them) and regenerates its model card, so no
+measured figure is typed in by hand.
 
 Each timed run is end to end: read the file (``read_radiograph``), predict the
 landmarks (``predict_landmarks``) and measure the parameters
@@ -105,8 +105,11 @@ def _public_args(argv) -> list[str]:
     out, skip = [], False
     for arg in sys.argv[1:] if argv is None else argv:
         if arg.startswith("--"):
-            skip = arg in ("--images", "--machine")
-            out += [] if arg in ("--record", "--machine") else [arg, "DIR"] if arg == "--images" else [arg]
+            skip = arg in ("--images", "--machine")  # their values are not recorded
+            if arg == "--images":
+                out += [arg, "DIR"]
+            elif arg not in ("--record", "--machine"):
+                out.append(arg)
         elif not skip:
             out.append(arg)
     return out
@@ -119,14 +122,13 @@ def record(model, a, files: list[Path], figures: dict, command: str) -> Path:
 
     import torch
 
-    from SpineAlignmentLib.models.registry import validate_metadata
+    from SpineAlignmentLib.models.registry import validate_metadata, weights_checksums
     from SpineAlignmentLib.training.export import write_readme
 
     path = model.folder / "metadata.json"
     md = json.loads(path.read_text())
     # Every stage's weights: a new second stage on unchanged first-stage weights changes the speed too.
-    sha = {st["weights"]["file"]: st["weights"]["sha256"]
-           for st in (md, md.get("refinement"), md.get("identification")) if st is not None}
+    sha = weights_checksums(md)
     bench = md.get("benchmark") or {}
     if bench.get("weights_sha256") != sha:
         bench = {}
