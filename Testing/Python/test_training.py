@@ -125,8 +125,10 @@ def _synthetic_dataset(root, n=6):
 
     (root / "images").mkdir(parents=True)
     (root / "labels").mkdir()
+    from SpineAlignmentLib.geometry.aasce import aasce_triple
+
     rng = np.random.default_rng(0)
-    names = []
+    names, angles = [], []
     for i in range(n):
         name = f"synth-{100 + i // 2} {'AB'[i % 2]} AP.jpg"
         pts = coronal_spine(curve_deg=rng.uniform(0, 30)) * 0.5 + rng.uniform(-5, 5, 2)
@@ -138,6 +140,10 @@ def _synthetic_dataset(root, n=6):
         Image.fromarray(img).save(root / "images" / name, quality=95)
         scipy.io.savemat(root / "labels" / (name + ".mat"), {"p2": pts})
         names.append(name)
+        angles.append(aasce_triple(pts, img.shape[0]).angles)
+    # The dataset's reference triple, as its authors wrote it: labels/filenames.csv and labels/angles.csv.
+    (root / "labels" / "filenames.csv").write_text("".join(f"{n}\n" for n in names))
+    (root / "labels" / "angles.csv").write_text("".join(",".join(f"{v:.6f}" for v in a) + "\n" for a in angles))
     return names
 
 
@@ -282,6 +288,62 @@ def test_midline_tilt_term_hand_worked():
     assert float(tilt_loss) == pytest.approx(float(plain_loss) + 0.5 * parts["tilt_deg"], rel=1e-5)
 
 
+def _coronal_points(thetas):
+    from spines import coronal_spine
+
+    pts = coronal_spine(thetas)
+    return np.array([pts[i] for i in IDS])
+
+
+S_CURVE = [0, 3, 7, 11, 14, 12, 7, 2, -3, -8, -12, -15, -13, -9, -5, -2, 0]
+
+
+def test_midline_tilt_metric_hand_worked():
+    """One vertebra of a synthetic S spine drawn 10 degrees more tilted (image-right end higher, so its
+    mid-line angle in image axes, y down, is 10 degrees lower) gives -10 there and 0 elsewhere;
+    the per-image figure is its mean absolute value over the 17 vertebrae."""
+    from SpineAlignmentLib.geometry.aasce import aasce_triple
+    from SpineAlignmentLib.training.metrics import landmark_metrics, midline_tilt_errors
+
+    truth = _coronal_points(S_CURVE)
+    turned = list(S_CURVE)
+    turned[5] += 10
+    pred = _coronal_points(turned)
+    err = midline_tilt_errors(pred, truth)
+    assert err[5] == pytest.approx(-10.0, abs=1e-9)
+    np.testing.assert_allclose(np.delete(err, 5), 0.0, atol=1e-9)
+    mirrored = truth.reshape(-1, 4, 2)[:, [1, 0, 3, 2]].reshape(-1, 2)  # left and right corners swapped
+    np.testing.assert_allclose(np.abs(midline_tilt_errors(mirrored, truth)), 180.0, atol=1e-9)
+    ref = np.array(aasce_triple(truth, 1200.0).angles)
+    m = landmark_metrics([pred, truth], [truth, truth], [1200.0, 1200.0], [ref, ref])
+    assert m["midline_tilt_mae_deg"] == pytest.approx(10.0 / 34.0, abs=1e-9)
+    assert landmark_metrics([truth], [truth], [1200.0], [ref])["midline_tilt_mae_deg"] == 0.0
+
+
+def test_triple_sensitivity_measures_the_chance_part_of_smape():
+    """With no turn the SMAPE is that of the predictions (0 for the reference's own corners, every repeat);
+    small random turns make it positive and spread, reproducibly for a seed, more for larger turns."""
+    from SpineAlignmentLib.geometry.aasce import aasce_triple
+    from SpineAlignmentLib.training.metrics import landmark_metrics, triple_sensitivity
+
+    spines = [_coronal_points(S_CURVE), _coronal_points([0.6 * t for t in S_CURVE]), _coronal_points(S_CURVE[::-1])]
+    heights = [1200.0] * 3
+    refs = [np.array(aasce_triple(p, h).angles) for p, h in zip(spines, heights)]
+    still = triple_sensitivity(spines, heights, refs, tilt_sd_deg=0.0, repeats=3)
+    assert still["smape_pct_mean"] == still["smape_pct_max"] == 0.0 and still["smape_pct_sd"] == 0.0
+    end_turned = [t - (2 if k == 5 else 0) for k, t in enumerate(S_CURVE[::-1])]  # an end vertebra 2 deg more tilted
+    off = [spines[0], spines[1], _coronal_points(end_turned)]
+    base = landmark_metrics(off, spines, heights, refs)["smape_pct"]
+    assert base > 0 and triple_sensitivity(off, heights, refs, tilt_sd_deg=0.0, repeats=2)["smape_pct_mean"] == \
+        pytest.approx(base, abs=1e-9)
+    small = triple_sensitivity(spines, heights, refs, tilt_sd_deg=0.25, repeats=12, seed=3)
+    assert small == triple_sensitivity(spines, heights, refs, tilt_sd_deg=0.25, repeats=12, seed=3)
+    assert 0.0 < small["smape_pct_min"] <= small["smape_pct_mean"] <= small["smape_pct_max"] < 5.0
+    assert small["smape_pct_sd"] > 0.0 and small["repeats"] == 12
+    large = triple_sensitivity(spines, heights, refs, tilt_sd_deg=2.0, repeats=12, seed=3)
+    assert large["smape_pct_mean"] > small["smape_pct_mean"]
+
+
 def test_export_of_a_two_stage_run_measures_its_pass_selection(tmp_path):
     """Export end to end: the metadata validates and loads, the texts follow the run's input size, and the
     refinement pass count carries the figures of its alternatives, measured by the export itself."""
@@ -309,7 +371,13 @@ def test_export_of_a_two_stage_run_measures_its_pass_selection(tmp_path):
     assert md["refinement"]["iterations"] == 1  # the alternative was measured, not kept
     mean_px = [float(x) for x in __import__("re").findall(r"mean error ([0-9.]+) px", sel)]
     assert len(mean_px) == 3 and mean_px[1] == pytest.approx(md["validation"]["mean_error_px"], abs=0.05)
-    assert sel in (out / "README.md").read_text()
+    assert "mid-line tilt MAE" in sel
+    v = md["validation"]
+    assert 0.0 <= v["midline_tilt_mae_deg"] <= 180.0 and 0.0 <= v["flip_tta"]["midline_tilt_mae_deg"] <= 180.0
+    sens = v["smape_sensitivity"]  # the synthetic dataset carries angles.csv, so the sensitivity is measured
+    assert sens["repeats"] == 20 and sens["smape_pct_min"] <= sens["smape_pct_mean"] <= sens["smape_pct_max"]
+    card = (out / "README.md").read_text()
+    assert sel in card and f"gives {sens['smape_pct_mean']:.2f} +- {sens['smape_pct_sd']:.2f} %" in card
     from SpineAlignmentLib.models.registry import load_model
 
     m = load_model("tiny-two-stage", folder=out)
