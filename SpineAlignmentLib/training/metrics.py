@@ -9,7 +9,7 @@ import numpy as np
 from ..evaluation.statistics import circular_mae, smape
 from ..geometry.aasce import aasce_triple
 
-__all__ = ["vertebra_widths", "midline_tilt_errors", "landmark_metrics", "triple_sensitivity"]
+__all__ = ["vertebra_widths", "midline_tilt_errors", "rotate_vertebrae", "landmark_metrics", "triple_sensitivity"]
 
 
 def vertebra_widths(points: np.ndarray) -> np.ndarray:
@@ -36,7 +36,7 @@ def midline_tilt_errors(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return (d + 180.0) % 360.0 - 180.0
 
 
-def _rotate_vertebrae(points: np.ndarray, degrees: np.ndarray) -> np.ndarray:
+def rotate_vertebrae(points: np.ndarray, degrees: np.ndarray) -> np.ndarray:
     """(4V, 2) corners with each vertebra rotated about its centroid by ``degrees[v]``."""
     q = np.asarray(points, dtype=float).reshape(-1, 4, 2)
     c = q.mean(axis=1, keepdims=True)
@@ -66,7 +66,7 @@ def triple_sensitivity(preds: Sequence[np.ndarray], image_heights: Sequence[floa
     ref = np.array([np.asarray(r, dtype=float) for r in reference_angles])
     values = []
     for _ in range(int(repeats)):
-        tri = np.array([aasce_triple(_rotate_vertebrae(p, rng.normal(0.0, tilt_sd_deg, len(p) // 4)), float(h)).angles
+        tri = np.array([aasce_triple(rotate_vertebrae(p, rng.normal(0.0, tilt_sd_deg, len(p) // 4)), float(h)).angles
                         for p, h in zip(preds, image_heights)])
         values.append(smape(ref, tri))
     v = np.array(values)

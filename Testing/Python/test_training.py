@@ -303,7 +303,7 @@ def test_midline_tilt_metric_hand_worked():
     mid-line angle in image axes, y down, is 10 degrees lower) gives -10 there and 0 elsewhere;
     the per-image figure is its mean absolute value over the 17 vertebrae."""
     from SpineAlignmentLib.geometry.aasce import aasce_triple
-    from SpineAlignmentLib.training.metrics import landmark_metrics, midline_tilt_errors
+    from SpineAlignmentLib.training.metrics import landmark_metrics, midline_tilt_errors, rotate_vertebrae, vertebra_widths
 
     truth = _coronal_points(S_CURVE)
     turned = list(S_CURVE)
@@ -312,6 +312,11 @@ def test_midline_tilt_metric_hand_worked():
     err = midline_tilt_errors(pred, truth)
     assert err[5] == pytest.approx(-10.0, abs=1e-9)
     np.testing.assert_allclose(np.delete(err, 5), 0.0, atol=1e-9)
+    turns = np.linspace(-20.0, 20.0, 17)
+    rotated = rotate_vertebrae(truth, turns)  # about each centroid: same centres, same edge lengths
+    np.testing.assert_allclose(midline_tilt_errors(rotated, truth), turns, atol=1e-9)
+    np.testing.assert_allclose(rotated.reshape(-1, 4, 2).mean(1), truth.reshape(-1, 4, 2).mean(1), atol=1e-9)
+    np.testing.assert_allclose(vertebra_widths(rotated), vertebra_widths(truth), atol=1e-9)
     mirrored = truth.reshape(-1, 4, 2)[:, [1, 0, 3, 2]].reshape(-1, 2)  # left and right corners swapped
     np.testing.assert_allclose(np.abs(midline_tilt_errors(mirrored, truth)), 180.0, atol=1e-9)
     ref = np.array(aasce_triple(truth, 1200.0).angles)
@@ -382,3 +387,16 @@ def test_export_of_a_two_stage_run_measures_its_pass_selection(tmp_path):
 
     m = load_model("tiny-two-stage", folder=out)
     assert m.input_shape == (128, 64) and m.refiner is not None and m.metadata["changelog"]["0.1.0"] == "test export"
+
+    # The diagnosis script on the exported model: its end-to-end figures are the export's own.
+    import diagnose_coronal
+
+    assert diagnose_coronal.main(["--data", str(tmp_path / "data"), "--model", str(out), "--repeats", "2",
+                                  "--threads", "1", "--json", str(tmp_path / "diag.json")]) == 0
+    diag = json.loads((tmp_path / "diag.json").read_text())
+    assert diag["n_images"] == v["n_images"]
+    for k in ("smape_pct", "cmae_deg", "midline_tilt_mae_deg", "median_error_px"):
+        assert diag["end_to_end"][k] == pytest.approx(v[k], abs=1e-9)
+    assert diag["smape_sensitivity"] == sens
+    assert [c["sd_deg"] for c in diag["tilt_noise_curve"]] == list(diagnose_coronal.NOISE_SD_DEG)
+    assert diag["refiner_bounds"]["refined from the first stage (shipped)"] == diag["end_to_end"]
