@@ -276,7 +276,7 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
     import torch
 
     from ..models.landmarks import protocol_landmark_ids
-    from ..models.registry import load_model, validate_metadata
+    from ..models.registry import load_model, validate_metadata, weights_checksums
     from .dataset import load_samples
     from .metrics import triple_sensitivity
 
@@ -288,8 +288,8 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
     cfg = ck["config"]
     split = json.loads((run_dir / "split.json").read_text())
     out.mkdir(parents=True, exist_ok=True)
-    old_md = out / "metadata.json"
-    changelog = json.loads(old_md.read_text()).get("changelog", {}) if old_md.exists() else {}
+    old_md = json.loads((out / "metadata.json").read_text()) if (out / "metadata.json").exists() else {}
+    changelog = old_md.get("changelog", {})
     changelog[version] = change or changelog.get(version) or (
         "First release: trained from scratch on the AASCE 2019 training split (patient-held-out validation).")
     weights = _save_weights(ck["model"], out / "model.pt", fp16)
@@ -448,6 +448,10 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
                                                         "midline_tilt_mae_deg")}
     if refiner_run is not None:
         md["refinement"]["training"]["selection"] = _pass_selection(model, plain, refine_iterations, data_dir, val, points, refs)
+    # Speed figures belong to weights: keep those measured on exactly these weights (benchmark_inference.py --record).
+    bench = old_md.get("benchmark")
+    if bench and bench.get("weights_sha256") == weights_checksums(md):
+        md["benchmark"] = bench
     validate_metadata(md, "(export)")
     (out / "metadata.json").write_text(json.dumps(md, indent=1))
     write_readme(md, out)

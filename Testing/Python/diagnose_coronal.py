@@ -55,7 +55,7 @@ def _figures(preds, samples, heights) -> dict:
 
 
 def _line(name: str, f: dict) -> str:
-    return (f"  {name:<44} SMAPE {f['smape_pct']:6.2f} %  CMAE {f['cmae_deg']:5.2f} deg  tilt MAE "
+    return (f"  {name:<48} SMAPE {f['smape_pct']:6.2f} %  CMAE {f['cmae_deg']:5.2f} deg  tilt MAE "
             f"{f['midline_tilt_mae_deg']:5.2f} deg (right level {f['midline_tilt_mae_deg_right_level']:5.2f}, "
             f"{f['n_right_level']} images)  median error {f['median_error_px']:5.1f} px")
 

@@ -388,6 +388,21 @@ def test_export_of_a_two_stage_run_measures_its_pass_selection(tmp_path):
     m = load_model("tiny-two-stage", folder=out)
     assert m.input_shape == (128, 64) and m.refiner is not None and m.metadata["changelog"]["0.1.0"] == "test export"
 
+    # Speed figures recorded for exactly these weights survive a re-export; figures of other weights do not.
+    from SpineAlignmentLib.models.registry import weights_checksums
+
+    def reexport_with(bench):
+        meta = json.loads((out / "metadata.json").read_text())
+        (out / "metadata.json").write_text(json.dumps({**meta, "benchmark": bench}))
+        return export(tmp_path / "s1", tmp_path / "data", out, name="tiny-two-stage", version="0.1.0",
+                      checkpoint="last.pt", refiner_run=tmp_path / "ref")
+
+    same = {"weights_sha256": weights_checksums(md), "summary": "measured on these weights"}
+    assert reexport_with(same).get("benchmark") == same
+    assert "measured on these weights" in (out / "README.md").read_text()
+    other = {"weights_sha256": {**weights_checksums(md), "refine.pt": "0" * 64}, "summary": "other weights"}
+    assert "benchmark" not in reexport_with(other)
+
     # The diagnosis script on the exported model: its end-to-end figures are the export's own.
     import diagnose_coronal
 
