@@ -7,13 +7,22 @@ process (``workers=1``), a local :class:`concurrent.futures.ProcessPoolExecutor`
 ``distributed.Client``). Workers write each image's files as soon as they exist
 (atomic renames; the result JSON last, so its presence means the image is
 complete). With Dask, the input and output folders must be visible to the
-workers under the same paths (a shared file system).
+workers under the same paths (a shared file system); inputs and outputs are made
+absolute before they are sent, and the client checks that each result a worker
+reports is where it expects it.
 
 Progress is reported as :class:`Progress` events to a callback; :meth:`BatchRunner.cancel`
-stops submitting new work, lets running items finish and returns cleanly. A
-re-run skips images whose result is complete and re-tries earlier failures
-(unless ``retry_failures=False``). A bad image is recorded in ``failures.csv``
-with its reason and the rest go on.
+stops submitting new work, lets running items finish and returns cleanly. A bad
+image is recorded in ``failures.csv`` with its reason and the rest go on.
+
+Resume: every result JSON carries the run's :func:`batch_fingerprint` (protocol,
+model name, version and the SHA-256 of each weights file, the options that change
+values, the software version, and the landmark file's SHA-256 with
+``landmarks_dir``). A re-run re-uses a result only when its fingerprint equals
+the new one; the others are analysed again (the old JSON is kept as
+``<name>.json.stale`` until the new one is written) and the run says how many and
+why. Earlier failures are re-tried unless ``retry_failures=False``; ``force=True``
+analyses everything again.
 """
 
 from __future__ import annotations
@@ -28,10 +37,11 @@ import os
 import threading
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from . import __version__
 from .errors import LandmarkError, ModelError, SpineAlignmentError
 from .result import SCHEMA, Result, load_json
 
@@ -43,13 +53,14 @@ IMAGE_EXTENSIONS = (".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".tif", ".tiff", 
 SUMMARY_CSV = "summary.csv"
 FAILURES_CSV = "failures.csv"
 FAILURE_COLUMNS = ("image", "name", "error", "reason")
+STALE_SUFFIX = ".stale"
 
 
 class BatchEvent(enum.Enum):
     """What a :class:`Progress` report is about."""
 
     STARTED = "started"  #: inputs collected; ``total`` is known
-    SKIPPED = "skipped"  #: result already complete (or an earlier failure not re-tried)
+    SKIPPED = "skipped"  #: result complete with the same fingerprint (or an earlier failure not re-tried)
     SUBMITTED = "submitted"  #: handed to a worker
     DONE = "done"  #: result and sidecar files written
     FAILED = "failed"  #: recorded in failures.csv with ``message``
@@ -92,6 +103,7 @@ class BatchOptions:
     write_markups: bool = True
     write_overlay: bool = True
     patient_orientation: str | None = None
+    min_confidence: float | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +135,8 @@ class BatchSummary:
     summary_csv: Path
     failures_csv: Path
     failures: dict[str, str] = field(default_factory=dict)
+    #: results found but analysed again: why (fingerprint differences, ``--force``) -> how many
+    stale: dict[str, int] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,6 +210,80 @@ def find_landmarks_file(landmarks_dir: str | Path, name: str) -> Path | None:
 
 
 # --------------------------------------------------------------------------------------------
+# fingerprint (what a result was computed with)
+
+
+def model_fingerprint(name: str | None) -> dict[str, Any] | None:
+    """``{"name", "version", "weights": {file: SHA-256}}`` of a registered model (no torch needed).
+
+    The SHA-256 values are those of the model's metadata, which loading checks against the files,
+    so a result computed with other weights can never carry these values.
+    """
+    if name is None:
+        return None
+    try:
+        from .models.registry import models_dir, read_metadata, weights_checksums
+
+        md = read_metadata(models_dir() / name)
+    except Exception as exc:  # noqa: BLE001 - an unloadable model fails per image with its own reason
+        log.debug("no metadata for model %s (%s)", name, exc)
+        return {"name": name, "version": None, "weights": None}
+    return {"name": md["name"], "version": md["version"], "weights": weights_checksums(md)}
+
+
+def batch_fingerprint(options: BatchOptions) -> dict[str, Any]:
+    """What every result of a batch depends on besides its image (JSON-ready, compared key by key).
+
+    With ``landmarks_dir`` the landmarks come from files, so model and flip TTA do not matter;
+    each image's landmark file adds its SHA-256 (:func:`item_fingerprint`).
+    """
+    from .pipeline import DEFAULT_MIN_CONFIDENCE
+
+    manual = bool(options.landmarks_dir)
+    return {
+        "protocol": options.protocol,
+        "software_version": __version__,
+        "model": None if manual else model_fingerprint(options.model or default_model(options.protocol)),
+        "flip_tta": None if manual else bool(options.flip_tta),
+        "landmarks_dir": os.path.abspath(options.landmarks_dir) if manual else None,
+        "spacing_mm": [float(v) for v in options.spacing] if options.spacing else None,
+        "patient_orientation": options.patient_orientation,
+        "min_confidence": DEFAULT_MIN_CONFIDENCE if options.min_confidence is None else float(options.min_confidence),
+    }
+
+
+def item_fingerprint(base: dict[str, Any], landmarks_path: Path | None) -> dict[str, Any]:
+    """The batch fingerprint plus the SHA-256 of this image's landmark file (None without one)."""
+    if base.get("landmarks_dir") is None:
+        return dict(base)
+    from .models.registry import sha256_file
+
+    digest = None
+    if landmarks_path is not None:
+        try:
+            digest = sha256_file(landmarks_path)
+        except OSError:
+            digest = None
+    return {**base, "landmarks_file": None if landmarks_path is None else {"name": Path(landmarks_path).name,
+                                                                             "sha256": digest}}
+
+
+def fingerprint_difference(old: Any, new: dict[str, Any]) -> str:
+    """Why a stored fingerprint does not match, in words ('' when it does)."""
+    if not isinstance(old, dict):
+        return "no fingerprint (written by an older version)"
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    parts = []
+    for k in keys:
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) or isinstance(b, dict):
+            parts.append(f"{k} changed")
+        else:
+            parts.append(f"{k} {a!r} -> {b!r}")
+    return ", ".join(parts)
+
+
+# --------------------------------------------------------------------------------------------
 # one image
 
 def default_model(protocol: str) -> str | None:
@@ -244,6 +332,8 @@ def analyze_one(
     write_overlay: bool = True,
     patient_orientation: str | None = None,
     name: str | None = None,
+    min_confidence: float | None = None,
+    fingerprint: dict[str, Any] | None = None,
 ) -> Result:
     """Analyse one radiograph and write its files.
 
@@ -262,6 +352,8 @@ def analyze_one(
         write_overlay: write the overlay PNG.
         patient_orientation: e.g. ``"L,F"`` when the file does not say.
         name: output file stem (default: the image's stem).
+        min_confidence: landmarks below this confidence are not trusted (default: the pipeline's).
+        fingerprint: stored in the result JSON (:func:`batch_fingerprint`); resume compares it.
 
     Returns:
         The :class:`~SpineAlignmentLib.result.Result` (also written as JSON, last).
@@ -273,6 +365,7 @@ def analyze_one(
     from .pipeline import analyze, measure
 
     path = Path(path)
+    extra_kw = {} if min_confidence is None else {"min_confidence": min_confidence}
     radiograph = read_radiograph(path, spacing=tuple(spacing) if spacing else None,
                                  patient_orientation=patient_orientation)
     if landmarks_path is not None:
@@ -282,7 +375,7 @@ def analyze_one(
             spacing_mm=radiograph.spacing_mm, calibration=radiograph.calibration,
             image_size=radiograph.shape,
             patient_orientation=radiograph.patient_orientation or extra.get("patient_orientation"),
-            image=path.name, model=extra.get("model"), source=str(landmarks_path),
+            image=path.name, model=extra.get("model"), source=str(landmarks_path), **extra_kw,
         )
         result.warnings[:0] = list(getattr(radiograph, "warnings", []) or [])
     else:
@@ -291,8 +384,9 @@ def analyze_one(
                 f"{path.name}: protocol '{protocol}' has no model yet; give landmark files with --landmarks-dir "
                 "(<image stem>.json or .mrk.json per image) or place the landmarks in Slicer."
             )
-        result = analyze(radiograph, protocol, model=model, flip_tta=flip_tta)
+        result = analyze(radiograph, protocol, model=model, flip_tta=flip_tta, **extra_kw)
         result.image = path.name
+    result.fingerprint = fingerprint
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -318,8 +412,12 @@ def _error_name(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def _task(item: BatchItem, options: BatchOptions) -> dict[str, Any]:
-    """Worker entry point: never raises for a bad image, returns a status record instead."""
+def _task(item: BatchItem, options: BatchOptions, fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Worker entry point: never raises for a bad image, returns a status record instead.
+
+    ``item`` and ``options`` hold absolute paths (see :meth:`BatchRunner.run`); the record
+    names the result file written, which the client checks.
+    """
     t0 = time.perf_counter()
     landmarks_path = None
     try:
@@ -332,6 +430,7 @@ def _task(item: BatchItem, options: BatchOptions) -> dict[str, Any]:
             item.image, options.protocol, options.out_dir, model=options.model, spacing=options.spacing,
             landmarks_path=landmarks_path, flip_tta=options.flip_tta, write_markups=options.write_markups,
             write_overlay=options.write_overlay, patient_orientation=options.patient_orientation, name=item.name,
+            min_confidence=options.min_confidence, fingerprint=fingerprint,
         )
     except SpineAlignmentError as exc:
         return {"status": "failed", "item": item, "error": _error_name(exc), "reason": str(exc),
@@ -341,29 +440,43 @@ def _task(item: BatchItem, options: BatchOptions) -> dict[str, Any]:
         return {"status": "failed", "item": item, "error": type(exc).__name__,
                 "reason": f"unexpected error: {exc}", "seconds": time.perf_counter() - t0}
     return {"status": "done", "item": item, "seconds": time.perf_counter() - t0,
-            "warnings": len(result.warnings)}
+            "warnings": len(result.warnings), "result_path": str(item.result_path(options.out_dir)),
+            "cwd": os.getcwd()}
 
 
 # --------------------------------------------------------------------------------------------
 # resume state
 
 
-def result_is_complete(item: BatchItem, options: BatchOptions) -> bool:
-    """True when the item's result JSON is valid for this protocol and its requested sidecars exist."""
+def result_state(item: BatchItem, options: BatchOptions, fingerprint: dict[str, Any] | None = None) -> tuple[str, str]:
+    """``("complete", "")``, ``("absent", why)`` or ``("stale", why)`` for the item's result.
+
+    Complete: the result JSON is valid for this protocol, its requested sidecars exist and,
+    when ``fingerprint`` is given, its stored fingerprint equals it.
+    """
     p = item.result_path(options.out_dir)
     if not p.is_file():
-        return False
+        return "absent", "no result"
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    if data.get("schema") != SCHEMA or data.get("protocol") != options.protocol:
-        return False
+        return "absent", "unreadable result"
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA or data.get("protocol") != options.protocol:
+        return "stale", "result of another protocol or format"
+    if fingerprint is not None:
+        why = fingerprint_difference(data.get("fingerprint"), fingerprint)
+        if why:
+            return "stale", why
     if options.write_markups and not item.markups_path(options.out_dir).is_file():
-        return False
+        return "absent", "no .mrk.json"
     if options.write_overlay and not item.overlay_path(options.out_dir).is_file():
-        return False
-    return True
+        return "absent", "no overlay"
+    return "complete", ""
+
+
+def result_is_complete(item: BatchItem, options: BatchOptions, fingerprint: dict[str, Any] | None = None) -> bool:
+    """True when :func:`result_state` says ``complete``."""
+    return result_state(item, options, fingerprint)[0] == "complete"
 
 
 def read_failures(path: Path) -> dict[str, dict[str, str]]:
@@ -424,17 +537,19 @@ class BatchRunner:
         scheduler: Dask scheduler address (``tcp://host:8786``) or a ``distributed.Client``.
         callback: called with each :class:`Progress` (in the calling thread).
         retry_failures: re-try images listed in an earlier ``failures.csv``.
+        force: analyse every image again, whatever results and failures exist.
     """
 
     def __init__(self, inputs: Iterable[str | Path], options: BatchOptions, *, workers: int = 1,
                  scheduler: Any = None, callback: Callable[[Progress], None] | None = None,
-                 retry_failures: bool = True) -> None:
+                 retry_failures: bool = True, force: bool = False) -> None:
         self.inputs = list(inputs)
         self.options = options
         self.workers = max(1, int(workers))
         self.scheduler = scheduler
         self.callback = callback
         self.retry_failures = retry_failures
+        self.force = force
         self._cancel = threading.Event()
 
     def cancel(self) -> None:
@@ -471,33 +586,53 @@ class BatchRunner:
         return _InlineExecutor(), False, lambda: None
 
     def run(self) -> BatchSummary:
-        """Process every image not already complete; returns the counts (also on cancel)."""
-        opts = self.options
+        """Process every image whose result is not complete with this run's fingerprint; returns the counts."""
+        # absolute paths before anything goes to a worker: a Dask worker has its own working directory
+        opts = replace(self.options, out_dir=os.path.abspath(self.options.out_dir),
+                       landmarks_dir=os.path.abspath(self.options.landmarks_dir) if self.options.landmarks_dir else None)
         out = Path(opts.out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        items = make_items(collect_inputs(self.inputs, exclude=out))
+        items = make_items([Path(os.path.abspath(p)) for p in collect_inputs(self.inputs, exclude=out)])
         failures_path = out / FAILURES_CSV
-        old_failures = read_failures(failures_path)
+        old_failures = {} if self.force else read_failures(failures_path)
         failures: dict[str, dict[str, str]] = {}
         total = len(items)
         counts = {"done": 0, "failed": 0, "skipped": 0}
+        base = batch_fingerprint(opts)
+        fingerprints = {item.name: item_fingerprint(base, find_landmarks_file(opts.landmarks_dir, item.name)
+                                                    if opts.landmarks_dir else None) for item in items}
+        stale: dict[str, int] = {}
 
         def progress(event: BatchEvent, image: str | None = None, message: str = "", seconds=None) -> None:
             self._emit(Progress(event, total, counts["done"], counts["failed"], counts["skipped"], image, message,
                                 seconds))
 
-        progress(BatchEvent.STARTED, message=f"{total} images, output in {out}")
         todo: list[BatchItem] = []
+        skipped: list[tuple[BatchItem, str]] = []
         for item in items:
-            if result_is_complete(item, opts):
-                counts["skipped"] += 1
-                progress(BatchEvent.SKIPPED, item.image, "result exists")
+            state, why = result_state(item, opts, fingerprints[item.name])
+            if state == "complete" and self.force:
+                state, why = "stale", "--force"
+            if state == "complete":
+                skipped.append((item, "result exists with the same fingerprint"))
             elif item.name in old_failures and not self.retry_failures:
                 failures[item.name] = old_failures[item.name]
-                counts["skipped"] += 1
-                progress(BatchEvent.SKIPPED, item.image, f"failed before: {old_failures[item.name].get('reason', '')}")
+                skipped.append((item, f"failed before: {old_failures[item.name].get('reason', '')}"))
             else:
+                if state == "stale":
+                    stale[why] = stale.get(why, 0) + 1
                 todo.append(item)
+        n_stale = sum(stale.values())
+        message = f"{total} images, output in {out}: {len(skipped)} results re-used, {len(todo)} to analyse"
+        if n_stale:
+            message += f" ({n_stale} of them had a result made differently: " + "; ".join(
+                f"{n} {why}" for why, n in sorted(stale.items(), key=lambda kv: -kv[1])) + ")"
+        progress(BatchEvent.STARTED, message=message)
+        if n_stale:
+            log.info("%s", message)
+        for item, why in skipped:
+            counts["skipped"] += 1
+            progress(BatchEvent.SKIPPED, item.image, why)
 
         executor, is_dask, close = self._executor()
         in_flight_limit = self.workers * 2 if self.scheduler is None else 10**6
@@ -513,8 +648,10 @@ class BatchRunner:
             while queue or pending:
                 while queue and len(pending) < in_flight_limit and not self.cancelled:
                     item = queue.pop()
-                    fut = executor.submit(_task, item, opts) if not is_dask else executor.submit(
-                        _task, item, opts, pure=False, key=f"spinealign-{item.name}-{time.time_ns()}")
+                    _set_aside(item, opts)
+                    fp = fingerprints[item.name]
+                    fut = executor.submit(_task, item, opts, fp) if not is_dask else executor.submit(
+                        _task, item, opts, fp, pure=False, key=f"spinealign-{item.name}-{time.time_ns()}")
                     pending[fut] = item
                     progress(BatchEvent.SUBMITTED, item.image)
                 if self.cancelled and queue:
@@ -532,8 +669,11 @@ class BatchRunner:
                         record = {"status": "failed", "item": item, "error": type(exc).__name__,
                                   "reason": f"worker crashed: {exc}", "seconds": None}
                     if record["status"] == "done":
+                        record = _check_written(record, item, opts, fingerprints[item.name])
+                    if record["status"] == "done":
                         counts["done"] += 1
                         failures.pop(item.name, None)
+                        _drop_stale(item, opts)
                         progress(BatchEvent.DONE, item.image, seconds=record.get("seconds"))
                     else:
                         counts["failed"] += 1
@@ -543,32 +683,61 @@ class BatchRunner:
         finally:
             close()
         # earlier failures stay listed unless the image ran again (or is complete) in this run
-        complete = {i.name for i in items if i.name not in ran and result_is_complete(i, opts)}
+        complete = {i.name for i in items if i.name not in ran and result_is_complete(i, opts, fingerprints[i.name])}
         for name, row in old_failures.items():
             if name not in ran and name not in complete:
                 failures.setdefault(name, row)
-        summary_path = self._write_summary(items)
+        summary_path = self._write_summary(items, opts, fingerprints)
         write_failures(failures_path, failures)
         progress(BatchEvent.FINISHED, message=f"{counts['done']} done, {counts['failed']} failed, "
                                               f"{counts['skipped']} skipped")
         return BatchSummary(total, counts["done"], counts["failed"], counts["skipped"], self.cancelled,
-                            summary_path, failures_path, {k: v["reason"] for k, v in failures.items()})
+                            summary_path, failures_path, {k: v["reason"] for k, v in failures.items()}, stale)
 
-    def _write_summary(self, items: Sequence[BatchItem]) -> Path:
-        """summary.csv over every complete result of this batch (also those of earlier runs)."""
+    def _write_summary(self, items: Sequence[BatchItem], opts: BatchOptions,
+                       fingerprints: dict[str, dict[str, Any]]) -> Path:
+        """summary.csv over every result of this batch complete with this run's fingerprint (also earlier runs')."""
         from .io.tables import summary_row, write_summary_csv
 
         rows = []
         for item in items:
-            if not result_is_complete(item, self.options):
+            if not result_is_complete(item, opts, fingerprints[item.name]):
                 continue
             try:
-                res = Result.read_json(item.result_path(self.options.out_dir))
+                res = Result.read_json(item.result_path(opts.out_dir))
             except SpineAlignmentError as exc:
                 log.warning("%s: %s", item.image, exc)
                 continue
             rows.append(summary_row(res, item.image))
-        return write_summary_csv(Path(self.options.out_dir) / SUMMARY_CSV, rows, self.options.protocol)
+        return write_summary_csv(Path(opts.out_dir) / SUMMARY_CSV, rows, opts.protocol)
+
+
+def _set_aside(item: BatchItem, opts: BatchOptions) -> None:
+    """Rename a result about to be re-computed to ``<name>.json.stale``: it no longer counts as a result
+    (nothing reads it as one), but it is not lost if the new analysis fails."""
+    p = item.result_path(opts.out_dir)
+    if p.is_file():
+        os.replace(p, p.with_name(p.name + STALE_SUFFIX))
+
+
+def _drop_stale(item: BatchItem, opts: BatchOptions) -> None:
+    p = item.result_path(opts.out_dir)
+    p.with_name(p.name + STALE_SUFFIX).unlink(missing_ok=True)
+
+
+def _check_written(record: dict[str, Any], item: BatchItem, opts: BatchOptions,
+                   fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """A worker's "done" stands only if its result is where this process expects it, with this run's fingerprint."""
+    expected = item.result_path(opts.out_dir)
+    state, why = result_state(item, opts, fingerprint)
+    if state == "complete":
+        return record
+    where = record.get("result_path")
+    reason = (f"the worker reported {Path(item.image).name} done, but its result is not at {expected} "
+              f"({why}; the worker wrote {where} with working directory {record.get('cwd')}); the input and "
+              "output folders must be visible to every worker under the same absolute paths")
+    log.error("%s", reason)
+    return {**record, "status": "failed", "error": "OutputMissing", "reason": reason}
 
 
 def run_batch(inputs: Iterable[str | Path], options: BatchOptions, **kwargs: Any) -> BatchSummary:

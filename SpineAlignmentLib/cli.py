@@ -13,6 +13,7 @@ import importlib
 import logging
 import sys
 
+from . import __version__
 from .errors import SpineAlignmentError
 
 #: Sub-command name -> module under SpineAlignmentLib.commands
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="spine-align",
         description="Measure spinal alignment on radiographs (SpineAlignment).",
     )
+    parser.add_argument("--version", action="version", version=f"spine-align (SpineAlignmentLib) {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from . import __version__
 from .errors import CalibrationError, LandmarkError
 from .geometry import cervical, coronal, lumbar, sagittal, shoulder
 from .geometry.context import Context
@@ -161,7 +162,8 @@ def measure(
     size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
 
     result = Result(protocol=proto.id, landmarks=lms, image=image, model=model, image_size=size,
-                    spacing_mm=spacing, calibration=label, patient_orientation=orientation)
+                    spacing_mm=spacing, calibration=label, patient_orientation=orientation,
+                    software_version=__version__)
     if proto.id == "lumbar-dynamic":
         _measure_lumbar(proto, result, views, min_confidence, source)
         return result

@@ -70,6 +70,9 @@ class Result:
             computed are absent and explained in ``warnings`` / ``omitted``.
         omitted: parameter ID -> reason it was left out (machine-readable twin of the warnings).
         frame: how the anatomical frame was obtained (source, facing direction).
+        software_version: the SpineAlignmentLib version that computed the parameters.
+        fingerprint: what a batch run that wrote this result was given (protocol, model and weights,
+            options that change values, software version); resume re-uses a result only when it matches.
     """
 
     protocol: str
@@ -85,6 +88,8 @@ class Result:
     omitted: dict[str, str] = field(default_factory=dict)
     frame: dict[str, str] = field(default_factory=dict)
     views: dict[str, View] = field(default_factory=dict)
+    software_version: str | None = None
+    fingerprint: dict[str, Any] | None = None
 
     def value(self, parameter_id: str) -> float | None:
         """The parameter's value, or None if it was left out."""
@@ -106,7 +111,10 @@ class Result:
             "warnings": list(self.warnings),
             "omitted": dict(self.omitted),
             "frame": dict(self.frame),
+            "software_version": self.software_version,
         }
+        if self.fingerprint:
+            d["fingerprint"] = dict(self.fingerprint)
         if self.views:
             d["views"] = {k: v.to_dict() for k, v in self.views.items()}
         return d
@@ -160,6 +168,8 @@ class Result:
             omitted=dict(d.get("omitted") or {}),
             frame=dict(d.get("frame") or {}),
             views=views,
+            software_version=d.get("software_version"),
+            fingerprint=d.get("fingerprint") if isinstance(d.get("fingerprint"), dict) else None,
         )
 
     @classmethod

@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             res = analyze_one(item.image, protocol.id, args.out, model=args.model, spacing=args.spacing,
                               flip_tta=args.flip_tta, write_markups=args.markups, write_overlay=not args.no_overlay,
-                              patient_orientation=args.patient_orientation, name=item.name)
+                              patient_orientation=args.patient_orientation, name=item.name,
+                              min_confidence=args.min_confidence)
         except SpineAlignmentError as exc:
             # one bad image is reported and the others are still analysed
             failed += 1

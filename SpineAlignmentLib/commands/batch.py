@@ -3,8 +3,11 @@
 Per image: ``<name>.json`` (result), ``<name>.mrk.json`` (Slicer markups) and
 ``<name>_overlay.png`` (overlay), written as soon as the image is done; then
 ``summary.csv`` (one row per image, one column per parameter) and
-``failures.csv`` (image, error, reason). Re-running the same command skips what
-is complete and re-tries failures (``--no-retry-failures`` keeps them).
+``failures.csv`` (image, error, reason). Re-running re-uses a result only when it
+was made with the same fingerprint (protocol, model and weights, options that
+change values, software version, landmark file) and analyses the rest again,
+saying how many and why; it re-tries failures (``--no-retry-failures`` keeps
+them); ``--force`` analyses everything again.
 Ctrl-C stops submitting new images, lets running ones finish and writes the
 tables (a second Ctrl-C aborts).
 """
@@ -38,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-markups", action="store_true", help="do not write .mrk.json files")
     parser.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs")
     parser.add_argument("--no-retry-failures", action="store_true", help="skip images listed in failures.csv")
+    parser.add_argument("--force", action="store_true",
+                        help="analyse every image again (default: re-use results made with the same fingerprint)")
     parser.add_argument("--progress", choices=("text", "jsonl", "none"), default="text",
                         help="progress on stderr as text lines or JSON Lines (default text)")
 
@@ -51,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         protocol=args.protocol, out_dir=args.out, model=args.model,
         spacing=tuple(args.spacing) if args.spacing else None, landmarks_dir=args.landmarks_dir,
         flip_tta=args.flip_tta, write_markups=not args.no_markups, write_overlay=not args.no_overlay,
-        patient_orientation=args.patient_orientation,
+        patient_orientation=args.patient_orientation, min_confidence=args.min_confidence,
     )
 
     def report(p) -> None:
@@ -64,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"[{p.finished_items}/{p.total}] {p.event.value}{where}{extra}", file=sys.stderr, flush=True)
 
     runner = BatchRunner(args.inputs, options, workers=args.workers, scheduler=args.scheduler, callback=report,
-                         retry_failures=not args.no_retry_failures)
+                         retry_failures=not args.no_retry_failures, force=args.force)
 
     def on_sigint(signum, frame) -> None:
         if runner.cancelled:
@@ -79,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, previous)
     print(json.dumps({"total": summary.total, "done": summary.done, "failed": summary.failed,
                       "skipped": summary.skipped, "cancelled": summary.cancelled,
+                      "reanalysed_stale": sum(summary.stale.values()), "stale_reasons": summary.stale,
                       "summary_csv": str(summary.summary_csv), "failures_csv": str(summary.failures_csv)}))
     if summary.cancelled:
         return 130

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..errors import LandmarkError
 from ..pipeline import measure
 from ..result import Result, load_json
+from . import add_min_confidence, degrees, positive_mm
 
 HELP = "compute the parameters of landmark JSON files (one result JSON, or JSON Lines for several)"
 
@@ -17,11 +18,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("landmarks", nargs="+", type=Path, metavar="LANDMARKS.json",
                         help="landmark files (the result JSON format of protocols.md; only 'landmarks' is required)")
     parser.add_argument("--protocol", help="protocol ID; default: the file's 'protocol' field")
-    parser.add_argument("--spacing", nargs=2, type=float, metavar=("ROW", "COL"),
+    parser.add_argument("--spacing", nargs=2, type=positive_mm, metavar=("ROW", "COL"),
                         help="pixel spacing in mm (overrides the file's spacing_mm; labelled manual:user)")
     parser.add_argument("--patient-orientation", help="DICOM Patient Orientation, e.g. A,F (overrides the file)")
-    parser.add_argument("--min-confidence", type=float, default=None, help="distrust landmarks below this confidence")
-    parser.add_argument("--min-curve", type=float, default=None, help="smallest coronal curve reported, degrees (default 5)")
+    add_min_confidence(parser)
+    parser.add_argument("--min-curve", type=degrees, default=None, help="smallest coronal curve reported, degrees (default 5)")
     parser.add_argument("--no-construction", action="store_true", help="leave the drawing constructions out of the output")
 
 

@@ -63,9 +63,14 @@ UNKNOWN_MEANING = "unknown-meaning"
 SCANNED_FILM = "scanned-film"
 #: Two spacings closer than this (mm, per component) count as equal.
 SPACING_TOLERANCE_MM = 1e-6
+#: A radiograph pixel is well under 1 mm; a spacing of this many mm per pixel or more is a mistake (e.g. cm or
+#: pixels per mm), refused rather than turned into absurd distances.
+MAX_SPACING_MM = 10.0
 
 
 def _as_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise CalibrationError(f"spacing value {value!r} is not a number; give mm per pixel such as 0.143.")
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -88,9 +93,9 @@ def validate_spacing(row: Any, col: Any, *, what: str = "spacing") -> tuple[floa
     """
     r, c = _as_float(row), _as_float(col)
     for name, v in (("row", r), ("column", c)):
-        if not math.isfinite(v) or v <= 0:
+        if not math.isfinite(v) or v <= 0 or v >= MAX_SPACING_MM:
             raise CalibrationError(
-                f"{what}: {name} spacing {v!r} mm is not a positive finite number; "
+                f"{what}: {name} spacing {v!r} mm is not a positive finite number below {MAX_SPACING_MM:g} mm; "
                 "give mm per pixel as ROW COL, for example 0.143 0.143."
             )
     return r, c

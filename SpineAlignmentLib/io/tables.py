@@ -13,7 +13,7 @@ from ..result import Result
 
 #: Leading columns of the batch summary, before one column per parameter.
 SUMMARY_COLUMNS = ("image", "protocol", "model", "calibration", "spacing_row_mm", "spacing_col_mm",
-                   "n_landmarks", "n_warnings")
+                   "n_landmarks", "n_warnings", "software_version")
 
 
 def summary_row(result: Result, image: str) -> dict[str, Any]:
@@ -27,6 +27,7 @@ def summary_row(result: Result, image: str) -> dict[str, Any]:
         "spacing_col_mm": result.spacing_mm[1] if result.spacing_mm else math.nan,
         "n_landmarks": len(result.landmarks),
         "n_warnings": len(result.warnings),
+        "software_version": result.software_version or "",
     }
     for pid, m in result.parameters.items():
         row[pid] = m.value

@@ -234,3 +234,128 @@ def test_summary_cells_are_plain_numbers_for_numpy_values(tmp_path):
     with open(path, newline="") as fh:
         row = next(csv.DictReader(fh))
     assert (row["Cobb_MT"], row["AASCE_1"], row["AASCE_2"], row["Cobb_PT"]) == ("33.5", "2.25", "NaN", "NaN")
+
+
+# ---- issue 15: a study's results never mix stale or misplaced outputs ------------------------------
+
+
+def test_version_option_and_version_in_results_and_summary(tmp_path, capsys):
+    import SpineAlignmentLib
+    import tomllib
+
+    version = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]["version"]
+    assert SpineAlignmentLib.__version__ == version
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"spine-align (SpineAlignmentLib) {version}"
+    images, marks, truth = _make_study(tmp_path, n=1, corrupt=False)
+    BatchRunner([images], _options(tmp_path / "out", marks, write_overlay=False)).run()
+    assert json.loads((tmp_path / "out" / "case00.json").read_text())["software_version"] == version
+    with open(tmp_path / "out" / "summary.csv", newline="") as fh:
+        assert next(csv.DictReader(fh))["software_version"] == version
+
+
+def test_resume_reuses_only_results_with_the_same_fingerprint(tmp_path, counted):
+    """Finding 1: other options (spacing, orientation, min confidence, a corrected landmark file, another
+    software version) re-analyse; the same options re-use; --force re-runs everything."""
+    images, marks, truth = _make_study(tmp_path, n=3, corrupt=False)
+    out = tmp_path / "out"
+    first = BatchRunner([images], _options(out, marks, write_overlay=False)).run()
+    assert first.done == 3 and len(counted) == 3
+    fp = json.loads((out / "case00.json").read_text())["fingerprint"]
+    assert fp["protocol"] == PROTO and fp["landmarks_dir"] == str(marks.resolve()) and fp["model"] is None
+    assert fp["landmarks_file"]["name"] == "case00.json" and len(fp["landmarks_file"]["sha256"]) == 64
+    same = BatchRunner([images], _options(out, marks, write_overlay=False)).run()
+    assert (same.done, same.skipped, same.stale) == (0, 3, {}) and len(counted) == 3
+    # another spacing: every result is stale and re-analysed, the new values are in mm
+    events = []
+    spaced = BatchRunner([images], _options(out, marks, write_overlay=False, spacing=(0.2, 0.2)),
+                         callback=events.append).run()
+    assert (spaced.done, spaced.skipped) == (3, 0) and len(counted) == 6
+    assert spaced.stale == {"spacing_mm None -> [0.2, 0.2]": 3}
+    assert "3 of them had a result made differently: 3 spacing_mm None -> [0.2, 0.2]" in events[0].message
+    assert json.loads((out / "case01.json").read_text())["calibration"] == "manual:user"
+    assert not list(out.glob("*.stale"))  # the set-aside results are gone once the new ones exist
+    # a corrected landmark file re-analyses that image only
+    lms = dict(truth["case01"], T1_TL=[truth["case01"]["T1_TL"][0] + 3.0, truth["case01"]["T1_TL"][1]])
+    (marks / "case01.json").write_text(json.dumps({"protocol": PROTO, "landmarks": lms}))
+    corrected = BatchRunner([images], _options(out, marks, write_overlay=False, spacing=(0.2, 0.2))).run()
+    assert (corrected.done, corrected.skipped) == (1, 2) and counted[-1] == "case01.png"
+    assert corrected.stale == {"landmarks_file changed": 1}
+    # min confidence and orientation are part of the fingerprint too
+    oriented = BatchRunner([images], _options(out, marks, write_overlay=False, spacing=(0.2, 0.2),
+                                              patient_orientation="L,F", min_confidence=0.5)).run()
+    assert oriented.done == 3 and set(oriented.stale) == {"min_confidence 0.3 -> 0.5, patient_orientation None -> 'L,F'"}
+    # a result written by an older software version is stale
+    data = json.loads((out / "case02.json").read_text())
+    data["fingerprint"]["software_version"] = "0.0.1"
+    (out / "case02.json").write_text(json.dumps(data))
+    opts = _options(out, marks, write_overlay=False, spacing=(0.2, 0.2), patient_orientation="L,F", min_confidence=0.5)
+    older = BatchRunner([images], opts).run()
+    assert (older.done, older.skipped) == (1, 2) and "software_version '0.0.1' -> " in next(iter(older.stale))
+    n = len(counted)
+    forced = BatchRunner([images], opts, force=True).run()
+    assert (forced.done, forced.skipped, forced.stale) == (3, 0, {"--force": 3}) and len(counted) == n + 3
+
+
+def test_stale_result_not_in_summary_and_kept_aside_when_reanalysis_fails(tmp_path):
+    images, marks, truth = _make_study(tmp_path, n=2, corrupt=False)
+    out = tmp_path / "out"
+    BatchRunner([images], _options(out, marks, write_overlay=False)).run()
+    (marks / "case00.json").write_text("{ not json")  # re-analysis of case00 will fail
+    s = BatchRunner([images], _options(out, marks, write_overlay=False, min_confidence=0.9)).run()
+    assert (s.done, s.failed) == (1, 1) and "case00" in s.failures
+    assert not (out / "case00.json").exists() and (out / "case00.json.stale").is_file()  # kept, not a result
+    with open(out / "summary.csv", newline="") as fh:
+        assert [Path(r["image"]).name for r in csv.DictReader(fh)] == ["case01.png"]
+
+
+def test_model_fingerprint_has_name_version_and_every_weights_sha256():
+    from SpineAlignmentLib.batch import batch_fingerprint, model_fingerprint
+    from SpineAlignmentLib.models.registry import list_models, weights_checksums
+
+    models = list_models(PROTO)
+    if not models:
+        pytest.skip("no packaged model for coronal-spine")
+    md = models[0]
+    fp = model_fingerprint(md["name"])
+    assert fp == {"name": md["name"], "version": md["version"], "weights": weights_checksums(md)}
+    assert all(len(v) == 64 for v in fp["weights"].values()) and len(fp["weights"]) >= 1
+    full = batch_fingerprint(BatchOptions(protocol=PROTO, out_dir="o", flip_tta=True))
+    assert full["model"] == fp and full["flip_tta"] is True and full["landmarks_dir"] is None
+    assert batch_fingerprint(BatchOptions(protocol=PROTO, out_dir="o", flip_tta=False)) != full
+
+
+def test_worker_result_missing_where_the_client_expects_it_is_a_loud_failure(tmp_path, monkeypatch, caplog):
+    """Finding 3 (client side): a worker reporting "done" without the result at the client's path is a failure."""
+    images, marks, truth = _make_study(tmp_path, n=1, corrupt=False)
+
+    def lying_task(item, options, fingerprint=None):
+        return {"status": "done", "item": item, "seconds": 0.0, "result_path": "/elsewhere/case00.json", "cwd": "/elsewhere"}
+
+    monkeypatch.setattr(batch_mod, "_task", lying_task)
+    s = BatchRunner([images], _options(tmp_path / "out", marks, write_overlay=False)).run()
+    assert (s.done, s.failed) == (0, 1)
+    assert "is not at" in s.failures["case00"] and "/elsewhere/case00.json" in s.failures["case00"]
+    assert "same absolute paths" in caplog.text
+
+
+def test_dask_worker_processes_with_relative_out_under_a_changed_cwd(tmp_path, monkeypatch):
+    """Finding 3: workers started in another working directory write where the client looks."""
+    distributed = pytest.importorskip("distributed", reason="needs dask.distributed (the 'batch' extra)")
+    images, marks, truth = _make_study(tmp_path, n=2, corrupt=False)
+    (tmp_path / "workers").mkdir()
+    (tmp_path / "client").mkdir()
+    monkeypatch.chdir(tmp_path / "workers")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        monkeypatch.chdir(tmp_path / "client")
+        rel_images = Path("..") / "images"
+        summary = BatchRunner([rel_images], BatchOptions(protocol=PROTO, out_dir="out", landmarks_dir="../landmarks",
+                                                         write_overlay=False), scheduler=client).run()
+    assert (summary.done, summary.failed) == (2, 0), summary.failures
+    assert sorted(p.name for p in (tmp_path / "client" / "out").glob("case*.json")) == [
+        "case00.json", "case00.mrk.json", "case01.json", "case01.mrk.json"]
+    assert not (tmp_path / "workers" / "out").exists()
+    with open(tmp_path / "client" / "out" / "summary.csv", newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == 2

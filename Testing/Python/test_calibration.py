@@ -198,7 +198,7 @@ def test_clean_tags_do_not_warn():
     assert resolve_calibration({"ImagerPixelSpacing": [0.2, 0.2], "EstimatedRadiographicMagnificationFactor": 1.2}).warnings == ()
 
 
-@pytest.mark.parametrize("row, col", [(0, 0.1), (0.1, 0), (-0.1, 0.1), (0.1, -1), (math.nan, 0.1), (0.1, math.inf),
+@pytest.mark.parametrize("row, col", [(0, 0.1), (0.1, 0), (-0.1, 0.1), (0.1, -1), (math.nan, 0.1), (0.1, math.inf), (True, 0.1), (10.0, 0.1), (0.1, 1e300),
                                       ("abc", 0.1)])
 def test_validate_spacing_refuses(row, col):
     with pytest.raises(CalibrationError) as err:

@@ -87,8 +87,9 @@ def test_debug_shows_traceback(tmp_path):
 
 def test_spacing_zero_from_cli(tmp_path, capsys):
     f = _write(tmp_path / "a.json", "coronal-spine", coronal_spine([0] * 17))
-    assert main(["measure", str(f), "--spacing", "0", "0.2"]) == 2
-    assert "positive finite" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # refused while the options are read, before any file
+        main(["measure", str(f), "--spacing", "0", "0.2"])
+    assert exc.value.code == 2 and "positive finite" in capsys.readouterr().err
     with pytest.raises(CalibrationError):
         measure({}, "coronal-spine", spacing_mm=(float("inf"), 1))
 
@@ -149,3 +150,26 @@ def test_unknown_patient_orientation_refused():
     with pytest.raises(LandmarkError, match="must have exactly two values"):
         measure({}, "coronal-spine", patient_orientation="left")
     assert np.isfinite(1.0)
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--min-confidence", "nan"], "not a finite number"),
+    (["--min-confidence", "1.5"], "not a confidence between 0 and 1"),
+    (["--min-curve", "inf"], "not a finite number"),
+    (["--min-curve", "-3"], "not an angle between 0 and 90"),
+    (["--spacing", "1e300", "0.2"], "positive finite number below 10"),
+    (["--spacing", "nan", "0.2"], "positive finite"),
+])
+def test_numeric_options_are_validated(tmp_path, capsys, argv, needle):
+    """Finding 6: `--min-confidence nan` and other impossible numbers are refused with exit status 2."""
+    f = _write(tmp_path / "a.json", "coronal-spine", coronal_spine([0] * 17))
+    with pytest.raises(SystemExit) as exc:
+        main(["measure", str(f), *argv])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and needle in err and "Traceback" not in err
+
+
+def test_batch_numeric_options_are_validated(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["batch", str(tmp_path), "--protocol", "coronal-spine", "--out", str(tmp_path / "o"), "--min-confidence", "nan"])
+    assert exc.value.code == 2 and "not a finite number" in capsys.readouterr().err
