@@ -34,6 +34,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import threading
 import time
 import traceback
@@ -43,7 +44,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 from . import __version__
 from .errors import LandmarkError, ModelError, SpineAlignmentError
-from .result import SCHEMA, Result, load_json
+from .safefiles import check_output_dir, describe_os_error, output_stem
+from .result import SCHEMA, Result, check_fields, load_json
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +154,12 @@ def collect_inputs(inputs: Iterable[str | Path], *, include_extensionless: bool 
                    exclude: str | Path | None = None) -> list[Path]:
     """Image files from files and folders (folders searched recursively), sorted, without duplicates.
 
+    Folders are walked without following links to folders (a link loop cannot
+    trap the walk); inside a folder, only regular files (or links to them) are
+    taken and anything else (a FIFO, a device, a broken link or a link loop) is
+    skipped with a log line. A file named explicitly is always taken, whatever
+    it is, so that reading it reports the right reason as that image's failure.
+
     Args:
         inputs: files or folders.
         include_extensionless: also take files without an extension inside folders (DICOM).
@@ -161,21 +169,50 @@ def collect_inputs(inputs: Iterable[str | Path], *, include_extensionless: bool 
         SpineAlignmentError: if an input does not exist.
     """
     found: dict[Path, None] = {}
+    skip = os.path.realpath(exclude) if exclude is not None else None
     for raw in inputs:
         p = Path(raw)
-        if p.is_dir():
-            skip = Path(exclude).resolve() if exclude is not None else None
-            for f in sorted(p.rglob("*")):
-                if skip is not None and f.resolve().is_relative_to(skip):
-                    continue
-                if f.is_file() and not f.name.startswith(".") and (
-                        _is_image(f) or (include_extensionless and "." not in f.name)):
-                    found[f] = None
-        elif p.is_file():
+        try:
+            is_dir = stat.S_ISDIR(os.stat(p).st_mode)
+        except FileNotFoundError:
+            if not os.path.lexists(p):
+                raise SpineAlignmentError(f"{p}: no such file or folder; check the batch input path.") from None
+            is_dir = False  # a broken link: its reader says so
+        except OSError:
+            is_dir = False  # a link loop or an unreadable path: its reader says so, as this image's failure
+        if not is_dir:
             found[p] = None
-        else:
-            raise SpineAlignmentError(f"{p}: no such file or folder; check the batch input path.")
+            continue
+        for f in _walk_files(p, include_extensionless):
+            if skip is not None and (os.path.realpath(f) + os.sep).startswith(skip + os.sep):
+                continue
+            found[f] = None
     return list(found)
+
+
+def _walk_files(folder: Path, include_extensionless: bool) -> list[Path]:
+    """Regular image files below ``folder``, sorted; see :func:`collect_inputs`."""
+    out = []
+
+    def on_error(exc: OSError) -> None:
+        log.warning("%s: skipped (%s)", exc.filename, describe_os_error(exc))
+
+    for root, dirs, files in os.walk(folder, onerror=on_error):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            f = Path(root) / name
+            if name.startswith(".") or not (_is_image(f) or (include_extensionless and "." not in name)):
+                continue
+            try:
+                regular = stat.S_ISREG(os.stat(f).st_mode)
+            except OSError as exc:
+                log.warning("%s: skipped (%s)", f, describe_os_error(exc))
+                continue
+            if regular:
+                out.append(f)
+            else:
+                log.warning("%s: skipped (not a regular file)", f)
+    return sorted(out)
 
 
 def _stem(p: Path) -> str:
@@ -186,18 +223,31 @@ def _stem(p: Path) -> str:
     return name
 
 
+def output_name(path: str | Path, *, unique: bool = False) -> str:
+    """The output file stem of an image: its stem, shortened to the file-name limit when needed.
+
+    Args:
+        path: the image.
+        unique: append a short hash of the image's full path (when two inputs share a stem).
+
+    The one rule for output names (``analyze``, ``batch`` and the Slicer module
+    use it through :func:`make_items`): ``<stem>[-<path hash>]``, cut with a
+    stable hash by :func:`~SpineAlignmentLib.safefiles.output_stem` so that
+    ``<name>_overlay.png.part`` fits 255 bytes.
+    """
+    p = Path(path)
+    s = _stem(p)
+    if unique:
+        s = f"{s}-{hashlib.sha1(os.path.realpath(p).encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
+    return output_stem(s)
+
+
 def make_items(paths: Sequence[Path]) -> list[BatchItem]:
-    """Give each image an output name: its stem, plus a short path hash when stems collide."""
+    """Give each image an output name (:func:`output_name`): its stem, plus a short path hash when stems collide."""
     stems: dict[str, int] = {}
     for p in paths:
         stems[_stem(p)] = stems.get(_stem(p), 0) + 1
-    items = []
-    for p in paths:
-        s = _stem(p)
-        if stems[s] > 1:
-            s = f"{s}-{hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:8]}"
-        items.append(BatchItem(str(p), s))
-    return items
+    return [BatchItem(str(p), output_name(p, unique=stems[_stem(p)] > 1)) for p in paths]
 
 
 def find_landmarks_file(landmarks_dir: str | Path, name: str) -> Path | None:
@@ -312,6 +362,7 @@ def read_landmarks_file(path: str | Path, protocol: str, image_path: str | Path 
 
         return landmarks_from_markups_json(path, ijk_to_ras_for_file(image_path), protocol), {}
     data = load_json(path)
+    check_fields(data, str(path))
     if not isinstance(data, dict) or "landmarks" not in data:
         raise LandmarkError(f"{path}: no 'landmarks' object; give a landmark JSON file (protocols.md result format).")
     if data.get("protocol") not in (None, protocol):
@@ -380,6 +431,11 @@ def analyze_one(
         result.warnings[:0] = list(getattr(radiograph, "warnings", []) or [])
     else:
         if model is None and default_model(protocol) is None:
+            from .models.registry import model_problems
+
+            problems = model_problems(protocol)
+            if problems:  # a broken model folder is reported as such, not as "no model"
+                raise ModelError(problems[0])
             raise ModelError(
                 f"{path.name}: protocol '{protocol}' has no model yet; give landmark files with --landmarks-dir "
                 "(<image stem>.json or .mrk.json per image) or place the landmarks in Slicer."
@@ -390,7 +446,7 @@ def analyze_one(
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        item = BatchItem(str(path), name or _stem(path))
+        item = BatchItem(str(path), name or output_name(path))
         if write_markups:
             from .slicerio.geometry import ijk_to_ras_for_file
             from .slicerio.markups_json import write_markups_json

@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from . import __version__
 from .errors import SpineAlignmentError
+from .safefiles import describe_os_error
 
 #: Sub-command name -> module under SpineAlignmentLib.commands
 COMMANDS = {
@@ -79,6 +81,26 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (`spine-align protocols --json | head`): stop quietly, and
+        # point stdout at /dev/null so that the interpreter's final flush does not complain either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a tool killed by the signal reports
+    except MemoryError:
+        if args.debug:
+            raise
+        print("error: out of memory; analyse fewer or smaller images at a time.", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # A file system failure outside the per-file checks (disk full, read-only folder while writing
+        # a table): one sentence naming the path; the finished results stay where they are.
+        if args.debug:
+            raise
+        where = exc.filename or "a file"
+        print(f"error: {where}: {describe_os_error(exc)}; free space or fix the folder's permissions, then "
+              "run again (finished results are kept).", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LandmarkError
+from .safefiles import load_json_file
 from .geometry.measurement import Measurement
 from .geometry.orientation import parse_patient_orientation
 
@@ -132,8 +133,16 @@ class Result:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, source: str = "result") -> "Result":
+        """A result from its JSON form; every field of the wrong JSON type is one :class:`LandmarkError`."""
+        if not isinstance(d, dict):
+            raise LandmarkError(f"{source}: expected a JSON object with 'protocol' and 'landmarks'.")
         if "protocol" not in d:
             raise LandmarkError(f"{source}: no 'protocol' field; add e.g. \"protocol\": \"coronal-spine\".")
+        check_fields(d, source)
+        for role, v in (d.get("views") or {}).items():
+            check_fields(v, f"{source} (views.{role})", _VIEW_FIELDS)
+        if d.get("paired_lateral") is not None:
+            check_fields(d["paired_lateral"], f"{source} (paired_lateral)", _VIEW_FIELDS)
         views = {role: View(
             landmarks=parse_landmarks(v.get("landmarks", {}), source=f"{source} ({role})"),
             image=v.get("image"),
@@ -157,7 +166,7 @@ class Result:
         return cls(
             protocol=d["protocol"],
             landmarks=parse_landmarks(lms, source=source),
-            parameters={k: Measurement.from_dict(k, v) for k, v in (d.get("parameters") or {}).items()},
+            parameters=_parameters(d.get("parameters"), source),
             warnings=list(d.get("warnings") or []),
             image=d.get("image"),
             model=d.get("model"),
@@ -177,6 +186,55 @@ class Result:
         return cls.from_dict(load_json(path), source=str(path))
 
 
+_OBJECT, _ARRAY, _TEXT, _NUMBER = (dict,), (list,), (str,), (int, float)
+#: JSON types each field of a result / landmark file may have (any field may also be null).
+_FIELDS: dict[str, tuple[type, ...]] = {
+    "schema": _TEXT, "protocol": _TEXT, "image": _TEXT, "model": _OBJECT, "image_size": _ARRAY,
+    "spacing_mm": _ARRAY, "calibration": _TEXT, "patient_orientation": _ARRAY + _TEXT, "landmarks": _OBJECT,
+    "parameters": _OBJECT, "warnings": _ARRAY, "omitted": _OBJECT, "frame": _OBJECT, "views": _OBJECT,
+    "paired_lateral": _OBJECT,
+}
+#: Fields of one view (``views.flexion``) and of ``paired_lateral``.
+_VIEW_FIELDS = {k: _FIELDS[k] for k in ("image", "image_size", "spacing_mm", "calibration", "patient_orientation",
+                                        "landmarks")}
+_JSON_NAMES = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
+               bool: "true/false", type(None): "null"}
+
+
+def check_fields(d: Any, source: str, fields: dict[str, tuple[type, ...]] = _FIELDS) -> None:
+    """Raise one :class:`LandmarkError` naming the file and the field whose JSON type is wrong.
+
+    ``protocol`` may not be null; other fields may. Unknown fields are allowed
+    (later schema versions may add some).
+    """
+    if not isinstance(d, dict):
+        raise LandmarkError(f"{source}: must be a JSON object, not {_JSON_NAMES.get(type(d), type(d).__name__)}; "
+                            "fix the file.")
+    for name, types in fields.items():
+        value = d.get(name)
+        if value is None and name != "protocol":
+            continue
+        if not isinstance(value, types) or isinstance(value, bool):
+            want = " or ".join(dict.fromkeys(_JSON_NAMES[t] for t in types))
+            got = _JSON_NAMES.get(type(value), type(value).__name__)
+            raise LandmarkError(f"{source}: field '{name}' must be {want}, not {got}; fix the file.")
+
+
+def _parameters(raw: dict | None, source: str) -> dict[str, Measurement]:
+    out = {}
+    for k, v in (raw or {}).items():
+        try:
+            out[k] = Measurement.from_dict(k, v)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise LandmarkError(f"{source}: parameter '{k}' is not a measurement object ({_short(exc)}); "
+                                "fix the entry or remove 'parameters'.") from None
+    return out
+
+
+def _short(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:120] or type(exc).__name__
+
+
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     for k, v in pairs:
@@ -187,20 +245,16 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def load_json(path: str | Path) -> dict[str, Any]:
-    """Read a JSON object, refusing duplicated keys (a silently dropped landmark is a wrong result)."""
+    """Read a JSON object, refusing duplicated keys (a silently dropped landmark is a wrong result).
+
+    The file must be a regular file within the size and depth limits of :mod:`.safefiles`.
+    """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise LandmarkError(f"{path}: file not found; check the path.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LandmarkError(f"{path}: cannot be read as UTF-8 text ({exc}); give a landmark JSON file.") from None
-    try:
-        data = json.loads(text, object_pairs_hook=_reject_duplicates)
+        data = load_json_file(path, LandmarkError, what="landmark JSON file", object_pairs_hook=_reject_duplicates)
     except LandmarkError as exc:
-        raise LandmarkError(f"{path}: {exc}.") from None
-    except json.JSONDecodeError as exc:
-        raise LandmarkError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); fix the file.") from None
+        msg = str(exc)
+        raise LandmarkError(msg if msg.startswith(str(path)) else f"{path}: {msg}.") from None
     if not isinstance(data, dict):
         raise LandmarkError(f"{path}: expected a JSON object with 'protocol' and 'landmarks'.")
     return data

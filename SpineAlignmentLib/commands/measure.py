@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import LandmarkError
+from ..errors import LandmarkError, SpineAlignmentError
 from ..pipeline import measure
 from ..result import Result, load_json
 from . import add_min_confidence, degrees, positive_mm
@@ -27,7 +27,16 @@ def add_arguments(parser) -> None:
 
 
 def measure_file(path: Path, args) -> Result:
-    """Measure one landmark file with the command-line overrides."""
+    """Measure one landmark file with the command-line overrides; every error names the file."""
+    try:
+        return _measure_file(path, args)
+    except SpineAlignmentError as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        raise type(exc)(f"{path}: {exc}") from None
+
+
+def _measure_file(path: Path, args) -> Result:
     data = load_json(path)
     protocol = args.protocol or data.get("protocol")
     if not protocol:
@@ -64,7 +73,7 @@ def run(args) -> int:
         try:
             res = measure_file(path, args)
             sys.stdout.write(json.dumps(res.to_dict(construction=construction)) + "\n")
-        except LandmarkError as exc:
+        except SpineAlignmentError as exc:
             status = 2
             print(f"error: {exc}", file=sys.stderr)
             sys.stdout.write(json.dumps({"schema": "spinealignment.error/1", "image": str(path), "error": str(exc)}) + "\n")

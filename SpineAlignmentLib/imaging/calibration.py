@@ -77,6 +77,12 @@ def _as_float(value: Any) -> float:
         raise CalibrationError(f"spacing value {value!r} is not a number; give mm per pixel such as 0.143.") from None
 
 
+#: Plausible pixel spacings, mm (detectors and film scanners use 0.05 to 0.2; a downsampled copy a few mm).
+#: Outside this range a value is a unit error (m or µm written as mm) or a damaged header, never a radiograph.
+MIN_SPACING_MM = 0.001
+MAX_SPACING_MM = 10.0
+
+
 def validate_spacing(row: Any, col: Any, *, what: str = "spacing") -> tuple[float, float]:
     """Check a (row, col) pixel spacing and return it as floats.
 
@@ -89,7 +95,8 @@ def validate_spacing(row: Any, col: Any, *, what: str = "spacing") -> tuple[floa
         ``(row, col)`` as Python floats, mm per pixel.
 
     Raises:
-        CalibrationError: a value is not a number, not finite, zero or negative.
+        CalibrationError: a value is not a number, not finite, zero or negative,
+            or outside [:data:`MIN_SPACING_MM`, :data:`MAX_SPACING_MM`].
     """
     r, c = _as_float(row), _as_float(col)
     for name, v in (("row", r), ("column", c)):
@@ -97,6 +104,11 @@ def validate_spacing(row: Any, col: Any, *, what: str = "spacing") -> tuple[floa
             raise CalibrationError(
                 f"{what}: {name} spacing {v!r} mm is not a positive finite number below {MAX_SPACING_MM:g} mm; "
                 "give mm per pixel as ROW COL, for example 0.143 0.143."
+            )
+        if not MIN_SPACING_MM <= v <= MAX_SPACING_MM:
+            raise CalibrationError(
+                f"{what}: {name} spacing {v:g} mm is outside the {MIN_SPACING_MM:g} to {MAX_SPACING_MM:g} mm per "
+                "pixel any radiograph has; give mm per pixel as ROW COL, for example 0.143 0.143."
             )
     return r, c
 
@@ -219,7 +231,7 @@ def _spacing_tag(tags: Any, keyword: str, warnings: list[str]) -> tuple[float, f
     try:
         return validate_spacing(*_pair(value, keyword), what=keyword)
     except CalibrationError:
-        warnings.append(f"{keyword} {_show(value)} is not two positive numbers and was ignored.")
+        warnings.append(f"{keyword} {_show(value)} is not two positive spacings between {MIN_SPACING_MM:g} and {MAX_SPACING_MM:g} mm and was ignored.")
         return None
 
 

@@ -26,6 +26,7 @@ identifying because PS3.15's basic profile removes them (free text).
 from __future__ import annotations
 
 import logging
+import struct
 import warnings as _warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -39,9 +40,10 @@ from pydicom.pixels.processing import apply_voi, apply_windowing
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from ..errors import RadiographError
+from ..safefiles import check_image_size
 from .calibration import ManualCalibration, resolve_calibration
 from ..geometry.orientation import format_patient_orientation, parse_patient_orientation
-from .radiograph import Radiograph
+from .radiograph import Radiograph, check_finite_pixels
 
 __all__ = [
     "PATIENT_FIELDS",
@@ -60,6 +62,8 @@ PROJECTION_MODALITIES = frozenset({"CR", "DX", "DR", "RG", "MG", "RF", "XA", "IO
 _SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _INSTALL_HINT = "install the DICOM extra: pip install 'SpineAlignmentLib[dicom]'"
+#: Elements at least this long are read from the file only when used (the pixel data, after the size check).
+_DEFER_SIZE = 256 * 1024
 
 
 def read_dicom(
@@ -109,10 +113,17 @@ def _read_dataset(path: Path) -> Dataset:
     with _warnings.catch_warnings(record=True) as caught:
         _warnings.simplefilter("always")
         try:
-            ds = pydicom.dcmread(path)
+            # Large elements (the pixel data) are read only when used, after the size check of _check_image.
+            ds = pydicom.dcmread(path, defer_size=_DEFER_SIZE)
         except InvalidDicomError:
             ds = _read_without_preamble(path)
-        except (EOFError, OSError, ValueError, KeyError, TypeError, NotImplementedError) as exc:
+        except MemoryError:
+            raise RadiographError(
+                f"{path}: the DICOM header announces an element too large for memory; the file is damaged or "
+                "not a radiograph."
+            ) from None
+        except (EOFError, OSError, ValueError, KeyError, TypeError, NotImplementedError, IndexError,
+                AttributeError, OverflowError, struct.error) as exc:
             raise RadiographError(
                 f"{path}: cannot be read as DICOM ({_short(exc)}); the file may be truncated or damaged, "
                 "so export it again."
@@ -135,7 +146,7 @@ def _read_without_preamble(path: Path) -> Dataset:
         f"{path}: is not a DICOM file (no DICOM header); give a DICOM, PNG, JPEG, TIFF or NRRD radiograph."
     )
     try:
-        ds = pydicom.dcmread(path, force=True)
+        ds = pydicom.dcmread(path, force=True, defer_size=_DEFER_SIZE)
         ok = "Rows" in ds and "Columns" in ds and any(k in ds for k in _PIXEL_KEYWORDS)
     except Exception:  # noqa: BLE001 - anything a forced parse of a non-DICOM file throws means "not DICOM"
         raise not_dicom from None
@@ -189,39 +200,79 @@ def _check_image(ds: Dataset, where: str) -> None:
             f"{where}: is a colour DICOM image ({photometric or 'unknown photometric interpretation'}, "
             f"{samples} samples per pixel); SpineAlignment needs a grayscale radiograph (MONOCHROME1/2)."
         )
+    # Rows x Columns x frames x bytes against the limits, before the pixel data is read or decoded.
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        bits = int(ds.get("BitsAllocated", 16) or 16)
+    except (AttributeError, TypeError, ValueError):
+        raise RadiographError(
+            f"{where}: the DICOM header has no usable Rows, Columns or Bits Allocated; the file cannot be decoded."
+        ) from None
+    if bits not in (1, 8, 16, 32, 64):
+        raise RadiographError(f"{where}: Bits Allocated is {bits}, which no radiograph uses; the header is damaged.")
+    check_image_size(where, rows, cols, RadiographError, frames=frames, bytes_per_pixel=max(bits, 8) / 8 * samples)
+
+
+def _decoder_available(ts: UID | None) -> bool | None:
+    """Whether pydicom has a working decoder for ``ts`` (None: pydicom does not know the syntax)."""
+    if ts is None or not ts.is_compressed:
+        return True
+    try:
+        from pydicom.pixels import get_decoder
+
+        return bool(get_decoder(ts).is_available)
+    except (NotImplementedError, ValueError, KeyError):
+        return None
 
 
 def _decode(ds: Dataset, where: str) -> np.ndarray:
     ts = _transfer_syntax(ds)
     ts_name = ts.name if ts is not None else "an unknown transfer syntax"
+    if ts is not None and ts.is_compressed and _decoder_available(ts) is False:
+        raise RadiographError(
+            f"{where}: is compressed with {ts_name} and no decoder for it is installed; {_INSTALL_HINT}."
+        )
+    pydicom_log = logging.getLogger("pydicom")
+    saved_level = pydicom_log.level
+    # pydicom logs each failed decoder with its traceback; the failure is reported below as one sentence.
+    pydicom_log.setLevel(logging.CRITICAL)
     try:
         with _warnings.catch_warnings():
             _warnings.simplefilter("ignore")
             arr = ds.pixel_array
+    except MemoryError:
+        raise RadiographError(f"{where}: the pixel data does not fit in memory; export a smaller image.") from None
     except ValueError as exc:
         if "less than expected" in str(exc) or "truncat" in str(exc).lower():
             raise RadiographError(
                 f"{where}: the pixel data is shorter than Rows x Columns requires (truncated file); "
                 "copy or export it again."
             ) from None
+        if ts is not None and ts.is_compressed:
+            raise RadiographError(f"{where}: the compressed pixel data is corrupt ({ts_name}); "
+                                  "export the image again.") from None
         raise RadiographError(f"{where}: the pixel data cannot be decoded ({_short(exc)}).") from None
-    except (NotImplementedError, RuntimeError, ImportError) as exc:
-        msg = str(exc)
-        if "plugin" in msg.lower() or "missing" in msg.lower() or "no pixel data handler" in msg.lower() \
-                or "dependencies" in msg.lower() or isinstance(exc, ImportError):
+    except (NotImplementedError, RuntimeError, ImportError, OSError, EOFError, IndexError, struct.error) as exc:
+        if _decoder_available(ts) is None:
             raise RadiographError(
-                f"{where}: is compressed with {ts_name} and no decoder for it is installed; {_INSTALL_HINT}."
+                f"{where}: uses {ts_name}, which no installed DICOM decoder supports; export it uncompressed or "
+                "as JPEG / JPEG 2000."
             ) from None
-        raise RadiographError(f"{where}: the {ts_name} pixel data cannot be decoded ({_short(exc)}).") from None
+        log.debug("decoding %s failed: %s", where, exc)
+        raise RadiographError(f"{where}: the compressed pixel data is corrupt ({ts_name}); "
+                              "export the image again.") from None
     except (AttributeError, KeyError, TypeError) as exc:
         raise RadiographError(
             f"{where}: the image header is incomplete ({_short(exc)}); the file cannot be decoded."
         ) from None
+    finally:
+        pydicom_log.setLevel(saved_level)
     if arr.ndim != 2:
         raise RadiographError(
             f"{where}: decoded to an array of shape {arr.shape}, not one grayscale image; "
             "give a single-frame grayscale radiograph."
         )
+    check_finite_pixels(where, arr)
     return arr
 
 

@@ -15,10 +15,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import RadiographError
+from ..safefiles import MAX_IMAGE_FILE_BYTES, check_input_file
 from .calibration import ManualCalibration
 from ..geometry.orientation import format_patient_orientation, image_axes
 
-__all__ = ["Radiograph", "read_radiograph", "detect_format"]
+__all__ = ["Radiograph", "read_radiograph", "detect_format", "check_finite_pixels"]
 
 PathLike = str | os.PathLike
 
@@ -90,6 +91,22 @@ class Radiograph:
         }
 
 
+def check_finite_pixels(where: str, arr: np.ndarray) -> None:
+    """Refuse an image with NaN or infinite pixel values (floating-point TIFF/NRRD/DICOM).
+
+    Such pixels would silently shift every intensity statistic the model and
+    the overlay use; no radiograph has them, so the file was made wrongly.
+    """
+    if not np.issubdtype(arr.dtype, np.floating):
+        return
+    bad = arr.size - int(np.count_nonzero(np.isfinite(arr)))
+    if bad:
+        raise RadiographError(
+            f"{where}: {bad} of {arr.size} pixels are NaN or infinite; a radiograph has finite values, so export "
+            "the image again (or replace them with a real value)."
+        )
+
+
 # Magic numbers of the formats we read; anything else is tried as DICOM only by extension.
 _MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "png"),
@@ -156,15 +173,14 @@ def read_radiograph(
         A :class:`Radiograph`.
 
     Raises:
-        RadiographError: missing, unreadable, truncated, multi-frame, colour or
-            pixel-less file, or an invalid ``patient_orientation``.
+        RadiographError: missing, not a regular file, unreadable, truncated,
+            larger than the limits of :mod:`SpineAlignmentLib.safefiles`,
+            multi-frame, colour or pixel-less file, non-finite pixels, or an
+            invalid ``patient_orientation``.
         CalibrationError: ``spacing`` is zero, negative or not finite.
     """
     p = Path(path)
-    if not p.exists():
-        raise RadiographError(f"{p}: file not found; check the path.")
-    if p.is_dir():
-        raise RadiographError(f"{p}: is a folder, not an image file; give one image file.")
+    check_input_file(p, RadiographError, what="image file", max_bytes=MAX_IMAGE_FILE_BYTES)  # before any open: a FIFO or device never blocks
     try:
         fmt = detect_format(p)
     except OSError as exc:

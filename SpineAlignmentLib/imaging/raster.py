@@ -22,9 +22,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import RadiographError
+from ..safefiles import MAX_IMAGE_PIXELS, check_image_size
 from .calibration import ManualCalibration, resolve_calibration
 from ..geometry.orientation import parse_patient_orientation
-from .radiograph import Radiograph
+from .radiograph import Radiograph, check_finite_pixels
 
 __all__ = ["read_raster", "pixels_from_array"]
 
@@ -61,11 +62,21 @@ def _gray_from_channels(arr: np.ndarray, where: str, mode: str) -> np.ndarray:
 
 
 def _read_pillow(path: Path, where: str) -> tuple[np.ndarray, dict[str, Any], list[str]]:
+    import warnings as _warnings
+
     from PIL import Image, UnidentifiedImageError
 
+    # The size is checked from the header below (check_image_size) with our own limit and message;
+    # PIL's bomb check stays as a second guard at the same limit.
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     warnings: list[str] = []
     try:
-        with Image.open(path) as im:
+        with _warnings.catch_warnings():
+            _warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im_ctx = Image.open(path)
+        with im_ctx as im:
+            cols, rows = im.size
+            check_image_size(where, rows, cols, RadiographError)
             frames = int(getattr(im, "n_frames", 1) or 1)
             if frames > 1:
                 raise RadiographError(
@@ -86,7 +97,14 @@ def _read_pillow(path: Path, where: str) -> tuple[np.ndarray, dict[str, Any], li
             fmt = im.format
     except RadiographError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except Image.DecompressionBombError:
+        raise RadiographError(
+            f"{where}: the header announces more than {MAX_IMAGE_PIXELS // 1_000_000} megapixels, more than "
+            "SpineAlignment reads; downsample the image or check that it is a radiograph."
+        ) from None
+    except MemoryError:
+        raise RadiographError(f"{where}: the image does not fit in memory; downsample it.") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
         raise _Unreadable(
             f"{where}: cannot be read as an image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
             "the file may be truncated or not an image, so export it again."
@@ -108,6 +126,13 @@ def _read_sitk(path: Path, where: str) -> tuple[np.ndarray, dict[str, Any], list
     import SimpleITK as sitk
 
     try:
+        info = sitk.ImageFileReader()
+        info.SetFileName(str(path))
+        info.ReadImageInformation()  # header only: the size is checked before any pixel is read
+        size = info.GetSize()
+        check_image_size(where, int(size[1]) if len(size) > 1 else 1, int(size[0]), RadiographError,
+                         frames=int(np.prod(size[2:])) if len(size) > 2 else 1,
+                         bytes_per_pixel=float(info.GetNumberOfComponents()) * 8)
         img = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
@@ -184,6 +209,7 @@ def read_raster(
             # Some scientific TIFFs (e.g. odd sample formats) only ITK reads.
             raw, md, warnings = _read_sitk(path, where)
     raw = np.ascontiguousarray(raw)
+    check_finite_pixels(where, raw)
     md.update({
         "rows": int(raw.shape[0]),
         "columns": int(raw.shape[1]),

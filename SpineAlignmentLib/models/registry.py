@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelError
+from ..safefiles import load_json_file
 
-__all__ = ["LoadedModel", "models_dir", "list_models", "read_metadata", "load_model", "resolve_model", "sha256_file", "SCHEMA_PATH"]
+__all__ = ["LoadedModel", "models_dir", "list_models", "model_problems", "read_metadata", "load_model", "resolve_model", "sha256_file", "SCHEMA_PATH"]
 
 SCHEMA_PATH = Path(__file__).with_name("metadata.schema.json")
 
@@ -62,36 +63,64 @@ def validate_metadata(metadata: dict, source: str = "metadata") -> None:
 
 
 def read_metadata(folder: Path) -> dict:
-    """Read and validate ``folder/metadata.json``."""
+    """Read and validate ``folder/metadata.json`` (size and depth limited, see :mod:`..safefiles`)."""
     path = Path(folder) / "metadata.json"
+    if not path.exists():
+        raise ModelError(f"Model folder {folder} has no metadata.json; reinstall the model.")
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ModelError(f"Model folder {folder} has no metadata.json; reinstall the model.") from None
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"Model metadata {path} is not valid JSON ({exc.msg} at line {exc.lineno}); reinstall the model.") from None
+        data = load_json_file(path, ModelError, what="model metadata file")
+    except ModelError as exc:
+        raise ModelError(f"Model metadata {exc} Reinstall the model.") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"Model metadata {path} is not a JSON object; reinstall the model.")
     validate_metadata(data, str(path))
     return data
+
+
+def _scan(protocol: str | None) -> tuple[list[dict], list[str]]:
+    """Valid metadata (sorted by folder) and one message per folder that cannot be used."""
+    root = models_dir()
+    good: list[dict] = []
+    broken: list[str] = []
+    if not root.is_dir():
+        return good, broken
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        try:
+            md = read_metadata(folder)
+        except ModelError as exc:
+            if protocol is None or _declared_protocol(folder) in (None, protocol):
+                broken.append(str(exc))
+            continue
+        if protocol is None or md["protocol"] == protocol:
+            good.append(md)
+    return good, broken
+
+
+def _declared_protocol(folder: Path) -> str | None:
+    """The protocol an unusable metadata file names, when it can be read at all (None: unknown)."""
+    try:
+        value = load_json_file(folder / "metadata.json", ModelError).get("protocol")
+    except (ModelError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def list_models(protocol: str | None = None) -> list[dict]:
     """Metadata of every valid model, optionally only those for ``protocol``, sorted by name.
 
-    Folders whose metadata does not validate are skipped (loading one by name
-    reports why).
+    Folders whose metadata does not validate are skipped here; :func:`model_problems`
+    says why (and :func:`resolve_model` reports it when no model is left).
     """
-    root = models_dir()
-    out = []
-    if not root.is_dir():
-        return out
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        try:
-            md = read_metadata(folder)
-        except ModelError:
-            continue
-        if protocol is None or md["protocol"] == protocol:
-            out.append(md)
-    return out
+    return _scan(protocol)[0]
+
+
+def model_problems(protocol: str | None = None) -> list[str]:
+    """One sentence per model folder that cannot be used (folder, file and reason).
+
+    With ``protocol``, folders whose metadata names another protocol are left out;
+    folders whose metadata cannot be read at all are always listed.
+    """
+    return _scan(protocol)[1]
 
 
 @dataclass
@@ -194,15 +223,20 @@ def load_model(name: str, *, folder: Path | None = None):
         known = ", ".join(m["name"] for m in list_models()) or "none"
         raise ModelError(f"Model '{name}' not found in {folder.parent} (installed: {known}); check the model name.")
     md = read_metadata(folder)
-    network = _load_network(md["network"], md["weights"], folder)
     from .refine import RoiSpec
 
-    stages = {}
-    for key in OPTIONAL_STAGES:
-        if key in md:
-            st = md[key]
-            stages[key] = (_load_network(st["network"], st["weights"], folder),
-                           RoiSpec(int(st["roi"]["size"]), float(st["roi"]["extent"])))
+    try:
+        network = _load_network(md["network"], md["weights"], folder)
+        stages = {}
+        for key in OPTIONAL_STAGES:
+            if key in md:
+                st = md[key]
+                stages[key] = (_load_network(st["network"], st["weights"], folder),
+                               RoiSpec(int(st["roi"]["size"]), float(st["roi"]["extent"])))
+    except ModelError as exc:
+        if str(folder) in str(exc):
+            raise
+        raise ModelError(f"Model folder {folder} (metadata.json): {exc}") from None
     refiner, roi = stages.get("refinement", (None, None))
     levels, levels_roi = stages.get("identification", (None, None))
     image = md["network_data_format"]["inputs"]["image"]
@@ -224,8 +258,10 @@ def resolve_model(model: Any, protocol: str) -> LoadedModel:
     if isinstance(model, LoadedModel):
         loaded = model
     elif model is None:
-        candidates = list_models(protocol)
+        candidates, broken = _scan(protocol)
         if not candidates:
+            if broken:
+                raise ModelError(broken[0])
             raise ModelError(f"No model is installed for protocol '{protocol}'; place the landmarks by hand "
                              "or measure a landmark file with 'spine-align measure'.")
         loaded = _cached_load(candidates[0]["name"])

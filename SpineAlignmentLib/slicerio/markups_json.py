@@ -22,6 +22,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import LandmarkError
+from ..safefiles import load_json_file
 from .geometry import pixels_to_ras, ras_to_pixels
 
 #: Schema Slicer 5.x writes and reads (older readers ignore unknown newer fields).
@@ -148,10 +149,12 @@ def read_markups_json(path: str | Path) -> list[MarkupsPoint]:
         LandmarkError: if the file is not a markups JSON file.
     """
     path = Path(path)
+    data = load_json_file(path, LandmarkError, what="markups JSON file")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
         markup = data["markups"][0]
-    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        if not isinstance(markup, dict):
+            raise TypeError("the first markup is not an object")
+    except (KeyError, IndexError, TypeError) as exc:
         raise LandmarkError(f"{path}: not a Slicer markups JSON file ({exc}); export the landmarks from Slicer "
                             "as .mrk.json.") from None
     system = markup.get("coordinateSystem", "LPS")
@@ -159,10 +162,15 @@ def read_markups_json(path: str | Path) -> list[MarkupsPoint]:
         raise LandmarkError(f"{path}: coordinateSystem {system!r} is neither LPS nor RAS.")
     flip = np.array([-1.0, -1.0, 1.0]) if system == "LPS" else np.ones(3)
     out = []
-    for cp in markup.get("controlPoints", []):
-        pos = cp.get("position")
-        defined = cp.get("positionStatus", "defined") == "defined" and pos is not None
-        ras = tuple(float(c) for c in (np.asarray(pos, dtype=float) * flip)) if pos is not None else (math.nan,) * 3
+    for i, cp in enumerate(markup.get("controlPoints") or []):
+        try:
+            pos = cp.get("position")
+            defined = cp.get("positionStatus", "defined") == "defined" and pos is not None
+            ras = tuple(float(c) for c in (np.asarray(pos, dtype=float).reshape(3) * flip)) if pos is not None \
+                else (math.nan,) * 3
+        except (AttributeError, TypeError, ValueError):
+            raise LandmarkError(f"{path}: control point {i + 1} is not an object with a 3-number 'position'; "
+                                "export the landmarks from Slicer again.") from None
         out.append(MarkupsPoint(str(cp.get("id", "")), str(cp.get("label", "")), str(cp.get("description", "")),
                                 ras, defined))
     return out
