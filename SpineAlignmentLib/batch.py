@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from . import __version__
-from .errors import LandmarkError, ModelError, SpineAlignmentError
+from .errors import LandmarkError, ModelError, OutputError, SpineAlignmentError
 from .safefiles import check_output_dir, describe_os_error, output_stem
 from .result import SCHEMA, Result, check_fields, load_json
 
@@ -139,6 +139,8 @@ class BatchSummary:
     failures: dict[str, str] = field(default_factory=dict)
     #: results found but analysed again: why (fingerprint differences, ``--force``) -> how many
     stale: dict[str, int] = field(default_factory=dict)
+    #: why the batch stopped early because its output folder could not be written ("" when it did not)
+    write_error: str = ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -444,20 +446,41 @@ def analyze_one(
         result.image = path.name
     result.fingerprint = fingerprint
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
         item = BatchItem(str(path), name or output_name(path))
-        if write_markups:
-            from .slicerio.geometry import ijk_to_ras_for_file
-            from .slicerio.markups_json import write_markups_json
-
-            write_markups_json(item.markups_path(out), result.landmarks, ijk_to_ras_for_file(path), protocol=protocol)
-        if write_overlay:
-            from .io.overlay import render_overlay
-
-            render_overlay(radiograph.pixels, result, item.overlay_path(out))
-        result.write_json(item.result_path(out))  # last: its presence marks the image complete
+        try:
+            _write_outputs(item, Path(out_dir), result, radiograph, protocol, write_markups, write_overlay)
+        except OSError as exc:
+            remove_part_files(item, out_dir)
+            raise OutputError(
+                f"{out_dir}: cannot write the results of {path.name} ({describe_os_error(exc)}); free space or fix "
+                "the folder's permissions, then run again (finished results are kept)."
+            ) from None
     return result
+
+
+def _write_outputs(item: BatchItem, out: Path, result: Result, radiograph: Any, protocol: str, write_markups: bool,
+                   write_overlay: bool) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    if write_markups:
+        from .slicerio.geometry import ijk_to_ras_for_file
+        from .slicerio.markups_json import write_markups_json
+
+        write_markups_json(item.markups_path(out), result.landmarks, ijk_to_ras_for_file(item.image),
+                           protocol=protocol)
+    if write_overlay:
+        from .io.overlay import render_overlay
+
+        render_overlay(radiograph.pixels, result, item.overlay_path(out))
+    result.write_json(item.result_path(out))  # last: its presence marks the image complete
+
+
+def remove_part_files(item: BatchItem, out_dir: str | Path) -> None:
+    """Remove the half-written ``.part`` files an interrupted write of ``item`` left behind."""
+    for p in (item.markups_path(out_dir), item.overlay_path(out_dir), item.result_path(out_dir)):
+        try:
+            p.with_name(p.name + ".part").unlink(missing_ok=True)
+        except OSError as exc:
+            log.debug("cannot remove %s.part (%s)", p, exc)
 
 
 def _error_name(exc: BaseException) -> str:
@@ -475,6 +498,9 @@ def _task(item: BatchItem, options: BatchOptions, fingerprint: dict[str, Any] | 
     names the result file written, which the client checks.
     """
     t0 = time.perf_counter()
+    if _WORKER_CANCEL is not None and _WORKER_CANCEL.is_set():
+        # queued in the pool before the batch was cancelled: never start (nor write) after a cancel
+        return {"status": "cancelled", "item": item, "seconds": 0.0}
     landmarks_path = None
     try:
         if options.landmarks_dir:
@@ -488,6 +514,9 @@ def _task(item: BatchItem, options: BatchOptions, fingerprint: dict[str, Any] | 
             write_overlay=options.write_overlay, patient_orientation=options.patient_orientation, name=item.name,
             min_confidence=options.min_confidence, fingerprint=fingerprint,
         )
+    except OutputError as exc:  # the output folder, not the image: the runner stops the batch
+        return {"status": "write_error", "item": item, "error": "OutputError", "reason": str(exc),
+                "seconds": time.perf_counter() - t0}
     except SpineAlignmentError as exc:
         return {"status": "failed", "item": item, "error": _error_name(exc), "reason": str(exc),
                 "seconds": time.perf_counter() - t0}
@@ -558,6 +587,59 @@ def write_failures(path: Path, failures: dict[str, dict[str, str]]) -> Path:
 # executors
 
 
+#: Set in worker processes of a local pool (:func:`_worker_init`): the batch's cancel flag.
+_WORKER_CANCEL: Any = None
+
+
+def _worker_init(parent_pid: int, cancel: Any) -> None:
+    """Make a pool worker die with the batch process and ignore the terminal's Ctrl-C.
+
+    The parent handles Ctrl-C (cancel, then abort) and tells the workers through
+    ``cancel``. If the parent dies (killed, crashed), the worker must not go on
+    analysing and writing: on Linux the kernel kills it (``PR_SET_PDEATHSIG``);
+    elsewhere, and as a second guard, a watchdog thread ends it within a
+    second of noticing it has been re-parented.
+    """
+    global _WORKER_CANCEL
+    import signal
+
+    _WORKER_CANCEL = cancel
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(os, "getppid"):
+        _set_parent_death_signal()
+        if os.getppid() != parent_pid:  # the parent died before the signal was armed
+            os._exit(1)
+
+        def watchdog() -> None:
+            while True:
+                time.sleep(WORKER_HEARTBEAT_S)
+                if os.getppid() != parent_pid:
+                    os._exit(1)
+
+        threading.Thread(target=watchdog, name="spinealign-parent-watchdog", daemon=True).start()
+
+
+#: How often a pool worker checks that its parent batch process is still alive (seconds).
+WORKER_HEARTBEAT_S = 1.0
+
+
+def _set_parent_death_signal() -> None:
+    """Linux: SIGKILL this process when its parent dies (no-op elsewhere)."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError) as exc:  # the watchdog still guards
+        log.debug("prctl(PR_SET_PDEATHSIG) unavailable (%s)", exc)
+
+
 class _InlineExecutor:
     """Runs each task at submission, in this process (workers=1; also what the GUI thread uses)."""
 
@@ -607,14 +689,28 @@ class BatchRunner:
         self.retry_failures = retry_failures
         self.force = force
         self._cancel = threading.Event()
+        self._worker_cancel: Any = None  # the pool workers' copy of the cancel flag (workers > 1)
 
     def cancel(self) -> None:
-        """Stop submitting new images; running ones finish and are written."""
+        """Stop submitting new images; running ones finish and are written, queued ones never start."""
         self._cancel.set()
+        if self._worker_cancel is not None:
+            self._worker_cancel.set()
 
     @property
     def cancelled(self) -> bool:
         return self._cancel.is_set()
+
+    def _abort_workers(self, executor: Any) -> None:
+        """Kill the local pool's worker processes so that nothing is written after an abort."""
+        if self._worker_cancel is not None:
+            self._worker_cancel.set()
+        # ProcessPoolExecutor has no public kill; its process table is the only handle on the workers
+        for proc in list((getattr(executor, "_processes", None) or {}).values()):
+            try:
+                proc.kill()
+            except (OSError, ValueError, AttributeError):
+                pass
 
     def _emit(self, progress: Progress) -> None:
         if self.callback is not None:
@@ -637,7 +733,10 @@ class BatchRunner:
         if self.workers > 1:
             import multiprocessing
 
-            pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"))
+            ctx = multiprocessing.get_context("spawn")
+            self._worker_cancel = ctx.Event()
+            pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_worker_init,
+                                          initargs=(os.getpid(), self._worker_cancel))
             return pool, False, lambda: pool.shutdown(wait=True, cancel_futures=True)
         return _InlineExecutor(), False, lambda: None
 
@@ -647,7 +746,7 @@ class BatchRunner:
         opts = replace(self.options, out_dir=os.path.abspath(self.options.out_dir),
                        landmarks_dir=os.path.abspath(self.options.landmarks_dir) if self.options.landmarks_dir else None)
         out = Path(opts.out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        check_output_dir(out, OutputError)  # before any work: an unwritable folder fails now, not after inference
         items = make_items([Path(os.path.abspath(p)) for p in collect_inputs(self.inputs, exclude=out)])
         failures_path = out / FAILURES_CSV
         old_failures = {} if self.force else read_failures(failures_path)
@@ -699,10 +798,11 @@ class BatchRunner:
                 in_flight_limit = 16
         pending: dict[Any, BatchItem] = {}
         ran: set[str] = set()
+        write_error = ""
         queue = list(reversed(todo))
         try:
             while queue or pending:
-                while queue and len(pending) < in_flight_limit and not self.cancelled:
+                while queue and len(pending) < in_flight_limit and not self.cancelled and not write_error:
                     item = queue.pop()
                     _set_aside(item, opts)
                     fp = fingerprints[item.name]
@@ -710,8 +810,9 @@ class BatchRunner:
                         _task, item, opts, fp, pure=False, key=f"spinealign-{item.name}-{time.time_ns()}")
                     pending[fut] = item
                     progress(BatchEvent.SUBMITTED, item.image)
-                if self.cancelled and queue:
-                    progress(BatchEvent.CANCELLED, message=f"{len(queue)} images not started")
+                if (self.cancelled or write_error) and queue:
+                    progress(BatchEvent.CANCELLED, message=f"{len(queue)} images not started"
+                                                           + (f": {write_error}" if write_error else ""))
                     queue.clear()
                 if not pending:
                     break
@@ -724,6 +825,14 @@ class BatchRunner:
                     except BaseException as exc:  # noqa: BLE001 - a crashed worker is a failure of this item
                         record = {"status": "failed", "item": item, "error": type(exc).__name__,
                                   "reason": f"worker crashed: {exc}", "seconds": None}
+                    if record["status"] == "cancelled":
+                        continue
+                    if record["status"] == "write_error":
+                        # the folder, not the image: stop here (every later image would fail the same way);
+                        # the image is not a failure, so a re-run analyses it again
+                        write_error = write_error or record["reason"]
+                        progress(BatchEvent.FAILED, item.image, record["reason"], record.get("seconds"))
+                        continue
                     if record["status"] == "done":
                         record = _check_written(record, item, opts, fingerprints[item.name])
                     if record["status"] == "done":
@@ -736,6 +845,9 @@ class BatchRunner:
                         failures[item.name] = {"image": item.image, "name": item.name, "error": record["error"],
                                                "reason": record["reason"]}
                         progress(BatchEvent.FAILED, item.image, record["reason"], record.get("seconds"))
+        except BaseException:
+            self._abort_workers(executor)  # aborted (a second Ctrl-C, an error here): workers stop now
+            raise
         finally:
             close()
         # earlier failures stay listed unless the image ran again (or is complete) in this run
@@ -743,12 +855,25 @@ class BatchRunner:
         for name, row in old_failures.items():
             if name not in ran and name not in complete:
                 failures.setdefault(name, row)
-        summary_path = self._write_summary(items, opts, fingerprints)
-        write_failures(failures_path, failures)
+        # the tables: each one that can be written is (a full disk may still take a small file)
+        for write_table in (lambda: self._write_summary(items, opts, fingerprints), lambda: write_failures(failures_path, failures)):
+            try:
+                write_table()
+            except OSError as exc:
+                write_error = write_error or (
+                    f"{out}: cannot write {Path(exc.filename or SUMMARY_CSV).name} ({describe_os_error(exc)}); "
+                    "free space or fix the folder's permissions, then run again (finished results are kept).")
+        summary_path = out / SUMMARY_CSV
+        if write_error:
+            for item in items:
+                remove_part_files(item, out)
+            for table in (SUMMARY_CSV, FAILURES_CSV):
+                (out / f"{table}.part").unlink(missing_ok=True)
         progress(BatchEvent.FINISHED, message=f"{counts['done']} done, {counts['failed']} failed, "
                                               f"{counts['skipped']} skipped")
         return BatchSummary(total, counts["done"], counts["failed"], counts["skipped"], self.cancelled,
-                            summary_path, failures_path, {k: v["reason"] for k, v in failures.items()}, stale)
+                            summary_path, failures_path, {k: v["reason"] for k, v in failures.items()}, stale,
+                            write_error=write_error)
 
     def _write_summary(self, items: Sequence[BatchItem], opts: BatchOptions,
                        fingerprints: dict[str, dict[str, Any]]) -> Path:

@@ -32,3 +32,11 @@ class OrientationError(RadiographError, LandmarkError):
 
 class ModelError(SpineAlignmentError):
     """A model folder, metadata file or weights file that cannot be used."""
+
+
+class OutputError(SpineAlignmentError):
+    """The output folder cannot be created or written (an existing file, read-only, full disk, no permission).
+
+    A batch stops at the first one (every later image would fail the same way),
+    keeps what it finished and says what to free or fix before resuming.
+    """

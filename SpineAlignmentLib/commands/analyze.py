@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from ..errors import SpineAlignmentError
+from ..errors import OutputError, SpineAlignmentError
+from ..safefiles import check_output_dir, describe_os_error
 from . import add_image_options
 
 HELP = "analyse radiographs with a packaged model: result JSON, overlay PNG (and .mrk.json) per image, summary CSV"
@@ -36,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     items = make_items(collect_inputs(args.images))
     if not items:
         raise SpineAlignmentError(f"No image found in {' '.join(args.images)}; give image files or folders.")
+    check_output_dir(args.out, OutputError)  # before any inference: the work is never lost to a bad --out
     rows, failed = [], 0
     for item in items:
         try:
@@ -53,6 +56,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"{item.image}: {values or 'no parameter'}")
         for w in res.warnings:
             print(f"  warning: {w}")
-    summary = write_summary_csv(f"{args.out}/summary.csv", rows, protocol.id) if rows else None
+    summary = None
+    if rows:
+        try:
+            summary = write_summary_csv(f"{args.out}/summary.csv", rows, protocol.id)
+        except OSError as exc:
+            failed += 1
+            Path(f"{args.out}/summary.csv.part").unlink(missing_ok=True)
+            print(f"error: {args.out}: cannot write summary.csv ({describe_os_error(exc)}); the result files of "
+                  "each image are kept.", file=sys.stderr)
     print(f"{len(rows)} analysed, {failed} failed; results in {args.out}" + (f" (summary: {summary})" if summary else ""))
     return 2 if failed else 0

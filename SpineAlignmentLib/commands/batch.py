@@ -85,7 +85,11 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps({"total": summary.total, "done": summary.done, "failed": summary.failed,
                       "skipped": summary.skipped, "cancelled": summary.cancelled,
                       "reanalysed_stale": sum(summary.stale.values()), "stale_reasons": summary.stale,
-                      "summary_csv": str(summary.summary_csv), "failures_csv": str(summary.failures_csv)}))
+                      "summary_csv": str(summary.summary_csv), "failures_csv": str(summary.failures_csv),
+                      "write_error": summary.write_error or None}))
+    if summary.write_error:
+        print(f"error: {summary.write_error}", file=sys.stderr)
+        return 2
     if summary.cancelled:
         return 130
     return 1 if summary.failed else 0

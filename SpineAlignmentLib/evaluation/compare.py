@@ -21,6 +21,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..safefiles import load_json_file
 from ..errors import SpineAlignmentError
 from . import landmarks as lm
 from . import statistics as st
@@ -156,10 +157,9 @@ def load_results(directory: str | Path, label: str = "") -> LoadedSet:
     for path in sorted(root.rglob("*.json")):
         rel = str(path.relative_to(root))
         try:
-            with open(path, encoding="utf-8") as fh:
-                data = json.load(fh)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            out.failed.append((rel, f"not readable as JSON: {exc}"))
+            data = load_json_file(path, EvaluationError, what="result JSON file")
+        except EvaluationError as exc:
+            out.failed.append((rel, f"not readable as JSON: {str(exc).removeprefix(f'{path}: ')}"))
             continue
         if not isinstance(data, dict):
             out.failed.append((rel, f"top level is a JSON {type(data).__name__}, not an object"))
