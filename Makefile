@@ -13,6 +13,10 @@ $(STAMP): pyproject.toml
 	# Exactly this torch: any looser requirement makes pip fetch a multi-GB CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# DICOM validators for the SR/SEG tests (dciodvfy, dsrdump); as root only, tests skip without them.
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v dciodvfy >/dev/null; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dicom3tools dcmtk >/dev/null) \
+		|| echo "note: dicom3tools/dcmtk not installed; the DICOM validator tests will be skipped"; fi
 	touch $(STAMP)
 
 setup: $(STAMP)

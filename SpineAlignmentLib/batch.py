@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from . import __version__
-from .errors import LandmarkError, ModelError, OutputError, SpineAlignmentError
+from .errors import LandmarkError, ModelError, OutputError, RadiographError, SpineAlignmentError
 from .safefiles import check_output_dir, describe_os_error, output_stem
 from .result import SCHEMA, Result, check_fields, load_json
 
@@ -106,6 +106,7 @@ class BatchOptions:
     write_overlay: bool = True
     patient_orientation: str | None = None
     min_confidence: float | None = None
+    write_dicom_sr: bool = False
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,9 @@ class BatchItem:
 
     def overlay_path(self, out_dir: str | Path) -> Path:
         return Path(out_dir) / f"{self.name}_overlay.png"
+
+    def dicom_sr_path(self, out_dir: str | Path) -> Path:
+        return Path(out_dir) / f"{self.name}_sr.dcm"
 
 
 @dataclass
@@ -387,6 +391,7 @@ def analyze_one(
     name: str | None = None,
     min_confidence: float | None = None,
     fingerprint: dict[str, Any] | None = None,
+    write_dicom_sr: bool = False,
 ) -> Result:
     """Analyse one radiograph and write its files.
 
@@ -403,6 +408,7 @@ def analyze_one(
         flip_tta: average the prediction with the mirrored image's.
         write_markups: write the Slicer markups file.
         write_overlay: write the overlay PNG.
+        write_dicom_sr: write ``<name>_sr.dcm``, a DICOM SR (TID 1500) referencing the film (DICOM input only).
         patient_orientation: e.g. ``"L,F"`` when the file does not say.
         name: output file stem (default: the image's stem).
         min_confidence: landmarks below this confidence are not trusted (default: the pipeline's).
@@ -415,12 +421,16 @@ def analyze_one(
         SpineAlignmentError: unreadable image or landmarks, or no landmark source.
     """
     from .imaging import read_radiograph
-    from .pipeline import analyze, measure
+    from .pipeline import analyze, measure, source_uids
 
     path = Path(path)
     extra_kw = {} if min_confidence is None else {"min_confidence": min_confidence}
     radiograph = read_radiograph(path, spacing=tuple(spacing) if spacing else None,
                                  patient_orientation=patient_orientation)
+    if write_dicom_sr and radiograph.metadata.get("format") != "dicom":
+        # said before any work is done, not after the model ran
+        raise RadiographError(f"{path}: is not a DICOM file, so no DICOM SR can reference it; "
+                              "leave out --dicom-sr for PNG/JPEG/TIFF/NRRD input.")
     if landmarks_path is not None:
         landmarks, extra = read_landmarks_file(landmarks_path, protocol, path)
         result = measure(
@@ -431,6 +441,7 @@ def analyze_one(
             image=path.name, model=extra.get("model"), source=str(landmarks_path), **extra_kw,
         )
         result.warnings[:0] = list(getattr(radiograph, "warnings", []) or [])
+        result.dicom = source_uids(radiograph)
     else:
         if model is None and default_model(protocol) is None:
             from .models.registry import model_problems
@@ -448,7 +459,8 @@ def analyze_one(
     if out_dir is not None:
         item = BatchItem(str(path), name or output_name(path))
         try:
-            _write_outputs(item, Path(out_dir), result, radiograph, protocol, write_markups, write_overlay)
+            _write_outputs(item, Path(out_dir), result, radiograph, protocol, write_markups, write_overlay,
+                           write_dicom_sr)
         except OSError as exc:
             remove_part_files(item, out_dir)
             raise OutputError(
@@ -459,7 +471,7 @@ def analyze_one(
 
 
 def _write_outputs(item: BatchItem, out: Path, result: Result, radiograph: Any, protocol: str, write_markups: bool,
-                   write_overlay: bool) -> None:
+                   write_overlay: bool, write_dicom_sr: bool = False) -> None:
     out.mkdir(parents=True, exist_ok=True)
     if write_markups:
         from .slicerio.geometry import ijk_to_ras_for_file
@@ -471,12 +483,17 @@ def _write_outputs(item: BatchItem, out: Path, result: Result, radiograph: Any, 
         from .io.overlay import render_overlay
 
         render_overlay(radiograph.pixels, result, item.overlay_path(out))
+    if write_dicom_sr:
+        from .io.dicom_sr import read_source_dataset, write_measurement_report
+
+        write_measurement_report(result, read_source_dataset(item.image), item.dicom_sr_path(out))
     result.write_json(item.result_path(out))  # last: its presence marks the image complete
 
 
 def remove_part_files(item: BatchItem, out_dir: str | Path) -> None:
     """Remove the half-written ``.part`` files an interrupted write of ``item`` left behind."""
-    for p in (item.markups_path(out_dir), item.overlay_path(out_dir), item.result_path(out_dir)):
+    for p in (item.markups_path(out_dir), item.overlay_path(out_dir), item.dicom_sr_path(out_dir),
+              item.result_path(out_dir)):
         try:
             p.with_name(p.name + ".part").unlink(missing_ok=True)
         except OSError as exc:
@@ -513,6 +530,7 @@ def _task(item: BatchItem, options: BatchOptions, fingerprint: dict[str, Any] | 
             landmarks_path=landmarks_path, flip_tta=options.flip_tta, write_markups=options.write_markups,
             write_overlay=options.write_overlay, patient_orientation=options.patient_orientation, name=item.name,
             min_confidence=options.min_confidence, fingerprint=fingerprint,
+            write_dicom_sr=options.write_dicom_sr,
         )
     except OutputError as exc:  # the output folder, not the image: the runner stops the batch
         return {"status": "write_error", "item": item, "error": "OutputError", "reason": str(exc),
@@ -556,6 +574,8 @@ def result_state(item: BatchItem, options: BatchOptions, fingerprint: dict[str, 
         return "absent", "no .mrk.json"
     if options.write_overlay and not item.overlay_path(options.out_dir).is_file():
         return "absent", "no overlay"
+    if options.write_dicom_sr and not item.dicom_sr_path(options.out_dir).is_file():
+        return "absent", "no DICOM SR"
     return "complete", ""
 
 

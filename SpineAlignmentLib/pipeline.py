@@ -369,4 +369,11 @@ def analyze(
         source=image or "radiograph",
     )
     result.warnings[:0] = list(getattr(radiograph, "warnings", [])) + list(model_warnings)
+    result.dicom = source_uids(radiograph)
     return result
+
+
+def source_uids(radiograph) -> dict[str, str] | None:
+    """The DICOM UIDs a result carries for its film (None for non-DICOM images)."""
+    uids = (getattr(radiograph, "metadata", None) or {}).get("dicom_uids")
+    return dict(uids) if uids else None

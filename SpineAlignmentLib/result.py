@@ -48,9 +48,10 @@ class View:
     spacing_mm: tuple[float, float] | None = None
     calibration: str = "pixels-only"
     patient_orientation: tuple[str, str] | None = None
+    dicom: dict[str, str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "image": self.image,
             "image_size": list(self.image_size) if self.image_size else None,
             "spacing_mm": list(self.spacing_mm) if self.spacing_mm else None,
@@ -58,6 +59,9 @@ class View:
             "patient_orientation": list(self.patient_orientation) if self.patient_orientation else None,
             "landmarks": {k: v.to_dict() for k, v in self.landmarks.items()},
         }
+        if self.dicom:
+            d["dicom"] = dict(self.dicom)
+        return d
 
 
 @dataclass
@@ -74,6 +78,9 @@ class Result:
         software_version: the SpineAlignmentLib version that computed the parameters.
         fingerprint: what a batch run that wrote this result was given (protocol, model and weights,
             options that change values, software version); resume re-uses a result only when it matches.
+        dicom: for a DICOM source film, its ``study_instance_uid``, ``series_instance_uid``,
+            ``sop_instance_uid`` and ``sop_class_uid`` (links a value back to the film in a PACS;
+            never patient name or ID). For a pair, each view carries its own.
     """
 
     protocol: str
@@ -91,6 +98,7 @@ class Result:
     views: dict[str, View] = field(default_factory=dict)
     software_version: str | None = None
     fingerprint: dict[str, Any] | None = None
+    dicom: dict[str, str] | None = None
 
     def value(self, parameter_id: str) -> float | None:
         """The parameter's value, or None if it was left out."""
@@ -118,6 +126,8 @@ class Result:
             d["fingerprint"] = dict(self.fingerprint)
         if self.views:
             d["views"] = {k: v.to_dict() for k, v in self.views.items()}
+        if self.dicom:
+            d["dicom"] = dict(self.dicom)
         return d
 
     def to_json(self, **kw) -> str:
@@ -150,6 +160,7 @@ class Result:
             spacing_mm=_pair(v.get("spacing_mm"), float, "spacing_mm", source),
             calibration=v.get("calibration") or ("manual:file" if v.get("spacing_mm") else "pixels-only"),
             patient_orientation=_orientation(v.get("patient_orientation")),
+            dicom=_uids(v.get("dicom"), source),
         ) for role, v in (d.get("views") or {}).items()}
         lms = d.get("landmarks", {}) or {}
         # A pair given as nested landmarks {"flexion": {...}, "extension": {...}} shares the top-level calibration.
@@ -179,6 +190,7 @@ class Result:
             views=views,
             software_version=d.get("software_version"),
             fingerprint=d.get("fingerprint") if isinstance(d.get("fingerprint"), dict) else None,
+            dicom=_uids(d.get("dicom"), source),
         )
 
     @classmethod
@@ -300,6 +312,18 @@ def _pair(value: Any, kind: type, name: str, source: str):
         return kind(a), kind(b)
     except (TypeError, ValueError):
         raise LandmarkError(f"{source}: '{name}' must be two numbers [row, column], got {value!r}.") from None
+
+
+#: Keys of the ``dicom`` object of a result or view (all UIDs).
+DICOM_UID_KEYS = ("study_instance_uid", "series_instance_uid", "sop_instance_uid", "sop_class_uid")
+
+
+def _uids(value: Any, source: str) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) - set(DICOM_UID_KEYS):
+        raise LandmarkError(f"{source}: 'dicom' must be an object with only {', '.join(DICOM_UID_KEYS)}.")
+    return {k: str(v) for k, v in value.items()}
 
 
 def _orientation(value: Any):

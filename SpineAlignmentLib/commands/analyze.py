@@ -1,7 +1,8 @@
 """``spine-align analyze``: find landmarks with a packaged model and measure, image by image.
 
 Writes, per image, ``<name>.json`` (result, docs/protocols.md), ``<name>_overlay.png``
-and with ``--markups`` ``<name>.mrk.json`` (loads in 3D Slicer), then ``summary.csv``.
+and with ``--markups`` ``<name>.mrk.json`` (loads in 3D Slicer), with ``--dicom-sr``
+``<name>_sr.dcm`` (DICOM SR measurement report for PACS), then ``summary.csv``.
 Every image given is analysed again (:func:`SpineAlignmentLib.batch.analyze_one`); use
 ``spine-align batch`` for resumable runs over folders, worker processes or a Dask cluster.
 """
@@ -26,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_image_options(parser)
     parser.add_argument("--markups", action="store_true", help="also write <name>.mrk.json (3D Slicer markups)")
     parser.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs")
+    parser.add_argument("--dicom-sr", action="store_true",
+                        help="also write <name>_sr.dcm, a DICOM SR measurement report (TID 1500) referencing the "
+                             "film, for PACS (DICOM input only)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
             res = analyze_one(item.image, protocol.id, args.out, model=args.model, spacing=args.spacing,
                               flip_tta=args.flip_tta, write_markups=args.markups, write_overlay=not args.no_overlay,
                               patient_orientation=args.patient_orientation, name=item.name,
-                              min_confidence=args.min_confidence)
+                              min_confidence=args.min_confidence, write_dicom_sr=args.dicom_sr)
         except SpineAlignmentError as exc:
             # one bad image is reported and the others are still analysed
             failed += 1

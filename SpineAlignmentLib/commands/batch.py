@@ -1,7 +1,8 @@
 """``spine-align batch``: analyse many radiographs (files or folders) into a resumable output folder.
 
 Per image: ``<name>.json`` (result), ``<name>.mrk.json`` (Slicer markups) and
-``<name>_overlay.png`` (overlay), written as soon as the image is done; then
+``<name>_overlay.png`` (overlay), with ``--dicom-sr`` ``<name>_sr.dcm`` (DICOM SR
+measurement report), written as soon as the image is done; then
 ``summary.csv`` (one row per image, one column per parameter) and
 ``failures.csv`` (image, error, reason). Re-running re-uses a result only when it
 was made with the same fingerprint (protocol, model and weights, options that
@@ -40,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "re-measured; works for protocols without a model")
     parser.add_argument("--no-markups", action="store_true", help="do not write .mrk.json files")
     parser.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs")
+    parser.add_argument("--dicom-sr", action="store_true",
+                        help="also write <name>_sr.dcm, a DICOM SR measurement report (TID 1500) referencing the "
+                             "film, for PACS (DICOM input only; other images are recorded as failures)")
     parser.add_argument("--no-retry-failures", action="store_true", help="skip images listed in failures.csv")
     parser.add_argument("--force", action="store_true",
                         help="analyse every image again (default: re-use results made with the same fingerprint)")
@@ -57,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         spacing=tuple(args.spacing) if args.spacing else None, landmarks_dir=args.landmarks_dir,
         flip_tta=args.flip_tta, write_markups=not args.no_markups, write_overlay=not args.no_overlay,
         patient_orientation=args.patient_orientation, min_confidence=args.min_confidence,
+        write_dicom_sr=args.dicom_sr,
     )
 
     def report(p) -> None:

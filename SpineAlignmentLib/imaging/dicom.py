@@ -20,7 +20,9 @@ the presentation step):
 Spacing and its label come from :mod:`.calibration` (definitions.md §7.4), never
 from SimpleITK. Patient-identifying attributes are left out of ``metadata``
 unless ``include_patient_data=True``; Study/Series Description count as
-identifying because PS3.15's basic profile removes them (free text).
+identifying because PS3.15's basic profile removes them (free text). The
+Study/Series/SOP Instance UIDs are kept in ``metadata["dicom_uids"]`` (and
+carried by results) so that a value can be linked back to its film in a PACS.
 """
 
 from __future__ import annotations
@@ -415,6 +417,20 @@ PATIENT_FIELDS = {
 }
 
 
+#: UIDs that link a result back to its film in a PACS: kept always (they name no patient), metadata["dicom_uids"].
+REFERENCE_UIDS = {
+    "study_instance_uid": "StudyInstanceUID",
+    "series_instance_uid": "SeriesInstanceUID",
+    "sop_instance_uid": "SOPInstanceUID",
+    "sop_class_uid": "SOPClassUID",
+}
+
+
+def reference_uids(ds: Dataset) -> dict[str, str]:
+    """The film's Study/Series/SOP Instance UIDs and SOP Class UID (those present)."""
+    return {key: str(ds.get(kw)) for key, kw in REFERENCE_UIDS.items() if ds.get(kw)}
+
+
 def safe_metadata(ds: Dataset, include_patient_data: bool = False) -> dict[str, Any]:
     """Technical DICOM fields as a JSON-ready dict; identifying ones only when asked.
 
@@ -498,6 +514,7 @@ def dataset_to_radiograph(
 
     metadata = safe_metadata(ds, include_patient_data)
     metadata["display"] = steps
+    metadata["dicom_uids"] = reference_uids(ds)
     metadata["calibration_source"] = cal.source
     if cal.magnification is not None:
         metadata["magnification"] = cal.magnification
