@@ -359,14 +359,16 @@ def default_model(protocol: str) -> str | None:
 def read_landmarks_file(path: str | Path, protocol: str, image_path: str | Path | None = None) -> tuple[dict, dict]:
     """Landmarks (pixels) from a result-format JSON or a ``.mrk.json``; also the file's other fields.
 
-    A ``.mrk.json`` is mapped back to pixels with the geometry Slicer gives ``image_path``.
+    A ``.mrk.json`` is mapped back to pixels with the geometry Slicer gives ``image_path``; the
+    model's confidences and name come back from the control-point descriptions (untrusted stays untrusted).
     """
     path = Path(path)
     if path.name.lower().endswith(".mrk.json"):
         from .slicerio.geometry import ijk_to_ras_for_file
-        from .slicerio.markups_json import landmarks_from_markups_json
+        from .slicerio.markups_json import markups_landmarks
 
-        return landmarks_from_markups_json(path, ijk_to_ras_for_file(image_path), protocol), {}
+        landmarks, model = markups_landmarks(path, ijk_to_ras_for_file(image_path), protocol)
+        return landmarks, {"model": model}
     data = load_json(path)
     check_fields(data, str(path))
     if not isinstance(data, dict) or "landmarks" not in data:
@@ -478,7 +480,7 @@ def _write_outputs(item: BatchItem, out: Path, result: Result, radiograph: Any, 
         from .slicerio.markups_json import write_markups_json
 
         write_markups_json(item.markups_path(out), result.landmarks, ijk_to_ras_for_file(item.image),
-                           protocol=protocol)
+                           protocol=protocol, model=result.model)
     if write_overlay:
         from .io.overlay import render_overlay
 

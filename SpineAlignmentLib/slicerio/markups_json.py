@@ -8,6 +8,14 @@ user may rename it; meaning never comes from the label), ``description`` the
 protocol's description. Positions are written in the coordinate system named by
 the file's ``coordinateSystem`` field (``LPS``, Slicer's default for files, or
 ``RAS``); the reader honours the field.
+
+Provenance. Slicer keeps a control point's ``description`` when it loads and
+saves a ``.mrk.json`` but drops node attributes and unknown fields, so a point
+placed by a model carries, after the protocol's description, the tag
+``SpineAlignment:{"confidence": c, "at": [x, y], "model": {"name", "version"}}``
+(:func:`describe_point`). Read back (:func:`markups_landmarks`), a point keeps
+its confidence while it is still where the model put it (``at``, pixels): a point
+a user moved is the user's and trusted, one left in place stays untrusted.
 """
 
 from __future__ import annotations
@@ -15,13 +23,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
 from ..errors import LandmarkError
+from ..result import Landmark
 from ..safefiles import load_json_file
 from .geometry import pixels_to_ras, ras_to_pixels
 
@@ -29,6 +39,38 @@ from .geometry import pixels_to_ras, ras_to_pixels
 SCHEMA = "https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/Resources/Schema/markups-schema-v1.0.3.json#"
 COORDINATE_SYSTEMS = ("LPS", "RAS")
 _IDENTITY_ORIENTATION = [-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0]
+#: Marks the machine-readable provenance at the end of a control point's description.
+PROVENANCE_TAG = "SpineAlignment:"
+_PROVENANCE = re.compile(r"\s*" + re.escape(PROVENANCE_TAG) + r"(\{.*\})\s*$")
+#: A point within this many pixels of where the model put it has not been moved.
+MOVED_PX = 1e-3
+
+
+def describe_point(description: str, confidence: float | None = None, at: tuple[float, float] | None = None,
+                   model: Mapping[str, Any] | None = None) -> str:
+    """A control-point description with the provenance tag (plain ``description`` when there is none)."""
+    tag: dict[str, Any] = {}
+    if confidence is not None:
+        tag["confidence"] = round(float(confidence), 4)
+        if at is not None:
+            tag["at"] = [round(float(at[0]), 4), round(float(at[1]), 4)]
+    if model:
+        tag["model"] = {k: model.get(k) for k in ("name", "version") if model.get(k) is not None}
+    if not tag:
+        return description
+    return f"{description} {PROVENANCE_TAG}{json.dumps(tag, separators=(',', ':'))}".strip()
+
+
+def parse_description(text: str) -> tuple[str, dict[str, Any]]:
+    """``(description, provenance)`` of a control-point description (``{}`` without a valid tag)."""
+    m = _PROVENANCE.search(text or "")
+    if m is None:
+        return text or "", {}
+    try:
+        tag = json.loads(m.group(1))
+    except ValueError:
+        return text, {}
+    return text[:m.start()], tag if isinstance(tag, dict) else {}
 
 
 @dataclass(frozen=True)
@@ -40,6 +82,7 @@ class MarkupsPoint:
     description: str
     ras: tuple[float, float, float]
     defined: bool = True
+    provenance: Mapping[str, Any] | None = None  #: parsed :func:`describe_point` tag (None without one)
 
 
 def _xy(v: Any) -> tuple[float, float]:
@@ -57,6 +100,7 @@ def markups_dict(
     protocol: str | None = None,
     coordinate_system: str = "LPS",
     color: tuple[float, float, float] | None = None,
+    model: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON object of a ``.mrk.json`` file for these landmarks.
 
@@ -66,6 +110,8 @@ def markups_dict(
         protocol: protocol ID; gives descriptions and the canonical order.
         coordinate_system: ``"LPS"`` (Slicer's file default) or ``"RAS"``.
         color: display colour (r, g, b) in 0..1.
+        model: ``{"name", "version"}`` of the model that placed the points; with each landmark's
+            confidence and position it goes into the descriptions (:func:`describe_point`).
     """
     if coordinate_system not in COORDINATE_SYSTEMS:
         raise ValueError(f"coordinate_system must be one of {COORDINATE_SYSTEMS}, got {coordinate_system!r}")
@@ -86,11 +132,14 @@ def markups_dict(
     if coordinate_system == "LPS":
         ras = ras * np.array([-1.0, -1.0, 1.0])
     points = []
-    for key, pos in zip(ids, ras):
+    for key, pos, (x, y) in zip(ids, ras, xy):
+        confidence = getattr(landmarks[key], "confidence", None)
+        if confidence is None and isinstance(landmarks[key], Mapping):
+            confidence = landmarks[key].get("confidence")
         points.append({
             "id": key,
             "label": key,
-            "description": descriptions.get(key, ""),
+            "description": describe_point(descriptions.get(key, ""), confidence, (x, y), model),
             "associatedNodeID": "",
             "position": [round(float(c), 6) for c in pos],
             "orientation": list(_IDENTITY_ORIENTATION),
@@ -171,13 +220,37 @@ def read_markups_json(path: str | Path) -> list[MarkupsPoint]:
         except (AttributeError, TypeError, ValueError):
             raise LandmarkError(f"{path}: control point {i + 1} is not an object with a 3-number 'position'; "
                                 "export the landmarks from Slicer again.") from None
-        out.append(MarkupsPoint(str(cp.get("id", "")), str(cp.get("label", "")), str(cp.get("description", "")),
-                                ras, defined))
+        description, tag = parse_description(str(cp.get("description", "")))
+        out.append(MarkupsPoint(str(cp.get("id", "")), str(cp.get("label", "")), description, ras, defined,
+                                tag or None))
     return out
 
 
-def landmarks_from_markups_json(path: str | Path, ijk_to_ras: Any, protocol: str) -> dict[str, tuple[float, float]]:
-    """Canonical landmarks (pixels) from a ``.mrk.json`` file, keyed by control-point ID.
+def _confidence(tag: Mapping[str, Any] | None, x: float, y: float) -> float | None:
+    """The tag's confidence while the point is where the model put it; None once moved (or without one)."""
+    if not tag or tag.get("confidence") is None:
+        return None
+    try:
+        c = float(tag["confidence"])
+        ax, ay = (float(v) for v in tag["at"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not (0.0 <= c <= 1.0) or math.hypot(x - ax, y - ay) > MOVED_PX:
+        return None
+    return c
+
+
+def model_of(tags: Iterable[Mapping[str, Any] | None]) -> dict[str, Any] | None:
+    """The ``{"name", "version"}`` that provenance tags name (the first one found), else None."""
+    for tag in tags:
+        m = (tag or {}).get("model")
+        if isinstance(m, Mapping) and m.get("name"):
+            return {"name": str(m["name"]), "version": str(m.get("version")) if m.get("version") else None}
+    return None
+
+
+def markups_landmarks(path: str | Path, ijk_to_ras: Any, protocol: str) -> tuple[dict[str, Landmark], dict | None]:
+    """Canonical landmarks (pixels, with the model's confidence where kept) and the model, from a ``.mrk.json``.
 
     Points whose ID is not a landmark of ``protocol`` are refused, so a renamed
     label never changes a point's meaning and a foreign file is not misread.
@@ -194,6 +267,13 @@ def landmarks_from_markups_json(path: str | Path, ijk_to_ras: Any, protocol: str
             "this file was not written by SpineAlignment for this protocol."
         )
     if not points:
-        return {}
+        return {}, model_of(p.provenance for p in points)
     xy = ras_to_pixels(ijk_to_ras, np.array([p.ras for p in points]))
-    return {p.id: (float(x), float(y)) for p, (x, y) in zip(points, xy)}
+    landmarks = {p.id: Landmark(float(x), float(y), _confidence(p.provenance, float(x), float(y)))
+                 for p, (x, y) in zip(points, xy)}
+    return landmarks, model_of(p.provenance for p in points)
+
+
+def landmarks_from_markups_json(path: str | Path, ijk_to_ras: Any, protocol: str) -> dict[str, Landmark]:
+    """The landmarks of :func:`markups_landmarks` (without the model)."""
+    return markups_landmarks(path, ijk_to_ras, protocol)[0]

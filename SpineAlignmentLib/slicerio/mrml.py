@@ -53,7 +53,7 @@ from ..pipeline import measure
 from ..protocols import Protocol, get_protocol
 from ..result import Landmark, Result
 from .geometry import ijk_to_ras_from_volume_node, pixels_to_ras, ras_to_pixels
-from .markups_json import write_markups_json
+from .markups_json import _confidence, describe_point, model_of, parse_description, write_markups_json
 
 log = logging.getLogger(__name__)
 
@@ -590,7 +590,7 @@ class SceneAnalysis:
         """Write this analysis's landmarks as one ``.mrk.json`` (canonical IDs as control-point IDs)."""
         landmarks, _ = self.read_landmarks()
         return write_markups_json(path, landmarks, self.ijk_to_ras, protocol=self.protocol.id,
-                                  coordinate_system=coordinate_system)
+                                  coordinate_system=coordinate_system, model=self.info.get("model"))
 
 
 #: Analyses with live observers, by UID (so measure_from_markups finds the one the GUI watches).
@@ -751,12 +751,34 @@ def analysis_for_node(markups_node: Any, protocol: str | None = None, volume_nod
         size = volume_image_size(volume_node)
         info["image_size"] = list(size) if size else None
     analysis.info = info
+    if not uid:
+        _adopt_provenance(analysis, markups_node)
     if analysis.table_node is None:
         analysis._make_table()
     # what the scene shows now is the previous state; measuring it fills self.result
     landmarks, _ = analysis.read_landmarks()
     analysis.result = Result(protocol=analysis.protocol.id, landmarks=landmarks)
     return analysis
+
+
+def _adopt_provenance(analysis: SceneAnalysis, node: Any) -> None:
+    """Confidences and model of a loaded ``.mrk.json`` node, from its control-point descriptions.
+
+    Slicer drops node attributes but keeps descriptions: a point the model did not trust, still where
+    the model put it, stays untrusted (see :mod:`.markups_json`).
+    """
+    landmarks, _ = analysis.read_landmarks()
+    tags = {}
+    ids = analysis._ids(node)
+    for i in range(node.GetNumberOfControlPoints()):
+        cp_id = node.GetNthControlPointID(i)
+        tags[ids.get(cp_id, cp_id)] = parse_description(node.GetNthControlPointDescription(i))[1]
+    conf = {key: c for key, lm in landmarks.items() if (c := _confidence(tags.get(key), lm.x, lm.y)) is not None}
+    if conf:
+        analysis.info["confidence"] = conf
+    model = model_of(tags.values())
+    if model and not analysis.info.get("model"):
+        analysis.info["model"] = model
 
 
 def measure_from_markups(markups_node: Any, protocol: str | None = None, volume_node: Any = None) -> Result:
@@ -787,9 +809,10 @@ def write_markups_json_from_scene(scene: Any, analysis: SceneAnalysis, path: str
     ras = pixels_to_ras(analysis.ijk_to_ras, np.array([(lm.x, lm.y) for lm in landmarks.values()]).reshape(-1, 2))
     temp = slicer.vtkMRMLMarkupsFiducialNode()
     temp.SetName(f"{analysis.protocol.id} landmarks")
-    for key, r in zip(landmarks, ras):
+    for (key, lm), r in zip(landmarks.items(), ras):
         i = temp.AddControlPoint(vtk.vtkVector3d(*r), key)
-        temp.SetNthControlPointDescription(i, analysis.protocol.landmark(key).description)
+        temp.SetNthControlPointDescription(i, describe_point(analysis.protocol.landmark(key).description,
+                                                             lm.confidence, (lm.x, lm.y), analysis.info.get("model")))
     scene.AddNode(temp)
     storage = slicer.vtkMRMLMarkupsJsonStorageNode()
     scene.AddNode(storage)

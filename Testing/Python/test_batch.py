@@ -76,7 +76,7 @@ def test_every_image_gets_its_files_and_the_corrupt_one_is_recorded(tmp_path, co
         assert (out / f"{name}_overlay.png").stat().st_size > 1000
         assert Image.open(out / f"{name}_overlay.png").format == "PNG"
         back = landmarks_from_markups_json(out / f"{name}.mrk.json", ijk_to_ras_for_file(images / f"{name}.png"), PROTO)
-        assert max(abs(back[k][0] - x) + abs(back[k][1] - y) for k, (x, y) in lms.items()) < 1e-5
+        assert max(abs(back[k].x - x) + abs(back[k].y - y) for k, (x, y) in lms.items()) < 1e-5
     assert not list(out.glob("*.part"))
     with open(out / "failures.csv", newline="") as fh:
         failures = list(csv.DictReader(fh))
@@ -359,3 +359,42 @@ def test_dask_worker_processes_with_relative_out_under_a_changed_cwd(tmp_path, m
     assert not (tmp_path / "workers" / "out").exists()
     with open(tmp_path / "client" / "out" / "summary.csv", newline="") as fh:
         assert len(list(csv.DictReader(fh))) == 2
+
+
+def test_markups_keep_confidence_and_model_through_batch_landmarks_dir(tmp_path):
+    """Finding 2: a film whose untrusted corner left the AASCE triple out does not get it back from its .mrk.json."""
+    from SpineAlignmentLib.result import Landmark
+    from SpineAlignmentLib.slicerio.markups_json import markups_landmarks, read_markups_json
+
+    images, marks, truth = _make_study(tmp_path, n=1, corrupt=False)
+    model = {"name": "coronal-spine-landmarks", "version": "1.1.0"}
+    lms = {k: Landmark(x, y, 0.1 if k == "T7_TL" else 0.9) for k, (x, y) in truth["case00"].items()}
+    predicted = measure(lms, PROTO, image_size=SIZE, model=model)
+    assert "AASCE_1" not in predicted.parameters and "Cobb_MT" not in predicted.parameters
+    first = tmp_path / "model_run"
+    first.mkdir()
+    (first / "case00.json").write_text(predicted.to_json())
+    analyze_one(images / "case00.png", PROTO, first, landmarks_path=first / "case00.json", write_overlay=False)
+    mrk = first / "case00.mrk.json"
+    points = {p.id: p for p in read_markups_json(mrk)}
+    assert points["T7_TL"].provenance == {"confidence": 0.1, "at": [pytest.approx(lms["T7_TL"].x),
+                                                                     pytest.approx(lms["T7_TL"].y)], "model": model}
+    assert points["T7_TL"].description == get_protocol(PROTO).landmark("T7_TL").description
+    back, back_model = markups_landmarks(mrk, ijk_to_ras_for_file(images / "case00.png"), PROTO)
+    assert back["T7_TL"].confidence == 0.1 and back["T1_TL"].confidence == 0.9 and back_model == model
+    # batch --landmarks-dir with the .mrk.json files: untrusted stays untrusted, the model is named
+    (marks / "case00.json").unlink()
+    (marks / "case00.mrk.json").write_text(mrk.read_text())
+    BatchRunner([images], _options(tmp_path / "again", marks, write_overlay=False)).run()
+    again = json.loads((tmp_path / "again" / "case00.json").read_text())
+    assert "AASCE_1" not in again["parameters"] and "Cobb_MT" not in again["parameters"]
+    assert "not trusted T7_TL" in again["omitted"]["AASCE_1"] and again["model"] == model
+    # a point the user moved is the user's: trusted, and the triple comes back
+    data = json.loads(mrk.read_text())
+    cp = next(c for c in data["markups"][0]["controlPoints"] if c["id"] == "T7_TL")
+    cp["position"][1] += 0.5  # LPS mm of a 1 mm/px PNG: half a pixel up or down
+    (marks / "case00.mrk.json").write_text(json.dumps(data))
+    moved, _ = markups_landmarks(marks / "case00.mrk.json", ijk_to_ras_for_file(images / "case00.png"), PROTO)
+    assert moved["T7_TL"].confidence is None and moved["T8_TL"].confidence == 0.9
+    BatchRunner([images], _options(tmp_path / "again", marks, write_overlay=False)).run()
+    assert "AASCE_1" in json.loads((tmp_path / "again" / "case00.json").read_text())["parameters"]

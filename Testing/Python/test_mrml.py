@@ -266,7 +266,7 @@ def test_pure_python_mrk_json_loads_in_slicer_reader(tmp_path, scene, system):
     np.testing.assert_allclose(ras, pixels_to_ras(m, [lms[i] for i in ids]), atol=1e-5)
     # and the pure-Python reader agrees
     back = landmarks_from_markups_json(path, m, SAG)
-    assert max(abs(back[k][0] - lms[k][0]) + abs(back[k][1] - lms[k][1]) for k in lms) < 1e-5
+    assert max(abs(back[k].x - lms[k][0]) + abs(back[k].y - lms[k][1]) for k in lms) < 1e-5
 
 
 def test_slicer_writer_output_has_canonical_ids(tmp_path, scene, sagittal):
@@ -276,7 +276,7 @@ def test_slicer_writer_output_has_canonical_ids(tmp_path, scene, sagittal):
     assert json.loads(path.read_text())["markups"][0]["coordinateSystem"] == "LPS"
     assert {p.id for p in points} == set(lms)
     back = landmarks_from_markups_json(path, oblique_ijk_to_ras(), SAG)
-    assert max(abs(back[k][0] - lms[k][0]) + abs(back[k][1] - lms[k][1]) for k in lms) < 1e-5
+    assert max(abs(back[k].x - lms[k][0]) + abs(back[k].y - lms[k][1]) for k in lms) < 1e-5
     # a loaded file is adopted into a new analysis and measured by its IDs
     node = slicer.vtkMRMLMarkupsFiducialNode()
     scene.AddNode(node)
@@ -455,3 +455,41 @@ def test_compare_two_markups_sets_of_one_image(scene, sagittal):
     assert table.GetNumberOfRows() == len(out["parameters"]) == 18
     assert table.GetColumnByName("difference").GetClassName() == "vtkDoubleArray"
     other.cleanup()
+
+
+def test_confidence_and_model_survive_slicer_load_and_save_and_the_module(tmp_path, scene):
+    """Finding 2: Slicer keeps control-point descriptions (not node attributes), so the provenance lives
+    there; after Slicer's own reader and writer the point the model did not trust is still untrusted,
+    in the pure-Python reader and in the module's adopted analysis."""
+    from SpineAlignmentLib.result import Landmark
+    from SpineAlignmentLib.slicerio.markups_json import markups_landmarks
+
+    lms = select(lateral_spine(np.random.default_rng(3)), SAG)
+    model = {"name": "sagittal-test-model", "version": "2.0.1"}
+    marked = {k: Landmark(x, y, 0.05 if k == "S1_PS" else 0.8) for k, (x, y) in lms.items()}
+    m = oblique_ijk_to_ras()
+    path = write_markups_json(tmp_path / "a.mrk.json", marked, m, protocol=SAG, model=model)
+    node = slicer.vtkMRMLMarkupsFiducialNode()
+    scene.AddNode(node)
+    storage = slicer.vtkMRMLMarkupsJsonStorageNode()
+    scene.AddNode(storage)
+    storage.SetFileName(str(path))
+    assert storage.ReadData(node) == 1
+    resaved = tmp_path / "resaved.mrk.json"
+    storage.SetFileName(str(resaved))
+    assert storage.WriteData(node) == 1
+    assert "SpineAlignment:" in resaved.read_text()
+    back, back_model = markups_landmarks(resaved, m, SAG)
+    assert back["S1_PS"].confidence == 0.05 and back["L1_AS"].confidence == 0.8 and back_model == model
+    # the module adopting the loaded node: PI needs S1_PS, which stays untrusted
+    volume = mrml.make_volume_node(scene, np.zeros((2000, 1600), np.float32), m)
+    res = mrml.measure_from_markups(node, SAG, volume)
+    assert "PI" not in res.parameters and "not trusted S1_PS" in res.omitted["PI"]
+    assert res.model == model and res.landmarks["S1_PS"].confidence == 0.05
+    assert measure(lms, SAG).value("PI") is not None  # the same points, all trusted, give PI
+    # its export writes the provenance again
+    analysis = mrml.analysis_for_node(node)
+    again, again_model = markups_landmarks(analysis.write_markups_json(tmp_path / "export.mrk.json"), m, SAG)
+    assert again["S1_PS"].confidence == 0.05 and again_model == model
+    again, _ = markups_landmarks(mrml.write_markups_json_from_scene(scene, analysis, tmp_path / "w.mrk.json"), m, SAG)
+    assert again["S1_PS"].confidence == 0.05
