@@ -67,15 +67,19 @@ def run(args) -> int:
         res = measure_file(args.landmarks[0], args)
         print(json.dumps(res.to_dict(construction=construction), indent=1))
         return 0
-    # JSON Lines in input order; a bad file is reported on stderr and as an error line, the rest go on.
-    status = 0
+    # JSON Lines in input order; a bad file (any input error) is reported on stderr and as an error line,
+    # the rest go on, and the exit status says that something failed.
+    failed = []
     for path in args.landmarks:
         try:
             res = measure_file(path, args)
             sys.stdout.write(json.dumps(res.to_dict(construction=construction)) + "\n")
         except SpineAlignmentError as exc:
-            status = 2
+            failed.append(str(path))
             print(f"error: {exc}", file=sys.stderr)
             sys.stdout.write(json.dumps({"schema": "spinealignment.error/1", "image": str(path), "error": str(exc)}) + "\n")
     sys.stdout.flush()
-    return status
+    if failed:
+        print(f"{len(failed)} of {len(args.landmarks)} files failed: {', '.join(failed)}", file=sys.stderr)
+        return 2
+    return 0

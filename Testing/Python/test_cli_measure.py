@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -173,3 +174,22 @@ def test_batch_numeric_options_are_validated(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["batch", str(tmp_path), "--protocol", "coronal-spine", "--out", str(tmp_path / "o"), "--min-confidence", "nan"])
     assert exc.value.code == 2 and "not a finite number" in capsys.readouterr().err
+
+
+def test_several_files_go_on_past_bad_ones_and_exit_non_zero(tmp_path, capsys):
+    """Finding 7: a calibration or protocol error in one file used to stop the run (only landmark errors went on)."""
+    good = _write(tmp_path / "good.json", "coronal-spine", coronal_spine([0] * 17))
+    zero = tmp_path / "zero.json"
+    zero.write_text(json.dumps({"protocol": "coronal-spine", "spacing_mm": [0, 0.2], "landmarks": {}}))
+    alien = tmp_path / "alien.json"
+    alien.write_text(json.dumps({"protocol": "no-such-protocol", "landmarks": {}}))
+    missing = tmp_path / "missing.json"
+    assert main(["measure", str(zero), str(good), str(alien), str(missing), str(good)]) == 2
+    out, err = capsys.readouterr()
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["schema"] for line in lines] == ["spinealignment.error/1", "spinealignment.result/1",
+                                                  "spinealignment.error/1", "spinealignment.error/1",
+                                                  "spinealignment.result/1"]
+    assert [Path(line["image"]).name for line in lines] == ["zero.json", "good.json", "alien.json", "missing.json",
+                                                            "good.json"]
+    assert "3 of 5 files failed" in err and "Traceback" not in err
