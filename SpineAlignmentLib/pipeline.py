@@ -21,7 +21,7 @@ from .geometry.orientation import parse_patient_orientation
 from .imaging.calibration import validate_spacing as _validate_spacing
 from .geometry.measurement import Measurement
 from .protocols import Protocol, get_protocol
-from .result import Landmark, Result, View, parse_landmarks
+from .result import Landmark, Result, View, parse_landmarks, validate_image_size
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,40 @@ def validate_spacing(spacing: Any, source: str = "spacing") -> tuple[float, floa
     except (TypeError, ValueError):
         raise CalibrationError(f"{source}: spacing must be two numbers ROW COL in mm per pixel, got {spacing!r}.") from None
     return _validate_spacing(row, col, what=source)
+
+
+#: A landmark this many pixels beyond the image edge is outside the image (not a point placed on the edge).
+EDGE_TOLERANCE_PX = 1.0
+
+
+def outside_image(landmarks: Mapping[str, Landmark], image_size: tuple[int, int] | None) -> list[str]:
+    """IDs of landmarks beyond the image (more than :data:`EDGE_TOLERANCE_PX` past its edge)."""
+    if image_size is None:
+        return []
+    rows, cols = image_size
+    t = EDGE_TOLERANCE_PX
+    return [k for k, lm in landmarks.items()
+            if not (-0.5 - t <= lm.x <= cols - 0.5 + t and -0.5 - t <= lm.y <= rows - 0.5 + t)]
+
+
+def _outside_warnings(result: Result, outside: list[str], image_size, label: str = "") -> None:
+    """Warn once for the result and on every parameter that uses a landmark outside the image."""
+    if not outside:
+        return
+    where = f"{label}: " if label else ""
+    result.warnings.append(
+        f"{where}{len(outside)} landmark(s) lie outside the {image_size[0]} x {image_size[1]} image "
+        f"({', '.join(outside[:6])}{', ...' if len(outside) > 6 else ''}); check image_size or the landmarks: "
+        "values using them are flagged.")
+    bad = set(outside)
+    specs = {p.id: set(p.landmarks) for p in get_protocol(result.protocol).parameters}
+    for pid, m in result.parameters.items():
+        # the protocol's landmark list too: the AASCE triple selects its curves from all 68 corners
+        used = sorted(bad & (set(m.landmarks) | specs.get(pid, set())))
+        if used:
+            text = f"uses landmark(s) outside the image ({', '.join(used[:4])}); check the landmarks and image_size"
+            m.warnings.append(text)
+            result.warnings.append(f"{pid}: {text}.")
 
 
 def check_landmarks(landmarks: Mapping[str, Landmark], protocol: Protocol, source: str) -> None:
@@ -159,13 +193,16 @@ def measure(
     orientation = parse_patient_orientation(patient_orientation)
     lms = parse_landmarks(dict(landmarks or {}), source=source)
     check_landmarks(lms, proto, source)
-    size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
+    size = validate_image_size(image_size, source)
 
     result = Result(protocol=proto.id, landmarks=lms, image=image, model=model, image_size=size,
                     spacing_mm=spacing, calibration=label, patient_orientation=orientation,
                     software_version=__version__)
     if proto.id == "lumbar-dynamic":
         _measure_lumbar(proto, result, views, min_confidence, source)
+        for role, view in (result.views or {"": View(lms, image_size=size)}).items():
+            _outside_warnings(result, outside_image(view.landmarks, validate_image_size(view.image_size, source)),
+                              view.image_size, role)
         return result
 
     warnings = result.warnings
@@ -200,6 +237,7 @@ def measure(
             _run(spec.id, spec.landmarks, ctx, funcs[spec.id], result.parameters, result.omitted, warnings, missing_reason)
         if proto.id == "coronal-shoulder":
             warnings.extend(shoulder.side_warnings(ctx))
+    _outside_warnings(result, outside_image(lms, size), size)
     return result
 
 
@@ -214,10 +252,16 @@ def _measure_coronal(proto, ctx, result, min_curve_deg, paired_lateral, min_conf
             result.omitted[pid] = f"needs all 17 vertebrae T1-L5; {reason}"
         warnings.append(f"Cobb curves and AASCE triple left out: they need all 68 corners; {reason}.")
     else:
-        curves, w = coronal.cobb_curves(ctx, threshold)
+        try:
+            curves, w = coronal.cobb_curves(ctx, threshold)
+        except ValueError as exc:  # a degenerate endplate: no curve can be trusted
+            curves, w = {}, [f"Cobb curves left out: {exc}."]
+            for pid in ("Cobb_PT", "Cobb_MT", "Cobb_TLL"):
+                result.omitted[pid] = str(exc)
+        else:
+            result.omitted.update(coronal.absent_curves(curves, threshold))
         result.parameters.update(curves)
         warnings.extend(w)
-        result.omitted.update(coronal.absent_curves(curves, threshold))
         if not ctx.frame_info.side_known and curves:
             warnings.append("Convexity side is reported as 'unknown' (and by image side): the patient's left/right "
                             "is not known; give Patient Orientation (e.g. 'L,F').")

@@ -21,6 +21,10 @@ from .geometry.measurement import Measurement
 from .geometry.orientation import parse_patient_orientation
 
 SCHEMA = "spinealignment.result/1"
+#: No radiograph is a million pixels across: a coordinate beyond this is a unit or file error, not a position.
+MAX_COORDINATE_PX = 1e6
+#: Largest image side accepted in ``image_size`` (a radiograph is a few thousand pixels per side).
+MAX_IMAGE_SIDE_PX = 100_000
 
 
 @dataclass(frozen=True)
@@ -289,22 +293,53 @@ def parse_landmarks(raw: Any, *, source: str = "landmarks") -> dict[str, Landmar
             continue
         try:
             if isinstance(v, dict):
-                x, y, c = float(v["x"]), float(v["y"]), v.get("confidence")
+                raw_xy, c = (v["x"], v["y"]), v.get("confidence")
             else:
-                x, y = (float(t) for t in v[:2])
-                c = v[2] if len(v) > 2 else None
+                raw_xy, c = tuple(v[:2]), (v[2] if len(v) > 2 else None)
+            if len(raw_xy) != 2 or any(isinstance(t, bool) for t in (*raw_xy, c)):
+                raise TypeError("true/false is not a coordinate")
+            x, y = (float(t) for t in raw_xy)
             c = None if c is None else float(c)
         except (KeyError, TypeError, ValueError, IndexError):
             raise LandmarkError(f"{source}: landmark '{key}' is not {{\"x\": number, \"y\": number}}; fix the entry.") from None
         if not (math.isfinite(x) and math.isfinite(y)):
             raise LandmarkError(f"{source}: landmark '{key}' has a non-finite coordinate ({x}, {y}); remove it or give real pixel coordinates.")
+        if max(abs(x), abs(y)) > MAX_COORDINATE_PX:
+            raise LandmarkError(f"{source}: landmark '{key}' at ({x:g}, {y:g}) is not a pixel position (beyond "
+                                f"{MAX_COORDINATE_PX:g} px); give pixel coordinates of the original image.")
         if c is not None and not (0.0 <= c <= 1.0):
             raise LandmarkError(f"{source}: landmark '{key}' has confidence {c}, outside [0, 1].")
         out[key] = Landmark(x, y, c)
     return out
 
 
+def validate_image_size(image_size: Any, source: str = "image_size") -> tuple[int, int] | None:
+    """``(rows, cols)`` as two whole numbers in 1..:data:`MAX_IMAGE_SIDE_PX`, or None.
+
+    Raises:
+        LandmarkError: anything else (``[0, 0]``, fractions, true/false, absurd sizes): the AASCE triple
+            would turn such a size into a wrong value and the outside-the-image check would be meaningless.
+    """
+    if image_size is None:
+        return None
+    try:
+        rows, cols = image_size
+        if isinstance(rows, bool) or isinstance(cols, bool):
+            raise TypeError
+        size = (int(rows), int(cols))
+        ok = size == (float(rows), float(cols)) and all(1 <= v <= MAX_IMAGE_SIDE_PX for v in size)
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        shown = list(image_size) if isinstance(image_size, (list, tuple)) else image_size
+        raise LandmarkError(f"{source}: image_size {shown!r} is not an image size (two whole numbers ROWS, COLUMNS "
+                            f"from 1 to {MAX_IMAGE_SIDE_PX}); fix it or leave it out.")
+    return size
+
+
 def _pair(value: Any, kind: type, name: str, source: str):
+    if name == "image_size":
+        return validate_image_size(value, source)
     if value is None:
         return None
     try:

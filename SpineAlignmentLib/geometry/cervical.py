@@ -30,7 +30,7 @@ def c0c2(ctx: Context) -> Measurement:
 
 
 def _slope(ctx: Context, pid: str, v: str) -> Measurement:
-    p, a = ctx.mm(f"{v}_PS"), ctx.mm(f"{v}_AS")
+    p, a = ctx.line(f"{v}_PS", f"{v}_AS")
     return Measurement(pid, slope(ctx.frame, p, a), "deg", (f"{v}_AS", f"{v}_PS"), None,
                        {"convention": "+ anterior edge lower"}, [Construct("line", ctx.pxs(p, a), f"{v} superior endplate")])
 

@@ -9,6 +9,10 @@ import numpy as np
 from .frame import FrameInfo
 from .primitives import Frame
 
+#: Two landmarks that define a line (an endplate, the McGregor line) closer than this (mm, or px without a
+#: spacing) give it no meaningful direction: the smallest real endplate is over ten times longer.
+MIN_LINE_LENGTH = 2.0
+
 
 @dataclass
 class Context:
@@ -48,6 +52,20 @@ class Context:
     def mm(self, landmark_id: str) -> np.ndarray:
         """Landmark in millimetre space (x·colSpacing, y·rowSpacing)."""
         return self.points_px[landmark_id] * self.scale
+
+    def line(self, a: str, b: str) -> tuple[np.ndarray, np.ndarray]:
+        """The two landmarks of a line in millimetre space.
+
+        Raises:
+            ValueError: they are closer than :data:`MIN_LINE_LENGTH` (the parameter is then left out
+                with this reason instead of an angle from a degenerate line).
+        """
+        p, q = self.mm(a), self.mm(b)
+        d = float(np.hypot(*(q - p)))
+        if d < MIN_LINE_LENGTH:
+            raise ValueError(f"{a} and {b} are only {d:.2g} {self.distance_unit} apart, so the line through them has "
+                             "no meaningful direction; one of them is misplaced, move it")
+        return p, q
 
     def mean_mm(self, *ids: str) -> np.ndarray:
         return np.mean([self.mm(i) for i in ids], axis=0)

@@ -57,8 +57,8 @@ class Curve:
 
 def _inclination(ctx: Context, a: str, b: str) -> float:
     """ψ of the endplate through landmarks a and b: right end → left end, + left end higher."""
-    v = ctx.mm(b) - ctx.mm(a)
-    dl, ds = ctx.frame.comp(v)
+    p, q = ctx.line(a, b)
+    dl, ds = ctx.frame.comp(q - p)
     if dl < 0:
         dl, ds = -dl, -ds
     return math.degrees(math.atan2(ds, dl))
@@ -186,6 +186,10 @@ def aasce(ctx: Context) -> dict[str, Measurement]:
     if ctx.image_size is None:
         raise ValueError("the AASCE triple needs image_size (rows, cols): its curve selection depends on the image height")
     ids = [i for v in VERTEBRAE for i in corner_ids(v)]
+    for v in VERTEBRAE:  # a degenerate endplate gives a mid-line from one corner, not an angle
+        tl, tr, bl, br = corner_ids(v)
+        ctx.line(tl, tr)
+        ctx.line(bl, br)
     points = np.array([ctx.mm(i) for i in ids])
     height = ctx.image_size[0] * ctx.scale[1]
     res = aasce_triple(points, height)

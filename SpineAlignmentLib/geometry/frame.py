@@ -49,7 +49,8 @@ def lateral_frame(points_mm: dict[str, np.ndarray], orientation: tuple[str, str]
     anterior to the S1 posterosuperior corner.
 
     Raises:
-        LandmarkError: when the facing direction cannot be determined.
+        LandmarkError: when the facing direction cannot be determined, or Patient Orientation and the
+            vertebral corners contradict each other.
     """
     warnings: list[str] = []
     u_sup = _sup_from_orientation(orientation)
@@ -78,9 +79,13 @@ def lateral_frame(points_mm: dict[str, np.ndarray], orientation: tuple[str, str]
     if orient_sign:
         sign, source = orient_sign, "patient-orientation"
         if landmark_sign and landmark_sign != orient_sign:
-            warnings.append(
-                "The landmarks suggest the patient faces the other way than Patient Orientation says; "
-                "the orientation tag was used; check the tag or the corner labels (anterior/posterior)."
+            # every sagittal angle's sign depends on the facing: with the two contradicting, any value is a guess
+            said = "image-right" if orient_sign * (horiz[0] + horiz[1]) > 0 else "image-left"
+            other = "image-left" if said == "image-right" else "image-right"
+            raise LandmarkError(
+                f"Patient Orientation {','.join(orientation)} says the patient faces {said}, but the "
+                f"vertebral corners (anterior minus posterior) say {other}; fix the orientation (the file's tag "
+                "or --patient-orientation) or the anterior/posterior corner labels."
             )
     elif landmark_sign:
         sign, source = landmark_sign, "landmarks"

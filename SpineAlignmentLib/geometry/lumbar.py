@@ -31,8 +31,8 @@ def level_landmarks(upper: str, lower: str) -> tuple[str, ...]:
 
 def segment(ctx: Context, upper: str, lower: str) -> tuple[float, float, float, list[Construct]]:
     """Segmental angle (deg), translation (distance unit) and translation (% depth) of one level."""
-    u_pi, u_ai = ctx.mm(f"{upper}_PI"), ctx.mm(f"{upper}_AI")
-    l_ps, l_as = ctx.mm(f"{lower}_PS"), ctx.mm(f"{lower}_AS")
+    u_pi, u_ai = ctx.line(f"{upper}_PI", f"{upper}_AI")
+    l_ps, l_as = ctx.line(f"{lower}_PS", f"{lower}_AS")
     theta = lord(phi(ctx.frame, u_pi, u_ai), phi(ctx.frame, l_ps, l_as))
     depth = float(np.hypot(*(l_as - l_ps)))
     if depth == 0.0:

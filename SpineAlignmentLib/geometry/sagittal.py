@@ -29,7 +29,7 @@ def _dist(ctx: Context, pid: str, value: float, lms: tuple[str, ...], cons: list
 
 def endplate(ctx: Context, post: str, ant: str, label: str) -> tuple[float, Construct]:
     """Inclination (posterior→anterior) of an endplate and its drawing."""
-    p, a = ctx.mm(post), ctx.mm(ant)
+    p, a = ctx.line(post, ant)
     return phi(ctx.frame, p, a), Construct("line", ctx.pxs(p, a), label)
 
 
@@ -60,14 +60,15 @@ def pelvic_tilt_value(ctx: Context) -> float:
 
 
 def sacral_slope_value(ctx: Context) -> float:
-    return slope(ctx.frame, ctx.mm("S1_PS"), ctx.mm("S1_AS"))
+    return slope(ctx.frame, *ctx.line("S1_PS", "S1_AS"))
 
 
 def pi(ctx: Context) -> Measurement:
     """Pelvic incidence, computed directly as the signed angle from the caudal
     normal of the sacral plate to S1m→HA (equal to PT + SS, a tested identity)."""
     s1m, ha = _s1m_ha(ctx)
-    da, ds = ctx.frame.comp(ctx.mm("S1_AS") - ctx.mm("S1_PS"))
+    s1p, s1a = ctx.line("S1_PS", "S1_AS")
+    da, ds = ctx.frame.comp(s1a - s1p)
     normal = (ds, -da)  # the perpendicular pointing caudally for a posterior→anterior plate
     va, vs = ctx.frame.comp(ha - s1m)
     value = wrap180(math.degrees(math.atan2(vs, va)) - math.degrees(math.atan2(normal[1], normal[0])))
@@ -110,7 +111,7 @@ def cl(ctx: Context) -> Measurement:
 
 
 def t1s(ctx: Context) -> Measurement:
-    p, a = ctx.mm("T1_PS"), ctx.mm("T1_AS")
+    p, a = ctx.line("T1_PS", "T1_AS")
     return _angle("T1S", slope(ctx.frame, p, a), ("T1_AS", "T1_PS"),
                   [Construct("line", ctx.pxs(p, a), "T1 superior endplate")], convention="+ anterior edge lower")
 

@@ -193,3 +193,72 @@ def test_several_files_go_on_past_bad_ones_and_exit_non_zero(tmp_path, capsys):
     assert [Path(line["image"]).name for line in lines] == ["zero.json", "good.json", "alien.json", "missing.json",
                                                             "good.json"]
     assert "3 of 5 files failed" in err and "Traceback" not in err
+
+
+# ---- finding 6: values from impossible input carry a warning, or are refused ------------------------
+
+
+def test_points_outside_the_image_are_flagged_on_every_value_using_them():
+    # the spine runs from y = 100 to y = 602 + 1800 shift on a 1024-row film: L-spine corners lie below the image
+    lms = {k: (x, y + 260.0 * (int(k[1:].split("_")[0]) if k.startswith("L") else 0)) for k, (x, y) in coronal_spine([0] * 17).items()}
+    assert max(y for _, y in lms.values()) > 1500
+    inside = measure(lms, "coronal-spine", image_size=(3000, 800))
+    assert not any("outside" in w for w in inside.warnings)
+    res = measure(lms, "coronal-spine", image_size=(1024, 800))
+    outside = sorted({k for k, (x, y) in lms.items() if y > 1024.5})
+    assert outside and all(k.startswith("L") for k in outside)
+    assert any(w.startswith(f"{len(outside)} landmark(s) lie outside the 1024 x 800 image") for w in res.warnings)
+    flagged = {pid for pid, m in res.parameters.items() if any("outside the image" in w for w in m.warnings)}
+    # the AASCE triple picks its curves from all 68 corners, so every value of it is flagged
+    assert flagged == set(res.parameters) == {"AASCE_1", "AASCE_2", "AASCE_3"}
+    assert sum("uses landmark(s) outside the image" in w for w in res.warnings) == 3
+
+
+def test_degenerate_sacral_plate_is_refused_not_measured(rng):
+    pts = select(lateral_spine(rng), "sagittal-whole-spine")
+    x, y = pts["S1_PS"]
+    pts["S1_AS"] = (x + 0.45, y)  # a 0.45 px sacral plate once gave SS -26.6 deg
+    res = measure(pts, "sagittal-whole-spine", patient_orientation="A,F")
+    for pid in ("SS", "PI"):
+        assert pid not in res.parameters
+        assert res.omitted[pid] == ("S1_PS and S1_AS are only 0.45 px apart, so the line through them has no "
+                                    "meaningful direction; one of them is misplaced, move it")
+    assert "PT" in res.parameters  # PT does not use the plate's direction
+    # the same with a spacing: the distance is in mm
+    res = measure(pts, "sagittal-whole-spine", patient_orientation="A,F", spacing_mm=(0.2, 0.2))
+    assert "only 0.09 mm apart" in res.omitted["SS"]
+    # and a degenerate coronal endplate leaves the Cobb curves and the AASCE triple out
+    lms = coronal_spine([5.0 * np.sin(0.5 * i) for i in range(17)])
+    lms["T9_TR"] = (lms["T9_TL"][0] + 0.3, lms["T9_TL"][1])
+    res = measure(lms, "coronal-spine", image_size=(800, 800))
+    assert not {"Cobb_PT", "Cobb_MT", "Cobb_TLL", "AASCE_1"} & set(res.parameters)
+    assert "T9_TL and T9_TR are only 0.3 px apart" in res.omitted["Cobb_MT"] and "T9_TL" in res.omitted["AASCE_1"]
+
+
+def test_orientation_contradicting_the_landmarks_is_refused(rng):
+    pts = select(lateral_spine(rng), "sagittal-whole-spine")
+    ok = measure(pts, "sagittal-whole-spine", patient_orientation="A,F")
+    assert ok.frame["facing"] == "image-right" and 0 < ok.value("SS") < 60
+    res = measure(pts, "sagittal-whole-spine", patient_orientation="P,F")  # once: SS 143 deg, PI 130 deg
+    assert res.parameters == {}
+    assert "Patient Orientation P,F says the patient faces image-left, but the vertebral corners" in res.omitted["SS"]
+    assert any(w.startswith("No parameter computed: Patient Orientation P,F") for w in res.warnings)
+
+
+@pytest.mark.parametrize("size", [[0, 0], [1024, 0], [True, True], [1024.5, 800], [10**9, 800]])
+def test_impossible_image_size_is_refused(tmp_path, capsys, size):
+    f = _write(tmp_path / "a.json", "coronal-spine", coronal_spine([0] * 17), image_size=size)
+    assert main(["measure", str(f)]) == 2  # once: [0, 0] turned AASCE_3 into 0.0
+    err = capsys.readouterr().err
+    assert "is not an image size" in err and "a.json" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("point", [[1e300, 1e300], [True, True], {"x": True, "y": 3}, [1, 2, True]])
+def test_absurd_coordinates_are_refused(tmp_path, capsys, point):
+    lms = {k: [x, y] for k, (x, y) in coronal_spine([0] * 17).items()}
+    lms["T1_TL"] = point
+    f = tmp_path / "a.json"
+    f.write_text(json.dumps({"protocol": "coronal-spine", "landmarks": lms}))
+    assert main(["measure", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert "T1_TL" in err and "a.json" in err and "Traceback" not in err
