@@ -45,6 +45,7 @@ from ..result import Landmark, Result, View
 
 __all__ = [
     "SCHEME",
+    "code_table",
     "concept_for",
     "read_source_dataset",
     "read_measurement_report",
@@ -63,7 +64,8 @@ _LEVEL = re.compile(r"_(L\dL\d|L5S1)(?:_|$)")
 
 
 @lru_cache(maxsize=1)
-def _table() -> dict[str, Any]:
+def code_table() -> dict[str, Any]:
+    """``dicom_codes.json``: the coded concepts of the SR and SEG outputs (docs/dicom.md)."""
     return json.loads(resources.files(__package__).joinpath("dicom_codes.json").read_text(encoding="utf-8"))
 
 
@@ -77,7 +79,7 @@ def _code(value: str, scheme: str, meaning: str):
 
 
 def _project(key: str):
-    value, meaning = _table()["report"][key]
+    value, meaning = code_table()["report"][key]
     return _code(value, SCHEME, meaning)
 
 
@@ -97,7 +99,7 @@ def concept_for(parameter_id: str, protocol: str) -> tuple[str, str, str]:
     """
     from ..protocols import get_protocol
 
-    std = _table()["concepts"].get(parameter_id)
+    std = code_table()["concepts"].get(parameter_id)
     if std:
         return std[0], std[1], std[2]
     titles = {p.id: p.title for p in get_protocol(protocol).parameters}
@@ -106,7 +108,7 @@ def concept_for(parameter_id: str, protocol: str) -> tuple[str, str, str]:
 
 
 def _finding_site(parameter_id: str):
-    sites = _table()["finding_sites"]
+    sites = code_table()["finding_sites"]
     site = sites.get(parameter_id)
     if site is None:
         m = _LEVEL.search(parameter_id)
@@ -116,7 +118,7 @@ def _finding_site(parameter_id: str):
 
 def _unit(unit: str):
     try:
-        value, scheme, meaning = _table()["units"][unit]
+        value, scheme, meaning = code_table()["units"][unit]
     except KeyError:
         raise SpineAlignmentError(f"unit '{unit}' has no UCUM code in dicom_codes.json.") from None
     return _code(value, scheme, meaning)
@@ -140,7 +142,7 @@ def read_source_dataset(path: str | Path) -> Dataset:
     except Exception:  # noqa: BLE001 - any failure to parse means "not DICOM" here
         raise RadiographError(
             f"{path}: is not a DICOM file, so no DICOM SR/SEG can reference it; "
-            "leave out --dicom-sr/--dicom-seg for PNG/JPEG/TIFF/NRRD input."
+            "DICOM outputs (--dicom-sr) need a DICOM film."
         ) from None
     missing = [k for k in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID") if not ds.get(k)]
     if missing:
@@ -286,7 +288,7 @@ _TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDa
           "ReferringPhysicianName", "StudyID", "AccessionNumber")
 
 
-def _with_type2(ds: Dataset) -> Dataset:
+def with_empty_type2(ds: Dataset) -> Dataset:
     """The source header with absent Type 2 patient/study attributes present and empty (PS3.5 7.4: "unknown")."""
     missing = [kw for kw in _TYPE2 if kw not in ds]
     if not missing:
@@ -344,7 +346,7 @@ def write_measurement_report(
     import highdicom as hd
 
     report = build_report(result, sources)
-    srcs = [_with_type2(ds) for ds in _sources(result, sources).values()]
+    srcs = [with_empty_type2(ds) for ds in _sources(result, sources).values()]
     sr = hd.sr.ComprehensiveSR(
         evidence=srcs,
         content=report,
@@ -356,7 +358,7 @@ def write_measurement_report(
         series_description="SpineAlignment measurements",
         is_complete=True,
     )
-    scheme = _table()["scheme"]
+    scheme = code_table()["scheme"]
     item = Dataset()
     item.CodingSchemeDesignator = scheme["designator"]
     item.CodingSchemeName = scheme["name"]
@@ -381,7 +383,7 @@ def _meaning_key(item: Dataset) -> tuple[str, str]:
 
 
 def _key_of(key: str) -> tuple[str, str]:
-    return _table()["report"][key][0], SCHEME
+    return code_table()["report"][key][0], SCHEME
 
 
 def read_measurement_report(path: str | Path) -> Result:
@@ -463,7 +465,7 @@ def _read_group(group: Dataset, result: Result, uid_of: dict[str, dict[str, str]
         return
     mv = numeric.MeasuredValueSequence[0]
     unit_code = str(mv.MeasurementUnitsCodeSequence[0].CodeValue)
-    unit = next(k for k, v in _table()["units"].items() if v[0] == unit_code)
+    unit = next(k for k, v in code_table()["units"].items() if v[0] == unit_code)
     role = (texts.get(_key_of("view")) or [None])[0]
     used: list[str] = []
     lines = texts.get(_key_of("landmarks"), [])

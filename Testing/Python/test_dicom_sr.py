@@ -115,9 +115,11 @@ def test_content_codes_units_scoord_and_copied_patient_module(shoulder):
 
 
 def test_standard_codes_are_those_of_ps3_16():
-    """Every SCT/DCM/UCUM code in dicom_codes.json is in pydicom's PS3.16 dictionary with that meaning."""
-    table = dicom_sr._table()
+    """Every SCT/DCM/UCUM code in dicom_codes.json (SR and SEG) is in pydicom's PS3.16 dictionary with that meaning."""
+    table = dicom_sr.code_table()
     entries = list(table["concepts"].values()) + list(table["finding_sites"].values()) + list(table["units"].values())
+    entries += [s[k] for protocol, segs in table["segments"].items() if protocol != "comment"
+                for s in segs for k in ("category", "type", "modifier") if s.get(k)]
     known: dict[tuple[str, str], set[str]] = {}
     for scheme, d in concepts.items():
         for by_code in d.values():
