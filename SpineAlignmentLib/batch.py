@@ -111,10 +111,17 @@ class BatchOptions:
 
 @dataclass(frozen=True)
 class BatchItem:
-    """One image and the file stem its outputs get."""
+    """One image and the file stem its outputs get (:func:`make_items`).
+
+    ``folders`` are the parent folder names in ``name`` (when stems collide): a
+    landmark folder mirroring the input tree is searched under them.
+    """
 
     image: str
     name: str
+    folders: tuple[str, ...] = ()
+    landmarks: str | None = None  #: its landmark file with ``landmarks_dir`` (:func:`match_landmarks`)
+    landmarks_reason: str = ""  #: why there is none
 
     def result_path(self, out_dir: str | Path) -> Path:
         return Path(out_dir) / f"{self.name}.json"
@@ -229,31 +236,64 @@ def _stem(p: Path) -> str:
     return name
 
 
-def output_name(path: str | Path, *, unique: bool = False) -> str:
-    """The output file stem of an image: its stem, shortened to the file-name limit when needed.
+def output_name(path: str | Path, *, folders: int = 0) -> str:
+    """The output file stem of an image, shortened to the file-name limit when needed.
 
     Args:
         path: the image.
-        unique: append a short hash of the image's full path (when two inputs share a stem).
+        folders: how many parent folder names to put in front (when two inputs share a stem).
 
     The one rule for output names (``analyze``, ``batch`` and the Slicer module
-    use it through :func:`make_items`): ``<stem>[-<path hash>]``, cut with a
-    stable hash by :func:`~SpineAlignmentLib.safefiles.output_stem` so that
+    use it through :func:`make_items`): ``<stem>``, or for inputs sharing a stem
+    ``<folder>__<stem>`` with as many parent folders as it takes to tell them
+    apart (``IM0001`` in ``p1/`` and ``p2/``: ``p1__IM0001``, ``p2__IM0001``), so
+    a name stays the same when the study folder moves; cut with a stable hash by
+    :func:`~SpineAlignmentLib.safefiles.output_stem` so that
     ``<name>_overlay.png.part`` fits 255 bytes.
     """
     p = Path(path)
-    s = _stem(p)
-    if unique:
-        s = f"{s}-{hashlib.sha1(os.path.realpath(p).encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
-    return output_stem(s)
+    parts = _folders(p, folders)
+    return output_stem("__".join([*parts, _stem(p)]))
+
+
+def _folders(p: Path, n: int) -> tuple[str, ...]:
+    names = [x for x in p.parent.parts if x not in (p.anchor, "")]
+    return tuple(names[len(names) - n:]) if n > 0 else ()
 
 
 def make_items(paths: Sequence[Path]) -> list[BatchItem]:
-    """Give each image an output name (:func:`output_name`): its stem, plus a short path hash when stems collide."""
-    stems: dict[str, int] = {}
+    """Give each image a unique output name by :func:`output_name` (the same inputs always get the same names).
+
+    Inputs sharing a stem get the fewest parent folders that tell them apart; names that
+    still collide (one stem with two extensions in one folder, or a file already named like
+    ``p1__IM0001``) get ``-`` and 8 hex digits of the SHA-1 of the image's real path.
+    """
+    groups: dict[str, list[Path]] = {}
     for p in paths:
-        stems[_stem(p)] = stems.get(_stem(p), 0) + 1
-    return [BatchItem(str(p), output_name(p, unique=stems[_stem(p)] > 1)) for p in paths]
+        groups.setdefault(_stem(p), []).append(Path(p))
+    depth: dict[Path, int] = {}
+    for group in groups.values():
+        k = 0
+        if len(group) > 1:
+            deepest = max(len(_folders(p, 10**6)) for p in group)
+            k = 1
+            while k < deepest and len({_folders(p, k) for p in group}) < len(group):
+                k += 1
+        for p in group:
+            depth[p] = k
+    names = {p: output_name(p, folders=depth[p]) for p in depth}
+    seen: dict[str, int] = {}
+    for n in names.values():
+        seen[n] = seen.get(n, 0) + 1
+    items = []
+    for p in paths:
+        p = Path(p)
+        name = names[p]
+        if seen[name] > 1:
+            digest = hashlib.sha1(os.path.realpath(p).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+            name = output_stem(f"{name}-{digest}")
+        items.append(BatchItem(str(p), name, _folders(p, depth[p])))
+    return items
 
 
 def find_landmarks_file(landmarks_dir: str | Path, name: str) -> Path | None:
@@ -263,6 +303,80 @@ def find_landmarks_file(landmarks_dir: str | Path, name: str) -> Path | None:
         if p.is_file():
             return p
     return None
+
+
+def _sop_instance_uid(image: str | Path) -> str | None:
+    """The SOP Instance UID of a DICOM file (header only), else None."""
+    try:
+        import pydicom
+
+        ds = pydicom.dcmread(str(image), stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+        uid = ds.get("SOPInstanceUID")
+    except Exception:  # noqa: BLE001 - not DICOM (or unreadable: its reader reports that as the image's failure)
+        return None
+    return str(uid) if uid else None
+
+
+def match_landmarks(items: Sequence[BatchItem], landmarks_dir: str | Path) -> dict[str, tuple[Path | None, str]]:
+    """The landmark file of each item (by output name), or None with the reason.
+
+    Tried in order: ``<name>.json`` / ``<name>.mrk.json`` (the output-name rule of
+    :func:`make_items`, so an earlier batch's output folder works); the same under the
+    item's parent folders (a landmark tree mirroring the input tree, ``p1/IM0001.json``);
+    then result-format JSON files anywhere below ``landmarks_dir`` whose
+    ``dicom.sop_instance_uid`` is the image's SOP Instance UID, or whose ``image``
+    (a path or file name) names this image and no other input. A key that two files
+    claim is ambiguous and matches nothing.
+    """
+    root = Path(landmarks_dir)
+    out: dict[str, tuple[Path | None, str]] = {}
+    left = []
+    for item in items:
+        found = find_landmarks_file(root, item.name)
+        if found is None and item.folders:
+            found = find_landmarks_file(root.joinpath(*item.folders), _stem(Path(item.image)))
+        if found is not None:
+            out[item.name] = (found, "")
+        else:
+            left.append(item)
+    if not left:
+        return out
+    by_uid: dict[str, list[Path]] = {}
+    by_image: dict[str, list[Path]] = {}
+    for f in sorted(root.rglob("*.json")):
+        if f.name.lower().endswith(".mrk.json") or not f.is_file():
+            continue
+        try:
+            data = load_json(f)
+        except SpineAlignmentError:
+            continue
+        uid = (data.get("dicom") or {}).get("sop_instance_uid") if isinstance(data.get("dicom"), dict) else None
+        if uid:
+            by_uid.setdefault(str(uid), []).append(f)
+        if isinstance(data.get("image"), str) and data["image"].strip():
+            by_image.setdefault(Path(data["image"].strip()).as_posix(), []).append(f)
+
+    def names_image(field: str, image: str) -> bool:
+        return Path(image).as_posix() == field or Path(image).as_posix().endswith("/" + field)
+
+    for item in left:
+        uid = _sop_instance_uid(item.image) if by_uid else None
+        if uid and len(by_uid.get(uid, [])) == 1:
+            out[item.name] = (by_uid[uid][0], "")
+            continue
+        claims = [(field, files) for field, files in by_image.items() if names_image(field, item.image)]
+        claims = [(field, files) for field, files in claims
+                  if sum(names_image(field, other.image) for other in items) == 1]
+        files = sorted({f for _, fs in claims for f in fs})
+        if len(files) == 1:
+            out[item.name] = (files[0], "")
+            continue
+        why = (f"no landmark file {item.name}.json or {item.name}.mrk.json in {root}"
+               + (f" (nor {Path(*item.folders, _stem(Path(item.image)))}.json)" if item.folders else "")
+               + (f", and no result JSON there names its SOP Instance UID {uid}" if uid else "")
+               + (f"; {len(files)} files name this image: {', '.join(f.name for f in files[:3])}" if len(files) > 1 else ""))
+        out[item.name] = (None, why)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -523,10 +637,9 @@ def _task(item: BatchItem, options: BatchOptions, fingerprint: dict[str, Any] | 
     landmarks_path = None
     try:
         if options.landmarks_dir:
-            landmarks_path = find_landmarks_file(options.landmarks_dir, item.name)
-            if landmarks_path is None:
-                raise LandmarkError(f"{item.image}: no landmark file {item.name}.json or {item.name}.mrk.json in "
-                                    f"{options.landmarks_dir}.")
+            if item.landmarks is None:
+                raise LandmarkError(f"{item.image}: {item.landmarks_reason or 'no landmark file'}.")
+            landmarks_path = Path(item.landmarks)
         result = analyze_one(
             item.image, options.protocol, options.out_dir, model=options.model, spacing=options.spacing,
             landmarks_path=landmarks_path, flip_tta=options.flip_tta, write_markups=options.write_markups,
@@ -775,9 +888,13 @@ class BatchRunner:
         failures: dict[str, dict[str, str]] = {}
         total = len(items)
         counts = {"done": 0, "failed": 0, "skipped": 0}
+        if opts.landmarks_dir:  # matched here, once, so that workers and the fingerprint use the same file
+            matched = match_landmarks(items, opts.landmarks_dir)
+            items = [replace(i, landmarks=str(matched[i.name][0]) if matched[i.name][0] else None,
+                             landmarks_reason=matched[i.name][1]) for i in items]
         base = batch_fingerprint(opts)
-        fingerprints = {item.name: item_fingerprint(base, find_landmarks_file(opts.landmarks_dir, item.name)
-                                                    if opts.landmarks_dir else None) for item in items}
+        fingerprints = {item.name: item_fingerprint(base, Path(item.landmarks) if item.landmarks else None)
+                        for item in items}
         stale: dict[str, int] = {}
 
         def progress(event: BatchEvent, image: str | None = None, message: str = "", seconds=None) -> None:

@@ -13,7 +13,7 @@ from PIL import Image
 from spines import coronal_spine
 
 from SpineAlignmentLib import batch as batch_mod
-from SpineAlignmentLib.batch import BatchEvent, BatchOptions, BatchRunner, analyze_one
+from SpineAlignmentLib.batch import BatchEvent, BatchOptions, BatchRunner, BatchSummary, analyze_one
 from SpineAlignmentLib.cli import main as cli_main
 from SpineAlignmentLib.protocols import get_protocol
 from SpineAlignmentLib.pipeline import measure
@@ -398,3 +398,96 @@ def test_markups_keep_confidence_and_model_through_batch_landmarks_dir(tmp_path)
     assert moved["T7_TL"].confidence is None and moved["T8_TL"].confidence == 0.9
     BatchRunner([images], _options(tmp_path / "again", marks, write_overlay=False)).run()
     assert "AASCE_1" in json.loads((tmp_path / "again" / "case00.json").read_text())["parameters"]
+
+
+def _colliding_study(root: Path) -> dict[str, dict]:
+    """IM0001.png in p1/, p2/ and p2/sub/, each with its own landmarks (by relative path)."""
+    rng = np.random.default_rng(9)
+    truth = {}
+    for k, rel in enumerate(("p1/IM0001.png", "p2/IM0001.png", "p2/sub/IM0001.png")):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, SIZE, dtype=np.uint8)).save(root / rel)
+        truth[rel] = coronal_spine([(6.0 + 4 * k) * math.sin(0.4 * i + k) for i in range(17)])
+    return truth
+
+
+def _check_values(out: Path, names: dict[str, str], truth: dict[str, dict]) -> None:
+    for rel, name in names.items():
+        res = json.loads((out / f"{name}.json").read_text())
+        assert res["parameters"]["AASCE_1"]["value"] == pytest.approx(
+            measure(truth[rel], PROTO, image_size=SIZE).value("AASCE_1"), abs=1e-6), rel
+
+
+def test_colliding_stems_get_stable_names_and_landmarks_dir_finds_them(tmp_path):
+    """Finding 4: IM0001 in several folders once got hashed output names that --landmarks-dir then looked for."""
+    import shutil
+
+    from SpineAlignmentLib.batch import collect_inputs, make_items
+
+    study = tmp_path / "study"
+    truth = _colliding_study(study)
+    items = make_items(collect_inputs([study]))
+    names = {Path(i.image).relative_to(study).as_posix(): i.name for i in items}
+    assert names == {"p1/IM0001.png": "p1__IM0001", "p2/IM0001.png": "p2__IM0001", "p2/sub/IM0001.png": "sub__IM0001"}
+    shutil.copytree(study, tmp_path / "moved" / "elsewhere")  # the names do not depend on where the study lives
+    assert sorted(i.name for i in make_items(collect_inputs([tmp_path / "moved"]))) == sorted(names.values())
+    # one stem in one folder with two extensions, and a file already named like a composed name: hash, still unique
+    extra = make_items([Path("a/x.png"), Path("a/x.tif"), Path("b/x.png"), Path("a__x.png")])
+    assert len({i.name for i in extra}) == 4 and extra[2].name == "b__x" and extra[0].name.startswith("a__x-")
+
+    def run(marks: Path, out: str) -> BatchSummary:
+        return BatchRunner([study], _options(tmp_path / out, marks, write_overlay=False, write_markups=False)).run()
+
+    # landmark files named by the output rule (e.g. an earlier batch's output folder)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for rel, name in names.items():
+        (flat / f"{name}.json").write_text(json.dumps({"protocol": PROTO, "landmarks": truth[rel]}))
+    s = run(flat, "o1")
+    assert (s.done, s.failed) == (3, 0), s.failures
+    _check_values(tmp_path / "o1", names, truth)
+    # a landmark tree mirroring the input tree
+    mirror = tmp_path / "mirror"
+    for rel in names:
+        (mirror / rel).parent.mkdir(parents=True, exist_ok=True)
+        (mirror / rel).with_suffix(".json").write_text(json.dumps({"protocol": PROTO, "landmarks": truth[rel]}))
+    shutil.move(str(mirror / "p2" / "sub"), str(mirror / "sub"))  # the tree below the distinguishing folder
+    s = run(mirror, "o2")
+    assert (s.done, s.failed) == (3, 0), s.failures
+    _check_values(tmp_path / "o2", names, truth)
+    # files named anything, matched by their "image" field (a path); a bare "IM0001.png" names three films: unused
+    byimage = tmp_path / "byimage"
+    byimage.mkdir()
+    for k, rel in enumerate(names):
+        (byimage / f"set{k}.json").write_text(json.dumps({"protocol": PROTO, "image": rel, "landmarks": truth[rel]}))
+    (byimage / "stray.json").write_text(json.dumps({"protocol": PROTO, "image": "IM0001.png", "landmarks": {}}))
+    s = run(byimage, "o3")
+    assert (s.done, s.failed) == (3, 0), s.failures
+    _check_values(tmp_path / "o3", names, truth)
+    (byimage / "set0.json").unlink()
+    s = run(byimage, "o4")
+    assert s.failed == 1 and "no landmark file p1__IM0001.json or p1__IM0001.mrk.json" in s.failures["p1__IM0001"]
+
+
+def test_landmarks_dir_matches_dicom_films_by_sop_instance_uid(tmp_path):
+    pydicom = pytest.importorskip("pydicom")
+    from test_imaging import write_dicom
+
+    images = tmp_path / "images"
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    truth = {}
+    for k, folder in enumerate(("d1", "d2")):
+        (images / folder).mkdir(parents=True)
+        write_dicom(images / folder / "IM0002", np.zeros(SIZE, np.uint16))
+        uid = str(pydicom.dcmread(images / folder / "IM0002", stop_before_pixels=True).SOPInstanceUID)
+        truth[folder] = coronal_spine([(5.0 + 5 * k) * math.sin(0.3 * i) for i in range(17)])
+        (marks / f"reading-{k}.json").write_text(json.dumps({"protocol": PROTO, "dicom": {"sop_instance_uid": uid},
+                                                               "landmarks": truth[folder]}))
+    s = BatchRunner([images], _options(tmp_path / "out", marks, write_overlay=False, write_markups=False)).run()
+    assert (s.done, s.failed) == (2, 0), s.failures
+    for folder in ("d1", "d2"):
+        res = json.loads((tmp_path / "out" / f"{folder}__IM0002.json").read_text())
+        assert res["parameters"]["AASCE_2"]["value"] == pytest.approx(
+            measure(truth[folder], PROTO, image_size=SIZE).value("AASCE_2"), abs=1e-6)
+        assert res["fingerprint"]["landmarks_file"]["name"] == f"reading-{('d1', 'd2').index(folder)}.json"
