@@ -549,14 +549,15 @@ def analyze_one(
                               "leave out --dicom-sr for PNG/JPEG/TIFF/NRRD input.")
     if landmarks_path is not None:
         landmarks, extra = read_landmarks_file(landmarks_path, protocol, path)
+        spacing_mm, label, notes = _landmark_file_calibration(extra, landmarks_path, radiograph, path)
         result = measure(
             landmarks, protocol,
-            spacing_mm=radiograph.spacing_mm, calibration=radiograph.calibration,
+            spacing_mm=spacing_mm, calibration=label,
             image_size=radiograph.shape,
             patient_orientation=radiograph.patient_orientation or extra.get("patient_orientation"),
             image=path.name, model=extra.get("model"), source=str(landmarks_path), **extra_kw,
         )
-        result.warnings[:0] = list(getattr(radiograph, "warnings", []) or [])
+        result.warnings[:0] = list(getattr(radiograph, "warnings", []) or []) + notes
         result.dicom = source_uids(radiograph)
     else:
         if model is None and default_model(protocol) is None:
@@ -614,6 +615,38 @@ def remove_part_files(item: BatchItem, out_dir: str | Path) -> None:
             p.with_name(p.name + ".part").unlink(missing_ok=True)
         except OSError as exc:
             log.debug("cannot remove %s.part (%s)", p, exc)
+
+
+def _landmark_file_calibration(extra: dict, landmarks_path: str | Path, radiograph: Any,
+                                image_path: Path) -> tuple[tuple[float, float] | None, str | None, list[str]]:
+    """Spacing and label for landmarks from a file: the image's own (or ``--spacing``) first, else the file's.
+
+    The file's ``spacing_mm`` is used when the image has none, labelled with the file's ``calibration``
+    or ``manual:file``; a file ``image_size`` other than the image's is refused (its pixel coordinates
+    belong to another version of the film).
+    """
+    from .pipeline import validate_spacing
+    from .result import validate_image_size
+
+    size = tuple(int(v) for v in radiograph.shape[:2])
+    file_size = validate_image_size(extra.get("image_size"), str(landmarks_path))
+    if file_size is not None and file_size != size:
+        raise LandmarkError(
+            f"{landmarks_path}: image_size {list(file_size)} is not the size of {image_path.name} "
+            f"({size[0]} x {size[1]}); these landmarks were placed on another version of the film (resized or "
+            "cropped): give landmarks placed on this image.")
+    file_spacing = validate_spacing(extra.get("spacing_mm"), str(landmarks_path))
+    spacing, label = radiograph.spacing_mm, radiograph.calibration
+    if file_spacing is None:
+        return spacing, label, []
+    if spacing is None:
+        file_label = extra.get("calibration")
+        return file_spacing, file_label if file_label and file_label != "pixels-only" else "manual:file", []
+    if any(abs(a - b) > 1e-6 for a, b in zip(spacing, file_spacing)):
+        return spacing, label, [
+            f"The landmark file gives spacing {list(file_spacing)} mm but the image's is {list(spacing)} mm "
+            f"({label}); the image's was used."]
+    return spacing, label, []
 
 
 def _error_name(exc: BaseException) -> str:

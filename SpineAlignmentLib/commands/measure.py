@@ -44,7 +44,8 @@ def _measure_file(path: Path, args) -> Result:
     data = dict(data, protocol=protocol)
     parsed = Result.from_dict(data, source=str(path))
     spacing = args.spacing if args.spacing else parsed.spacing_mm
-    calibration = "manual:user" if args.spacing else (data.get("calibration") if parsed.spacing_mm else None)
+    # a spacing from the file keeps the file's label (manual:file when it gives none), never manual:user
+    calibration = "manual:user" if args.spacing else (parsed.calibration if parsed.spacing_mm else None)
     kwargs = {}
     if args.min_confidence is not None:
         kwargs["min_confidence"] = args.min_confidence

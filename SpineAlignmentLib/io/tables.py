@@ -1,4 +1,10 @@
-"""Summary tables: one row per image, one column per parameter (machine names, NaN when missing)."""
+"""Summary tables: one row per image; per parameter its value, unit and calibration (machine names, NaN when missing).
+
+A distance is in ``mm`` or, without a spacing, ``px``, so one column can hold
+both: every parameter ``P`` therefore has ``P`` (the value), ``P_unit`` (``deg``,
+``mm``, ``px``, ``ratio``, ``%``; empty when not computed) and ``P_calibration``
+(the calibration label of a ``mm`` value, definitions.md §7.4; empty otherwise).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,8 @@ from ..result import Result
 #: Leading columns of the batch summary, before one column per parameter.
 SUMMARY_COLUMNS = ("image", "protocol", "model", "calibration", "spacing_row_mm", "spacing_col_mm",
                    "n_landmarks", "n_warnings", "software_version")
+#: Column suffixes of a parameter's unit and calibration label.
+UNIT_SUFFIX, CALIBRATION_SUFFIX = "_unit", "_calibration"
 
 
 def summary_row(result: Result, image: str) -> dict[str, Any]:
@@ -31,15 +39,19 @@ def summary_row(result: Result, image: str) -> dict[str, Any]:
     }
     for pid, m in result.parameters.items():
         row[pid] = m.value
+        row[f"{pid}{UNIT_SUFFIX}"] = m.unit
+        row[f"{pid}{CALIBRATION_SUFFIX}"] = (m.calibration or result.calibration) if m.unit == "mm" else ""
     return row
 
 
 def summary_columns(protocol: str, rows: Iterable[dict[str, Any]] = ()) -> list[str]:
-    """Fixed columns, the protocol's parameters in table order, then any extra computed IDs."""
-    cols = list(SUMMARY_COLUMNS) + list(get_protocol(protocol).parameter_ids)
+    """Fixed columns, then per parameter (protocol table order, then extra computed IDs) value, unit, calibration."""
+    pids = list(get_protocol(protocol).parameter_ids)
+    fixed = set(SUMMARY_COLUMNS)
     for row in rows:
-        cols.extend(k for k in row if k not in cols)
-    return cols
+        pids.extend(k for k in row if k not in fixed and k not in pids
+                    and not k.endswith((UNIT_SUFFIX, CALIBRATION_SUFFIX)))
+    return list(SUMMARY_COLUMNS) + [c for pid in pids for c in (pid, f"{pid}{UNIT_SUFFIX}", f"{pid}{CALIBRATION_SUFFIX}")]
 
 
 def _cell(v: Any) -> Any:
@@ -56,7 +68,8 @@ def write_csv(path: str | Path, rows: Sequence[dict[str, Any]], columns: Sequenc
         writer = csv.writer(fh)
         writer.writerow(columns)
         for row in rows:
-            writer.writerow([_cell(row.get(c, math.nan)) for c in columns])
+            writer.writerow([_cell(row.get(c, "" if c.endswith((UNIT_SUFFIX, CALIBRATION_SUFFIX)) else math.nan))
+                             for c in columns])
     os.replace(tmp, path)
     return path
 

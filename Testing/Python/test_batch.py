@@ -491,3 +491,49 @@ def test_landmarks_dir_matches_dicom_films_by_sop_instance_uid(tmp_path):
         assert res["parameters"]["AASCE_2"]["value"] == pytest.approx(
             measure(truth[folder], PROTO, image_size=SIZE).value("AASCE_2"), abs=1e-6)
         assert res["fingerprint"]["landmarks_file"]["name"] == f"reading-{('d1', 'd2').index(folder)}.json"
+
+
+SHOULDER = {"Clav_top_L": (700.0, 300.0), "Clav_top_R": (300.0, 320.0), "Clav_med_L": (540.0, 330.0),
+            "Clav_lat_L": (760.0, 300.0), "Clav_med_R": (460.0, 330.0), "Clav_lat_R": (240.0, 310.0),
+            "Cor_top_L": (690.0, 350.0), "Cor_top_R": (310.0, 356.0)}
+
+
+def test_summary_has_unit_and_calibration_per_value_and_landmark_file_spacing_is_used(tmp_path):
+    """Finding 5: CHD 5.09 (mm) and -3.0 (px) once shared one column with no unit; a landmark file's own
+    spacing_mm and image_size were ignored, and a spacing from a file was labelled manual:user."""
+    images, marks = tmp_path / "images", tmp_path / "marks"
+    images.mkdir()
+    marks.mkdir()
+    for name in ("a", "b", "c"):
+        Image.fromarray(np.zeros(SIZE, np.uint8)).save(images / f"{name}.png")
+    (marks / "a.json").write_text(json.dumps({"protocol": "coronal-shoulder", "landmarks": SHOULDER,
+                                              "spacing_mm": [0.35, 0.35], "image_size": list(SIZE)}))
+    (marks / "b.json").write_text(json.dumps({"protocol": "coronal-shoulder", "landmarks": SHOULDER}))
+    (marks / "c.json").write_text(json.dumps({"protocol": "coronal-shoulder", "landmarks": SHOULDER,
+                                              "image_size": [SIZE[0] // 2, SIZE[1] // 2]}))
+    s = BatchRunner([images], BatchOptions(protocol="coronal-shoulder", out_dir=str(tmp_path / "out"),
+                                           landmarks_dir=str(marks), patient_orientation="L,F",
+                                           write_overlay=False)).run()
+    assert (s.done, s.failed) == (2, 1)
+    assert "image_size [350, 400] is not the size of c.png (700 x 800)" in s.failures["c"]
+    with open(tmp_path / "out" / "summary.csv", newline="") as fh:
+        rows = {Path(r["image"]).stem: r for r in csv.DictReader(fh)}
+    a, b = rows["a"], rows["b"]
+    assert (a["calibration"], a["CHD_unit"], a["CHD_calibration"]) == ("manual:file", "mm", "manual:file")
+    assert (b["calibration"], b["CHD_unit"], b["CHD_calibration"]) == ("pixels-only", "px", "")
+    assert float(b["CHD"]) == pytest.approx(6.0) and float(a["CHD"]) == pytest.approx(6.0 * 0.35)
+    assert (a["CA_unit"], a["CA_calibration"]) == ("deg", "") and float(a["CA"]) == pytest.approx(float(b["CA"]))
+    assert (a["RSH"], a["RSH_unit"], a["RSH_calibration"]) == ("NaN", "", "")  # not computed: no unit
+    header = list(a)
+    assert header[header.index("CHD"):header.index("CHD") + 3] == ["CHD", "CHD_unit", "CHD_calibration"]
+
+
+def test_measure_labels_a_spacing_from_the_file_manual_file(tmp_path, capsys):
+    f = tmp_path / "s.json"
+    f.write_text(json.dumps({"protocol": "coronal-shoulder", "landmarks": SHOULDER, "spacing_mm": [0.35, 0.35],
+                             "patient_orientation": "L,F"}))
+    assert cli_main(["measure", str(f)]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["calibration"] == "manual:file" and res["parameters"]["CHD"]["calibration"] == "manual:file"
+    assert cli_main(["measure", str(f), "--spacing", "0.2", "0.2"]) == 0
+    assert json.loads(capsys.readouterr().out)["calibration"] == "manual:user"
