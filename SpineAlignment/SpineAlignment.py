@@ -39,25 +39,67 @@ def _addLibraryPath():
 
 _addLibraryPath()
 
-# Only pure-Python parts of the library are imported here; numpy-, pydicom- and
-# torch-dependent parts are imported after the dependency check at first use.
-from SpineAlignmentLib.protocols import PROTOCOL_IDS  # noqa: E402
+# The version check comes first and runs on any Python 3, so that an older Slicer says what to
+# install instead of failing at import (SpineAlignmentLib.environment is the one place for it).
+from SpineAlignmentLib.environment import environment_problems  # noqa: E402
+
+
+def _slicerVersion():
+    try:
+        return (int(slicer.app.majorVersion), int(slicer.app.minorVersion))
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+ENVIRONMENT_PROBLEMS = environment_problems(sys.version_info, _slicerVersion())
+if ENVIRONMENT_PROBLEMS:
+    logging.error("SpineAlignment: %s", " ".join(ENVIRONMENT_PROBLEMS))
+    PROTOCOL_IDS = ("coronal-spine",)  # the module shows the problem instead of its GUI
+else:
+    # Only pure-Python parts of the library are imported here; numpy-, pydicom- and
+    # torch-dependent parts are imported after the dependency check at first use.
+    from SpineAlignmentLib.protocols import PROTOCOL_IDS  # noqa: E402
+
+#: The bundled film offered in Slicer's Sample Data module (Resources/SampleData/README.md says where it is from).
+SAMPLE_FILM = "SampleData/aasce-sample-AP.jpg"
 
 MANUAL_PLACEMENT = "Manual placement"
 #: The ``model`` value that asks for guided manual placement instead of a network.
 MANUAL_MODEL = "manual"
 
-#: Packages the library needs inside Slicer: import name -> (pip requirement, minimum version).
-REQUIREMENTS = {
-    "numpy": ("numpy>=1.24", "1.24"),
-    "scipy": ("scipy>=1.10", "1.10"),
-    "pydicom": ("pydicom>=3.0", "3.0"),
-    "SimpleITK": ("SimpleITK>=2.3", "2.3"),
-    "PIL": ("pillow>=10", "10"),
-    "jsonschema": ("jsonschema>=4.17", "4.17"),
-    "matplotlib": ("matplotlib>=3.7", "3.7"),
-}
-MODEL_REQUIREMENTS = {"monai": ("monai==1.6.1", "1.6.1")}
+
+def _resourcePath(filename):
+    """Module resources next to the module file (installed) or at the repository top (source tree), or None."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for base in (here, os.path.dirname(here)):
+        path = os.path.join(base, "Resources", filename)
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def registerSampleData():
+    """Offer the bundled AP film in the Sample Data module (called once Slicer has started)."""
+    import hashlib
+
+    import SampleData
+
+    path = _resourcePath(SAMPLE_FILM)
+    if path is None:
+        logging.warning("SpineAlignment sample film not found; Sample Data entry not registered.")
+        return
+    with open(path, "rb") as fh:
+        digest = hashlib.sha256(fh.read()).hexdigest()
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category="SpineAlignment",
+        sampleName="SpineAlignmentAP",
+        uris=qt.QUrl.fromLocalFile(path).toString(),
+        fileNames="aasce-sample-AP.jpg",
+        nodeNames="SpineAlignmentAP",
+        checksums=f"SHA256:{digest}",
+        thumbnailFileName=_resourcePath("Icons/SpineAlignment.png"),
+        loadFileType="VolumeFile",
+    )
 
 
 #
@@ -87,7 +129,12 @@ lumbar segmental motion) drawn on the image and listed in a table.
 </ul>
 From the Python console: <code>SpineAlignmentLogic().analyze(volumeNode, protocol="coronal-spine", model=None)</code>.
 See the <a href="https://github.com/SpineAlignment/SpineAlignment">project page</a> for the definitions of every parameter.
+Needs 3D Slicer 5.10 or later (Python 3.10+).
 """
+        if ENVIRONMENT_PROBLEMS:
+            self.parent.helpText = "<p><b>" + " ".join(ENVIRONMENT_PROBLEMS) + "</b></p>" + self.parent.helpText
+        else:
+            slicer.app.connect("startupCompleted()", registerSampleData)
         self.parent.acknowledgementText = """
 Developed by the SpineAlignment contributors. Built on 3D Slicer, MONAI and PyTorch.
 Parameter definitions follow the cited clinical studies (see the project documentation);
@@ -144,16 +191,17 @@ class SpineAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.batchDicomFiles = []
 
     def resourcePath(self, filename):
-        """Module resources next to the module file (installed) or at the repository top (source tree)."""
-        here = os.path.dirname(os.path.abspath(__file__))
-        for base in (here, os.path.dirname(here)):
-            path = os.path.join(base, "Resources", filename)
-            if os.path.exists(path):
-                return path
-        return ScriptedLoadableModuleWidget.resourcePath(self, filename)
+        return _resourcePath(filename) or ScriptedLoadableModuleWidget.resourcePath(self, filename)
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
+        if ENVIRONMENT_PROBLEMS:
+            # this Slicer's Python cannot run the library: say what to install, offer nothing else
+            label = qt.QLabel(" ".join(ENVIRONMENT_PROBLEMS))
+            label.wordWrap = True
+            self.layout.addWidget(label)
+            self.layout.addStretch(1)
+            return
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/SpineAlignment.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
@@ -183,6 +231,8 @@ class SpineAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updatePlacementButtons()
 
     def cleanup(self) -> None:
+        if ENVIRONMENT_PROBLEMS:
+            return
         self.removeObservers()
         self.onStopPlacement()
         self.batchTimer.stop()
@@ -193,10 +243,11 @@ class SpineAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.analysis = None
 
     def enter(self) -> None:
-        self.initializeParameterNode()
+        if not ENVIRONMENT_PROBLEMS:
+            self.initializeParameterNode()
 
     def exit(self) -> None:
-        if self._parameterNode:
+        if self._parameterNode and not ENVIRONMENT_PROBLEMS:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
@@ -249,7 +300,7 @@ class SpineAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.applyButton.toolTip = "The selected volume is not a single-slice radiograph."
         else:
             self.ui.applyButton.enabled = True
-            self.ui.applyButton.toolTip = ("Start guided landmark placement." if self.selectedModel() is None
+            self.ui.applyButton.toolTip = ("Start guided landmark placement." if self.selectedModel() == MANUAL_MODEL
                                            else "Detect the landmarks with the model and measure.")
         self.updateCalibrationLabel()
 
@@ -262,7 +313,7 @@ class SpineAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.calibrationLabel.text = f"manual:user ({p.spacingRow:g} x {p.spacingColumn:g} mm)"
             return
         try:
-            spacing, label, _ = self.logic.calibrationForVolume(p.inputVolume)
+            spacing, label = self.logic.calibrationLabelForVolume(p.inputVolume)
         except Exception as exc:  # dependencies may be missing before first use
             logging.debug("calibration not known yet: %s", exc)
             self.ui.calibrationLabel.text = "determined at Apply"
@@ -282,14 +333,17 @@ class SpineAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._checkCanApply()
 
     def onModelChanged(self, index=None) -> None:
-        self.ui.flipTTACheckBox.enabled = self.selectedModel() is not None
+        usesModel = self.selectedModel() != MANUAL_MODEL
+        self.ui.flipTTACheckBox.enabled = usesModel
+        self.ui.flipTTACheckBox.toolTip = ("Average the model's prediction with its mirrored one (slower, steadier)."
+                                           if usesModel else "Only for models: Manual placement uses your points.")
         self._checkCanApply()
 
     # ---- analysis ----------------------------------------------------------------------
     def onApplyButton(self) -> None:
         p = self._parameterNode
         model = self.selectedModel()
-        if not self.ensureDependencies(model != MANUAL_MODEL):
+        if not self.ensureDependencies("measure" if model == MANUAL_MODEL else "model"):
             return
         with slicer.util.tryWithErrorDisplay("Failed to analyse the radiograph.", waitCursor=True):
             self.onStopPlacement()
@@ -301,16 +355,26 @@ class SpineAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             else:
                 self.ui.statusLabel.text = self.resultSummary(result)
 
-    def ensureDependencies(self, needModel):
-        """Ask before installing anything (the logic never shows dialogs)."""
-        missing = self.logic.missingDependencies(needModel)
+    def ensureDependencies(self, task):
+        """Ask before installing what ``task`` needs (the logic never shows dialogs); True to go on.
+
+        Only what the task imports is asked for (SpineAlignmentLib.environment.TASKS): hand placement
+        needs no PyTorch or MONAI. Declining there still goes on, with distances in pixels unless the
+        spacing override is set; declining for a model stops, pointing to Manual placement.
+        """
+        needModel = task == "model"
+        missing = self.logic.missingDependencies(task)
         if not missing:
-            if needModel:
-                return self.logic.ensureTorch()
-            return True
-        text = ("SpineAlignment needs these Python packages, which will be installed now:\n  "
+            return self.logic.ensureTorch() if needModel else True
+        text = ("This step needs these Python packages, which will be installed now:\n  "
                 + "\n  ".join(missing) + "\n\nThis takes a few minutes; Slicer stays busy meanwhile.")
+        if task == "measure":
+            text += "\n\nCancel goes on without them: mm values need pydicom 3 to read the DICOM calibration, " \
+                    "so distances stay in pixels unless you set the spacing override."
         if not slicer.util.confirmOkCancelDisplay(text, "Install Python packages"):
+            if task == "measure":
+                return True
+            self.ui.statusLabel.text = "Not installed: choose Manual placement to place the landmarks by hand."
             return False
         with slicer.util.tryWithErrorDisplay("Could not install the Python packages.", waitCursor=True):
             self.logic.installDependencies(missing)
@@ -420,7 +484,13 @@ class SpineAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         model = self.selectedModel()
         landmarksDir = self.ui.batchLandmarksPathLineEdit.currentPath or None
-        if not self.ensureDependencies(model is not None and landmarksDir is None):
+        if model == MANUAL_MODEL and landmarksDir is None:
+            slicer.util.errorDisplay("Manual placement in batch re-measures landmark files: choose the folder with "
+                                     "<image stem>.json or .mrk.json files as 'Landmarks', or choose a model.")
+            return
+        if not self.ensureDependencies("batch"):
+            return
+        if landmarksDir is None and not self.ensureDependencies("model"):
             return
         with slicer.util.tryWithErrorDisplay("Could not start the batch.", waitCursor=True):
             self.batchRunner = self.logic.startBatch(inputs, outDir, p.protocol, model=model,
@@ -482,37 +552,14 @@ class SpineAlignmentLogic(ScriptedLoadableModuleLogic):
         return SpineAlignmentParameterNode(super().getParameterNode())
 
     # ---- dependencies -------------------------------------------------------------------
-    @staticmethod
-    def _versionTuple(text):
-        parts = []
-        for piece in str(text).split("."):
-            digits = "".join(ch for ch in piece if ch.isdigit())
-            if not digits:
-                break
-            parts.append(int(digits))
-        return tuple(parts)
+    def missingDependencies(self, task="measure"):
+        """Pip requirements of a task ("measure", "model", "batch", "dicom-out") that are absent or too old.
 
-    def missingDependencies(self, needModel=False):
-        """Pip requirements that are absent or older than needed (torch is handled by ensureTorch)."""
-        import importlib.metadata
-        import importlib.util
+        PyTorch is handled by ensureTorch (the Slicer PyTorch extension).
+        """
+        from SpineAlignmentLib.environment import missing_requirements
 
-        wanted = dict(REQUIREMENTS)
-        if needModel:
-            wanted.update(MODEL_REQUIREMENTS)
-        distributions = {"PIL": "pillow"}
-        missing = []
-        for module, (requirement, minimum) in wanted.items():
-            if importlib.util.find_spec(module) is None:
-                missing.append(requirement)
-                continue
-            try:
-                version = importlib.metadata.version(distributions.get(module, module))
-            except importlib.metadata.PackageNotFoundError:
-                continue  # bundled without metadata: trust Slicer's copy
-            if self._versionTuple(version) < self._versionTuple(minimum):
-                missing.append(requirement)
-        return missing
+        return missing_requirements(task)
 
     def installDependencies(self, requirements):
         """Install with Slicer's pip (slicer.util.pip_install); called only after the user agreed."""
@@ -578,6 +625,19 @@ class SpineAlignmentLogic(ScriptedLoadableModuleLogic):
             return storage.GetFileName()
         return None
 
+    def calibrationLabelForVolume(self, volumeNode):
+        """(spacing_mm or None, label) for display, from the source file's header only.
+
+        Read once per file version (SpineAlignmentLib.imaging.calibration_of_file), so changing other
+        settings never re-reads the image.
+        """
+        path = self.sourceFileOfVolume(volumeNode)
+        if path is None:
+            return None, "pixels-only"
+        from SpineAlignmentLib.imaging.radiograph import calibration_of_file
+
+        return calibration_of_file(path)
+
     def calibrationForVolume(self, volumeNode, spacing=None):
         """(spacing_mm (row, col) or None, calibration label, radiograph or None) per definitions.md 7.4.
 
@@ -592,7 +652,12 @@ class SpineAlignmentLogic(ScriptedLoadableModuleLogic):
             return None, "pixels-only", None
         from SpineAlignmentLib.imaging import read_radiograph
 
-        radiograph = read_radiograph(path)
+        try:
+            radiograph = read_radiograph(path)
+        except ImportError as exc:  # pydicom 3 declined at the dependency prompt: go on in pixels
+            logging.warning("Calibration of %s not read (%s): distances stay in pixels; set the spacing override "
+                            "or install the missing package.", path, exc)
+            return None, "pixels-only", None
         return radiograph.spacing_mm, radiograph.calibration, radiograph
 
     # ---- analysis -------------------------------------------------------------------------
@@ -717,6 +782,10 @@ class SpineAlignmentLogic(ScriptedLoadableModuleLogic):
         """
         from SpineAlignmentLib.batch import BatchOptions, BatchRunner
 
+        if model == MANUAL_MODEL:
+            if not landmarksDir:
+                raise ValueError("Manual placement in batch re-measures landmark files: give landmarksDir.")
+            model = None  # the landmark files are re-measured; no network is involved
         options = BatchOptions(protocol=protocol, out_dir=str(outDir), model=model,
                                spacing=tuple(spacing) if spacing else None, landmarks_dir=landmarksDir,
                                flip_tta=flipTTA)

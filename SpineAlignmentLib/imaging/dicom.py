@@ -52,6 +52,7 @@ __all__ = [
     "PROJECTION_MODALITIES",
     "SAFE_FIELDS",
     "read_dicom",
+    "read_dicom_header",
     "dataset_to_radiograph",
     "display_pixels",
     "safe_metadata",
@@ -103,6 +104,25 @@ def read_dicom(
         patient_orientation=patient_orientation,
         include_patient_data=include_patient_data,
     )
+
+
+def read_dicom_header(path: str | Path) -> Dataset:
+    """The dataset without its pixel data (tags only: calibration, UIDs), or one sentence saying why not.
+
+    Raises:
+        RadiographError: not a DICOM file, or a damaged header.
+    """
+    path = Path(path)
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except InvalidDicomError:
+        raise RadiographError(
+            f"{path}: is not a DICOM file (no DICOM header); give a DICOM, PNG, JPEG, TIFF or NRRD radiograph."
+        ) from None
+    except (EOFError, OSError, ValueError, KeyError, TypeError, NotImplementedError) as exc:
+        raise RadiographError(
+            f"{path}: cannot be read as DICOM ({_short(exc)}); the file may be truncated or damaged, so export it again."
+        ) from None
 
 
 def _read_dataset(path: Path) -> Dataset:

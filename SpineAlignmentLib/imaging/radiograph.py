@@ -8,6 +8,7 @@ through Pillow and NRRD/MetaImage/NIfTI through SimpleITK (:mod:`.raster`).
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,7 +20,7 @@ from ..safefiles import MAX_IMAGE_FILE_BYTES, check_input_file
 from .calibration import ManualCalibration
 from ..geometry.orientation import format_patient_orientation, image_axes
 
-__all__ = ["Radiograph", "read_radiograph", "detect_format", "check_finite_pixels"]
+__all__ = ["Radiograph", "read_radiograph", "detect_format", "check_finite_pixels", "calibration_of_file"]
 
 PathLike = str | os.PathLike
 
@@ -194,3 +195,34 @@ def read_radiograph(
     from .raster import read_raster
 
     return read_raster(p, fmt, spacing=spacing, patient_orientation=patient_orientation)
+
+
+def calibration_of_file(path: PathLike) -> tuple[tuple[float, float] | None, str]:
+    """``(spacing_mm or None, calibration label)`` of an image file, from its header only.
+
+    The same decision as :func:`read_radiograph` without a manual spacing
+    (definitions.md §7.4 for DICOM; ``pixels-only`` for other formats), for a
+    viewer that shows the label while the user changes other settings: the
+    pixels are never decoded, and the answer is kept per file version (path,
+    modification time, size), so the file is read once until it changes.
+
+    Raises:
+        RadiographError: missing or unreadable file.
+    """
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        raise RadiographError(f"{p}: file not found; check the path.") from None
+    return _calibration_of_file(str(p.resolve()), st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=64)
+def _calibration_of_file(path: str, mtime_ns: int, size: int) -> tuple[tuple[float, float] | None, str]:
+    if detect_format(path) != "dicom":
+        return None, "pixels-only"
+    from .calibration import resolve_calibration
+    from .dicom import read_dicom_header
+
+    cal = resolve_calibration(read_dicom_header(Path(path)))
+    return cal.spacing_mm, cal.label

@@ -136,10 +136,12 @@ def read_source_dataset(path: str | Path) -> Dataset:
     Raises:
         RadiographError: the file is not a DICOM image with SOP Class/Instance UIDs.
     """
+    from ..imaging.dicom import read_dicom_header
+
     path = Path(path)
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except Exception:  # noqa: BLE001 - any failure to parse means "not DICOM" here
+        ds = read_dicom_header(path)
+    except RadiographError:
         raise RadiographError(
             f"{path}: is not a DICOM file, so no DICOM SR/SEG can reference it; "
             "DICOM outputs (--dicom-sr) need a DICOM film."
