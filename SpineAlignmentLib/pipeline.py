@@ -241,6 +241,47 @@ def measure(
     return result
 
 
+def measure_dict(
+    data: Mapping[str, Any],
+    *,
+    source: str = "landmarks",
+    protocol: str | None = None,
+    spacing_mm: tuple[float, float] | None = None,
+    patient_orientation: Any = None,
+    min_confidence: float | None = None,
+    min_curve_deg: float | None = None,
+    image: str | None = None,
+) -> Result:
+    """Measure a landmark / result JSON object (protocols.md format): what ``spine-align measure`` does per file,
+    and what ``evaluate`` does for a file with landmarks but no parameters.
+
+    The file's ``spacing_mm`` keeps the file's calibration label (``manual:file`` when it gives none);
+    ``spacing_mm`` given here overrides it as ``manual:user``; ``patient_orientation`` overrides the file's.
+
+    Raises:
+        LandmarkError, ProtocolError, CalibrationError: input that cannot be used (naming ``source``).
+    """
+    protocol = protocol or data.get("protocol")
+    if not protocol:
+        raise LandmarkError(f"{source}: no 'protocol' field; add one or pass --protocol.")
+    data = dict(data, protocol=protocol)
+    parsed = Result.from_dict(data, source=source)
+    spacing = spacing_mm if spacing_mm else parsed.spacing_mm
+    calibration = "manual:user" if spacing_mm else (parsed.calibration if parsed.spacing_mm else None)
+    views = parsed.views or None
+    if views and spacing_mm:
+        for v in views.values():
+            v.spacing_mm, v.calibration = tuple(spacing_mm), "manual:user"
+    kwargs = {} if min_confidence is None else {"min_confidence": min_confidence}
+    return measure(
+        parsed.landmarks, protocol,
+        spacing_mm=spacing, calibration=calibration, image_size=parsed.image_size,
+        patient_orientation=patient_orientation or parsed.patient_orientation,
+        min_curve_deg=min_curve_deg, views=views, paired_lateral=data.get("paired_lateral"),
+        image=data.get("image") or image, model=data.get("model"), source=source, **kwargs,
+    )
+
+
 def _measure_coronal(proto, ctx, result, min_curve_deg, paired_lateral, min_confidence, missing_reason) -> None:
     warnings = result.warnings
     all_ids = proto.landmark_ids

@@ -46,15 +46,23 @@ def run(args: argparse.Namespace) -> int:
             raise SpineAlignmentError(f"rater name {name!r} is given twice; give each --rater a distinct NAME.")
         raters[name] = folder
     report = evaluate(args.truth, args.pred, raters=raters or None, out_dir=args.out)
+    prov = report.provenance
+    print(f"model: {', '.join(prov['models'])}; predictions by SpineAlignmentLib "
+          f"{', '.join(prov['prediction_software_versions'])}; evaluated with SpineAlignmentLib "
+          f"{prov['software_version']} on {prov['date']}")
+    print(f"inputs: truth {prov['inputs']['truth']}, prediction {prov['inputs']['prediction']}")
     c = report.counts
     print(f"images: {c['matched']} matched, {c['missing_in_pred']} in truth only, "
-          f"{c['missing_in_truth']} in prediction only, {c['failed']} failed")
+          f"{c['missing_in_truth']} in prediction only, {c['failed']} failed, {len(c.get('ignored_files', []))} "
+          f"ignored (not results), {len(c.get('recomputed_files', []))} measured from landmarks")
     if len(report.table1):
         print(report.table1.to_string(index=False))
     if len(report.cobb):
         for _, r in report.cobb.iterrows():
             print(f"{r['set']}: SMAPE {r['smape_pct']:.2f} %, circular MAE {r['circular_mae']:.2f} deg "
-                  f"over {r['n_images']} images")
+                  f"over {r['n_images']} images used; {r['n_missing']} missing: SMAPE "
+                  f"{r['smape_pct_missing_as_failure']:.2f} %, circular MAE "
+                  f"{r['circular_mae_missing_as_failure']:.2f} deg counting them as failures")
     lm = report.landmarks
     if len(lm):
         all_row = lm[lm["landmark"] == "ALL"].iloc[0]

@@ -6,8 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import LandmarkError, SpineAlignmentError
-from ..pipeline import measure
+from ..errors import SpineAlignmentError
+from ..pipeline import measure_dict
 from ..result import Result, load_json
 from . import add_min_confidence, degrees, positive_mm
 
@@ -37,28 +37,10 @@ def measure_file(path: Path, args) -> Result:
 
 
 def _measure_file(path: Path, args) -> Result:
-    data = load_json(path)
-    protocol = args.protocol or data.get("protocol")
-    if not protocol:
-        raise LandmarkError(f"{path}: no 'protocol' field; add one or pass --protocol.")
-    data = dict(data, protocol=protocol)
-    parsed = Result.from_dict(data, source=str(path))
-    spacing = args.spacing if args.spacing else parsed.spacing_mm
-    # a spacing from the file keeps the file's label (manual:file when it gives none), never manual:user
-    calibration = "manual:user" if args.spacing else (parsed.calibration if parsed.spacing_mm else None)
-    kwargs = {}
-    if args.min_confidence is not None:
-        kwargs["min_confidence"] = args.min_confidence
-    views = parsed.views or None
-    if views and args.spacing:
-        for v in views.values():
-            v.spacing_mm, v.calibration = tuple(args.spacing), "manual:user"
-    return measure(
-        parsed.landmarks, protocol,
-        spacing_mm=spacing, calibration=calibration, image_size=parsed.image_size,
-        patient_orientation=args.patient_orientation or parsed.patient_orientation,
-        min_curve_deg=args.min_curve, views=views, paired_lateral=data.get("paired_lateral"),
-        image=data.get("image") or path.name, model=data.get("model"), source=str(path), **kwargs,
+    return measure_dict(
+        load_json(path), source=str(path), protocol=args.protocol,
+        spacing_mm=tuple(args.spacing) if args.spacing else None, patient_orientation=args.patient_orientation,
+        min_confidence=args.min_confidence, min_curve_deg=args.min_curve, image=path.name,
     )
 
 

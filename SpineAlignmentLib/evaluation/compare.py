@@ -1,7 +1,12 @@
 """Match result files by image name and compute every evaluation table.
 
-Result files are read as plain dicts with :mod:`json` (format: protocols.md
-"Result file"), so this module does not depend on :mod:`SpineAlignmentLib.result`.
+Result files are read as plain dicts (format: protocols.md "Result file"); a
+file with landmarks but no parameters is measured with the pipeline first.
+
+Every film of the ground truth counts: one the prediction lacks (no result file,
+or the model refused it, or left a parameter out) is counted as missing for each
+parameter, and the Cobb-set figures are reported both over the films used and
+with the missing ones counted as failures.
 
 Matching key: the basename of the result's ``image`` field without its
 extension, falling back to the JSON file stem when ``image`` is absent. An
@@ -23,6 +28,7 @@ import numpy as np
 
 from ..safefiles import load_json_file
 from ..errors import SpineAlignmentError
+from ..result import SCHEMA as RESULT_SCHEMA
 from . import landmarks as lm
 from . import statistics as st
 
@@ -30,6 +36,11 @@ log = logging.getLogger(__name__)
 
 TRUTH = "truth"
 MODEL = "model"
+
+#: Columns of the Cobb-set table: over the films used, and with missing predictions counted as failures
+#: (SMAPE 100 % for a missing angle, circular MAE 90 deg).
+COBB_COLUMNS = ["set", "parameters", "n_images", "n_images_complete", "n_missing", "smape_pct", "circular_mae",
+                "smape_pct_missing_as_failure", "circular_mae_missing_as_failure"]
 
 #: Sets of Cobb-type parameters whose SMAPE is computed per image over the set.
 COBB_SETS = {
@@ -49,6 +60,10 @@ class LoadedSet:
     results: dict[str, dict] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    #: files that are not results (``.mrk.json``, other JSON with its own schema), with why
+    ignored: list[tuple[str, str]] = field(default_factory=list)
+    #: files with landmarks but no ``parameters``, measured here (:func:`~SpineAlignmentLib.pipeline.measure_dict`)
+    recomputed: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -71,9 +86,12 @@ class EvaluationReport:
             (ints) and the lists behind them.
         sources: source names in order: ``truth``, ``model``, then raters.
         notes: sentences for the report (e.g. why no SDR was computed).
-        images: matched image names, in the order of ``values``.
+        images: every ground-truth image name (with or without a prediction), in the order of ``values``.
         values: ``{parameter: {source: (N,) array}}`` over ``images``, NaN where absent.
         files: output name -> path, filled by :meth:`write`.
+        provenance: what was compared and by what: ``software_version`` (of this evaluation), ``date``
+            (UTC), ``models`` and ``prediction_software_versions`` (as the prediction files say),
+            ``inputs`` (absolute folders, set by :func:`evaluate`).
     """
 
     parameters: "object"
@@ -88,6 +106,7 @@ class EvaluationReport:
     images: list[str] = field(default_factory=list)
     values: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
 
     def parameter_values(self):
         """Long table ``image, parameter, <source>...`` of every compared value (NaN = absent)."""
@@ -144,7 +163,10 @@ def load_results(directory: str | Path, label: str = "") -> LoadedSet:
     A file that is not valid JSON, not an object, or has neither ``landmarks``
     nor ``parameters`` is recorded in ``failed`` with the reason, not raised: one
     bad file must not stop an evaluation. A second file with the same image key
-    is also recorded as failed.
+    is also recorded as failed. Files that are not results (Slicer ``.mrk.json``
+    markups beside a batch's results, JSON with another ``schema``) are listed in
+    ``ignored``. A file with landmarks but no ``parameters`` (the usual form of a
+    ground truth) is measured with the pipeline and listed in ``recomputed``.
 
     Raises:
         EvaluationError: ``directory`` does not exist or is not a folder.
@@ -156,6 +178,9 @@ def load_results(directory: str | Path, label: str = "") -> LoadedSet:
     out = LoadedSet()
     for path in sorted(root.rglob("*.json")):
         rel = str(path.relative_to(root))
+        if path.name.lower().endswith(".mrk.json"):
+            out.ignored.append((rel, "Slicer markups (.mrk.json), not a result"))
+            continue
         try:
             data = load_json_file(path, EvaluationError, what="result JSON file")
         except EvaluationError as exc:
@@ -168,14 +193,36 @@ def load_results(directory: str | Path, label: str = "") -> LoadedSet:
             out.failed.append((rel, "'landmarks' or 'parameters' is not a JSON object"))
             continue
         if "landmarks" not in data and "parameters" not in data:
-            out.failed.append((rel, "has neither 'landmarks' nor 'parameters'"))
+            schema = data.get("schema") or data.get("@schema")
+            if isinstance(schema, str) and schema != RESULT_SCHEMA:
+                out.ignored.append((rel, f"schema {schema[:80]!r}, not a result"))
+            else:
+                out.failed.append((rel, "has neither 'landmarks' nor 'parameters'"))
             continue
+        if "parameters" not in data and data.get("landmarks"):
+            try:
+                data = _recompute(data, path)
+            except SpineAlignmentError as exc:
+                out.failed.append((rel, f"its landmarks cannot be measured: {str(exc).removeprefix(f'{path}: ')}"))
+                continue
+            out.recomputed.append(rel)
         key = image_key(data, fallback=strip_extension(path.stem))
         if key in out.results:
             out.failed.append((rel, f"duplicate image name {key!r}, already given by {out.files[key]}"))
             continue
         out.results[key] = data
         out.files[key] = rel
+    return out
+
+
+def _recompute(data: dict, path: Path) -> dict:
+    """The file's result with the parameters its landmarks give (same image key: ``image`` as in the file)."""
+    from ..pipeline import measure_dict
+
+    result = measure_dict(data, source=str(path))
+    out = result.to_dict(construction=False)
+    out["image"] = data.get("image")
+    out["recomputed_from_landmarks"] = True
     return out
 
 
@@ -289,6 +336,7 @@ def compare_results(
 
     matched = sorted(set(t_map) & set(p_map))
     only_truth = sorted(set(t_map) - set(p_map))
+    evaluated = sorted(set(t_map))  # every truth film: one without a prediction counts as missing
     only_pred = sorted(set(p_map) - set(t_map))
     counts = {
         "truth_files": len(t_map), "pred_files": len(p_map),
@@ -304,6 +352,10 @@ def compare_results(
             "check that both folders hold results of the same images (matched by the 'image' field's "
             "basename without extension, else the JSON file name).")
     notes: list[str] = []
+    if only_truth:
+        notes.append(f"{len(only_truth)} ground-truth film(s) have no prediction file (refused or not run); they "
+                     "count as missing for every parameter and as failures in the 'missing counted as failures' "
+                     "figures.")
     truths = [t_map[k] for k in matched]
     preds = [p_map[k] for k in matched]
     sources = [TRUTH, MODEL] + list(r_maps)
@@ -314,7 +366,7 @@ def compare_results(
     rows = []
     values: dict[str, dict[str, np.ndarray]] = {}
     for pid in pids:
-        vals = {s: np.array([_param_value(by_source[s].get(k), pid) for k in matched]) for s in sources}
+        vals = {s: np.array([_param_value(by_source[s].get(k), pid) for k in evaluated]) for s in sources}
         values[pid] = vals
         row = {"parameter": pid, "unit": _param_unit(truths + preds, pid)}
         row.update(st.parameter_statistics(vals[TRUTH], vals[MODEL], pid))
@@ -322,8 +374,9 @@ def compare_results(
     param_df = pd.DataFrame(rows, columns=["parameter", "unit", *st.PARAMETER_COLUMNS])
     missing = param_df.loc[param_df["n_missing_in_pred"] > 0, ["parameter", "n_missing_in_pred"]]
     for _, r in missing.iterrows():
-        notes.append(f"{r['parameter']}: absent from {int(r['n_missing_in_pred'])} matched prediction(s); "
-                     "those images are left out of its paired statistics.")
+        notes.append(f"{r['parameter']}: {int(r['n_missing_in_pred'])} film(s) with a ground truth have no predicted "
+                     "value (no prediction file, or left out by the model); they are left out of its paired "
+                     "statistics (n_pairs) and counted in n_missing_in_pred.")
 
     # ---- ICC among sources
     icc_rows = []
@@ -349,14 +402,17 @@ def compare_results(
         t = np.column_stack([values[i][TRUTH] for i in present])
         p = np.column_stack([values[i][MODEL] for i in present])
         complete = np.isfinite(t) & np.isfinite(p)
+        lacking = (np.isfinite(t) & ~np.isfinite(p)).any(axis=1)  # a truth angle without its prediction
         cobb_rows.append({
             "set": set_name, "parameters": ";".join(present),
             "n_images": int(complete.any(axis=1).sum()),
             "n_images_complete": int(complete.all(axis=1).sum()),
+            "n_missing": int(lacking.sum()),
             "smape_pct": st.smape(t, p), "circular_mae": st.circular_mae(t, p),
+            "smape_pct_missing_as_failure": st.smape(t, p, count_missing=True),
+            "circular_mae_missing_as_failure": st.circular_mae(t, p, count_missing=True),
         })
-    cobb_df = pd.DataFrame(cobb_rows, columns=["set", "parameters", "n_images", "n_images_complete",
-                                               "smape_pct", "circular_mae"])
+    cobb_df = pd.DataFrame(cobb_rows, columns=COBB_COLUMNS)
 
     # ---- landmarks
     lm_long, lm_summary, lm_notes = _landmark_tables(matched, t_map, p_map)
@@ -364,11 +420,35 @@ def compare_results(
 
     from .report import table1 as make_table1
 
+    provenance = _provenance(p_map)
     return EvaluationReport(
+        provenance=provenance,
         parameters=param_df, table1=make_table1(param_df), landmarks=lm_summary, landmark_errors=lm_long,
         icc=icc_df, cobb=cobb_df, counts=counts, sources=sources, notes=notes,
-        images=list(matched), values=values,
+        images=list(evaluated), values=values,
     )
+
+
+def _provenance(p_map: Mapping[str, dict]) -> dict:
+    import datetime
+
+    from .. import __version__
+
+    models, versions = set(), set()
+    for r in p_map.values():
+        m = r.get("model")
+        if isinstance(m, Mapping) and m.get("name"):
+            models.add(f"{m['name']} {m.get('version') or '(no version)'}")
+        elif not r.get("recomputed_from_landmarks"):
+            models.add("none (landmarks from a file)")
+        if r.get("software_version"):
+            versions.add(str(r["software_version"]))
+    return {
+        "software_version": __version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "models": sorted(models) or ["not stated in the prediction files"],
+        "prediction_software_versions": sorted(versions) or ["not stated in the prediction files"],
+    }
 
 
 def _landmark_tables(matched: Sequence[str], t_map: Mapping[str, dict], p_map: Mapping[str, dict]):
@@ -463,6 +543,20 @@ def evaluate(
     for f, why in failed:
         log.warning("skipped %s: %s", f, why)
     report = compare_results(t.results, p.results, {n: v.results for n, v in r.items()}, failed=failed)
+    report.provenance["inputs"] = {"truth": str(Path(truth_dir).resolve()), "prediction": str(Path(pred_dir).resolve()),
+                                   **{f"rater {n}": str(Path(v).resolve()) for n, v in (raters or {}).items()}}
+    loaded = {"truth": t, "prediction": p, **{f"rater {n}": v for n, v in r.items()}}
+    for label, ls in loaded.items():
+        if ls.ignored:
+            kinds = sorted({why for _, why in ls.ignored})
+            report.notes.append(f"{label}: {len(ls.ignored)} file(s) that are not results were ignored "
+                                f"({'; '.join(kinds)}).")
+        if ls.recomputed:
+            report.notes.append(f"{label}: {len(ls.recomputed)} file(s) had landmarks but no parameters; their "
+                                f"parameters were computed from the landmarks (SpineAlignmentLib "
+                                f"{report.provenance['software_version']}).")
+    report.counts["ignored_files"] = [[f"{label}/{f}", why] for label, ls in loaded.items() for f, why in ls.ignored]
+    report.counts["recomputed_files"] = [f"{label}/{f}" for label, ls in loaded.items() for f in ls.recomputed]
     if out_dir is not None:
         report.write(out_dir)
     return report

@@ -87,8 +87,28 @@ def _new_figure(width: float, height: float):
 
 # --------------------------------------------------------------------------- plots
 
-def plot_parameter(pid: str, unit: str, truth: np.ndarray, pred: np.ndarray, stats_row, path: Path) -> Path:
-    """Scatter (pred vs truth, identity line) and Bland–Altman (mean vs pred − truth) side by side."""
+#: At most this many outliers are named in a parameter's plots (the largest differences first).
+MAX_LABELLED_OUTLIERS = 8
+
+
+def outliers(images, truth: np.ndarray, pred: np.ndarray, stats_row, limit: int = MAX_LABELLED_OUTLIERS) -> list[tuple[str, float, float]]:
+    """``(image, truth, pred)`` of the films outside the Bland–Altman limits of agreement, largest difference first."""
+    t = np.asarray(truth, dtype=float)
+    p = np.asarray(pred, dtype=float)
+    lo, hi = stats_row["ba_loa_lower"], stats_row["ba_loa_upper"]
+    if images is None or lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return []
+    diff = p - t
+    idx = [i for i in np.flatnonzero(np.isfinite(diff)) if diff[i] < lo or diff[i] > hi]
+    idx.sort(key=lambda i: -abs(diff[i] - stats_row["ba_bias"]))
+    return [(str(images[i]), float(t[i]), float(p[i])) for i in idx[:limit]]
+
+
+def plot_parameter(pid: str, unit: str, truth: np.ndarray, pred: np.ndarray, stats_row, path: Path,
+                   images=None) -> Path:
+    """Scatter (pred vs truth, identity line) and Bland–Altman (mean vs pred − truth) side by side; the films
+    outside the limits of agreement (:func:`outliers`) are named on both."""
+    named = outliers(images, truth, pred, stats_row)
     t = np.asarray(truth, dtype=float)
     p = np.asarray(pred, dtype=float)
     ok = np.isfinite(t) & np.isfinite(p)
@@ -118,6 +138,12 @@ def plot_parameter(pid: str, unit: str, truth: np.ndarray, pred: np.ndarray, sta
             ax2.axhline(y, color="tab:red" if style == "-" else "0.3", ls=style, lw=1)
             ax2.annotate(text, xy=(1.0, y), xycoords=("axes fraction", "data"), xytext=(-4, 2),
                          textcoords="offset points", ha="right", va="bottom", fontsize=8)
+    for name, tv, pv in named:
+        ax1.scatter([tv], [pv], s=18, color="tab:red", edgecolors="none")
+        ax1.annotate(name, (tv, pv), xytext=(3, 3), textcoords="offset points", fontsize=7, color="tab:red")
+        ax2.scatter([(tv + pv) / 2], [pv - tv], s=18, color="tab:red", edgecolors="none")
+        ax2.annotate(name, ((tv + pv) / 2, pv - tv), xytext=(3, 3), textcoords="offset points", fontsize=7,
+                     color="tab:red")
     ax2.set_xlabel(f"mean of truth and prediction{u}")
     ax2.set_ylabel(f"prediction − truth{u}")
     ax2.set_title("Bland–Altman (95 % limits of agreement)")
@@ -265,6 +291,9 @@ def write_report(report: "EvaluationReport", out_dir: Path) -> dict[str, Path]:
     counts_path = out_dir / "counts.json"
     counts_path.write_text(json.dumps(report.counts, indent=2), encoding="utf-8")
     files["counts.json"] = counts_path
+    prov_path = out_dir / "provenance.json"
+    prov_path.write_text(json.dumps(report.provenance, indent=2), encoding="utf-8")
+    files["provenance.json"] = prov_path
 
     figures: list[tuple[str, Path]] = []
     if len(report.icc):
@@ -276,8 +305,10 @@ def write_report(report: "EvaluationReport", out_dir: Path) -> dict[str, Path]:
         if not vals or row["n_pairs"] == 0:
             continue
         name = f"parameter_{safe_name(pid)}.png"
-        files[name] = plot_parameter(pid, str(row["unit"]), vals["truth"], vals["model"], row, out_dir / name)
-        param_figs.append((pid, files[name]))
+        files[name] = plot_parameter(pid, str(row["unit"]), vals["truth"], vals["model"], row, out_dir / name,
+                                     images=report.images)
+        param_figs.append((pid, files[name], outliers(report.images, vals["truth"], vals["model"], row),
+                           str(row["unit"])))
     boxen_unit = None
     if len(report.landmark_errors) and (report.landmark_errors["status"] == "ok").any():
         files["landmarks_boxen.png"], boxen_unit = plot_landmarks_boxen(
@@ -300,6 +331,19 @@ details{margin:0.5em 0}
 """
 
 
+def _provenance_html(prov: dict) -> str:
+    """Model, software version, date and inputs of an evaluation, as a definition list."""
+    if not prov:
+        return ""
+    esc = html.escape
+    rows = [("model(s) of the predictions", ", ".join(prov.get("models", []))),
+            ("software version of the predictions", ", ".join(prov.get("prediction_software_versions", []))),
+            ("evaluated with", f"SpineAlignmentLib {prov.get('software_version', '')}"),
+            ("date", prov.get("date", ""))]
+    rows += [(f"{k} folder", v) for k, v in (prov.get("inputs") or {}).items()]
+    return "<ul>" + "".join(f"<li>{esc(k)}: <b>{esc(str(v))}</b></li>" for k, v in rows) + "</ul>"
+
+
 def _html(report: "EvaluationReport", files: dict[str, Path], param_figs, boxen_unit) -> str:
     c = report.counts
     esc = html.escape
@@ -307,6 +351,7 @@ def _html(report: "EvaluationReport", files: dict[str, Path], param_figs, boxen_
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>SpineAlignment evaluation</title>",
         f"<style>{_CSS}</style></head><body>",
         "<h1>SpineAlignment evaluation report</h1>",
+        _provenance_html(report.provenance),
         "<h2>Images</h2><ul>",
         f"<li>matched (in truth and prediction): <b>{c['matched']}</b></li>",
         f"<li>missing — in truth only (no prediction): <b>{c['missing_in_pred']}</b></li>",
@@ -315,7 +360,12 @@ def _html(report: "EvaluationReport", files: dict[str, Path], param_figs, boxen_
     ]
     for name, rc in c.get("raters", {}).items():
         parts.append(f"<li>rater {esc(name)}: {rc['files']} files, {rc['matched']} matched</li>")
-    parts.append(f"<li>sources compared: {esc(', '.join(report.sources))}</li></ul>")
+    parts.append(f"<li>sources compared: {esc(', '.join(report.sources))}</li>")
+    if c.get("ignored_files"):
+        parts.append(f"<li>ignored (not results, e.g. .mrk.json): {len(c['ignored_files'])}</li>")
+    if c.get("recomputed_files"):
+        parts.append(f"<li>parameters computed here from landmarks: {len(c['recomputed_files'])}</li>")
+    parts.append("</ul>")
     for title, key in (("In truth only", "missing_in_pred_images"), ("In prediction only", "missing_in_truth_images")):
         if c.get(key):
             items = "".join(f"<li>{esc(k)}</li>" for k in c[key])
@@ -342,7 +392,9 @@ def _html(report: "EvaluationReport", files: dict[str, Path], param_figs, boxen_
     if len(report.cobb):
         parts.append("<h3>Cobb angles: AASCE metrics</h3><p>SMAPE = 100 · mean over images of "
                      "Σ|pred − truth| / Σ(|pred| + |truth|) over the set's angles; circular MAE with a 180° "
-                     "period. <a href='cobb.csv'>cobb.csv</a></p>")
+                     "period. Reported over the films with a prediction (n_images) and with the n_missing films "
+                     "whose prediction lacks a truth angle (refused, or no result) counted as failures: "
+                     "SMAPE 100 % and a 90° error for each missing angle. <a href='cobb.csv'>cobb.csv</a></p>")
         parts.append(_table_html(report.cobb, "{:.3f}"))
 
     parts.append("<h2>ICC among sources</h2>")
@@ -352,8 +404,11 @@ def _html(report: "EvaluationReport", files: dict[str, Path], param_figs, boxen_
     parts.append(_table_html(report.icc, "{:.3f}") + "</details>")
 
     parts.append("<h2>Scatter and Bland–Altman plots</h2>")
-    for pid, path in param_figs:
+    for pid, path, named, unit in param_figs:
         parts.append(_img_tag(path, f"{pid} scatter and Bland–Altman"))
+        if named:
+            listed = ", ".join(f"{esc(n)} ({pv - tv:+.2f} {esc(unit)})" for n, tv, pv in named)
+            parts.append(f"<p>{esc(pid)} outside the limits of agreement (prediction − truth): {listed}</p>")
 
     parts.append("<h2>Landmarks</h2>")
     if len(report.landmarks):

@@ -226,7 +226,7 @@ def icc(table) -> dict[str, float]:
     return out
 
 
-def smape(truth: np.ndarray, pred: np.ndarray) -> float:
+def smape(truth: np.ndarray, pred: np.ndarray, *, count_missing: bool = False) -> float:
     """AASCE-challenge SMAPE in percent, over the angles of each image.
 
     Formula (per image ``i`` over its ``j`` angles, then averaged over images)::
@@ -243,12 +243,17 @@ def smape(truth: np.ndarray, pred: np.ndarray) -> float:
     Args:
         truth: (N, J) or (N,) reference angles in degrees (J = 3 for the triple).
         pred: same shape, measured angles in degrees.
+        count_missing: count an angle the truth has and the prediction lacks (a film the model
+            refused or that has no result) as a failure, a predicted 0 that contributes
+            ``|truth| / |truth|`` (100 %), instead of leaving it out.
 
     Returns:
         SMAPE in percent; NaN when no image has a complete pair.
     """
     t = np.asarray(truth, dtype=float)
     p = np.asarray(pred, dtype=float)
+    if count_missing:
+        p = np.where(np.isfinite(t) & ~np.isfinite(p), 0.0, p)
     if t.ndim == 1:
         t, p = t[:, None], p[:, None]
     if t.shape != p.shape:
@@ -276,7 +281,7 @@ def circular_abs_diff(truth: np.ndarray, pred: np.ndarray, period: float = 180.0
     return np.abs(np.mod(p - t + half, period) - half)
 
 
-def circular_mae(truth: np.ndarray, pred: np.ndarray, period: float = 180.0) -> float:
+def circular_mae(truth: np.ndarray, pred: np.ndarray, period: float = 180.0, *, count_missing: bool = False) -> float:
     """Circular mean absolute error (CMAE, degrees), as reported for Cobb-angle benchmarks.
 
     ``CMAE = mean over all complete (image, angle) pairs of circular_abs_diff``
@@ -287,12 +292,16 @@ def circular_mae(truth: np.ndarray, pred: np.ndarray, period: float = 180.0) -> 
     Args:
         truth: (N, J) or (N,) reference angles in degrees.
         pred: same shape, measured angles.
+        count_missing: an angle the truth has and the prediction lacks counts as a failure, the
+            largest error there is (``period / 2``), instead of being left out.
 
     Returns:
         CMAE in degrees; NaN when there is no complete pair.
     """
     t = np.asarray(truth, dtype=float).ravel()
     p = np.asarray(pred, dtype=float).ravel()
+    if count_missing:
+        p = np.where(np.isfinite(t) & ~np.isfinite(p), t + period / 2.0, p)
     ok = np.isfinite(t) & np.isfinite(p)
     if not ok.any():
         return NAN

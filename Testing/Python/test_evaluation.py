@@ -214,7 +214,8 @@ def test_compare_results_counts_missing_parameters_and_images():
     assert c["missing_in_pred_images"] == ["im0"] and c["missing_in_truth_images"] == ["im6"]
     p = rep.parameters.set_index("parameter")
     assert p.loc["AASCE_1", "ba_bias"] == pytest.approx(1.0)
-    assert p.loc["AASCE_2", "n_pairs"] == 4 and p.loc["AASCE_2", "n_missing_in_pred"] == 1
+    # missing: im2 (value left out) and im0 (no prediction file at all: every truth film counts)
+    assert p.loc["AASCE_2", "n_pairs"] == 4 and p.loc["AASCE_2", "n_missing_in_pred"] == 2
     assert p.loc["AASCE_2", "abs_error_mean"] == 0.0
     assert any("AASCE_2" in n for n in rep.notes)
     with pytest.raises(EvaluationError):
@@ -311,3 +312,88 @@ def test_demo_on_aasce_labels(tmp_path):
     # Zero noise: the recomputed triple must equal angles.csv to the port's precision (or exactly, fallback).
     assert params.loc[["AASCE_1", "AASCE_2", "AASCE_3"], "abs_error_mean"].max() < 0.01
     assert (tmp_path / "report" / "report.html").exists()
+
+
+def test_evaluate_a_batch_folder_against_landmark_only_truth_counts_every_film(tmp_path, capsys):
+    """Finding 8: .mrk.json files were listed as failed, landmark-only truth gave N = 0, refused films were
+    silently dropped from SMAPE, the report named no model, version or date, and outliers were unnamed."""
+    from spines import coronal_spine
+
+    from SpineAlignmentLib import __version__
+    from SpineAlignmentLib.cli import main
+    from SpineAlignmentLib.pipeline import measure
+    from SpineAlignmentLib.result import Landmark
+    from SpineAlignmentLib.slicerio.markups_json import write_markups_json
+
+    size = (900, 800)
+    model = {"name": "coronal-spine-landmarks", "version": "1.1.0"}
+    truth_dir, pred_dir = tmp_path / "truth", tmp_path / "batch"
+    truth_dir.mkdir()
+    pred_dir.mkdir()
+    for k in range(10):
+        thetas = [(8.0 + 2 * k) * math.sin(0.45 * i + 0.3 * k) for i in range(17)]
+        truth = coronal_spine(thetas)
+        (truth_dir / f"film{k}.json").write_text(json.dumps({"protocol": "coronal-spine", "image": f"film{k}.png",
+                                                            "image_size": list(size), "landmarks": truth}))
+        if k == 8:
+            continue  # refused by the model: no result file (listed in the batch's failures.csv)
+        scale = 3.0 if k == 5 else 1.05  # film5: a gross error
+        lms = {key: Landmark(x, y, 0.9) for key, (x, y) in coronal_spine([scale * t for t in thetas]).items()}
+        if k == 9:  # the model did not trust one corner: no Cobb values
+            lms["T7_TL"] = Landmark(lms["T7_TL"].x, lms["T7_TL"].y, 0.1)
+        res = measure(lms, "coronal-spine", image_size=size, image=f"film{k}.png", model=model)
+        (pred_dir / f"film{k}.json").write_text(res.to_json())
+        write_markups_json(pred_dir / f"film{k}.mrk.json", res.landmarks, np.eye(4), protocol="coronal-spine",
+                           model=model)
+    (pred_dir / "summary.csv").write_text("image\n")
+    out = tmp_path / "report"
+    assert main(["evaluate", "--truth", str(truth_dir), "--pred", str(pred_dir), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+
+    rep = evaluate(truth_dir, pred_dir)
+    c = rep.counts
+    assert (c["matched"], c["missing_in_pred"], c["failed"]) == (9, 1, 0)  # no .mrk.json among the failures
+    assert len(c["ignored_files"]) == 9 and all(f.endswith(".mrk.json") for f, _ in c["ignored_files"])
+    assert len(c["recomputed_files"]) == 10
+    assert any("9 file(s) that are not results were ignored" in n for n in rep.notes)
+    assert any("10 file(s) had landmarks but no parameters" in n for n in rep.notes)
+    p = rep.parameters.set_index("parameter")
+    assert p.loc["AASCE_1", "n_truth"] == 10 and p.loc["AASCE_1", "n_pairs"] == 8  # once N = 0
+    assert p.loc["AASCE_1", "n_missing_in_pred"] == 2  # film8 (no file) and film9 (left out)
+    truth_values = measure(json.loads((truth_dir / "film3.json").read_text())["landmarks"], "coronal-spine",
+                           image_size=size)
+    k3 = rep.images.index("film3")
+    assert rep.values["AASCE_1"]["truth"][k3] == pytest.approx(truth_values.value("AASCE_1"))
+
+    cobb = rep.cobb.set_index("set").loc["AASCE"]
+    assert (cobb["n_images"], cobb["n_missing"]) == (8, 2)
+    # two films without any angle, each 100 %: the figure with them is the weighted mean
+    assert cobb["smape_pct_missing_as_failure"] == pytest.approx((8 * cobb["smape_pct"] + 2 * 100.0) / 10)
+    assert cobb["circular_mae_missing_as_failure"] > cobb["circular_mae"]
+    assert (f"SMAPE {cobb['smape_pct']:.2f} %" in printed
+            and f"2 missing: SMAPE {cobb['smape_pct_missing_as_failure']:.2f} %" in printed)
+
+    assert f"model: coronal-spine-landmarks 1.1.0; predictions by SpineAlignmentLib {__version__}" in printed
+    assert f"truth {truth_dir.resolve()}" in printed
+    html = (out / "report.html").read_text(encoding="utf-8")
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["models"] == ["coronal-spine-landmarks 1.1.0"] and prov["software_version"] == __version__
+    assert prov["date"] in html and "coronal-spine-landmarks 1.1.0" in html and str(pred_dir.resolve()) in html
+    # the gross error is named in the plots' caption (and drawn with its name on both plots)
+    assert "AASCE_1 outside the limits of agreement (prediction − truth): film5" in html
+    from SpineAlignmentLib.evaluation.report import outliers
+
+    row = rep.parameters.set_index("parameter").loc["AASCE_1"]
+    named = outliers(rep.images, rep.values["AASCE_1"]["truth"], rep.values["AASCE_1"]["model"], row)
+    assert [n for n, _, _ in named] == ["film5"]
+
+
+def test_smape_and_circular_mae_with_missing_counted_as_failures_hand_worked():
+    truth = np.array([[10.0, 20.0], [30.0, 40.0]])
+    pred = np.array([[12.0, 20.0], [np.nan, np.nan]])  # the second film was refused
+    assert st.smape(truth, pred) == pytest.approx(100 * 2 / 62)
+    assert st.smape(truth, pred, count_missing=True) == pytest.approx(100 * (2 / 62 + 70 / 70) / 2)
+    assert st.circular_mae(truth, pred) == pytest.approx(1.0)
+    assert st.circular_mae(truth, pred, count_missing=True) == pytest.approx((2 + 0 + 90 + 90) / 4)
+    # an angle missing in the truth is not the model's failure
+    assert st.smape(np.array([[np.nan, 20.0]]), np.array([[5.0, 20.0]]), count_missing=True) == 0.0
