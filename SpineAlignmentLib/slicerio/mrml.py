@@ -184,6 +184,10 @@ class SceneAnalysis:
         self._observations: list[tuple[Any, int]] = []
         self._updating = False
         self._highlighted: str | None = None
+        #: the :class:`~.pairs.PairAnalysis` this film belongs to (a moved point re-measures both films)
+        self.pair: Any = None
+        #: which parameters this film draws (a pair draws each on the film its landmarks are on); None: all
+        self.draws: Callable[[str], bool] | None = None
 
     def __getitem__(self, key: str) -> Any:
         """Console shorthand: ``nodes["landmarks"]`` (a landmark node; any one re-measures the whole
@@ -412,6 +416,8 @@ class SceneAnalysis:
     def _update_constructions(self, pid: str) -> None:
         old_nodes = self.construction_nodes.pop(pid, [])
         m = self.result.parameters.get(pid)
+        if m is not None and self.draws is not None and not self.draws(pid):
+            m = None  # drawn on the other film of a pair
         if m is None:
             for node in old_nodes:
                 self.scene.RemoveNode(node)
@@ -490,7 +496,10 @@ class SceneAnalysis:
     # ---- live update ---------------------------------------------------------------------
     def _on_point_event(self, caller: Any, event: Any) -> None:
         if not self._updating:
-            self.update()
+            if self.pair is not None:
+                self.pair.update()
+            else:
+                self.update()
 
     def _on_scene_closed(self, caller: Any, event: Any) -> None:
         self.cleanup()
@@ -781,18 +790,26 @@ def _adopt_provenance(analysis: SceneAnalysis, node: Any) -> None:
         analysis.info["model"] = model
 
 
-def measure_from_markups(markups_node: Any, protocol: str | None = None, volume_node: Any = None) -> Result:
+def measure_from_markups(markups_node: Any, protocol: str | None = None, volume_node: Any = None, *,
+                         observe: bool = True) -> Result:
     """Re-measure from (edited) control points and update the analysis's lines, angles and table.
 
     Args:
         markups_node: any landmark fiducial node of the analysis (or a loaded ``.mrk.json`` node).
         protocol: protocol ID; default: the node's :data:`ATTR_PROTOCOL`.
         volume_node: the radiograph; default: the node's volume reference.
+        observe: keep re-measuring as its points are dragged, added or removed (a loaded or
+            hand-made node becomes as live as one the module created), until the scene closes.
 
     Returns:
         The new :class:`~SpineAlignmentLib.result.Result`.
     """
     analysis = analysis_for_node(markups_node, protocol, volume_node)
+    if analysis.pair is not None:  # one film of a pair: both films are measured together
+        analysis.pair.update()
+        return analysis.pair.result
+    if observe:
+        analysis.observe()
     analysis.update()
     return analysis.result
 
