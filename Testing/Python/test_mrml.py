@@ -63,6 +63,17 @@ def sagittal(scene):
     analysis.cleanup()
 
 
+def _load_with_slicer(scene, path):
+    """A fiducial node read from ``path`` by Slicer's own markups JSON reader, and its storage node."""
+    node = slicer.vtkMRMLMarkupsFiducialNode()
+    scene.AddNode(node)
+    storage = slicer.vtkMRMLMarkupsJsonStorageNode()
+    scene.AddNode(storage)
+    storage.SetFileName(str(path))
+    assert storage.ReadData(node) == 1
+    return node, storage
+
+
 def _index_of(analysis, landmark_id):
     for node in analysis.landmark_nodes.values():
         for cp, lm in json.loads(node.GetAttribute(mrml.ATTR_LANDMARK_IDS)).items():
@@ -251,12 +262,7 @@ def test_pure_python_mrk_json_loads_in_slicer_reader(tmp_path, scene, system):
     path = write_markups_json(tmp_path / "a.mrk.json", lms, m, protocol=SAG, coordinate_system=system)
     data = json.loads(path.read_text())
     assert data["markups"][0]["coordinateSystem"] == system
-    node = slicer.vtkMRMLMarkupsFiducialNode()
-    scene.AddNode(node)
-    storage = slicer.vtkMRMLMarkupsJsonStorageNode()
-    scene.AddNode(storage)
-    storage.SetFileName(str(path))
-    assert storage.ReadData(node) == 1
+    node, storage = _load_with_slicer(scene, path)
     assert node.GetNumberOfControlPoints() == 45
     ids = [node.GetNthControlPointID(i) for i in range(45)]
     assert ids == list(get_protocol(SAG).landmark_ids)
@@ -278,12 +284,7 @@ def test_slicer_writer_output_has_canonical_ids(tmp_path, scene, sagittal):
     back = landmarks_from_markups_json(path, oblique_ijk_to_ras(), SAG)
     assert max(abs(back[k].x - lms[k][0]) + abs(back[k].y - lms[k][1]) for k in lms) < 1e-5
     # a loaded file is adopted into a new analysis and measured by its IDs
-    node = slicer.vtkMRMLMarkupsFiducialNode()
-    scene.AddNode(node)
-    storage = slicer.vtkMRMLMarkupsJsonStorageNode()
-    scene.AddNode(storage)
-    storage.SetFileName(str(path))
-    assert storage.ReadData(node) == 1
+    node, storage = _load_with_slicer(scene, path)
     again = mrml.measure_from_markups(node, SAG, volume)
     assert again.value("PI") == pytest.approx(measure(lms, SAG).value("PI"), abs=1e-6)
 
@@ -469,12 +470,7 @@ def test_confidence_and_model_survive_slicer_load_and_save_and_the_module(tmp_pa
     marked = {k: Landmark(x, y, 0.05 if k == "S1_PS" else 0.8) for k, (x, y) in lms.items()}
     m = oblique_ijk_to_ras()
     path = write_markups_json(tmp_path / "a.mrk.json", marked, m, protocol=SAG, model=model)
-    node = slicer.vtkMRMLMarkupsFiducialNode()
-    scene.AddNode(node)
-    storage = slicer.vtkMRMLMarkupsJsonStorageNode()
-    scene.AddNode(storage)
-    storage.SetFileName(str(path))
-    assert storage.ReadData(node) == 1
+    node, storage = _load_with_slicer(scene, path)
     resaved = tmp_path / "resaved.mrk.json"
     storage.SetFileName(str(resaved))
     assert storage.WriteData(node) == 1
