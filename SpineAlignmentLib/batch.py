@@ -508,6 +508,7 @@ def analyze_one(
     min_confidence: float | None = None,
     fingerprint: dict[str, Any] | None = None,
     write_dicom_sr: bool = False,
+    min_curve_deg: float | None = None,
 ) -> Result:
     """Analyse one radiograph and write its files.
 
@@ -528,6 +529,7 @@ def analyze_one(
         patient_orientation: e.g. ``"L,F"`` when the file does not say.
         name: output file stem (default: the image's stem).
         min_confidence: landmarks below this confidence are not trusted (default: the pipeline's).
+        min_curve_deg: smallest coronal curve reported (default: the pipeline's).
         fingerprint: stored in the result JSON (:func:`batch_fingerprint`); resume compares it.
 
     Returns:
@@ -540,7 +542,8 @@ def analyze_one(
     from .pipeline import analyze, measure, source_uids
 
     path = Path(path)
-    extra_kw = {} if min_confidence is None else {"min_confidence": min_confidence}
+    extra_kw = {k: v for k, v in (("min_confidence", min_confidence), ("min_curve_deg", min_curve_deg))
+                if v is not None}
     radiograph = read_radiograph(path, spacing=tuple(spacing) if spacing else None,
                                  patient_orientation=patient_orientation)
     if write_dicom_sr and radiograph.metadata.get("format") != "dicom":

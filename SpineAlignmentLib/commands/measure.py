@@ -16,13 +16,17 @@ HELP = "compute the parameters of landmark JSON files (one result JSON, or JSON 
 
 def add_arguments(parser) -> None:
     parser.add_argument("landmarks", nargs="+", type=Path, metavar="LANDMARKS.json",
-                        help="landmark files (the result JSON format of protocols.md; only 'landmarks' is required)")
+                        help="landmark files (the result JSON format of protocols.md; only 'landmarks' is required), "
+                             "or Slicer .mrk.json files with --image and --protocol")
     parser.add_argument("--protocol", help="protocol ID; default: the file's 'protocol' field")
     parser.add_argument("--spacing", nargs=2, type=positive_mm, metavar=("ROW", "COL"),
                         help="pixel spacing in mm (overrides the file's spacing_mm; labelled manual:user)")
     parser.add_argument("--patient-orientation", help="DICOM Patient Orientation, e.g. A,F (overrides the file)")
     add_min_confidence(parser)
     parser.add_argument("--min-curve", type=degrees, default=None, help="smallest coronal curve reported, degrees (default 5)")
+    parser.add_argument("--image", metavar="IMAGE",
+                        help="the film a .mrk.json was placed on: its geometry maps the points back to pixels, "
+                             "its size and spacing are used (the model's confidences in the file are kept)")
     parser.add_argument("--no-construction", action="store_true", help="leave the drawing constructions out of the output")
 
 
@@ -37,6 +41,16 @@ def measure_file(path: Path, args) -> Result:
 
 
 def _measure_file(path: Path, args) -> Result:
+    if path.name.lower().endswith(".mrk.json"):
+        from ..batch import analyze_one
+        from ..errors import LandmarkError
+
+        if not args.image or not args.protocol:
+            raise LandmarkError(f"{path}: a .mrk.json holds positions in the scene's millimetres; give the film it "
+                                "was placed on with --image and the protocol with --protocol.")
+        return analyze_one(args.image, args.protocol, None, spacing=args.spacing, landmarks_path=path,
+                           patient_orientation=args.patient_orientation, min_confidence=args.min_confidence,
+                           min_curve_deg=args.min_curve)
     return measure_dict(
         load_json(path), source=str(path), protocol=args.protocol,
         spacing_mm=tuple(args.spacing) if args.spacing else None, patient_orientation=args.patient_orientation,

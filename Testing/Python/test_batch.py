@@ -537,3 +537,23 @@ def test_measure_labels_a_spacing_from_the_file_manual_file(tmp_path, capsys):
     assert res["calibration"] == "manual:file" and res["parameters"]["CHD"]["calibration"] == "manual:file"
     assert cli_main(["measure", str(f), "--spacing", "0.2", "0.2"]) == 0
     assert json.loads(capsys.readouterr().out)["calibration"] == "manual:user"
+
+
+def test_measure_reads_a_markups_file_back_with_its_provenance(tmp_path, capsys):
+    """Finding 2 (measure): an untrusted corner in a .mrk.json stays untrusted when `measure` re-measures it."""
+    from SpineAlignmentLib.result import Landmark
+
+    images, marks, truth = _make_study(tmp_path, n=1, corrupt=False)
+    model = {"name": "coronal-spine-landmarks", "version": "1.1.0"}
+    lms = {k: Landmark(x, y, 0.1 if k == "T7_TL" else 0.9) for k, (x, y) in truth["case00"].items()}
+    (marks / "case00.json").write_text(measure(lms, PROTO, image_size=SIZE, model=model).to_json())
+    analyze_one(images / "case00.png", PROTO, tmp_path / "o", landmarks_path=marks / "case00.json", write_overlay=False)
+    mrk = tmp_path / "o" / "case00.mrk.json"
+    assert cli_main(["measure", str(mrk)]) == 2
+    assert "give the film it was placed on with --image" in capsys.readouterr().err
+    assert cli_main(["measure", str(mrk), "--image", str(images / "case00.png"), "--protocol", PROTO,
+                     "--spacing", "0.2", "0.2"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["model"] == model and res["landmarks"]["T7_TL"]["confidence"] == 0.1
+    assert "AASCE_1" not in res["parameters"] and "not trusted T7_TL" in res["omitted"]["AASCE_1"]
+    assert res["calibration"] == "manual:user" and res["image_size"] == list(SIZE)
