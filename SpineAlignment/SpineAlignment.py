@@ -153,12 +153,14 @@ class SpineAlignmentParameterNode:
     The parameters needed by the module.
 
     inputVolume - the radiograph.
+    pairedVolume - the second film of a pair (lumbar-dynamic: extension; coronal-spine: the paired lateral).
     protocol - protocol ID (protocols.md).
     flipTTA - average the model's prediction with its mirrored one.
     useSpacingOverride - use spacingRow/spacingColumn (mm per pixel) instead of the image's.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
+    pairedVolume: Optional[vtkMRMLScalarVolumeNode]
     protocol: Annotated[str, Choice(list(PROTOCOL_IDS))] = "coronal-spine"
     flipTTA: bool = False
     useSpacingOverride: bool = False
@@ -238,9 +240,7 @@ class SpineAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.batchTimer.stop()
         if self.batchRunner is not None:
             self.batchRunner.cancel()
-        if self.analysis is not None:
-            self.analysis.cleanup()
-            self.analysis = None
+        self.cleanupAnalysis()
 
     def enter(self) -> None:
         if not ENVIRONMENT_PROBLEMS:
@@ -322,6 +322,24 @@ class SpineAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onProtocolChanged(self, index=None) -> None:
         protocol = self.ui.protocolComboBox.currentText or "coronal-spine"
+        from SpineAlignmentLib.slicerio.pairs import PAIRED_LATERAL_ROLES, pair_roles
+
+        try:
+            roles = pair_roles(protocol)
+        except Exception:  # a one-film protocol
+            roles = None
+        self.ui.pairedVolumeSelector.enabled = roles is not None
+        if roles is None:
+            self.ui.pairedVolumeLabel.text = "Second film:"
+            self.ui.pairedVolumeSelector.toolTip = f"{protocol} measures one film; no second film is used."
+        elif roles == PAIRED_LATERAL_ROLES:
+            self.ui.pairedVolumeLabel.text = "Paired lateral:"
+            self.ui.pairedVolumeSelector.toolTip = ("Optional: the lateral film of the same patient, for T4-T12 "
+                                                    "kyphosis and L1-L5 lordosis (landmarks placed by hand).")
+        else:
+            self.ui.pairedVolumeLabel.text = f"{roles[1].capitalize()} film:"
+            self.ui.pairedVolumeSelector.toolTip = (f"The {roles[1]} film; the input is the {roles[0]} film. "
+                                                    "With both, the range of motion (IROM, dST) is computed.")
         models = self.logic.modelsForProtocol(protocol)
         self.ui.modelComboBox.clear()
         for name in models:
@@ -347,8 +365,9 @@ class SpineAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         with slicer.util.tryWithErrorDisplay("Failed to analyse the radiograph.", waitCursor=True):
             self.onStopPlacement()
+            paired = p.pairedVolume if self.ui.pairedVolumeSelector.enabled else None
             result, analysis = self.logic.analyze(p.inputVolume, protocol=p.protocol, model=model, flipTTA=p.flipTTA,
-                                                  spacing=self.spacingOverride())
+                                                  spacing=self.spacingOverride(), pairedVolumeNode=paired)
             self.showAnalysis(analysis)
             if model == MANUAL_MODEL:
                 self.onStartPlacement()
@@ -381,11 +400,17 @@ class SpineAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return self.logic.ensureTorch() if needModel else True
         return False
 
+    def cleanupAnalysis(self) -> None:
+        if self.analysis is not None:
+            (self.analysis.pair or self.analysis).cleanup()
+            self.analysis = None
+
     def showAnalysis(self, analysis) -> None:
         if self.analysis is not None and self.analysis is not analysis:
-            self.analysis.cleanup()
+            self.cleanupAnalysis()
         self.analysis = analysis
-        analysis.listeners.append(self.onAnalysisUpdated)
+        for film in (analysis.pair.analyses.values() if analysis.pair else [analysis]):
+            film.listeners.append(self.onAnalysisUpdated)
         tableNode = analysis.table_node
         self.ui.parameterTableView.setMRMLTableNode(tableNode)
         self.ui.exportCSVButton.enabled = True
@@ -447,12 +472,20 @@ class SpineAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def promptNextLandmark(self) -> None:
         nextId = self.logic.nextLandmark(self.analysis, skip=self.skippedLandmarks)
+        if nextId is None and self.analysis.pair is not None:
+            # this film is done: go on with the pair's other film (same table, its own points)
+            for film in self.analysis.pair.analyses.values():
+                if film is not self.analysis and self.logic.nextLandmark(film) is not None:
+                    self.analysis, self.skippedLandmarks = film, set()
+                    nextId = self.logic.nextLandmark(film)
+                    break
         if nextId is None:
             self.ui.nextLandmarkLabel.text = "All landmarks placed. Drag any point to correct it."
             self.onStopPlacement()
             return
         spec = self.analysis.protocol.landmark(nextId)
-        self.ui.nextLandmarkLabel.text = f"Next landmark: <b>{nextId}</b> - {spec.description}"
+        film = f" on the {self.analysis.volume_node.GetName()} film" if self.analysis.pair is not None else ""
+        self.ui.nextLandmarkLabel.text = f"Next landmark{film}: <b>{nextId}</b> - {spec.description}"
         self.logic.startPlacing(self.analysis, nextId)
         self.updatePlacementButtons()
 
@@ -661,8 +694,9 @@ class SpineAlignmentLogic(ScriptedLoadableModuleLogic):
         return radiograph.spacing_mm, radiograph.calibration, radiograph
 
     # ---- analysis -------------------------------------------------------------------------
-    def analyze(self, volumeNode, protocol="coronal-spine", model=None, flipTTA=False, spacing=None):
-        """Analyse a radiograph volume into scene nodes.
+    def analyze(self, volumeNode, protocol="coronal-spine", model=None, flipTTA=False, spacing=None,
+                pairedVolumeNode=None):
+        """Analyse a radiograph volume (or a pair of films) into scene nodes.
 
         Args:
             volumeNode: vtkMRMLScalarVolumeNode with one slice.
@@ -671,15 +705,21 @@ class SpineAlignmentLogic(ScriptedLoadableModuleLogic):
                 "manual" (or a protocol without a model) starts an empty analysis for guided placement.
             flipTTA: average with the mirrored prediction (models only).
             spacing: (row, col) mm per pixel to use instead of the image's (label manual:user).
+            pairedVolumeNode: the second film of a pair: the extension film for lumbar-dynamic (volumeNode
+                is the flexion film), the paired lateral for coronal-spine (T4-T12 and L1-L5 angles).
+                A model, if any, runs on volumeNode; the second film's landmarks are placed by hand.
 
         Returns:
             (result, analysis): the SpineAlignmentLib Result and the SceneAnalysis holding the
-            created nodes (landmark_nodes, construction_nodes, table_node, folder_item).
+            created nodes (landmark_nodes, construction_nodes, table_node, folder_item). For a pair it
+            is the first film's analysis; ``analysis.pair`` holds both films and the one table.
         """
         from SpineAlignmentLib.slicerio import mrml
 
         if volumeNode is None or volumeNode.GetImageData() is None:
             raise ValueError("Select a radiograph volume with image data.")
+        if pairedVolumeNode is not None:
+            return self._analyzePair(volumeNode, pairedVolumeNode, protocol, model, flipTTA, spacing)
         spacingMm, label, radiograph = self.calibrationForVolume(volumeNode, spacing)
         orientation = radiograph.patient_orientation if radiograph is not None else None
         imageName = radiograph.path.name if radiograph is not None and radiograph.path else volumeNode.GetName()
@@ -692,24 +732,71 @@ class SpineAlignmentLogic(ScriptedLoadableModuleLogic):
                                                   calibration=label, patient_orientation=orientation,
                                                   image=imageName, observe=True)
             return analysis.result, analysis
+        result = self._predict(volumeNode, radiograph, spacingMm, label, protocol, model, flipTTA)
+        result.image = imageName
+        analysis = mrml.create_analysis(slicer.mrmlScene, volumeNode, result, observe=True)
+        return analysis.result, analysis
+
+    @staticmethod
+    def _predict(volumeNode, radiograph, spacingMm, label, protocol, model, flipTTA):
+        """The model's result on one film (no scene changes)."""
         from SpineAlignmentLib.imaging import Radiograph
         from SpineAlignmentLib.pipeline import analyze
+        from SpineAlignmentLib.slicerio import mrml
 
+        orientation = radiograph.patient_orientation if radiograph is not None else None
         size = mrml.volume_image_size(volumeNode)
         if radiograph is None or radiograph.shape != size:
             # no readable source file (or it differs from what is shown): use the displayed pixels
             pixels = mrml.volume_pixels(volumeNode)
             radiograph = Radiograph(pixels=pixels.astype("float32"), raw=pixels, patient_orientation=orientation)
         radiograph.spacing_mm, radiograph.calibration = spacingMm, label
-        result = analyze(radiograph, protocol, model=model, flip_tta=flipTTA)
-        result.image = imageName
-        analysis = mrml.create_analysis(slicer.mrmlScene, volumeNode, result, observe=True)
-        return analysis.result, analysis
+        return analyze(radiograph, protocol, model=model, flip_tta=flipTTA)
 
-    def measureFromMarkups(self, markupsNode, protocol=None, volumeNode=None):
-        """Re-measure from edited control points; updates lines, angles and the table. Returns the Result."""
+    def _analyzePair(self, volumeNode, pairedVolumeNode, protocol, model, flipTTA, spacing):
+        from SpineAlignmentLib.slicerio.pairs import create_pair_analysis, pair_roles
+
+        roles = pair_roles(protocol)
+        volumes = dict(zip(roles, (volumeNode, pairedVolumeNode)))
+        films, radiographs = {}, {}
+        for role, volume in volumes.items():
+            spacingMm, label, radiograph = self.calibrationForVolume(volume, spacing)
+            radiographs[role] = radiograph
+            films[role] = {"spacing_mm": spacingMm, "calibration": label,
+                           "patient_orientation": radiograph.patient_orientation if radiograph is not None else None,
+                           "image": radiograph.path.name if radiograph is not None and radiograph.path
+                           else volume.GetName()}
+        landmarks = {}
+        if model is None:
+            from SpineAlignmentLib.batch import default_model
+
+            model = default_model(protocol) or MANUAL_MODEL
+        if model != MANUAL_MODEL:  # the model finds the first film's landmarks; the second is placed by hand
+            first = films[roles[0]]
+            predicted = self._predict(volumeNode, radiographs[roles[0]], first["spacing_mm"], first["calibration"],
+                                      protocol, model, flipTTA)
+            landmarks[roles[0]] = predicted.landmarks
+            first["model"] = predicted.model
+        pair = create_pair_analysis(slicer.mrmlScene, volumes, protocol, films=films, landmarks=landmarks)
+        return pair.result, pair.analyses[roles[0]]
+
+    def measureFromMarkups(self, markupsNode, protocol=None, volumeNode=None, pairedMarkupsNode=None,
+                           pairedVolumeNode=None):
+        """Re-measure from edited control points; updates lines, angles and the table. Returns the Result.
+
+        The nodes keep re-measuring as their points are dragged. With pairedMarkupsNode (the
+        extension film's or the paired lateral's landmarks) both films are measured as one pair.
+        """
         from SpineAlignmentLib.slicerio import mrml
 
+        if pairedMarkupsNode is not None:
+            from SpineAlignmentLib.slicerio.pairs import pair_from_markups, pair_roles
+
+            roles = pair_roles(protocol or markupsNode.GetAttribute(mrml.ATTR_PROTOCOL))
+            volumes = {r: v for r, v in zip(roles, (volumeNode, pairedVolumeNode)) if v is not None}
+            pair = pair_from_markups(dict(zip(roles, (markupsNode, pairedMarkupsNode))),
+                                     protocol or markupsNode.GetAttribute(mrml.ATTR_PROTOCOL), volumes)
+            return pair.result
         return mrml.measure_from_markups(markupsNode, protocol, volumeNode)
 
     def compareMarkups(self, referenceNode, otherNode, protocol=None, volumeNode=None):
@@ -820,6 +907,8 @@ class SpineAlignmentTest(ScriptedLoadableModuleTest):
         self.test_AnalyzeMoveUpdate()
         self.setUp()
         self.test_ExportAndReload()
+        self.setUp()
+        self.test_PairMoveUpdate()
 
     @staticmethod
     def syntheticLateral():
@@ -926,4 +1015,59 @@ class SpineAlignmentTest(ScriptedLoadableModuleTest):
         reloaded = logic.measureFromMarkups(loaded, "sagittal-whole-spine", volumeNode)
         self.assertAlmostEqual(reloaded.value("PI"), analysis.result.value("PI"), places=4)
         self.assertEqual(json.loads(open(markupsPath).read())["markups"][0]["coordinateSystem"], "LPS")
+        self.delayDisplay("Test passed")
+
+    @staticmethod
+    def syntheticLumbar(tiltL1, shiftL1, facing):
+        """L1-S1 corners as 40 x 25 px boxes; L1 tilted by tiltL1 degrees (anterior end up), shifted shiftL1 px."""
+        import math
+
+        points, y = {}, 100.0
+        for k, v in enumerate(["L1", "L2", "L3", "L4", "L5", "S1"]):
+            t = math.radians(tiltL1 if k == 0 else 0.0)
+            e = (facing * math.cos(t), -math.sin(t))
+            ps = (500.0 + facing * (shiftL1 if k == 0 else 0.0), y)
+            points[f"{v}_PS"] = ps
+            points[f"{v}_AS"] = (ps[0] + 40 * e[0], ps[1] + 40 * e[1])
+            if v != "S1":
+                down = (facing * math.sin(t), math.cos(t))
+                points[f"{v}_PI"] = (ps[0] + 25 * down[0], ps[1] + 25 * down[1])
+                points[f"{v}_AI"] = (points[f"{v}_PI"][0] + 40 * e[0], points[f"{v}_PI"][1] + 40 * e[1])
+            y += 35.0
+        return points
+
+    def test_PairMoveUpdate(self):
+        import numpy as np
+
+        self.delayDisplay("Flexion and extension films as one analysis")
+        logic = SpineAlignmentLogic()
+        flexion = slicer.util.addVolumeFromArray(np.zeros((1, 400, 900), np.float32), name="flexion")
+        extension = slicer.util.addVolumeFromArray(np.zeros((1, 400, 900), np.float32), name="extension")
+        extension.SetSpacing(0.15, 0.2, 1.0)
+        extension.SetOrigin(-100.0, 50.0, 3.0)
+        result, analysis = logic.analyze(flexion, protocol="lumbar-dynamic", model="manual", pairedVolumeNode=extension,
+                                         spacing=(0.2, 0.2))
+        pair = analysis.pair
+        for role, points in (("flexion", self.syntheticLumbar(0.0, 4.0, 1)),
+                             ("extension", self.syntheticLumbar(10.0, 0.0, -1))):
+            for key, xy in points.items():
+                pair.analyses[role].add_landmark(key, xy)
+        pair.update()
+        # hand-worked: extension L1 tilted 10 deg over a flat L2, flexion flat -> IROM 10 deg; flexion ST 4 px = 0.8 mm
+        self.assertAlmostEqual(pair.result.value("IROM_L1L2"), 10.0, places=6)
+        self.assertAlmostEqual(pair.result.value("ST_L1L2_flexion"), 0.8, places=6)
+        # guided placement on the extension film asks for what is still missing there (the body centres)
+        self.assertEqual(logic.nextLandmark(pair.analyses["extension"]), "L1c")
+        self.delayDisplay("Drag L1's lower endplate on the extension film: the pair re-measures")
+        before = pair.result.value("IROM_L1L2")
+        film = pair.analyses["extension"]
+        node = film.landmark_node(film.protocol.landmark("L1_AI").group)
+        index = next(i for i in range(node.GetNumberOfControlPoints()) if node.GetNthControlPointLabel(i) == "L1_AI")
+        position = [0.0, 0.0, 0.0]
+        node.GetNthControlPointPosition(index, position)
+        node.SetNthControlPointPosition(index, position[0], position[1] + 1.2, position[2])
+        self.assertEqual(pair.result.value("IROM_L1L2") != before, True)
+        table = analysis.table_node.GetTable()
+        row = next(r for r in range(table.GetNumberOfRows()) if table.GetColumnByName("id").GetValue(r) == "IROM_L1L2")
+        self.assertAlmostEqual(table.GetColumnByName("value").GetValue(row), pair.result.value("IROM_L1L2"), places=6)
         self.delayDisplay("Test passed")

@@ -188,6 +188,8 @@ class SceneAnalysis:
         self.pair: Any = None
         #: which parameters this film draws (a pair draws each on the film its landmarks are on); None: all
         self.draws: Callable[[str], bool] | None = None
+        #: the landmarks this film takes (guided placement order); None: the protocol's landmark IDs
+        self.expected_landmarks: tuple[str, ...] | None = None
 
     def __getitem__(self, key: str) -> Any:
         """Console shorthand: ``nodes["landmarks"]`` (a landmark node; any one re-measures the whole
@@ -347,7 +349,7 @@ class SceneAnalysis:
     def missing_landmarks(self) -> list[str]:
         """Canonical IDs (in protocol order) that have no point yet: the guided-placement queue."""
         placed, _ = self.read_landmarks() if self.landmark_nodes else ({}, [])
-        return [i for i in self.protocol.landmark_ids if i not in placed]
+        return [i for i in (self.expected_landmarks or self.protocol.landmark_ids) if i not in placed]
 
     # ---- measuring and updating ----------------------------------------------------------
     def measure(self) -> Result:

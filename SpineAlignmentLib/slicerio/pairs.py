@@ -64,6 +64,14 @@ class PairAnalysis:
         for role, a in self.analyses.items():
             a.pair = self
             a.draws = lambda pid, role=role: self.film_of(pid) == role
+            a.expected_landmarks = self.landmarks_of(role)
+
+    def landmarks_of(self, role: str) -> tuple[str, ...]:
+        """The landmark IDs placed on a film: the protocol's for either image of a pair, the paired-lateral
+        landmarks on a paired lateral."""
+        if role == self.roles[1] and not self.protocol.image_roles:
+            return tuple(lm.id for lm in self.protocol.extra_landmarks)
+        return self.protocol.landmark_ids
 
     @property
     def table_node(self) -> Any:
@@ -131,6 +139,7 @@ class PairAnalysis:
             a.cleanup()
             a.pair = None
             a.draws = None
+            a.expected_landmarks = None
 
 
 def create_pair_analysis(
@@ -170,6 +179,8 @@ def create_pair_analysis(
         for key, xy in ((landmarks or {}).get(role) or {}).items():
             point = (xy.x, xy.y) if isinstance(xy, Landmark) else tuple(xy)
             a.add_landmark(key, point)
+            if isinstance(xy, Landmark) and xy.confidence is not None:  # a model's point keeps its confidence
+                a.info.setdefault("confidence", {})[key] = xy.confidence
         if role == roles[0]:
             a._make_table()
         analyses[role] = a

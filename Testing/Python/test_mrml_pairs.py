@@ -11,7 +11,7 @@ if not hasattr(slicer, "vtkMRMLScene"):
 
 from spines import coronal_spine, lateral_spine  # noqa: E402
 from test_geometry import _lumbar_image  # noqa: E402
-from test_mrml import oblique_ijk_to_ras  # noqa: E402
+from test_mrml import module_with_stubs, oblique_ijk_to_ras  # noqa: E402,F401 (fixture)
 
 from SpineAlignmentLib.errors import LandmarkError  # noqa: E402
 from SpineAlignmentLib.pipeline import measure  # noqa: E402
@@ -118,6 +118,13 @@ def test_coronal_film_with_its_paired_lateral(scene):
     assert "TK_T4_T12" in pair.analyses["lateral"].construction_nodes
     assert "TK_T4_T12" not in pair.analyses["main"].construction_nodes
     assert "Cobb_MT" in pair.analyses["main"].construction_nodes
+    # guided placement asks each film for its own landmarks
+    assert pair.analyses["lateral"].missing_landmarks() == pair.analyses["main"].missing_landmarks() == []
+    empty = create_pair_analysis(scene, volumes, "coronal-spine", films=films, observe=False)
+    assert empty.analyses["lateral"].missing_landmarks() == [
+        "T4_AS", "T4_PS", "T12_AI", "T12_PI", "L1_AS", "L1_PS", "L5_AI", "L5_PI"]
+    assert empty.analyses["main"].missing_landmarks()[:2] == ["T1_TL", "T1_TR"]
+    assert "TK_T4_T12" in empty.result.omitted
     cobb = pair.result.value("Cobb_MT")
     x, y = lat["T4_AS"]
     _move(pair.analyses["lateral"], "T4_AS", (x, y - 10.0))
@@ -175,3 +182,22 @@ def test_single_film_protocols_have_no_pair():
     assert pair_roles("coronal-spine") == ("main", "lateral")
     with pytest.raises(LandmarkError, match="measures one film"):
         pair_roles("sagittal-whole-spine")
+
+
+def test_module_logic_pairs_and_manual_batch_guard(module_with_stubs, tmp_path):
+    """The module's own pair self-test, logic.measureFromMarkups with a pair, and batch with Manual placement."""
+    module, scene = module_with_stubs
+    test = module.SpineAlignmentTest()
+    test.test_PairMoveUpdate()
+    logic = module.SpineAlignmentLogic()
+    volumes = _volumes(scene)
+    nodes = {}
+    for role, pts in (("flexion", FLEX), ("extension", EXT)):
+        path = write_markups_json(tmp_path / f"{role}.mrk.json", pts, ijk_to_ras_from_volume_node(volumes[role]),
+                                  protocol=LUMBAR)
+        nodes[role] = slicer.util.loadMarkups(str(path))
+    result = logic.measureFromMarkups(nodes["flexion"], LUMBAR, volumes["flexion"],
+                                      pairedMarkupsNode=nodes["extension"], pairedVolumeNode=volumes["extension"])
+    assert result.value("IROM_L1L2") == pytest.approx(10.0, abs=1e-4)
+    with pytest.raises(ValueError, match="re-measures landmark files"):
+        logic.startBatch([str(tmp_path)], str(tmp_path / "out"), LUMBAR, model="manual")
