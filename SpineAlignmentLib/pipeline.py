@@ -443,7 +443,8 @@ def analyze(
 
     proto = get_protocol(protocol)
     loaded = resolve_model(model, proto.id)
-    landmarks, model_warnings = predict_landmarks(radiograph, loaded, flip_tta=flip_tta)
+    info: dict = {}
+    landmarks, model_warnings = predict_landmarks(radiograph, loaded, flip_tta=flip_tta, info=info)
     image = str(radiograph.path.name) if getattr(radiograph, "path", None) else None
     result = measure(
         landmarks, proto.id,
@@ -455,6 +456,7 @@ def analyze(
     )
     result.warnings[:0] = list(getattr(radiograph, "warnings", [])) + list(model_warnings)
     result.dicom = source_uids(radiograph)
+    result.levels = info.get("levels")
     return result
 
 

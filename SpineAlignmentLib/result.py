@@ -85,6 +85,9 @@ class Result:
         dicom: for a DICOM source film, its ``study_instance_uid``, ``series_instance_uid``,
             ``sop_instance_uid`` and ``sop_class_uid`` (links a value back to the film in a PACS;
             never patient name or ID). For a pair, each view carries its own.
+        levels: for a model's vertebra chain, how likely it is named at the right level
+            (``confidence``, ``shift_probabilities``, ``alternative``, ``warn_below``, ``uncertain``;
+            :func:`SpineAlignmentLib.inference.levels.assess_levels`), or None.
     """
 
     protocol: str
@@ -103,6 +106,7 @@ class Result:
     software_version: str | None = None
     fingerprint: dict[str, Any] | None = None
     dicom: dict[str, str] | None = None
+    levels: dict[str, Any] | None = None
 
     def value(self, parameter_id: str) -> float | None:
         """The parameter's value, or None if it was left out."""
@@ -132,6 +136,8 @@ class Result:
             d["views"] = {k: v.to_dict() for k, v in self.views.items()}
         if self.dicom:
             d["dicom"] = dict(self.dicom)
+        if self.levels is not None:
+            d["levels"] = dict(self.levels)
         return d
 
     def to_json(self, **kw) -> str:
@@ -195,6 +201,7 @@ class Result:
             software_version=d.get("software_version"),
             fingerprint=d.get("fingerprint") if isinstance(d.get("fingerprint"), dict) else None,
             dicom=_uids(d.get("dicom"), source),
+            levels=dict(d["levels"]) if isinstance(d.get("levels"), dict) else None,
         )
 
     @classmethod

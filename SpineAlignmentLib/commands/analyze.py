@@ -58,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
         rows.append(summary_row(res, item.image))
         values = ", ".join(f"{k} {format_value(m.value, m.unit)}" for k, m in res.parameters.items())
         print(f"{item.image}: {values or 'no parameter'}")
+        if res.levels:
+            alt = res.levels["alternative"]
+            print(f"  levels: T1-L5, level confidence {res.levels['confidence']:.2f}"
+                  + (f" (uncertain; may be {alt['top']}-{alt['bottom']})" if res.levels.get("uncertain") else ""))
         for w in res.warnings:
             print(f"  warning: {w}")
     summary = None

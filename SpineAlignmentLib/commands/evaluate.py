@@ -63,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
                   f"over {r['n_images']} images used; {r['n_missing']} missing: SMAPE "
                   f"{r['smape_pct_missing_as_failure']:.2f} %, circular MAE "
                   f"{r['circular_mae_missing_as_failure']:.2f} deg counting them as failures")
+    from ..evaluation.levels import level_lines
+
+    for line in level_lines(report.levels):
+        print(line)
     lm = report.landmarks
     if len(lm):
         all_row = lm[lm["landmark"] == "ALL"].iloc[0]

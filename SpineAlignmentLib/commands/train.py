@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "predictions the network is evaluated on (default coronal-spine-landmarks)")
     parser.add_argument("--tilt-weight", type=float, default=0.0, metavar="W",
                         help="--stage refine: add W x the mid-line angle error (degrees) to the loss (default 0)")
+    parser.add_argument("--framings", type=int, default=0, metavar="N",
+                        help="--stage levels: also mine first-stage candidates on N re-framed copies of each training "
+                             "image (top moved between C4 and T3, bottom between L4 and below the sacrum; default 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -60,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
             epochs=args.epochs, lr=args.lr, val_fraction=args.val_fraction, seed=args.seed, threads=args.threads,
             time_limit_min=args.time_limit, max_images=args.max_images,
             **({"warmup_epochs": args.warmup} if args.warmup is not None else {}),
-            **({"tilt_weight": args.tilt_weight} if args.stage == "refine" else {}))
+            **({"tilt_weight": args.tilt_weight} if args.stage == "refine" else {"framings": args.framings}))
         print(json.dumps(train_stage(scfg, resume=args.resume, progress=not args.no_progress), indent=1))
         return 0
     from ..training.trainer import TrainConfig, train

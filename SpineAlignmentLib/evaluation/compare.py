@@ -31,6 +31,7 @@ from ..errors import SpineAlignmentError
 from ..result import SCHEMA as RESULT_SCHEMA
 from . import landmarks as lm
 from . import statistics as st
+from .levels import level_figures
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,9 @@ class EvaluationReport:
         provenance: what was compared and by what: ``software_version`` (of this evaluation), ``date``
             (UTC), ``models`` and ``prediction_software_versions`` (as the prediction files say),
             ``inputs`` (absolute folders, set by :func:`evaluate`).
+        levels: vertebra naming of T1..L5 corner sets (:func:`levels.level_figures`: images with
+            all 17 named right, counts per level shift, Cobb end-vertebra agreement, and the level
+            warning's precision and recall when the predictions carry ``levels``); empty otherwise.
     """
 
     parameters: "object"
@@ -107,6 +111,7 @@ class EvaluationReport:
     values: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
+    levels: dict = field(default_factory=dict)
 
     def parameter_values(self):
         """Long table ``image, parameter, <source>...`` of every compared value (NaN = absent)."""
@@ -425,7 +430,7 @@ def compare_results(
         provenance=provenance,
         parameters=param_df, table1=make_table1(param_df), landmarks=lm_summary, landmark_errors=lm_long,
         icc=icc_df, cobb=cobb_df, counts=counts, sources=sources, notes=notes,
-        images=list(evaluated), values=values,
+        images=list(evaluated), values=values, levels=level_figures(truths, preds),
     )
 
 

@@ -272,7 +272,7 @@ def write_report(report: "EvaluationReport", out_dir: Path) -> dict[str, Path]:
 
     Files: ``parameters.csv``, ``table1.csv``, ``parameter_values.csv``,
     ``landmarks.csv``, ``landmark_errors.csv``, ``icc.csv``, ``cobb.csv``, ``counts.json``,
-    ``icc_heatmap.png``, ``parameter_<ID>.png`` (scatter + Bland–Altman) per
+    ``levels.json`` (vertebra naming, coronal T1..L5 sets only), ``icc_heatmap.png``, ``parameter_<ID>.png`` (scatter + Bland–Altman) per
     parameter, ``landmarks_boxen.png`` (when there are landmarks) and
     ``report.html`` (images embedded as base64, with relative links to the files).
 
@@ -288,6 +288,10 @@ def write_report(report: "EvaluationReport", out_dir: Path) -> dict[str, Path]:
     files["parameter_values.csv"] = _write_csv(report.parameter_values(), out_dir / "parameter_values.csv")
     files["icc.csv"] = _write_csv(report.icc, out_dir / "icc.csv")
     files["cobb.csv"] = _write_csv(report.cobb, out_dir / "cobb.csv")
+    if report.levels:
+        levels_path = out_dir / "levels.json"
+        levels_path.write_text(json.dumps(report.levels, indent=2), encoding="utf-8")
+        files["levels.json"] = levels_path
     counts_path = out_dir / "counts.json"
     counts_path.write_text(json.dumps(report.counts, indent=2), encoding="utf-8")
     files["counts.json"] = counts_path
@@ -396,6 +400,15 @@ def _html(report: "EvaluationReport", files: dict[str, Path], param_figs, boxen_
                      "whose prediction lacks a truth angle (refused, or no result) counted as failures: "
                      "SMAPE 100 % and a 90° error for each missing angle. <a href='cobb.csv'>cobb.csv</a></p>")
         parts.append(_table_html(report.cobb, "{:.3f}"))
+
+    if report.levels:
+        from .levels import level_lines
+
+        parts.append("<h3>Vertebra levels</h3><p>A predicted vertebra is named right when its nearest reference "
+                     "vertebra carries its name; the level shift is the median offset over the chain (+1: T2..S1, "
+                     "-1: C7..L4). <a href='levels.json'>levels.json</a></p><ul>")
+        parts.extend(f"<li>{esc(t)}</li>" for t in level_lines(report.levels))
+        parts.append("</ul>")
 
     parts.append("<h2>ICC among sources</h2>")
     if "icc_heatmap.png" in files:

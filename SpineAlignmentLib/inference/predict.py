@@ -42,7 +42,8 @@ def _pixels(image: Any) -> np.ndarray:
     return a.astype(np.float32, copy=False)
 
 
-def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False, refine: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False, refine: bool = True,
+                  info: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Predict landmarks on a 2-D array.
 
     Args:
@@ -52,6 +53,10 @@ def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False, refine: 
             ``TL`` <-> ``TR``, ``BL`` <-> ``BR``) and average the two (both stages).
         refine: run the model's second stage (ROI refinement per vertebra) when
             it has one; ``False`` returns the first stage's corners.
+        info: optional dict that receives, for a vertebra-centres model, ``level_features``
+            (:func:`~SpineAlignmentLib.inference.levels.chain_features` of the first stage's chain)
+            and, when the metadata has a ``levels`` block, ``levels`` (the chain's level confidence,
+            :func:`~SpineAlignmentLib.inference.levels.assess_levels`).
 
     Returns:
         ``(points, confidence)``: (K, 2) ``(x, y)`` original pixels and (K,) in [0, 1]
@@ -91,6 +96,13 @@ def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False, refine: 
                                          conf_radius=float(dec["confidence_radius"]))
         coords, conf = c_t.numpy(), conf_t.numpy()
     coords, conf = np.asarray(coords, dtype=np.float64), np.asarray(conf, dtype=np.float64)
+    if info is not None and dec["method"] == "vertebra-centres":
+        from .levels import assess_levels, model_level_features
+
+        feats = model_level_features(model, out, coords[0], geo, norm, geo.to_original)
+        info["level_features"] = feats
+        if "levels" in md:
+            info["levels"] = assess_levels(feats, md["levels"])
     pts, c = coords[0], conf[0]
     if flip_tta:
         # The mirrored prediction is already ordered top to bottom; un-mirror x and swap left/right corners.
@@ -142,7 +154,7 @@ def plausibility_warnings(points: np.ndarray, confidence: np.ndarray, ids, low_c
 
 
 def predict_landmarks(radiograph_or_array: Any, model, *, flip_tta: bool = False,
-                      refine: bool = True) -> tuple[dict[str, Landmark], list[str]]:
+                      refine: bool = True, info: dict | None = None) -> tuple[dict[str, Landmark], list[str]]:
     """Predict a protocol's landmarks on a radiograph.
 
     Args:
@@ -152,6 +164,9 @@ def predict_landmarks(radiograph_or_array: Any, model, *, flip_tta: bool = False
             (see :func:`~SpineAlignmentLib.models.registry.load_model`).
         flip_tta: average with the prediction on the mirrored image.
         refine: apply the model's second stage when it has one (``False``: first stage only).
+        info: optional dict that receives ``levels``, the chain's level confidence and the
+            alternative naming (:func:`~SpineAlignmentLib.inference.levels.assess_levels`), when the
+            model measures one; an uncertain chain also gives a warning.
 
     Returns:
         ``(landmarks, warnings)``: landmark ID -> :class:`~SpineAlignmentLib.result.Landmark`
@@ -168,7 +183,16 @@ def predict_landmarks(radiograph_or_array: Any, model, *, flip_tta: bool = False
     finite = pixels[np.isfinite(pixels)]
     if finite.size == 0 or float(np.ptp(finite)) == 0.0:
         warns.append("Image has no contrast (blank); landmarks are meaningless.")
-    pts, conf = predict_array(pixels, model, flip_tta=flip_tta, refine=refine)
+    detail: dict = {} if info is None else info
+    pts, conf = predict_array(pixels, model, flip_tta=flip_tta, refine=refine, info=detail)
+    if "levels" in detail:
+        from .levels import level_warning
+
+        if warns:  # a blank or tiny image: its levels mean nothing either
+            detail["levels"].update(confidence=0.0, uncertain=True)
+        w = level_warning(detail["levels"])
+        if w:
+            warns.append(w)
     if warns:
         # A blank or tiny image must never look confident, whatever the network says.
         conf = np.minimum(conf, 0.05)

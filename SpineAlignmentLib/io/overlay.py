@@ -3,12 +3,17 @@
 Drawn with Matplotlib's object API on an Agg canvas (no pyplot state), so it
 is safe in worker processes and threads. Everything is drawn in
 original-image pixel coordinates; only the displayed image is downsampled.
+The values panel sits beside the image, so it never covers a landmark;
+four-corner vertebrae (``T1_TL`` ... ``L5_BR``) are labelled with their level
+name, and a chain whose levels are uncertain shows the alternative names at
+its ends.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +21,9 @@ import numpy as np
 from ..geometry.measurement import format_value
 from ..protocols import get_protocol
 from ..result import Result
+
+#: characters per line of the values panel (longer lines wrap)
+PANEL_CHARS = 44
 
 _PALETTE = ("#ffd23f", "#3bceac", "#ee4266", "#7b9cff", "#ff9f1c", "#b5e48c", "#f15bb5", "#00bbf9")
 
@@ -53,6 +61,47 @@ def _arc(ax, a, v, b, color, radius) -> None:
     ax.add_patch(Arc(v, 2 * radius, 2 * radius, theta1=start, theta2=end, color=color, lw=1.2))
 
 
+def vertebra_labels(result: Result) -> list[tuple[str, float, float]]:
+    """``(text, x, y)`` of a level label beside each four-corner vertebra of a result (original pixels):
+    just left of the vertebra's left edge, at its centre height. The chain's end vertebrae carry the
+    alternative names when the result's levels are uncertain (``"T1 (C7?)"``, ``"L5 (L4?)"``)."""
+    groups: dict[str, dict[str, tuple[float, float]]] = {}
+    for key, lm in result.landmarks.items():
+        name, _, corner = key.rpartition("_")
+        if corner in ("TL", "TR", "BL", "BR") and name:
+            groups.setdefault(name, {})[corner] = (lm.x, lm.y)
+    full = [(n, c) for n, c in groups.items() if len(c) == 4]
+    full.sort(key=lambda nc: np.mean([p[1] for p in nc[1].values()]))
+    levels = result.levels or {}
+    alt = levels.get("alternative") if levels.get("uncertain") else None
+    labels = []
+    for i, (name, c) in enumerate(full):
+        text = name
+        if alt and i == 0:
+            text = f"{name} ({alt['top']}?)"
+        elif alt and i == len(full) - 1:
+            text = f"{name} ({alt['bottom']}?)"
+        x = min(c["TL"][0], c["BL"][0])
+        y = float(np.mean([p[1] for p in c.values()]))
+        labels.append((text, float(x), y))
+    return labels
+
+
+def _panel_lines(result: Result) -> list[str]:
+    proto = get_protocol(result.protocol)
+    lines = [result.protocol, f"calibration: {result.calibration}"]
+    for pid, m in result.parameters.items():
+        lines.append(value_text(pid, m.value, m.unit, m.calibration))
+    missing = [pid for pid in proto.parameter_ids if pid not in result.parameters]
+    if missing:
+        lines.append("not computed: " + ", ".join(missing))
+    if result.levels:
+        lines.append(f"level confidence {result.levels['confidence']:.2f}"
+                     + (f" (uncertain: may be {result.levels['alternative']['top']}-"
+                        f"{result.levels['alternative']['bottom']})" if result.levels.get("uncertain") else ""))
+    return [part for line in lines for part in textwrap.wrap(line, PANEL_CHARS, subsequent_indent="  ")]
+
+
 def render_overlay(image_2d: np.ndarray, result: Result, path: str | Path, max_size: int = 1600) -> Path:
     """Write a PNG of the image with landmarks (coloured by group), constructions and values.
 
@@ -73,16 +122,20 @@ def render_overlay(image_2d: np.ndarray, result: Result, path: str | Path, max_s
     scale = min(1.0, max_size / max(rows, cols))
     step = max(1, int(1.0 / scale))
     dpi = 100.0
-    width, height = max(cols * scale, 200) / dpi, max(rows * scale, 200) / dpi
-    fig = Figure(figsize=(width, height), dpi=dpi)
+    font = max(5.0, min(10.0, 9.0 * max_size / 1600))
+    lines = _panel_lines(result)
+    # the values panel is a strip right of the image (monospace: about 0.6 em per character)
+    panel_px = (max(len(t) for t in lines) * 0.6 * font + 12) * dpi / 72.0
+    img_w, img_h = max(cols * scale, 200), max(rows * scale, 200)
+    fig = Figure(figsize=((img_w + panel_px) / dpi, img_h / dpi), dpi=dpi, facecolor="black")
     FigureCanvasAgg(fig)
-    ax = fig.add_axes((0, 0, 1, 1))
+    frac = img_w / (img_w + panel_px)
+    ax = fig.add_axes((0, 0, frac, 1))
     ax.imshow(_display_image(image_2d, step), cmap="gray", extent=(-0.5, cols - 0.5, rows - 0.5, -0.5),
               interpolation="antialiased", vmin=0, vmax=1)
     ax.set_xlim(-0.5, cols - 0.5)
     ax.set_ylim(rows - 0.5, -0.5)
     ax.axis("off")
-    font = max(5.0, min(10.0, 9.0 * max_size / 1600))
     lw = 1.2
 
     proto = get_protocol(result.protocol)
@@ -120,16 +173,17 @@ def render_overlay(image_2d: np.ndarray, result: Result, path: str | Path, max_s
         ax.plot(lm.x, lm.y, "o", ms=3.5, mfc=color, mec="black", mew=0.4)
         if not many:
             ax.text(lm.x + 6 / scale, lm.y, key, color=color, fontsize=font * 0.7, va="center")
-    # values panel (top-left)
-    lines = [f"{result.protocol}   calibration: {result.calibration}"]
-    for i, (pid, m) in enumerate(result.parameters.items()):
-        lines.append(value_text(pid, m.value, m.unit, m.calibration))
-    missing = [pid for pid in proto.parameter_ids if pid not in result.parameters]
-    if missing:
-        lines.append("not computed: " + ", ".join(missing))
-    ax.text(0.01, 0.99, "\n".join(lines), transform=ax.transAxes, va="top", ha="left", fontsize=font,
-            color="white", family="monospace",
-            bbox={"facecolor": "black", "alpha": 0.6, "edgecolor": "none", "pad": 3})
+    # level names beside the vertebrae (small, left of each vertebra, so the corners stay visible)
+    uncertain = bool((result.levels or {}).get("uncertain"))
+    for text, x, y in vertebra_labels(result):
+        ax.text(x - 10 / scale, y, text, color="#ff9f1c" if uncertain and "?" in text else "white",
+                fontsize=font * 0.65, va="center", ha="right",
+                bbox={"facecolor": "black", "alpha": 0.35, "edgecolor": "none", "pad": 0.5})
+    # values panel beside the image
+    pax = fig.add_axes((frac, 0, 1 - frac, 1))
+    pax.axis("off")
+    pax.text(0.03, 0.995, "\n".join(lines), transform=pax.transAxes, va="top", ha="left", fontsize=font,
+             color="white", family="monospace")
     tmp = path.with_name(path.name + ".part")
     with open(tmp, "wb") as fh:
         fig.savefig(fh, format="png", dpi=dpi, pil_kwargs={"compress_level": 3})

@@ -19,7 +19,7 @@ from ..result import Result
 
 #: Leading columns of the batch summary, before one column per parameter.
 SUMMARY_COLUMNS = ("image", "protocol", "model", "calibration", "spacing_row_mm", "spacing_col_mm",
-                   "n_landmarks", "n_warnings", "software_version")
+                   "n_landmarks", "n_warnings", "software_version", "level_confidence", "levels_may_be")
 #: Column suffixes of a parameter's unit and calibration label.
 UNIT_SUFFIX, CALIBRATION_SUFFIX = "_unit", "_calibration"
 
@@ -36,6 +36,10 @@ def summary_row(result: Result, image: str) -> dict[str, Any]:
         "n_landmarks": len(result.landmarks),
         "n_warnings": len(result.warnings),
         "software_version": result.software_version or "",
+        # a model's vertebra chain: how likely it is named at the right level, and the alternative when uncertain
+        "level_confidence": float(result.levels["confidence"]) if result.levels else math.nan,
+        "levels_may_be": (f"{result.levels['alternative']['top']}-{result.levels['alternative']['bottom']}"
+                          if result.levels and result.levels.get("uncertain") else ""),
     }
     for pid, m in result.parameters.items():
         row[pid] = m.value

@@ -632,6 +632,13 @@ def table_rows(result: Result, protocol: Protocol | None = None) -> list[dict[st
             "computed": m is not None,
             "warning": "; ".join(m.warnings) if m is not None else result.omitted.get(pid, "not computed"),
         })
+    if result.levels:
+        # a model's vertebra chain: how likely it is named at the right level (not a parameter, one row below them)
+        from ..inference.levels import level_warning
+
+        rows.append({"id": "level_confidence", "title": "Vertebra level confidence (all 17 named right)",
+                     "value": float(result.levels["confidence"]), "unit": "probability", "calibration": "",
+                     "landmarks": "", "computed": True, "warning": level_warning(result.levels) or ""})
     return rows
 
 

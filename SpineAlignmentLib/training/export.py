@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..evaluation.levels import level_shift
+
 log = logging.getLogger(__name__)
 
 DATA_CREDIT = {
@@ -92,15 +94,6 @@ def fit_calibration(raw: np.ndarray, correct: np.ndarray, n_bins: int = 20) -> t
         out_x.append(x)
         out_y.append(v)
     return out_x, out_y
-
-
-def level_shift(pred: np.ndarray, truth: np.ndarray) -> int:
-    """Median over vertebrae of (index of the nearest reference centre - own index): 0 when the
-    predicted vertebrae carry the right names, +1 / -1 when every name is one level off."""
-    pc = np.asarray(pred, dtype=float).reshape(-1, 4, 2).mean(1)
-    tc = np.asarray(truth, dtype=float).reshape(-1, 4, 2).mean(1)
-    nearest = np.linalg.norm(pc[:, None] - tc[None], axis=-1).argmin(1)
-    return int(np.median(nearest - np.arange(len(pc))))
 
 
 def error_analysis(collect: dict) -> str:
@@ -264,13 +257,16 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
            low_confidence: float = 0.3, confidence_radius: float = 3.0, window: int = 3,
            checkpoint: str = "best.pt", auto_low_confidence: bool = True, refiner_run: Path | None = None,
            refiner_checkpoint: str = "last.pt", refine_iterations: int = 1, levels_run: Path | None = None,
-           levels_checkpoint: str = "last.pt", change: str | None = None) -> dict:
+           levels_checkpoint: str = "last.pt", change: str | None = None, levels_framings: int = 3) -> dict:
     """Write ``out/model.pt`` (``out/refine.pt`` for a second stage, ``out/levels.pt`` for
     vertebra identification) and ``out/metadata.json``
     from ``run_dir/<checkpoint>``; returns the metadata.
 
     ``change`` is this version's changelog line; earlier entries of an existing
-    ``out/metadata.json`` are kept.
+    ``out/metadata.json`` are kept. A vertebra-centres model also gets its naming figures
+    (``validation.identification``, ``validation.end_vertebrae``) and its level confidence
+    (the ``levels`` block, :func:`~SpineAlignmentLib.training.level_confidence.levels_block`, fitted on the
+    training split with ``levels_framings`` re-framed copies of each image).
     """
     import monai
     import torch
@@ -444,6 +440,19 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
     md["validation"]["vs_triple_of_cleaned_labels"] = {"smape_pct": plain["smape_pct_vs_label_triple"],
                                                        "cmae_deg": plain["cmae_deg_vs_label_triple"]}
     md["validation"]["error_analysis"] = error_analysis(raw)
+    if rep == "vertebra":
+        from ..evaluation.levels import cobb_ends, end_vertebra_agreement, identification_figures
+        from .level_confidence import levels_block
+
+        truths = [points[n] for n in val]
+        md["validation"]["identification"] = identification_figures(raw["preds"], truths)
+        md["validation"]["end_vertebrae"] = end_vertebra_agreement(
+            [cobb_ends(p, h) for p, h in zip(raw["preds"], raw["heights"])],
+            [cobb_ends(t, h) for t, h in zip(truths, raw["heights"])])
+        train_names = set(split["train"])
+        md["levels"] = levels_block(model, [s for s in samples if s.name in train_names],
+                                    [s for s in samples if s.name in set(val)], framings=levels_framings,
+                                    command=cmd + f" --levels-framings {levels_framings}")
     md["validation"]["flip_tta"] = {k: tta[k] for k in ("mean_error_px", "mean_error_pct_width", "smape_pct", "cmae_deg",
                                                         "midline_tilt_mae_deg")}
     if refiner_run is not None:
@@ -465,6 +474,45 @@ def _f(v, nd=1) -> str:
 def _trained(stage: dict, says) -> str:
     """``"; trained <what says() makes of the stage's training block>"``, or nothing when the metadata has none."""
     return f"; trained {says(stage['training'])}" if "training" in stage else ""
+
+
+def levels_card(md: dict) -> list[str]:
+    """The model card's "Vertebra levels" section, from the ``levels`` block (empty without one)."""
+    from ..evaluation.levels import end_vertebrae_text, identification_text, warning_text
+
+    lv = md.get("levels")
+    if not lv:
+        return []
+    val = lv["validation"]
+
+    def ident(m: dict) -> str:
+        return identification_text(m) + (f"; {end_vertebrae_text(m['end_vertebrae'])}" if "end_vertebrae" in m else "")
+
+    def warn(m: dict) -> str:
+        return warning_text(m["warning"])
+
+    part = val["partial"]
+    return [
+        "## Vertebra levels",
+        "",
+        "Measured on the validation images, which the level-confidence fit never saw "
+        f"(`{lv.get('command', '')}`):",
+        "",
+        f"- As they are ({val['original']['n_images']} films): {ident(val['original'])}.",
+        f"- Re-framed ({val['reframed']['framing']}; {val['reframed']['n_images']} films, which simulate films that "
+        f"show more or less neck and pelvis than the training images): {ident(val['reframed'])}.",
+        "",
+        f"Level confidence (`result.levels`): the probability that all 17 vertebrae are named right, from "
+        f"{', '.join(lv['features'])} ({lv['method']}; fitted on {lv['fitted_on']}). Below {lv['warn_below']:.2f} "
+        f"({lv['warn_rule']}) the result warns and names the more likely alternative (C7..L4 or T2..S1).",
+        "",
+        f"- Validation as it is: {warn(val['original'])}.",
+        f"- Validation re-framed: {warn(val['reframed'])}.",
+        *[f"- Partial films ({k}, {part[k]['n_images']} cut from the validation images): the warning fires on "
+          f"{100.0 * part[k]['warning']['n_warned'] / max(part[k]['warning']['n_images'], 1):.0f} % of them."
+          for k in part],
+        "",
+    ]
 
 
 def write_readme(md: dict, out: Path) -> Path:
@@ -581,6 +629,7 @@ def write_readme(md: dict, out: Path) -> Path:
         "this same split; they change no landmark or angle.",
         "",
     ]
+    lines += levels_card(md)
     if bench:
         lines += ["## Speed", "", f"{bench.get('summary', '')}", ""]
     lines += [
@@ -598,6 +647,11 @@ def write_readme(md: dict, out: Path) -> Path:
          if "15" in md["network_data_format"]["outputs"]["pred"].get("channel_def", {}) else
          "- Vertebra identity comes from order: the 17 strongest centres sorted top to bottom are T1..L5. A missed or "
          "extra vertebra (C7, S1) shifts the names by one; the AASCE triple is little affected, named levels are."),
+        *([f"- Vertebra levels: on the validation images as they are, {md['levels']['validation']['original']['n_images'] - md['levels']['validation']['original']['all_named_right']} "
+           f"of {md['levels']['validation']['original']['n_images']} chains are not all named right, and on re-framed "
+           f"films {100 - md['levels']['validation']['reframed']['all_named_right_pct']:.0f} % are not; the level "
+           "warning catches the share measured above, not all of them (see Vertebra levels)."]
+          if "levels" in md else []),
         "- No pixel spacing exists for the training images; distances are in pixels.",
         "- Research software, not a medical device. Check the landmarks before using a value.",
         "",
@@ -624,6 +678,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--levels", default=None, metavar="RUN", help="identification run folder (spine-align train --stage levels)")
     p.add_argument("--levels-checkpoint", default="last.pt")
     p.add_argument("--change", default=None, help="changelog line for this version")
+    p.add_argument("--levels-framings", type=int, default=3,
+                   help="re-framed copies per image for the level-confidence fit and its measurement (default 3)")
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
     import torch
@@ -635,7 +691,8 @@ def main(argv: list[str] | None = None) -> int:
                 checkpoint=a.checkpoint, low_confidence=a.low_confidence if a.low_confidence is not None else 0.3,
                 auto_low_confidence=a.low_confidence is None, refiner_run=Path(a.refiner) if a.refiner else None,
                 refiner_checkpoint=a.refiner_checkpoint, refine_iterations=a.refine_iterations,
-                levels_run=Path(a.levels) if a.levels else None, levels_checkpoint=a.levels_checkpoint, change=a.change)
+                levels_run=Path(a.levels) if a.levels else None, levels_checkpoint=a.levels_checkpoint, change=a.change,
+                levels_framings=a.levels_framings)
     print(json.dumps(md["validation"], indent=1))
     return 0
 

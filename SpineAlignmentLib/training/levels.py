@@ -22,7 +22,7 @@ Validation, each epoch, on the first stage's patient-held-out split:
 * end to end: the packaged first stage's network output of every validation
   image is decoded again with this network choosing the first and last
   vertebra; ``identity_ok`` is the fraction of images whose 17 vertebrae carry
-  the right names (:func:`~SpineAlignmentLib.training.export.level_shift` 0),
+  the right names (:func:`~SpineAlignmentLib.evaluation.levels.level_shift` 0),
   reported with the first-stage landmark metrics (``mean_error_px``,
   ``smape_pct``, ...) and the same figures decoded without identification
   (``base_*``).
@@ -71,6 +71,7 @@ class LevelsConfig(RunConfig):
     anchor_weight: float = 2.0  # decoding: weight of log P(first) + log P(last) against the centre scores
     extra: int = 3  # decoding: up to this many candidates beyond 17
     min_extra_score: float = 0.25  # decoding: centre score an extra candidate needs
+    framings: int = 0  # candidates are also mined on this many re-framed copies of each training image
     net: dict = field(default_factory=lambda: {"channels": [16, 32, 64, 128, 128], "num_res_units": 1, "dropout": 0.1})
 
 
@@ -78,10 +79,12 @@ def build_level_classifier(cfg: LevelsConfig) -> LevelClassifier:
     return LevelClassifier(size=cfg.patch_size, **cfg.net)
 
 
-def label_candidates(candidates: np.ndarray, points: np.ndarray, max_dist: float = 0.5) -> np.ndarray:
+def label_candidates(candidates: np.ndarray, points: np.ndarray, max_dist: float = 0.5, *,
+                     index: bool = False) -> np.ndarray:
     """Class of each (K, 4, 2) first-stage candidate against the (V, 4, 2) reference vertebrae: the
     matched vertebra's class when its centre is within ``max_dist`` x the median vertebra height of a
-    reference centre, ABOVE / BELOW beyond the first / last reference centre, else -1 (not used)."""
+    reference centre, ABOVE / BELOW beyond the first / last reference centre, else -1 (not used).
+    With ``index``: the index of the matched reference vertebra instead (-1 when none matches)."""
     q = np.asarray(points, dtype=np.float64).reshape(-1, 4, 2)
     c = np.asarray(candidates, dtype=np.float64).reshape(-1, 4, 2).mean(axis=1)
     ref = q.mean(axis=1)
@@ -90,6 +93,8 @@ def label_candidates(candidates: np.ndarray, points: np.ndarray, max_dist: float
     k = d.argmin(axis=1)
     labels = np.full(len(c), -1)
     near = d[np.arange(len(c)), k] < max_dist * height
+    if index:
+        return np.where(near, k, -1)
     labels[near] = np.where(k[near] == 0, FIRST, np.where(k[near] == len(q) - 1, LAST, INNER))
     labels[~near & (c[:, 1] < ref[0, 1])] = ABOVE
     labels[~near & (c[:, 1] > ref[-1, 1])] = BELOW
@@ -97,15 +102,16 @@ def label_candidates(candidates: np.ndarray, points: np.ndarray, max_dist: float
 
 
 def _class_frames(points: np.ndarray, candidates: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
-                  p_candidate: float = 0.7) -> np.ndarray:
-    """(5, 4, 2) corners of one vertebra per class (ABOVE, FIRST, INNER, LAST, BELOW order)."""
+                  p_candidate: float = 0.7, matched: np.ndarray | None = None) -> np.ndarray:
+    """(5, 4, 2) corners of one vertebra per class (ABOVE, FIRST, INNER, LAST, BELOW order); ``matched``
+    (the reference index of each candidate) restricts the inner class's candidates to the chosen inner vertebra."""
     q = np.asarray(points, dtype=np.float64).reshape(-1, 4, 2)
     n = len(q)
     inner = (1 if rng.random() < 0.5 else n - 2) if rng.random() < 0.5 else int(rng.integers(2, n - 2))
     frames = [neighbour_vertebrae(q, -2 if rng.random() < 0.3 else -1), q[0], q[inner], q[-1],
               neighbour_vertebrae(q, 2 if rng.random() < 0.3 else 1)]
     for cls in range(len(frames)):
-        pool = np.flatnonzero(labels == cls)
+        pool = np.flatnonzero((labels == cls) if cls != INNER or matched is None else (matched == inner))
         if len(pool) and rng.random() < p_candidate:
             frames[cls] = candidates[int(rng.choice(pool))]
     return np.stack(frames)
@@ -117,7 +123,7 @@ class _LevelSet(torch.utils.data.Dataset):
     def __init__(self, items: list[_Cached], spec: RoiSpec, cfg: LevelsConfig, seed: int | None,
                  candidates: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
         self.items, self.spec, self.cfg, self.seed = items, spec, cfg, seed
-        self.candidates = candidates or {}  # name -> (K, 4, 2) candidates in resized pixels, (K,) labels
+        self.candidates = candidates or {}  # name -> (K, 4, 2) candidates in resized pixels, (K,) labels, (K,) matched index
 
     def __len__(self) -> int:
         return len(self.items)
@@ -131,8 +137,8 @@ class _LevelSet(torch.utils.data.Dataset):
             frames = np.stack([neighbour_vertebrae(q, -1), q[0], q[len(q) // 2], q[-1], neighbour_vertebrae(q, 1)])
             return normalise_patches(sample_rois(image, roi_grid(*vertebra_frames(frames), spec))), labels
         rng = np.random.default_rng((self.seed, i))
-        cand, lab = self.candidates.get(it.name, (np.zeros((0, 4, 2)), np.zeros(0, int)))
-        frames = jittered_frames(_class_frames(it.points, cand, lab, rng), self.cfg, rng)
+        cand, lab, matched = self.candidates.get(it.name, (np.zeros((0, 4, 2)), np.zeros(0, int), np.zeros(0, int)))
+        frames = jittered_frames(_class_frames(it.points, cand, lab, rng, matched=matched), self.cfg, rng)
         x = normalise_patches(sample_rois(image, roi_grid(*frames, spec)))
         flip = rng.random(len(labels)) < 0.5
         x[flip] = torch.flip(x[flip], dims=[-1])
@@ -170,35 +176,68 @@ def first_stage_candidates(model, image: np.ndarray, extra: int, min_extra_score
     return geo.to_original(seen[0].reshape(-1, 2)).reshape(-1, 4, 2)
 
 
+def _mine_candidates(stage1_model, sample: Sample, cfg: LevelsConfig) -> np.ndarray:
+    """(K, 4, 2) original-pixel first-stage candidates of one training image: on the film as it is and on
+    ``cfg.framings`` re-framed copies (:func:`~SpineAlignmentLib.training.framing.random_framing`, seeded by
+    the image's name), whose candidates are shifted back to the original film's rows. Re-framed films
+    show more neck or pelvis, or less, so the first stage takes C7, T2, L4 or S1 as a chain end there:
+    the hard cases the identification network must tell apart."""
+    import zlib
+
+    from PIL import Image
+
+    from ..inference.preprocess import normalise_intensity
+    from .framing import random_framing, reframe
+
+    with Image.open(sample.image_path) as im:
+        pixels = np.asarray(im.convert("L"), dtype=np.float32)
+    found = [first_stage_candidates(stage1_model, normalise_intensity(pixels), cfg.extra, cfg.min_extra_score)]
+    rng = np.random.default_rng((cfg.seed, zlib.crc32(sample.name.encode())))
+    for _ in range(cfg.framings):
+        top, bottom = random_framing(sample.points, rng)
+        framed, _ = reframe(pixels, sample.points, top, bottom)
+        cand = first_stage_candidates(stage1_model, normalise_intensity(framed), cfg.extra, cfg.min_extra_score)
+        cand[..., 1] += round(top)
+        found.append(cand)
+    return np.concatenate(found)
+
+
 def _train_candidates(stage1: "_Stage1Val", cfg: LevelsConfig, train: list[Sample], items: list[_Cached], out: Path,
-                      progress: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """First-stage candidates of every training image with their labels, in the cached images' resized
-    pixels (original-pixel candidates cached in ``out/stage1_train_candidates.npz``)."""
+                      progress: bool) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """First-stage candidates of every training image (:func:`_mine_candidates`) with their labels and the
+    index of the reference vertebra each matches (-1: none), in the cached images' resized pixels
+    (original-pixel candidates cached in ``out/stage1_train_candidates[_framedN].npz``)."""
     from tqdm import tqdm
 
     from ..models.refine import _scale_points
 
-    cache = out / "stage1_train_candidates.npz"
+    cache = out / ("stage1_train_candidates" + (f"_framed{cfg.framings}" if cfg.framings else "") + ".npz")
     found = dict(np.load(cache)) if cache.exists() else {}
     missing = [s for s in train if s.name not in found]
     for s in tqdm(missing, desc="first-stage candidates", disable=not progress):
-        found[s.name] = first_stage_candidates(stage1.model, _read_normalised(s.image_path), cfg.extra, cfg.min_extra_score)
+        found[s.name] = _mine_candidates(stage1.model, s, cfg)
     if missing:
         np.savez_compressed(cache, **found)
     res = {}
     for s, it in zip(train, items):
         cand = found[s.name]
-        res[s.name] = (_scale_points(cand, it.scale), label_candidates(cand, s.points))
+        res[s.name] = (_scale_points(cand, it.scale), label_candidates(cand, s.points),
+                       label_candidates(cand, s.points, index=True))
     return res
 
 
 def _identity_metrics(preds: list[np.ndarray], samples: list[Sample]) -> dict:
     """Landmark metrics of (68, 2) predictions plus ``identity_ok``, the fraction of images named right."""
-    from .export import level_shift
+    from ..evaluation.levels import cobb_ends, end_vertebra_agreement, identification_figures, level_shift
 
     m = landmark_metrics(preds, [s.points for s in samples], [s.image_shape[0] for s in samples],
                          [s.reference_angles for s in samples])
     m["identity_ok"] = float(np.mean([level_shift(p, s.points) == 0 for p, s in zip(preds, samples)]))
+    ident = identification_figures(preds, [s.points for s in samples])
+    m["all_named_right_pct"] = ident["all_named_right_pct"]
+    m["shift_counts"] = ident["shift_counts"]
+    m["end_vertebrae"] = end_vertebra_agreement([cobb_ends(p, s.image_shape[0]) for p, s in zip(preds, samples)],
+                                                [cobb_ends(s.points, s.image_shape[0]) for s in samples])
     return m
 
 
@@ -264,7 +303,7 @@ def train_levels(cfg: LevelsConfig, resume: bool = False, progress: bool = True)
     stage1 = _Stage1Val(cfg, val, spec)
     candidates = _train_candidates(stage1, cfg, train, train_items, out, progress)
     log.info("first-stage candidates on the training images: %s", ", ".join(
-        f"{c} {int(sum((lab == k).sum() for _, lab in candidates.values()))}" for k, c in enumerate(LEVEL_CLASSES)))
+        f"{c} {int(sum((v[1] == k).sum() for v in candidates.values()))}" for k, c in enumerate(LEVEL_CLASSES)))
 
     net = build_level_classifier(cfg)
     val_set = _LevelSet(val_items, spec, cfg, None)
@@ -278,13 +317,20 @@ def train_levels(cfg: LevelsConfig, resume: bool = False, progress: bool = True)
         pred = torch.cat([net(xs[k:k + 64]) for k in range(0, len(xs), 64)]).argmax(1)
         acc = float((pred == ys).float().mean())
         metrics, base = evaluate_identification(net, spec, cfg, stage1)
-        log.info("epoch %d: patch acc %.3f; identity %.3f (first stage alone %.3f), err %.1f px (%.1f), SMAPE %.2f %% (%.2f)",
-                 epoch + 1, acc, metrics["identity_ok"], base["identity_ok"], metrics["mean_error_px"],
-                 base["mean_error_px"], metrics["smape_pct"], base["smape_pct"])
+        log.info("epoch %d: patch acc %.3f; identity %.3f (first stage alone %.3f), all 17 named right %.1f %% (%.1f), "
+                 "shifts -2..+2 %s (%s), Cobb end vertebrae exact %.1f %% (%.1f), within one %.1f %% (%.1f), "
+                 "err %.1f px (%.1f), SMAPE %.2f %% (%.2f)",
+                 epoch + 1, acc, metrics["identity_ok"], base["identity_ok"], metrics["all_named_right_pct"],
+                 base["all_named_right_pct"], "/".join(map(str, metrics["shift_counts"].values())),
+                 "/".join(map(str, base["shift_counts"].values())), metrics["end_vertebrae"]["exact_pct"],
+                 base["end_vertebrae"]["exact_pct"], metrics["end_vertebrae"]["within_one_pct"],
+                 base["end_vertebrae"]["within_one_pct"], metrics["mean_error_px"], base["mean_error_px"],
+                 metrics["smape_pct"], base["smape_pct"])
         return ({"val_patch_acc": acc,
                  "val_patch_acc_by_class": {c: float((pred[ys == k] == k).float().mean()) for k, c in enumerate(LEVEL_CLASSES)},
                  **{f"val_{k}": v for k, v in metrics.items()},
-                 **{f"val_base_{k}": base[k] for k in ("identity_ok", "mean_error_px", "smape_pct", "cmae_deg")}},
+                 **{f"val_base_{k}": base[k] for k in ("identity_ok", "all_named_right_pct", "shift_counts", "end_vertebrae",
+                                                       "mean_error_px", "smape_pct", "cmae_deg")}},
                 {**metrics, "patch_acc": acc})
 
     return fit_patch_stage(net, cfg, state, out, lambda seed: _LevelSet(train_items, spec, cfg, seed, candidates),

@@ -126,3 +126,4 @@ def landmark_metrics(
         "smape_pct_vs_label_triple": smape(lab_tri, pred_tri) if len(errs) else float("nan"),
         "cmae_deg_vs_label_triple": circular_mae(lab_tri, pred_tri) if len(errs) else float("nan"),
     }
+

@@ -43,7 +43,7 @@ TARGET_SMAPE_PCT = 8.0
 
 
 def _figures(preds, samples, heights) -> dict:
-    from SpineAlignmentLib.training.export import level_shift
+    from SpineAlignmentLib.evaluation.levels import level_shift
     from SpineAlignmentLib.training.metrics import landmark_metrics, midline_tilt_errors
 
     m = landmark_metrics(preds, [s.points for s in samples], heights, [s.reference_angles for s in samples])

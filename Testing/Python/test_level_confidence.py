@@ -1,0 +1,264 @@
+"""Level confidence of a coronal chain: framing changes, chain features, the logistic model, the warning,
+naming figures (identification rate, shifts, end vertebrae, warning precision/recall) and where they show."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from SpineAlignmentLib.evaluation.levels import (end_vertebra_agreement, identification_figures, level_figures,
+                                                 level_shift, named_right, warning_figures)
+from SpineAlignmentLib.inference.levels import (FEATURES, alternative_names, assess_levels, chain_features,
+                                                level_probabilities_from_features, level_warning)
+from SpineAlignmentLib.training.framing import level_rows, random_framing, reframe
+
+from test_hygiene import coronal_spine
+from test_inference import _vertebra_output
+
+
+def _chain(n: int = 17, top: float = 100.0, spacing: float = 70.0) -> np.ndarray:
+    """(4n, 2) straight chain: 80 x 50 px boxes, centres ``spacing`` apart from y = top + 25."""
+    box = np.array([[0, 0], [80, 0], [0, 50], [80, 50]], float) + [300, top]
+    return np.concatenate([box + [0, spacing * k] for k in range(n)])
+
+
+def _shifted_by_one_level(truth: np.ndarray, steps: int) -> np.ndarray:
+    """The chain a model names one level off: T2..S1 (steps=+1) or C7..L4 (-1), extrapolated by one spacing."""
+    q = truth.reshape(-1, 4, 2)
+    d = q[1].mean(0) - q[0].mean(0)
+    beyond = q[-1] + d if steps > 0 else q[0] - d
+    return (np.concatenate([q[1:], beyond[None]]) if steps > 0 else np.concatenate([beyond[None], q[:-1]])).reshape(-1, 2)
+
+
+# ---------------------------------------------------------------------------- framing
+
+def test_reframe_crops_and_pads_hand_worked():
+    a = np.arange(40, dtype=np.float32).reshape(10, 4) + 5  # min 5
+    pts = np.array([[1.0, 3.0], [2.0, 8.0]])
+    out, q = reframe(a, pts, -2, 5)  # 2 rows of padding above, rows 0..5 of the film
+    assert out.shape == (8, 4)
+    np.testing.assert_array_equal(out[:2], 5)
+    np.testing.assert_array_equal(out[2:], a[0:6])
+    np.testing.assert_allclose(q, [[1.0, 5.0], [2.0, 10.0]])
+    out, q = reframe(a, pts, 3, 12)  # crop 3 rows at the top, pad 3 below
+    np.testing.assert_array_equal(out[:7], a[3:10])
+    np.testing.assert_array_equal(out[7:], 5)
+    np.testing.assert_allclose(q[:, 1], [0.0, 5.0])
+    with pytest.raises(ValueError):
+        reframe(a, pts, 5, 5)
+
+
+def test_framing_limits_follow_the_spine():
+    chain = _chain()  # centres y = 125, 195, ..., 1245; spacing 70
+    r = level_rows(chain)
+    assert r["T1"] == pytest.approx(125.0) and r["T3"] == pytest.approx(265.0) and r["L5"] == pytest.approx(1245.0)
+    assert r["C4"] == pytest.approx(125.0 - 4 * 0.8 * 70.0)
+    assert r["L4"] == pytest.approx(1175.0) and r["below_sacrum"] == pytest.approx(1245.0 + 4 * 70.0)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        top, bottom = random_framing(chain, rng)
+        assert r["C4"] <= top <= r["T3"] and r["L4"] <= bottom <= r["below_sacrum"]
+
+
+# ---------------------------------------------------------------------------- naming figures
+
+def test_level_shift_and_named_right_on_chains_one_level_off():
+    truth = _chain()
+    assert level_shift(truth, truth) == 0 and named_right(truth, truth)
+    low = _shifted_by_one_level(truth, +1)  # T2..S1
+    high = _shifted_by_one_level(truth, -1)  # C7..L4
+    assert level_shift(low, truth) == 1 and not named_right(low, truth)
+    assert level_shift(high, truth) == -1 and not named_right(high, truth)
+    # one vertebra off in the middle (a double detection): no net shift, but not all named right
+    mid = truth.copy().reshape(17, 4, 2)
+    mid[8] = mid[9]
+    assert level_shift(mid.reshape(-1, 2), truth) == 0 and not named_right(mid.reshape(-1, 2), truth)
+    f = identification_figures([truth, low, high, mid.reshape(-1, 2)], [truth] * 4)
+    assert f["n_images"] == 4 and f["all_named_right"] == 1 and f["all_named_right_pct"] == 25.0
+    assert f["shift_counts"] == {"-2": 0, "-1": 1, "0": 2, "+1": 1, "+2": 0}
+    assert f["misnamed_without_shift"] == 1
+
+
+def test_end_vertebra_agreement_hand_worked():
+    truth = [{"Cobb_MT": ("T5", "T11"), "Cobb_TLL": ("T11", "L4")}, {"Cobb_PT": ("T1", "T5")}]
+    pred = [{"Cobb_MT": ("T5", "T11"), "Cobb_TLL": ("T12", "L4")}, {"Cobb_MT": ("T1", "T5")}]
+    e = end_vertebra_agreement(pred, truth)
+    # MT exact; TLL one level off at the top; PT not reported by the prediction (its MT is another region)
+    assert (e["n_curves"], e["exact"], e["within_one"]) == (3, 1, 2)
+    assert e["exact_pct"] == pytest.approx(100 / 3) and e["within_one_pct"] == pytest.approx(200 / 3)
+    # a chain named a level off moves both ends: within one, not exact
+    low = [{"Cobb_MT": ("T6", "T12")}]
+    e = end_vertebra_agreement(low, [{"Cobb_MT": ("T5", "T11")}])
+    assert (e["exact"], e["within_one"]) == (0, 1)
+
+
+def test_warning_figures_hand_worked():
+    warned = [True, True, False, False, True, False]
+    right = [False, True, False, True, False, True]
+    shifts = [1, 0, -1, 0, 0, 0]  # image 4: misnamed without a shift
+    w = warning_figures(warned, right, shifts)
+    assert (w["n_warned"], w["n_shifted"], w["n_misnamed"], w["n_named_right"]) == (3, 2, 3, 3)
+    assert w["recall_shifted_pct"] == 50.0  # image 0 of 0 and 2
+    assert w["recall_misnamed_pct"] == pytest.approx(200 / 3)  # images 0 and 4 of 0, 2, 4
+    assert w["false_alarm_pct"] == pytest.approx(100 / 3)  # image 1 of 1, 3, 5
+    assert w["precision_pct"] == pytest.approx(200 / 3)
+    assert math.isnan(warning_figures([False], [True], [0])["recall_shifted_pct"])
+
+
+def test_level_figures_of_result_files():
+    """``spine-align evaluate`` figures from result dicts: identification, end vertebrae from the results' own
+    Cobb curves, and the warning read from ``levels.uncertain``."""
+    from SpineAlignmentLib.geometry.coronal import VERTEBRAE
+    from SpineAlignmentLib.pipeline import measure
+
+    ids = [f"{v}_{c}" for v in VERTEBRAE for c in ("TL", "TR", "BL", "BR")]
+    truth_pts = coronal_spine(30.0)
+    low = _shifted_by_one_level(truth_pts, +1)
+
+    def result(points, levels=None):
+        d = measure(dict(zip(ids, map(tuple, points))), "coronal-spine", image_size=(1400, 700)).to_dict()
+        if levels is not None:
+            d["levels"] = levels
+        return d
+
+    truths = [result(truth_pts), result(truth_pts)]
+    preds = [result(truth_pts, {"uncertain": False}), result(low, {"uncertain": True})]
+    f = level_figures(truths, preds)
+    assert f["all_named_right"] == 1 and f["shift_counts"]["+1"] == 1
+    n = len([k for k in truths[0]["parameters"] if k.startswith("Cobb_")])
+    assert n >= 1 and f["end_vertebrae"]["n_curves"] == 2 * n
+    assert f["end_vertebrae"]["exact"] == n  # the right chain agrees exactly, the shifted one not
+    assert f["warning"]["recall_shifted_pct"] == 100.0 and f["warning"]["false_alarm_pct"] == 0.0
+    assert level_figures([{"landmarks": {}}], [{"landmarks": {}}]) == {}
+
+
+# ---------------------------------------------------------------------------- features and the model
+
+def test_chain_features_see_a_vertebra_above_and_the_framing():
+    """Ideal first-stage output for C7..L5 (18 vertebrae) with the chain T1..L5 decoded: the centre map is
+    high one spacing above T1 (C7 is there) and empty below L5; margins and size trend are hand-worked."""
+    spine = coronal_spine(0.0, n=18) * 0.3 + np.array([10.0, 30.0])  # 24 x 15 px boxes, 21 px apart
+    pts = torch.tensor(spine.reshape(1, 72, 2), dtype=torch.float32)
+    out = _vertebra_output(pts, 256, 128, 2, centre_peaks={0: 0.7})
+    prob = torch.sigmoid(out[0, 0]).numpy()
+    chain = spine[4:]  # T1..L5 (the C7 box left out)
+    f = chain_features(prob, chain, 2, (0.0, 511.0))
+    assert set(f) == set(FEATURES) - {"ident_high_vs_right", "ident_low_vs_right"}
+    assert f["above1"] == pytest.approx(0.7, abs=0.02)  # C7's centre peak
+    assert f["below1"] < 0.05 and f["below2"] < 0.05
+    assert f["top_score"] == pytest.approx(1.0, abs=0.02)
+    c = chain.reshape(-1, 4, 2).mean(1)
+    s = np.linalg.norm(c[1] - c[0])
+    assert f["margin_top"] == pytest.approx(c[0, 1] / s)
+    assert f["margin_bottom"] == pytest.approx(min((511.0 - c[-1, 1]) / s, 8.0))
+    assert f["width_ratio_ends"] == pytest.approx(0.0, abs=1e-9)  # equal boxes
+    assert f["span_fraction"] == pytest.approx((c[-1, 1] - c[0, 1]) / 511.0)
+    # identification probabilities: log-odds of the two alternatives against the named-right hypothesis
+    top = np.array([0.5, 0.25, 0.25, 1e-3, 1e-3])  # above, first, inner, last, below
+    bottom = np.array([1e-3, 1e-3, 0.2, 0.4, 0.4])
+    g = chain_features(prob, chain, 2, (0.0, 511.0), end_probabilities=(top, bottom))
+    assert g["ident_high_vs_right"] == pytest.approx(np.log(0.5 * 0.2) - np.log(0.25 * 0.4))
+    assert g["ident_low_vs_right"] == pytest.approx(np.log(0.25 * 0.4) - np.log(0.25 * 0.4))
+
+
+def _block(warn_below=0.5):
+    # one feature: a vertebra above the chain makes "one level too low" likely
+    return {"features": ["above1"], "mean": [0.5], "scale": [0.25], "coef": [[0.0], [-2.0], [2.0]],
+            "intercept": [-1.0, 1.0, 0.0], "warn_below": warn_below}
+
+
+def test_level_probabilities_hand_worked_and_the_warning():
+    b = _block()
+    p = level_probabilities_from_features({"above1": 1.0}, b)  # z = 2: logits (-1, -3, 4)
+    e = np.exp([-1.0, -3.0, 4.0])
+    np.testing.assert_allclose(p, e / e.sum())
+    a = assess_levels({"above1": 1.0}, b)
+    assert a["uncertain"] and a["alternative"] == {"shift": 1, "probability": pytest.approx(e[2] / e.sum(), abs=1e-4),
+                                                  "top": "T2", "bottom": "S1"}
+    assert a["confidence"] == pytest.approx(e[1] / e.sum(), abs=1e-4)
+    w = level_warning(a)
+    assert "level confidence 0.00 < 0.50" in w and "may be S1" in w and "T1 is not in the chain" in w
+    ok = assess_levels({"above1": 0.0}, b)  # z = -2: logits (-1, 5, -4)
+    assert not ok["uncertain"] and level_warning(ok) is None
+    assert alternative_names(-1) == ("C7", "L4") and alternative_names(1) == ("T2", "S1")
+    high = {**a, "alternative": {"shift": -1, "probability": 0.6, "top": "C7", "bottom": "L4"}}
+    assert "the vertebra named T1 may be C7" in level_warning(high)
+
+
+def test_fit_level_model_learns_a_separating_feature():
+    from SpineAlignmentLib.training.level_confidence import FilmRecord, _confidences, fit_level_model
+
+    rng = np.random.default_rng(0)
+    truth = _chain()
+    recs = []
+    for k, (shift, mu) in enumerate([(-1, -4.0), (0, 0.0), (1, 4.0)] * 60):
+        pred = truth if shift == 0 else _shifted_by_one_level(truth, shift)
+        recs.append(FilmRecord(features={"x": mu + 0.3 * rng.normal(), "noise": rng.normal()}, pred=pred, truth=truth,
+                               shift=level_shift(pred, truth), right=named_right(pred, truth), height=1500))
+    block = fit_level_model(recs, ("x", "noise"))
+    block["warn_below"] = 0.5
+    conf, alt = _confidences(recs, block)
+    shifts = np.array([r["shift"] for r in recs])
+    assert np.all(conf[shifts == 0] > 0.5) and np.all(conf[shifts != 0] < 0.3)
+    np.testing.assert_array_equal(alt[shifts != 0], shifts[shifts != 0])
+    assert abs(block["coef"][1][1]) < 0.5  # the noise feature gets (almost) nothing
+
+
+# ---------------------------------------------------------------------------- where the levels show
+
+def _coronal_result(levels):
+    from SpineAlignmentLib.geometry.coronal import VERTEBRAE
+    from SpineAlignmentLib.pipeline import measure
+
+    ids = [f"{v}_{c}" for v in VERTEBRAE for c in ("TL", "TR", "BL", "BR")]
+    res = measure(dict(zip(ids, map(tuple, coronal_spine(30.0)))), "coronal-spine", image_size=(1400, 700))
+    res.levels = levels
+    return res
+
+
+UNCERTAIN = {"confidence": 0.2, "shift_probabilities": {"-1": 0.7, "0": 0.2, "+1": 0.1},
+             "alternative": {"shift": -1, "probability": 0.7, "top": "C7", "bottom": "L4"},
+             "warn_below": 0.4, "uncertain": True}
+
+
+def test_levels_in_result_json_summary_and_table(tmp_path):
+    from SpineAlignmentLib.io.tables import summary_row
+    from SpineAlignmentLib.result import Result
+    from SpineAlignmentLib.slicerio.mrml import table_rows
+
+    res = _coronal_result(UNCERTAIN)
+    back = Result.read_json(res.write_json(tmp_path / "r.json"))
+    assert back.levels == UNCERTAIN
+    assert json.loads((tmp_path / "r.json").read_text())["levels"]["alternative"]["top"] == "C7"
+    row = summary_row(res, "a.png")
+    assert row["level_confidence"] == 0.2 and row["levels_may_be"] == "C7-L4"
+    rows = table_rows(res)
+    lv = [r for r in rows if r["id"] == "level_confidence"]
+    assert len(lv) == 1 and lv[0]["value"] == 0.2 and "may be C7" in lv[0]["warning"]
+    plain = _coronal_result(None)
+    assert "levels" not in plain.to_dict() and math.isnan(summary_row(plain, "a.png")["level_confidence"])
+    assert not [r for r in table_rows(plain) if r["id"] == "level_confidence"]
+
+
+def test_overlay_labels_levels_and_keeps_the_panel_off_the_image(tmp_path):
+    from PIL import Image
+
+    from SpineAlignmentLib.io.overlay import render_overlay, vertebra_labels
+
+    res = _coronal_result(UNCERTAIN)
+    labels = vertebra_labels(res)
+    assert [t for t, _, _ in labels][:2] == ["T1 (C7?)", "T2"] and labels[-1][0] == "L5 (L4?)"
+    tl = res.landmarks["T1_TL"]
+    assert labels[0][1] == pytest.approx(min(tl.x, res.landmarks["T1_BL"].x))
+    assert [t for t, _, _ in vertebra_labels(_coronal_result(None))][0] == "T1"
+    # a horizontal ramp: the picture's image part must show the ramp right up to its top-left corner
+    img = np.tile(np.linspace(0, 1, 700, dtype=np.float32), (1400, 1))
+    png = np.asarray(Image.open(render_overlay(img, res, tmp_path / "o.png", max_size=700)).convert("L"), float)
+    assert png.shape[0] == 700 and png.shape[1] > 350  # the values panel is a strip beside the 350 px image
+    corner = png[5:40, 5:40]
+    expected = np.linspace(0, 255, 350)[5:40]
+    np.testing.assert_allclose(corner.mean(axis=0), expected, atol=12)  # not covered by the values box
