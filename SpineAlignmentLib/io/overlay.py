@@ -124,8 +124,8 @@ def render_overlay(image_2d: np.ndarray, result: Result, path: str | Path, max_s
     dpi = 100.0
     font = max(5.0, min(10.0, 9.0 * max_size / 1600))
     lines = _panel_lines(result)
-    # the values panel is a strip right of the image (monospace: about 0.6 em per character)
-    panel_px = (max(len(t) for t in lines) * 0.6 * font + 12) * dpi / 72.0
+    # the values panel is a strip right of the image (monospace: about 0.6 em per character, plus margins)
+    panel_px = max(len(t) for t in lines) * 0.65 * font * dpi / 72.0 + 24
     img_w, img_h = max(cols * scale, 200), max(rows * scale, 200)
     fig = Figure(figsize=((img_w + panel_px) / dpi, img_h / dpi), dpi=dpi, facecolor="black")
     FigureCanvasAgg(fig)
@@ -182,8 +182,8 @@ def render_overlay(image_2d: np.ndarray, result: Result, path: str | Path, max_s
     # values panel beside the image
     pax = fig.add_axes((frac, 0, 1 - frac, 1))
     pax.axis("off")
-    pax.text(0.03, 0.995, "\n".join(lines), transform=pax.transAxes, va="top", ha="left", fontsize=font,
-             color="white", family="monospace")
+    pax.text(8 / ((1 - frac) * fig.bbox.width), 0.995, "\n".join(lines), transform=pax.transAxes, va="top",
+             ha="left", fontsize=font, color="white", family="monospace")
     tmp = path.with_name(path.name + ".part")
     with open(tmp, "wb") as fh:
         fig.savefig(fh, format="png", dpi=dpi, pil_kwargs={"compress_level": 3})

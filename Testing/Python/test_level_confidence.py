@@ -262,3 +262,84 @@ def test_overlay_labels_levels_and_keeps_the_panel_off_the_image(tmp_path):
     corner = png[5:40, 5:40]
     expected = np.linspace(0, 255, 350)[5:40]
     np.testing.assert_allclose(corner.mean(axis=0), expected, atol=12)  # not covered by the values box
+
+
+# ---------------------------------------------------------------------------- the shipped model
+
+@pytest.fixture(scope="module")
+def shipped():
+    from SpineAlignmentLib.models.registry import load_model, models_dir
+
+    folder = models_dir() / "coronal-spine-landmarks"
+    if not (folder / "metadata.json").is_file():
+        pytest.skip(f"shipped model {folder} not present")
+    torch.set_num_threads(2)
+    return load_model("coronal-spine-landmarks")
+
+
+def _sample():
+    from test_inference import SAMPLE
+
+    from SpineAlignmentLib.imaging import read_radiograph
+
+    if not SAMPLE.is_file():
+        pytest.skip(f"{SAMPLE} missing")
+    return read_radiograph(SAMPLE)
+
+
+def test_shipped_model_measures_its_level_confidence(shipped):
+    from SpineAlignmentLib.inference import predict_landmarks
+
+    block = shipped.metadata["levels"]
+    assert block["features"] and len(block["coef"]) == 3 and 0.0 < block["warn_below"] < 1.0
+    # the fit never saw a validation image: it was fitted on the training split only
+    n_train = shipped.metadata["training"]["split"]["n_train"]
+    assert block["fitted_on"].startswith(f"{n_train} training-split images")
+    val = block["validation"]
+    assert val["original"]["n_images"] == shipped.metadata["validation"]["n_images"]
+    info: dict = {}
+    lms, warns = predict_landmarks(_sample(), shipped, info=info)
+    lv = info["levels"]
+    assert 0.0 <= lv["confidence"] <= 1.0
+    assert sum(lv["shift_probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert lv["uncertain"] == (lv["confidence"] < block["warn_below"])
+    assert any(w.startswith("Vertebra levels uncertain") for w in warns) == lv["uncertain"]
+
+
+def test_shipped_model_warns_on_a_blank_image_and_on_partial_films(shipped):
+    """Bad input: a film with only the thoracic or only the lumbar spine must not come back as 17 confidently
+    named vertebrae; a blank image's levels are meaningless."""
+    from SpineAlignmentLib.inference import predict_landmarks
+
+    info: dict = {}
+    _, warns = predict_landmarks(np.zeros((1500, 600), np.float32), shipped, info=info)
+    assert info["levels"]["confidence"] == 0.0 and info["levels"]["uncertain"]
+    assert any(w.startswith("Vertebra levels uncertain") for w in warns)
+    rg = _sample()
+    lms, _ = predict_landmarks(rg, shipped)
+    y = lambda v: np.mean([lms[f"{v}_{c}"].y for c in ("TL", "TR", "BL", "BR")])
+    pixels = np.asarray(rg.pixels, np.float32)
+    for name, film in (("lumbar-only", pixels[int(y("T11")):]), ("thoracic-only", pixels[: int(y("T10"))])):
+        info = {}
+        _, warns = predict_landmarks(film, shipped, info=info)
+        assert info["levels"]["uncertain"], (name, info["levels"])
+        assert any(w.startswith("Vertebra levels uncertain") for w in warns), name
+
+
+def test_analyze_command_reports_levels(tmp_path, capsys):
+    from test_inference import SAMPLE
+
+    from SpineAlignmentLib.cli import main
+
+    if not SAMPLE.is_file():
+        pytest.skip(f"{SAMPLE} missing")
+    assert main(["analyze", "--protocol", "coronal-spine", "--out", str(tmp_path), str(SAMPLE)]) == 0
+    out = capsys.readouterr().out
+    assert "  levels: T1-L5, level confidence " in out
+    res = json.loads((tmp_path / f"{SAMPLE.stem}.json").read_text())
+    assert 0.0 <= res["levels"]["confidence"] <= 1.0 and res["levels"]["alternative"]["top"] in ("C7", "T2")
+    import csv
+
+    with open(tmp_path / "summary.csv", newline="") as fh:
+        row = next(csv.DictReader(fh))
+    assert float(row["level_confidence"]) == pytest.approx(res["levels"]["confidence"])

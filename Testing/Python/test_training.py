@@ -383,6 +383,18 @@ def test_export_of_a_two_stage_run_measures_its_pass_selection(tmp_path):
     assert sens["repeats"] == 20 and sens["smape_pct_min"] <= sens["smape_pct_mean"] <= sens["smape_pct_max"]
     card = (out / "README.md").read_text()
     assert sel in card and f"gives {sens['smape_pct_mean']:.2f} +- {sens['smape_pct_sd']:.2f} %" in card
+    # Naming figures and the level confidence, measured by the export (fitted on the training split only).
+    ident = v["identification"]
+    assert ident["n_images"] == v["n_images"] and sum(ident["shift_counts"].values()) == v["n_images"]
+    assert v["end_vertebrae"]["n_curves"] >= 0
+    lv = md["levels"]
+    n_train = md["training"]["split"]["n_train"]
+    assert lv["fitted_on"].startswith(f"{n_train} training-split images as they are and 3 re-framed copies")
+    assert lv["training"]["n_images"] == 4 * n_train and 0.0 <= lv["warn_below"] <= 1.0
+    assert lv["validation"]["original"]["n_images"] == v["n_images"]
+    assert lv["validation"]["reframed"]["n_images"] == 3 * v["n_images"]
+    assert set(lv["validation"]["partial"]) == {"thoracic-only", "lumbar-only"}
+    assert "## Vertebra levels" in card and lv["command"] in card
     from SpineAlignmentLib.models.registry import load_model
 
     m = load_model("tiny-two-stage", folder=out)
