@@ -17,7 +17,7 @@ from SpineAlignmentLib.inference.levels import (FEATURES, alternative_names, ass
 from SpineAlignmentLib.training.framing import level_rows, random_framing, reframe
 
 from test_hygiene import coronal_spine
-from test_inference import _vertebra_output
+from test_inference import _vertebra_output, shipped  # noqa: F401 - the shipped model fixture
 
 
 def _chain(n: int = 17, top: float = 100.0, spacing: float = 70.0) -> np.ndarray:
@@ -265,17 +265,6 @@ def test_overlay_labels_levels_and_keeps_the_panel_off_the_image(tmp_path):
 
 
 # ---------------------------------------------------------------------------- the shipped model
-
-@pytest.fixture(scope="module")
-def shipped():
-    from SpineAlignmentLib.models.registry import load_model, models_dir
-
-    folder = models_dir() / "coronal-spine-landmarks"
-    if not (folder / "metadata.json").is_file():
-        pytest.skip(f"shipped model {folder} not present")
-    torch.set_num_threads(2)
-    return load_model("coronal-spine-landmarks")
-
 
 def _sample():
     from test_inference import SAMPLE
