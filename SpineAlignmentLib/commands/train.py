@@ -14,11 +14,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="run folder (created); holds checkpoints, metrics.jsonl, split.json, hygiene.json")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     parser.add_argument("--epochs", type=int, default=60, help="total epochs (default 60)")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=None, help="images per step (default 8; 4 for segmentation)")
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW, cosine schedule)")
-    parser.add_argument("--input-size", type=int, nargs=2, default=(512, 256), metavar=("ROWS", "COLS"),
-                        help="network input (letterbox) size, divisible by 64 (default 512 256)")
-    parser.add_argument("--val-fraction", type=float, default=0.2, help="fraction of images held out by patient")
+    parser.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("ROWS", "COLS"),
+                        help="network input (letterbox) size, divisible by 64 (default 512 256; 512 512 for segmentation)")
+    parser.add_argument("--val-fraction", type=float, default=None,
+                        help="fraction of images held out by patient (default 0.2; 0.15 for segmentation, which also "
+                             "keeps 0.15 apart as a test split)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--time-limit", type=float, default=None, metavar="MIN",
@@ -52,6 +54,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..protocols import get_protocol
+
+    if get_protocol(args.protocol).segments:
+        # Protocols whose table lists segments learn masks (landmarks follow from the masks).
+        from ..training.segmentation import SegConfig, train_segmentation
+
+        kw = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+                                "seed": args.seed, "threads": args.threads, "time_limit_min": args.time_limit,
+                                "max_images": args.max_images, "warmup_epochs": args.warmup}.items() if v is not None}
+        if args.input_size is not None:
+            kw["input_shape"] = tuple(args.input_size)
+        if args.val_fraction is not None:
+            kw["val_fraction"] = args.val_fraction
+        cfg = SegConfig(protocol=args.protocol, data=str(args.data), out=str(args.out), **kw)
+        print(json.dumps(train_segmentation(cfg, resume=args.resume, progress=not args.no_progress), indent=1))
+        return 0
     if args.stage in ("refine", "levels"):
         if args.stage == "refine":
             from ..training.refiner import RefinerConfig as Config, train_refiner as train_stage
@@ -60,8 +78,9 @@ def run(args: argparse.Namespace) -> int:
 
         scfg = Config(
             protocol=args.protocol, data=str(args.data), out=str(args.out), stage1=args.stage1,
-            epochs=args.epochs, lr=args.lr, val_fraction=args.val_fraction, seed=args.seed, threads=args.threads,
+            epochs=args.epochs, lr=args.lr, seed=args.seed, threads=args.threads,
             time_limit_min=args.time_limit, max_images=args.max_images,
+            **({"val_fraction": args.val_fraction} if args.val_fraction is not None else {}),
             **({"warmup_epochs": args.warmup} if args.warmup is not None else {}),
             **({"tilt_weight": args.tilt_weight} if args.stage == "refine" else {"framings": args.framings}))
         print(json.dumps(train_stage(scfg, resume=args.resume, progress=not args.no_progress), indent=1))
@@ -69,8 +88,11 @@ def run(args: argparse.Namespace) -> int:
     from ..training.trainer import TrainConfig, train
 
     cfg = TrainConfig(
-        protocol=args.protocol, data=str(args.data), out=str(args.out), input_shape=tuple(args.input_size),
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction,
+        protocol=args.protocol, data=str(args.data), out=str(args.out),
+        **({"input_shape": tuple(args.input_size)} if args.input_size is not None else {}),
+        **({"batch_size": args.batch_size} if args.batch_size is not None else {}),
+        **({"val_fraction": args.val_fraction} if args.val_fraction is not None else {}),
+        epochs=args.epochs, lr=args.lr,
         seed=args.seed, threads=args.threads, time_limit_min=args.time_limit, max_images=args.max_images,
         representation=args.representation, init_from=args.init_from,
         **({"warmup_epochs": args.warmup} if args.warmup is not None else {}),

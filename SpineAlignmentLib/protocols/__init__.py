@@ -46,6 +46,31 @@ class LandmarkSpec:
 
 
 @dataclass(frozen=True)
+class SegmentSpec:
+    """One structure a segmentation model of the protocol labels (a label-map value).
+
+    Attributes:
+        value: label-map value (0 is background).
+        id: machine name (also the Slicer segment ID).
+        name: human-readable name.
+        side: patient side ``"L"`` or ``"R"`` (sides are the patient's, never the image's).
+        color: display colour (r, g, b) in 0..1.
+        mirror: the segment a horizontal flip turns this one into (``""`` for none).
+        landmarks: landmark IDs derived from this segment's mask.
+        aliases: other names of the segment's mask folder in a training dataset (e.g. SCR's ``left_clavicle``).
+    """
+
+    value: int
+    id: str
+    name: str
+    side: str
+    color: tuple[float, float, float]
+    mirror: str = ""
+    landmarks: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ParameterSpec:
     """One parameter a protocol offers.
 
@@ -83,6 +108,7 @@ class Protocol:
     groups: tuple[tuple[str, tuple[float, float, float]], ...]
     image_roles: tuple[str, ...] = ()
     extra_landmarks: tuple[LandmarkSpec, ...] = field(default=())
+    segments: tuple[SegmentSpec, ...] = field(default=())
 
     @property
     def landmark_ids(self) -> tuple[str, ...]:
@@ -177,6 +203,11 @@ def _parse(data: dict) -> Protocol:
         groups=tuple(colors.items()),
         image_roles=tuple(data.get("image_roles", ())),
         extra_landmarks=tuple(lm({**d, "group": d["group"]}) for d in data.get("paired_lateral_landmarks", ())),
+        segments=tuple(
+            SegmentSpec(value=int(d["value"]), id=d["id"], name=d["name"], side=d["side"],
+                        color=tuple(float(c) for c in d["color"]), mirror=d.get("mirror", ""),
+                        landmarks=tuple(d.get("landmarks", ())), aliases=tuple(d.get("aliases", ())))
+            for d in data.get("segments", ())),
     )
 
 

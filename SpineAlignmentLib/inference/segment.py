@@ -1,0 +1,132 @@
+"""Segmentation on a radiograph: preprocess, label probabilities, map back to the original pixel grid, keypoints.
+
+Public entries: :func:`segment_array` (probabilities on the original grid),
+:func:`label_map` and :func:`masks_to_landmarks` (the protocol's segments to its
+landmarks, e.g. clavicle masks to ``Clav_top``/``Clav_med``/``Clav_lat``).
+
+Sides: the network labels the patient's left and right as it learnt them on
+films displayed with the patient's left on the image right. A film whose
+Patient Orientation says the patient's left is on the image left is mirrored
+before the network and mirrored back (labels swapped), so the labels are always
+the patient's. Without Patient Orientation the usual display is assumed and the
+result says so (the sides are then image sides).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .preprocess import letterbox, normalise_intensity
+
+__all__ = ["LabelMap", "segment_array", "label_map", "masks_to_landmarks"]
+
+
+@dataclass
+class LabelMap:
+    """A label map on the original pixel grid of one film.
+
+    Attributes:
+        array: (rows, cols) uint8; 0 background, else a segment's ``value``.
+        segments: the protocol's :class:`~SpineAlignmentLib.protocols.SegmentSpec` list.
+        probabilities: (labels, rows, cols) float32 softmax, or ``None``.
+        sides_from: ``"patient-orientation"`` or ``"assumed display"`` (patient's left on the image right).
+    """
+
+    array: np.ndarray
+    segments: tuple = ()
+    probabilities: np.ndarray | None = None
+    sides_from: str = "assumed display"
+    warnings: list[str] = field(default_factory=list)
+
+
+def _mirror_perm(segments) -> list[int]:
+    """Channel permutation that a horizontal flip applies to (background + segments) channels."""
+    by_id = {s.id: s.value for s in segments}
+    n = 1 + max((s.value for s in segments), default=0)
+    perm = list(range(n))
+    for s in segments:
+        if s.mirror:
+            perm[s.value] = by_id[s.mirror]
+    return perm
+
+
+def segment_array(pixels: np.ndarray, network, input_shape: tuple[int, int], segments, *, intensity=(0.5, 99.5),
+                  mirrored: bool = False, flip_tta: bool = False) -> np.ndarray:
+    """Label probabilities of a 2-D image on its own pixel grid.
+
+    Args:
+        pixels: (rows, cols) intensities, bone bright.
+        network: a segmentation network in eval mode (``(B, 1, H, W) -> (B, labels, H, W)`` logits).
+        input_shape: (H, W) the network was trained at (letterboxed).
+        segments: the protocol's segment specs (for the left/right swap of a mirror).
+        intensity: (low, high) percentiles of the intensity normalisation.
+        mirrored: the film shows the patient's left on the image left: run the network on the mirrored
+            image and mirror the probabilities back (labels swapped), so the labels stay the patient's.
+        flip_tta: also run on the other mirror image and average.
+
+    Returns:
+        (labels, rows, cols) float32 probabilities.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    norm = normalise_intensity(pixels, intensity[0], intensity[1])
+    x, geo = letterbox(norm, tuple(input_shape))
+    perm = _mirror_perm(segments)
+    views = [mirrored] + ([not mirrored] if flip_tta else [])
+    batch = np.stack([x[:, ::-1] if m else x for m in views])[:, None]
+    with torch.inference_mode():
+        prob = torch.softmax(network(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))), dim=1)
+    acc = None
+    for k, m in enumerate(views):
+        p = prob[k]
+        if m:
+            p = p.flip(-1)[perm]  # back to the film's own orientation, sides swapped back
+        acc = p if acc is None else acc + p
+    acc = acc / len(views)
+    oy, ox = geo.offset
+    nh = int(round(geo.scale[0] * geo.src_shape[0]))
+    nw = int(round(geo.scale[1] * geo.src_shape[1]))
+    inner = acc[:, oy:oy + nh, ox:ox + nw][None]
+    rows, cols = pixels.shape
+    out = F.interpolate(inner, size=(rows, cols), mode="bilinear", align_corners=False)[0]
+    return out.numpy().astype(np.float32)
+
+
+def label_map(probabilities: np.ndarray) -> np.ndarray:
+    """(rows, cols) uint8 argmax of (labels, rows, cols) probabilities."""
+    return np.argmax(probabilities, axis=0).astype(np.uint8)
+
+
+def masks_to_landmarks(labels: np.ndarray, segments, frame, spacing=None, probabilities: np.ndarray | None = None,
+                       min_pixels: int = 20):
+    """The protocol's landmarks derived from each segment's mask.
+
+    Args:
+        labels: (rows, cols) label map.
+        segments: segment specs whose ``landmarks`` name the keypoints (``top``, ``medial``, ``lateral`` order).
+        frame: the film's coronal :class:`~SpineAlignmentLib.geometry.primitives.Frame` (``u_a`` = u_left, ``u_s``).
+        spacing: (row, col) mm per pixel or ``None``.
+        probabilities: (labels, rows, cols) for the confidence.
+
+    Returns:
+        ``(landmarks, found, details)``: landmark ID -> :class:`~SpineAlignmentLib.result.Landmark`,
+        segment ID -> bool, segment ID -> :class:`~SpineAlignmentLib.inference.clavicles.ClavicleKeypoints`.
+    """
+    from ..result import Landmark
+    from .clavicles import clavicle_keypoints
+
+    u_left, u_sup = tuple(frame.u_a), tuple(frame.u_s)  # u_a is u_left on a coronal frame
+    landmarks, found, details = {}, {}, {}
+    for seg in segments:
+        prob = None if probabilities is None else probabilities[seg.value]
+        kp = clavicle_keypoints(labels == seg.value, seg.side, u_left, u_sup, spacing, prob, min_pixels=min_pixels)
+        found[seg.id] = kp is not None
+        if kp is None:
+            continue
+        details[seg.id] = kp
+        for lid, p in zip(seg.landmarks, (kp.top, kp.medial, kp.lateral)):
+            landmarks[lid] = Landmark(p[0], p[1], kp.confidence)
+    return landmarks, found, details
