@@ -104,6 +104,7 @@ class BatchOptions:
     flip_tta: bool = False
     write_markups: bool = True
     write_overlay: bool = True
+    write_masks: bool = False
     patient_orientation: str | None = None
     min_confidence: float | None = None
     write_dicom_sr: bool = False
@@ -134,6 +135,9 @@ class BatchItem:
 
     def dicom_sr_path(self, out_dir: str | Path) -> Path:
         return Path(out_dir) / f"{self.name}_sr.dcm"
+
+    def masks_path(self, out_dir: str | Path) -> Path:
+        return Path(out_dir) / f"{self.name}.seg.nrrd"
 
 
 @dataclass
@@ -509,6 +513,7 @@ def analyze_one(
     fingerprint: dict[str, Any] | None = None,
     write_dicom_sr: bool = False,
     min_curve_deg: float | None = None,
+    write_masks: bool = False,
 ) -> Result:
     """Analyse one radiograph and write its files.
 
@@ -526,6 +531,7 @@ def analyze_one(
         write_markups: write the Slicer markups file.
         write_overlay: write the overlay PNG.
         write_dicom_sr: write ``<name>_sr.dcm``, a DICOM SR (TID 1500) referencing the film (DICOM input only).
+        write_masks: write ``<name>.seg.nrrd`` when the model segments (label map on the input's grid).
         patient_orientation: e.g. ``"L,F"`` when the file does not say.
         name: output file stem (default: the image's stem).
         min_confidence: landmarks below this confidence are not trusted (default: the pipeline's).
@@ -580,7 +586,7 @@ def analyze_one(
         item = BatchItem(str(path), name or output_name(path))
         try:
             _write_outputs(item, Path(out_dir), result, radiograph, protocol, write_markups, write_overlay,
-                           write_dicom_sr)
+                           write_dicom_sr, write_masks)
         except OSError as exc:
             remove_part_files(item, out_dir)
             raise OutputError(
@@ -591,8 +597,16 @@ def analyze_one(
 
 
 def _write_outputs(item: BatchItem, out: Path, result: Result, radiograph: Any, protocol: str, write_markups: bool,
-                   write_overlay: bool, write_dicom_sr: bool = False) -> None:
+                   write_overlay: bool, write_dicom_sr: bool = False, write_masks: bool = False) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    if write_masks and result.segmentation is not None:
+        from .io.masks import write_segmentation_nrrd
+        from .slicerio.geometry import ijk_to_ras_for_file
+
+        seg = result.segmentation
+        write_segmentation_nrrd(item.masks_path(out), seg.array, seg.segments, ijk_to_ras_for_file(item.image))
+        result.masks = {"file": item.masks_path(out).name, "labels": {str(s.value): s.id for s in seg.segments},
+                        "sides": seg.sides_from}
     if write_markups:
         from .slicerio.geometry import ijk_to_ras_for_file
         from .slicerio.markups_json import write_markups_json
@@ -613,7 +627,7 @@ def _write_outputs(item: BatchItem, out: Path, result: Result, radiograph: Any, 
 def remove_part_files(item: BatchItem, out_dir: str | Path) -> None:
     """Remove the half-written ``.part`` files an interrupted write of ``item`` left behind."""
     for p in (item.markups_path(out_dir), item.overlay_path(out_dir), item.dicom_sr_path(out_dir),
-              item.result_path(out_dir)):
+              item.masks_path(out_dir), item.result_path(out_dir)):
         try:
             p.with_name(p.name + ".part").unlink(missing_ok=True)
         except OSError as exc:
@@ -682,6 +696,7 @@ def _task(item: BatchItem, options: BatchOptions, fingerprint: dict[str, Any] | 
             write_overlay=options.write_overlay, patient_orientation=options.patient_orientation, name=item.name,
             min_confidence=options.min_confidence, fingerprint=fingerprint,
             write_dicom_sr=options.write_dicom_sr,
+            write_masks=options.write_masks,
         )
     except OutputError as exc:  # the output folder, not the image: the runner stops the batch
         return {"status": "write_error", "item": item, "error": "OutputError", "reason": str(exc),
@@ -727,6 +742,8 @@ def result_state(item: BatchItem, options: BatchOptions, fingerprint: dict[str, 
         return "absent", "no overlay"
     if options.write_dicom_sr and not item.dicom_sr_path(options.out_dir).is_file():
         return "absent", "no DICOM SR"
+    if options.write_masks and data.get("masks") and not item.masks_path(options.out_dir).is_file():
+        return "absent", "no mask file"
     return "complete", ""
 
 

@@ -432,19 +432,20 @@ def analyze(
 
     Returns:
         :class:`Result` with the model's landmarks (with confidences), the parameters and
-        every warning from reading, inference and measurement.
+        every warning from reading, inference and measurement; a segmentation model's label map
+        (on the film's grid) is in ``result.segmentation``.
 
     Raises:
         ModelError: when no model ships for the protocol (place landmarks by hand in Slicer or
             re-measure a landmark file with ``spine-align measure``), or the model is damaged.
     """
-    from .inference import predict_landmarks  # torch is only needed here
+    from .inference import predict  # torch is only needed here
     from .models.registry import resolve_model
 
     proto = get_protocol(protocol)
     loaded = resolve_model(model, proto.id)
     info: dict = {}
-    landmarks, model_warnings = predict_landmarks(radiograph, loaded, flip_tta=flip_tta, info=info)
+    landmarks, model_warnings, labels = predict(radiograph, loaded, flip_tta=flip_tta, info=info)
     image = str(radiograph.path.name) if getattr(radiograph, "path", None) else None
     result = measure(
         landmarks, proto.id,
@@ -457,6 +458,7 @@ def analyze(
     result.warnings[:0] = list(getattr(radiograph, "warnings", [])) + list(model_warnings)
     result.dicom = source_uids(radiograph)
     result.levels = info.get("levels")
+    result.segmentation = labels
     return result
 
 

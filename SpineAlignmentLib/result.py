@@ -107,6 +107,10 @@ class Result:
     fingerprint: dict[str, Any] | None = None
     dicom: dict[str, str] | None = None
     levels: dict[str, Any] | None = None
+    #: label map of a segmentation model (:class:`~SpineAlignmentLib.inference.segment.LabelMap`); not in the JSON
+    segmentation: Any = field(default=None, repr=False, compare=False)
+    #: ``{"file": ..., "labels": {value: segment ID}}`` when the label map was written next to the result
+    masks: dict[str, Any] | None = None
 
     def value(self, parameter_id: str) -> float | None:
         """The parameter's value, or None if it was left out."""
@@ -138,6 +142,8 @@ class Result:
             d["dicom"] = dict(self.dicom)
         if self.levels is not None:
             d["levels"] = dict(self.levels)
+        if self.masks:
+            d["masks"] = dict(self.masks)
         return d
 
     def to_json(self, **kw) -> str:

@@ -58,3 +58,7 @@ def add_image_options(parser: argparse.ArgumentParser) -> None:
                         help="DICOM Patient Orientation when files lack it, e.g. L,F (patient's left on image right)")
     parser.add_argument("--flip-tta", action="store_true", help="average the model with its mirrored prediction")
     add_min_confidence(parser)
+    parser.add_argument("--save-masks", action="store_true",
+                        help="segmentation models (coronal-shoulder): also write <name>.seg.nrrd, the label map on the "
+                             "input's pixel grid (0 background, then the protocol's segments; loads in Slicer as a "
+                             "segmentation)")

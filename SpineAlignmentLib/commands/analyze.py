@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
             res = analyze_one(item.image, protocol.id, args.out, model=args.model, spacing=args.spacing,
                               flip_tta=args.flip_tta, write_markups=args.markups, write_overlay=not args.no_overlay,
                               patient_orientation=args.patient_orientation, name=item.name,
-                              min_confidence=args.min_confidence, write_dicom_sr=args.dicom_sr)
+                              min_confidence=args.min_confidence, write_dicom_sr=args.dicom_sr,
+                              write_masks=args.save_masks)
         except SpineAlignmentError as exc:
             # one bad image is reported and the others are still analysed
             failed += 1

@@ -20,7 +20,7 @@ import numpy as np
 
 from .preprocess import letterbox, normalise_intensity
 
-__all__ = ["LabelMap", "segment_array", "label_map", "masks_to_landmarks"]
+__all__ = ["LabelMap", "segment_array", "label_map", "masks_to_landmarks", "predict_from_masks"]
 
 
 @dataclass
@@ -130,3 +130,96 @@ def masks_to_landmarks(labels: np.ndarray, segments, frame, spacing=None, probab
         for lid, p in zip(seg.landmarks, (kp.top, kp.medial, kp.lateral)):
             landmarks[lid] = Landmark(p[0], p[1], kp.confidence)
     return landmarks, found, details
+
+
+#: a clavicle's length (principal-axis extent) as a fraction of the film's width, on the films the model knows
+#: (JSRT chest films: 0.15-0.35); outside this range the mask is not a clavicle of a chest/shoulder film
+CLAVICLE_LENGTH_RANGE = (0.08, 0.5)
+
+
+def _shape_warnings(details: dict, segments, shape: tuple[int, int], frame) -> dict[str, str]:
+    """Segment ID -> reason its mask does not look like that clavicle (size, position, shape)."""
+    rows, cols = shape
+    bad: dict[str, str] = {}
+    u_left = np.asarray(frame.u_a, dtype=float)
+    centre = np.array([(cols - 1) / 2.0, (rows - 1) / 2.0])
+    for seg in segments:
+        kp = details.get(seg.id)
+        if kp is None:
+            continue
+        med, lat = np.array(kp.medial), np.array(kp.lateral)
+        length = float(np.linalg.norm(lat - med)) / max(cols, 1)
+        lo, hi = CLAVICLE_LENGTH_RANGE
+        side_sign = 1.0 if seg.side == "L" else -1.0
+        if kp.elongation < 2.0:
+            bad[seg.id] = f"its mask is not elongated like a clavicle (axis ratio {kp.elongation:.1f})"
+        elif not lo <= length <= hi:
+            bad[seg.id] = f"its length is {100 * length:.0f} % of the film width (expected {100 * lo:.0f}-{100 * hi:.0f} %)"
+        elif (np.array(kp.top) - centre) @ u_left * side_sign < 0:
+            bad[seg.id] = "it lies on the other side of the film's midline"
+    return bad
+
+
+def predict_from_masks(radiograph, model, *, flip_tta: bool = False):
+    """Segment a film with a ``mask-keypoints`` model and derive the protocol's landmarks.
+
+    Args:
+        radiograph: a :class:`~SpineAlignmentLib.imaging.Radiograph` (or a 2-D array: no spacing, no orientation).
+        model: a loaded segmentation model (:class:`~SpineAlignmentLib.models.registry.LoadedModel`).
+        flip_tta: average with the mirrored film's prediction (labels swapped back).
+
+    Returns:
+        ``(landmarks, warnings, label_map)``: landmark ID -> Landmark (original pixels, confidence in 0..1),
+        image-level warnings, and the :class:`LabelMap` on the film's grid.
+    """
+    from ..geometry.frame import coronal_frame
+    from ..protocols import get_protocol
+    from .predict import MIN_SIDE, _pixels
+
+    pixels = _pixels(radiograph)
+    proto = get_protocol(model.protocol)
+    segs = proto.segments
+    orientation = getattr(radiograph, "patient_orientation", None)
+    spacing = getattr(radiograph, "spacing_mm", None)
+    finfo = coronal_frame(orientation)
+    warns: list[str] = []
+    rows, cols = pixels.shape
+    blank = False
+    finite = pixels[np.isfinite(pixels)]
+    if rows < MIN_SIDE or cols < MIN_SIDE:
+        warns.append(f"Image is only {rows}x{cols} pixels; too small to find the clavicles.")
+        blank = True
+    elif finite.size == 0 or float(np.ptp(finite)) == 0.0:
+        warns.append("Image has no contrast (blank); no clavicle can be found.")
+        blank = True
+    if not finfo.side_known:
+        warns.append("Patient Orientation is unknown: the clavicles are named assuming the usual display (patient's "
+                     "left on the image right), so _L/_R and every sign are by image side; give --patient-orientation "
+                     "(e.g. L,F) to report patient sides.")
+    mirrored = finfo.side_known and float(finfo.frame.u_a[0]) < 0  # patient's left on the image left
+    inten = model.metadata["network_data_format"]["inputs"]["image"]["intensity"]
+    prob = segment_array(pixels, model.network, tuple(model.input_shape), segs,
+                         intensity=(inten["low_percentile"], inten["high_percentile"]), mirrored=mirrored,
+                         flip_tta=flip_tta)
+    labels = label_map(prob)
+    dec = model.metadata["decoding"]
+    min_px = max(1, int(round(float(dec.get("min_fraction_of_image", 2e-4)) * rows * cols)))
+    landmarks, found, details = masks_to_landmarks(labels, segs, finfo.frame, spacing, prob, min_pixels=min_px)
+    low = float(dec["low_confidence"])
+    bad = _shape_warnings(details, segs, (rows, cols), finfo.frame)
+    for seg in segs:
+        if blank and seg.id in details:
+            bad[seg.id] = "the image is blank or too small"
+        if not found[seg.id]:
+            warns.append(f"No {seg.name} found (hidden, cut off, or not a chest/shoulder film): "
+                         f"{', '.join(seg.landmarks)} are left out and so is every parameter that needs them.")
+        elif seg.id in bad:
+            warns.append(f"The {seg.name} found is implausible ({bad[seg.id]}); its points are not trusted.")
+            for lid in seg.landmarks:
+                lm = landmarks[lid]
+                landmarks[lid] = type(lm)(lm.x, lm.y, min(lm.confidence, 0.05))
+        elif details[seg.id].confidence < low:
+            warns.append(f"The {seg.name} mask is uncertain (confidence {details[seg.id].confidence:.2f} < {low:.2f}); "
+                         "check its points.")
+    lm_map = LabelMap(labels, segs, prob, "patient-orientation" if finfo.side_known else "assumed display", warns)
+    return landmarks, warns, lm_map

@@ -139,6 +139,15 @@ def render_overlay(image_2d: np.ndarray, result: Result, path: str | Path, max_s
     lw = 1.2
 
     proto = get_protocol(result.protocol)
+    seg = getattr(result, "segmentation", None)
+    if seg is not None:
+        # mask outlines of a segmentation model, in each segment's colour (drawn under the constructions)
+        sub = np.asarray(seg.array)[::step, ::step]
+        yy = np.arange(sub.shape[0]) * step
+        xx = np.arange(sub.shape[1]) * step
+        for s in seg.segments:
+            if (sub == s.value).any():
+                ax.contour(xx, yy, (sub == s.value).astype(np.float32), levels=[0.5], colors=[s.color], linewidths=lw)
     for i, (pid, m) in enumerate(result.parameters.items()):
         color = _PALETTE[i % len(_PALETTE)]
         tagged = False

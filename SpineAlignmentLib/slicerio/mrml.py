@@ -165,6 +165,7 @@ class SceneAnalysis:
         landmark_nodes: display group -> fiducial node.
         construction_nodes: parameter ID -> its line/angle/point nodes.
         table_node: the parameter table.
+        segmentation_node: ``vtkMRMLSegmentationNode`` of a segmentation model's masks, or ``None``.
         result: the last measurement.
     """
 
@@ -177,6 +178,7 @@ class SceneAnalysis:
         self.landmark_nodes: dict[str, Any] = {}
         self.construction_nodes: dict[str, list[Any]] = {}
         self.table_node: Any = None
+        self.segmentation_node: Any = None  # a segmentation model's masks (one segment per structure)
         self.result: Result = Result(protocol=self.protocol.id)
         self.info: dict[str, Any] = {}
         self.pending_landmark: str | None = None
@@ -697,6 +699,10 @@ def create_analysis(scene: Any, volume_node: Any, result: Result, *, name: str |
         analysis._make_table()
     finally:
         analysis._updating = False
+    if getattr(result, "segmentation", None) is not None and volume_node is not None:
+        analysis.segmentation_node = add_segmentation(scene, volume_node, result.segmentation.array,
+                                                      result.segmentation.segments)
+        analysis._tag(analysis.segmentation_node, "segmentation")
     analysis.result = Result(protocol=result.protocol)  # empty, so update() draws every parameter
     analysis.update(result)
     if observe:
@@ -878,6 +884,80 @@ def make_volume_node(scene: Any, pixels: np.ndarray, ijk_to_ras: Any, name: str 
     node.SetIJKToRASMatrix(vm)
     node.SetAndObserveImageData(image)
     return node
+
+
+def _register_segmentation_converters() -> None:
+    """Conversion rules that Slicer's Segmentations module registers at start-up (needed headless too)."""
+    factory = slicer.vtkSegmentationConverterFactory.GetInstance()
+    have = {factory.GetConverterRules().GetItemAsObject(i).GetName()
+            for i in range(factory.GetConverterRules().GetNumberOfItems())} if hasattr(factory, "GetConverterRules") else set()
+    for cls in ("vtkBinaryLabelmapToClosedSurfaceConversionRule", "vtkClosedSurfaceToBinaryLabelmapConversionRule"):
+        rule_cls = getattr(slicer, cls, None)
+        if rule_cls is not None:
+            rule = rule_cls()
+            if rule.GetName() not in have:
+                factory.RegisterConverterRule(rule)
+
+
+def add_segmentation(scene: Any, volume_node: Any, labels: np.ndarray, segments, name: str | None = None) -> Any:
+    """A ``vtkMRMLSegmentationNode`` from a label map on the volume's pixel grid.
+
+    One segment per protocol segment present in ``labels`` (ID, name and colour from the protocol
+    table, label value kept), geometry from the volume's IJK-to-RAS so it overlays the film.
+
+    Args:
+        scene: the MRML scene.
+        volume_node: the radiograph's volume node.
+        labels: (rows, cols) label map (0 background, then the segments' ``value``).
+        segments: the protocol's :class:`~SpineAlignmentLib.protocols.SegmentSpec` list.
+        name: node name (default: the volume's name + " masks").
+    """
+    from vtk.util.numpy_support import numpy_to_vtk
+
+    _register_segmentation_converters()
+    lab = np.ascontiguousarray(np.asarray(labels, dtype=np.uint8))
+    rows, cols = lab.shape
+    image = vtk.vtkImageData()
+    image.SetDimensions(cols, rows, 1)
+    image.GetPointData().SetScalars(numpy_to_vtk(lab.ravel(), deep=True, array_type=vtk.VTK_UNSIGNED_CHAR))
+    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__spinealign_masks__")
+    vm = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(vm)
+    labelmap.SetIJKToRASMatrix(vm)
+    labelmap.SetAndObserveImageData(image)
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode",
+                                   scene.GenerateUniqueName(name or f"{volume_node.GetName()} masks"))
+    node.CreateDefaultDisplayNodes()
+    node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+    try:
+        slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, node)
+    finally:
+        scene.RemoveNode(labelmap)
+    seg = node.GetSegmentation()
+    by_value = {s.value: s for s in segments}
+    for i in range(seg.GetNumberOfSegments()):
+        sid = seg.GetNthSegmentID(i)
+        segment = seg.GetSegment(sid)
+        spec = by_value.get(segment.GetLabelValue())
+        if spec is not None:
+            segment.SetName(spec.name)
+            segment.SetColor(*spec.color)
+            segment.SetTag("SpineAlignment.segment", spec.id)
+    return node
+
+
+def segmentation_to_labels(node: Any, volume_node: Any) -> np.ndarray:
+    """(rows, cols) uint8 label map of a segmentation node on the volume's grid (segments' label values)."""
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    out = node.GetScene().AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__spinealign_export__")
+    try:
+        slicer.vtkSlicerSegmentationsModuleLogic.ExportAllSegmentsToLabelmapNode(node, out, 0)
+        image = out.GetImageData()
+        cols, rows, _ = image.GetDimensions()
+        return vtk_to_numpy(image.GetPointData().GetScalars()).reshape(rows, cols).astype(np.uint8)
+    finally:
+        node.GetScene().RemoveNode(out)
 
 
 def rows_to_table_node(scene: Any, name: str, rows: list[dict[str, Any]], columns: Sequence[str]) -> Any:

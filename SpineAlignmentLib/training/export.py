@@ -687,6 +687,18 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(a.threads)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     logging.getLogger("SpineAlignmentLib.training.hygiene").setLevel(logging.ERROR)
+    from ..protocols import get_protocol
+
+    run_protocol = json.loads((Path(a.run) / "config.json").read_text()).get("protocol", "coronal-spine")
+    if get_protocol(run_protocol).segments:  # a segmentation run (e.g. the shoulder clavicles)
+        from .export_segmentation import export_segmentation
+
+        md = export_segmentation(Path(a.run), Path(a.data), Path(a.out), name=a.name, version=a.version,
+                                 fp16=not a.fp32, checkpoint="last.pt" if a.checkpoint == "best.pt" else a.checkpoint,
+                                 command="python -m SpineAlignmentLib.training.export " + " ".join(
+                                     sys.argv[1:] if argv is None else argv))
+        print(json.dumps({k: v for k, v in md["validation"].items() if k != "per_image"}, indent=1))
+        return 0
     md = export(Path(a.run), Path(a.data), Path(a.out), name=a.name, version=a.version, fp16=not a.fp32,
                 checkpoint=a.checkpoint, low_confidence=a.low_confidence if a.low_confidence is not None else 0.3,
                 auto_low_confidence=a.low_confidence is None, refiner_run=Path(a.refiner) if a.refiner else None,

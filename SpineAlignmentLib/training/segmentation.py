@@ -42,7 +42,8 @@ from ..inference.segment import masks_to_landmarks, label_map, segment_array
 from ..protocols import get_protocol
 from .trainer import RunConfig, open_run, train_epoch
 
-__all__ = ["SegConfig", "SegSample", "load_mask_samples", "train_segmentation", "evaluate_segmentation"]
+__all__ = ["SegConfig", "SegSample", "load_mask_samples", "train_segmentation", "evaluate_segmentation", "film_row",
+           "summarise"]
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,9 @@ class SegConfig(RunConfig):
     dice_weight: float = 1.0
     ce_weight: float = 1.0
     clavicle_crop_prob: float = 0.85
+    val_every: int = 3  # validate every N epochs (and after the last one)
     net: dict = field(default_factory=lambda: {
-        "channels": [24, 48, 96, 192, 384], "strides": [2, 2, 2, 2], "num_res_units": 2})
+        "channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 2})
 
 
 @dataclass
@@ -80,6 +82,7 @@ class SegSample:
     labels: np.ndarray  # (H, W) uint8 label map at the input size
     pixels: np.ndarray | None = None  # (rows, cols) original intensities (validation/test only)
     masks: np.ndarray | None = None  # (rows, cols) uint8 reference label map on the original grid
+    reference: tuple | None = None  # cached (keypoints, parameters, found) of the reference masks
 
 
 def discover(data_dir: Path, segments) -> tuple[list[tuple[str, Path, dict[int, Path]]], list[str]]:
@@ -307,32 +310,40 @@ def keypoints_and_parameters(labels: np.ndarray, segments, spacing: float, orien
     return {k: np.array([v.x, v.y]) for k, v in lms.items()}, {k: m.value for k, m in res.parameters.items()}, found
 
 
-def evaluate_segmentation(network, samples: list[SegSample], cfg: SegConfig, flip_tta: bool = False) -> tuple[dict, list[dict]]:
-    """Whole-film inference on samples with original grids; summary metrics and one row per film.
+def film_row(name: str, pred: np.ndarray, result, ref: np.ndarray, segments, spacing: float, orientation: str,
+             reference: tuple | None = None, probabilities: np.ndarray | None = None) -> dict:
+    """One film's comparison: IoU/Dice per segment, keypoint errors (px), parameter errors.
 
-    Returns ``(metrics, rows)``: IoU/Dice per side (mean, median, min), keypoint error (px, mm; mean, median,
-    95th percentile), absolute parameter errors (CA, CTAD in degrees; RSH_bony in mm) against the parameters of
-    the reference masks' keypoints, and the films where a side was not found.
+    ``result`` is the film's :class:`~SpineAlignmentLib.result.Result` from ``analyze`` (its trusted landmarks and
+    parameters are compared), or ``None`` to derive them from ``pred`` here. ``reference`` caches the reference
+    masks' ``keypoints_and_parameters``.
     """
-    segs = get_protocol(cfg.protocol).segments
-    network.eval()
-    rows = []
-    for s in samples:
-        prob = segment_array(s.pixels, network, tuple(cfg.input_shape), segs, flip_tta=flip_tta)
-        pred = label_map(prob)
-        row: dict = {"image": s.name}
-        for seg in segs:
-            iou, dice = _iou_dice(pred == seg.value, s.masks == seg.value)
-            row[f"iou_{seg.id}"], row[f"dice_{seg.id}"] = iou, dice
-        kp_p, par_p, found = keypoints_and_parameters(pred, segs, cfg.spacing_mm, cfg.orientation, prob)
-        kp_r, par_r, _ = keypoints_and_parameters(s.masks, segs, cfg.spacing_mm, cfg.orientation)
-        row["missing"] = [k for k, v in found.items() if not v]
-        row["kp_err_px"] = {k: float(np.linalg.norm(kp_p[k] - kp_r[k])) for k in kp_r if k in kp_p}
-        row["param_err"] = {k: float(par_p[k] - par_r[k]) for k in par_r if k in par_p}
-        row["param_ref"] = par_r
-        rows.append(row)
+    row: dict = {"image": name}
+    for seg in segments:
+        iou, dice = _iou_dice(pred == seg.value, ref == seg.value)
+        row[f"iou_{seg.id}"], row[f"dice_{seg.id}"] = iou, dice
+    if result is None:
+        kp_p, par_p, found = keypoints_and_parameters(pred, segments, spacing, orientation, probabilities)
+        row["warned"] = False
+    else:
+        kp_p = {k: np.array([v.x, v.y]) for k, v in result.landmarks.items()}
+        par_p = {k: m.value for k, m in result.parameters.items()}
+        found = {seg.id: all(lid in kp_p for lid in seg.landmarks) for seg in segments}
+        row["warned"] = any(("clavicle" in w and ("uncertain" in w or "implausible" in w or w.startswith("No ")))
+                            for w in result.warnings)
+    kp_r, par_r, _ = reference or keypoints_and_parameters(ref, segments, spacing, orientation)
+    row["missing"] = [k for k, v in found.items() if not v]
+    row["kp_err_px"] = {k: float(np.linalg.norm(kp_p[k] - kp_r[k])) for k in kp_r if k in kp_p}
+    row["param_err"] = {k: float(par_p[k] - par_r[k]) for k in par_r if k in par_p}
+    row["param_ref"] = par_r
+    return row
+
+
+def summarise(rows: list[dict], segments, spacing: float) -> dict:
+    """IoU/Dice per segment (mean, median, min), keypoint errors (px, mm; mean, median, 95th percentile), mean and
+    largest absolute CA/CTAD/RSH_bony errors with their counts, and the films with a side missing or a warning."""
     m: dict = {"n_images": len(rows)}
-    for seg in segs:
+    for seg in segments:
         for kind in ("iou", "dice"):
             v = np.array([r[f"{kind}_{seg.id}"] for r in rows])
             m[f"{kind}_{seg.id}_mean"] = float(v.mean()) if v.size else float("nan")
@@ -341,15 +352,31 @@ def evaluate_segmentation(network, samples: list[SegSample], cfg: SegConfig, fli
     errs = np.array([e for r in rows for e in r["kp_err_px"].values()])
     if errs.size:
         m.update(kp_err_px_mean=float(errs.mean()), kp_err_px_median=float(np.median(errs)),
-                 kp_err_px_p95=float(np.percentile(errs, 95)), kp_err_mm_mean=float(errs.mean() * cfg.spacing_mm),
-                 kp_err_mm_median=float(np.median(errs) * cfg.spacing_mm))
+                 kp_err_px_p95=float(np.percentile(errs, 95)), kp_err_mm_mean=float(errs.mean() * spacing),
+                 kp_err_mm_median=float(np.median(errs) * spacing))
     for pid in ("CA", "CTAD", "RSH_bony"):
         v = np.abs([r["param_err"][pid] for r in rows if pid in r["param_err"]])
         m[f"{pid}_mae"] = float(v.mean()) if v.size else float("nan")
         m[f"{pid}_max_abs_err"] = float(v.max()) if v.size else float("nan")
         m[f"{pid}_n"] = int(v.size)
     m["images_side_missing"] = [r["image"] for r in rows if r["missing"]]
-    return m, rows
+    m["n_low_confidence"] = int(sum(bool(r.get("warned")) for r in rows))
+    return m
+
+
+def evaluate_segmentation(network, samples: list[SegSample], cfg: SegConfig, flip_tta: bool = False) -> tuple[dict, list[dict]]:
+    """Whole-film inference (:func:`segment_array`) on samples with original grids; :func:`summarise` metrics
+    and one :func:`film_row` per film."""
+    segs = get_protocol(cfg.protocol).segments
+    network.eval()
+    rows = []
+    for s in samples:
+        prob = segment_array(s.pixels, network, tuple(cfg.input_shape), segs, flip_tta=flip_tta)
+        if s.reference is None:
+            s.reference = keypoints_and_parameters(s.masks, segs, cfg.spacing_mm, cfg.orientation)
+        rows.append(film_row(s.name, label_map(prob), None, s.masks, segs, cfg.spacing_mm, cfg.orientation,
+                             s.reference, prob))
+    return summarise(rows, segs, cfg.spacing_mm), rows
 
 
 # ------------------------------------------------------------------ training
@@ -418,7 +445,9 @@ def train_segmentation(cfg: SegConfig, resume: bool = False, progress: bool = Tr
                                              drop_last=len(train_set) > cfg.batch_size)
         means, lr = train_epoch(net, loader, loss_fn, opt, cfg, epoch, progress, lambda b: (b[0], b[1], None))
         train_time = time.time() - t0
-        metrics, _ = evaluate_segmentation(net, val_set, cfg) if val_set else ({}, [])
+        stop = cfg.time_limit_min is not None and (time.time() - t_start) / 60.0 >= cfg.time_limit_min
+        validate = val_set and ((epoch + 1) % max(cfg.val_every, 1) == 0 or epoch + 1 == cfg.epochs or stop)
+        metrics, _ = evaluate_segmentation(net, val_set, cfg) if validate else ({}, [])
         last = metrics or last
         row = {"epoch": epoch + 1, "lr": lr, "train_time_s": round(train_time, 1),
                "val_time_s": round(time.time() - t0 - train_time, 1),
@@ -437,7 +466,7 @@ def train_segmentation(cfg: SegConfig, resume: bool = False, progress: bool = Tr
                     "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}},
                    out / "last.pt.tmp")
         (out / "last.pt.tmp").replace(out / "last.pt")
-        if cfg.time_limit_min is not None and (time.time() - t_start) / 60.0 >= cfg.time_limit_min:
+        if stop:
             log.info("time limit of %.0f min reached after epoch %d; resume with --resume", cfg.time_limit_min, epoch + 1)
             break
     return last

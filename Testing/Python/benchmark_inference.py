@@ -4,7 +4,7 @@
 Usage::
 
     python Testing/Python/benchmark_inference.py [--model coronal-spine-landmarks] [--images DIR_OR_FILES ...]
-        [--repeat 10] [--threads 2] [--flip-tta] [--record]
+        [--repeat 10] [--threads 2] [--flip-tta] [--spacing ROW COL] [--patient-orientation X,Y] [--record]
 
 ``--record`` writes the figures into the model's ``metadata.json`` (block
 ``benchmark``, tied to the SHA-256 of every weights file of the model, so new
@@ -12,7 +12,8 @@ weights in any stage drop them) and regenerates its model card, so no
 measured figure is typed in by hand.
 
 Each timed run is end to end: read the file (``read_radiograph``), predict the
-landmarks (``predict_landmarks``) and measure the parameters
+landmarks with any kind of model (``inference.predict``: heatmaps, or masks and
+their keypoints) and measure the parameters
 (``pipeline.measure``). The model is loaded once beforehand (its load time is
 printed separately). Without ``--images`` the bundled sample image is used.
 """
@@ -44,6 +45,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=20, help="images in the throughput run (cycled, default 20)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--flip-tta", action="store_true")
+    p.add_argument("--spacing", nargs=2, type=float, default=None, metavar=("ROW", "COL"),
+                   help="pixel spacing for non-DICOM images (e.g. 0.35 0.35 for JSRT films)")
+    p.add_argument("--patient-orientation", default=None, metavar="X,Y", help="e.g. L,F")
     p.add_argument("--record", action="store_true",
                    help="write the figures into the model's metadata.json and model card")
     p.add_argument("--machine", default="2-core CPU, no other job running",
@@ -54,7 +58,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(a.threads)
     from SpineAlignmentLib.imaging import read_radiograph
-    from SpineAlignmentLib.inference import predict_landmarks
+    from SpineAlignmentLib.inference import predict
     from SpineAlignmentLib.models.registry import load_model
     from SpineAlignmentLib.pipeline import measure
 
@@ -72,9 +76,11 @@ def main(argv=None) -> int:
 
     def one(path: Path) -> float:
         t = time.perf_counter()
-        rg = read_radiograph(path)
-        lms, warns = predict_landmarks(rg, model, flip_tta=a.flip_tta)
-        measure(lms, model.protocol, image_size=rg.shape, spacing_mm=rg.spacing_mm, calibration=rg.calibration)
+        rg = read_radiograph(path, spacing=tuple(a.spacing) if a.spacing else None,
+                             patient_orientation=a.patient_orientation)
+        lms, warns, _ = predict(rg, model, flip_tta=a.flip_tta)
+        measure(lms, model.protocol, image_size=rg.shape, spacing_mm=rg.spacing_mm, calibration=rg.calibration,
+                patient_orientation=rg.patient_orientation)
         return time.perf_counter() - t
 
     one(files[0])  # warm-up (first call allocates and initialises oneDNN kernels)
@@ -123,7 +129,10 @@ def record(model, a, files: list[Path], figures: dict, command: str) -> Path:
     import torch
 
     from SpineAlignmentLib.models.registry import validate_metadata, weights_checksums
-    from SpineAlignmentLib.training.export import write_readme
+    if model.metadata["decoding"]["method"] == "mask-keypoints":
+        from SpineAlignmentLib.training.export_segmentation import write_readme
+    else:
+        from SpineAlignmentLib.training.export import write_readme
 
     path = model.folder / "metadata.json"
     md = json.loads(path.read_text())
