@@ -889,8 +889,7 @@ def make_volume_node(scene: Any, pixels: np.ndarray, ijk_to_ras: Any, name: str 
 def _register_segmentation_converters() -> None:
     """Conversion rules that Slicer's Segmentations module registers at start-up (needed headless too)."""
     factory = slicer.vtkSegmentationConverterFactory.GetInstance()
-    have = {factory.GetConverterRules().GetItemAsObject(i).GetName()
-            for i in range(factory.GetConverterRules().GetNumberOfItems())} if hasattr(factory, "GetConverterRules") else set()
+    have = {rule.GetName() for rule in factory.GetConverterRules()}  # a tuple of rules in the Python wrapping
     for cls in ("vtkBinaryLabelmapToClosedSurfaceConversionRule", "vtkClosedSurfaceToBinaryLabelmapConversionRule"):
         rule_cls = getattr(slicer, cls, None)
         if rule_cls is not None:

@@ -86,7 +86,7 @@ def export_segmentation(run_dir: Path, data_dir: Path, out: Path, *, name: str, 
     import monai
     import torch
 
-    from ..models.registry import load_model, sha256_file, validate_metadata
+    from ..models.registry import LoadedModel, _load_network, load_model, sha256_file, validate_metadata
     from ..protocols import get_protocol
     from .segmentation import SegConfig, build_seg_network
 
@@ -159,9 +159,10 @@ def export_segmentation(run_dir: Path, data_dir: Path, out: Path, *, name: str, 
             "train_time_s": round(sum(r.get("train_time_s", 0) + r.get("val_time_s", 0) for r in rows_log)),
         },
     }
-    validate_metadata(md, str(out / "metadata.json"))
-    (out / "metadata.json").write_text(json.dumps(md, indent=1))
-    model = load_model(name, folder=out)
+    # The stored (float16) weights, loaded with the registry's SHA-256 check, are what every figure is measured on;
+    # the metadata is written once it is complete (it needs the figures to validate).
+    model = LoadedModel(name=name, version=version, metadata=md, network=_load_network(md["network"], md["weights"], out),
+                        landmark_ids=tuple(md["landmarks"]), input_shape=tuple(cfg.input_shape), stride=1, folder=out)
     cfg_d = {"spacing_mm": cfg.spacing_mm, "orientation": cfg.orientation}
     val, val_rows = evaluate_folder(model, data_dir, split["val"], cfg_d)
     test, test_rows = evaluate_folder(model, data_dir, split["test"], cfg_d)
@@ -179,6 +180,7 @@ def export_segmentation(run_dir: Path, data_dir: Path, out: Path, *, name: str, 
     validate_metadata(md, str(out / "metadata.json"))
     (out / "metadata.json").write_text(json.dumps(md, indent=1))
     write_readme(md, out)
+    load_model(name, folder=out)  # the folder loads as users will load it
     return md
 
 

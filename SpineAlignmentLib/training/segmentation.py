@@ -68,6 +68,7 @@ class SegConfig(RunConfig):
     dice_weight: float = 1.0
     ce_weight: float = 1.0
     clavicle_crop_prob: float = 0.85
+    flip_prob: float = 0.5  # left-right mirror (labels swapped) probability
     val_every: int = 3  # validate every N epochs (and after the last one)
     net: dict = field(default_factory=lambda: {
         "channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 2})
@@ -172,7 +173,7 @@ def image_split(names: list[str], val_fraction: float, test_fraction: float, see
 
 
 # ------------------------------------------------------------------ transforms
-def build_seg_transforms(segments, crop_rows: int, clavicle_prob: float, seed: int):
+def build_seg_transforms(segments, crop_rows: int, clavicle_prob: float, seed: int, flip_prob: float = 0.5):
     """MONAI dictionary transforms for ``{"image": (1, H, W), "label": (1, H, W)}`` (label moves with the image).
 
     Flip (with the left/right labels swapped), affine (rotation ±10°, scale ±15 %, shifts), a full-width strip of
@@ -238,7 +239,7 @@ def build_seg_transforms(segments, crop_rows: int, clavicle_prob: float, seed: i
             return d
 
     tf = Compose([
-        RandFlipSwapd(prob=0.5),
+        RandFlipSwapd(prob=flip_prob),
         RandAffined(keys=["image", "label"], prob=0.8, rotate_range=(0.17,), scale_range=(0.15, 0.15),
                     translate_range=(30, 40), mode=("bilinear", "nearest"), padding_mode="zeros"),
         RandStripd(crop_rows, clavicle_prob),
@@ -439,7 +440,7 @@ def train_segmentation(cfg: SegConfig, resume: bool = False, progress: bool = Tr
         t0 = time.time()
         net.train()
         seed = cfg.seed * 1000 + epoch
-        tf = build_seg_transforms(proto.segments, cfg.crop_rows, cfg.clavicle_crop_prob, seed)
+        tf = build_seg_transforms(proto.segments, cfg.crop_rows, cfg.clavicle_crop_prob, seed, cfg.flip_prob)
         loader = torch.utils.data.DataLoader(SegDataset(train_set, tf), batch_size=cfg.batch_size, shuffle=True,
                                              generator=torch.Generator().manual_seed(seed), num_workers=0,
                                              drop_last=len(train_set) > cfg.batch_size)

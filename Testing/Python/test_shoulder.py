@@ -129,10 +129,11 @@ def synthetic_run(tmp_path_factory):
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("shoulders")
-    data = write_dataset(root / "data", 16, seed=3, size=128)
-    cfg = SegConfig(data=str(data), out=str(root / "run"), input_shape=(128, 128), crop_rows=64, batch_size=4,
-                    epochs=14, lr=3e-3, val_every=7, val_fraction=0.25, test_fraction=0.25, spacing_mm=0.7,
-                    net={"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1})
+    data = write_dataset(root / "data", 24, seed=3, size=128)
+    # flips off: a flip moves the synthetic side cue (brightness) to the other label; the flip is tested apart
+    cfg = SegConfig(data=str(data), out=str(root / "run"), input_shape=(128, 128), crop_rows=128, batch_size=4,
+                    epochs=40, lr=1e-2, flip_prob=0.0, val_every=20, val_fraction=1 / 6, test_fraction=1 / 6,
+                    spacing_mm=0.7, net={"channels": [8, 16, 32, 64], "strides": [2, 2, 2], "num_res_units": 1})
     metrics = train_segmentation(cfg, progress=False)
     return root, data, cfg, metrics
 
@@ -140,10 +141,11 @@ def synthetic_run(tmp_path_factory):
 def test_training_learns_the_synthetic_clavicles_and_logs_per_side_metrics(synthetic_run):
     root, _, _, metrics = synthetic_run
     rows = [json.loads(x) for x in (root / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in rows] == list(range(1, 15))
-    assert rows[-1]["train_loss"] < 0.5 * rows[0]["train_loss"]
+    assert [r["epoch"] for r in rows] == list(range(1, 41))
+    assert rows[-1]["train_loss"] < 0.2 * rows[0]["train_loss"]
+    assert "val_iou_clavicle_L_mean" in rows[19] and "val_iou_clavicle_L_mean" not in rows[18]  # every 20 epochs
     for side in ("L", "R"):
-        assert rows[-1][f"val_iou_clavicle_{side}_mean"] > 0.5  # bars of 5-7 px on 128 px films
+        assert rows[-1][f"val_iou_clavicle_{side}_mean"] > 0.8  # an all-background guess scores 0
         assert f"val_dice_clavicle_{side}_mean" in rows[-1]
     assert "val_CA_mae" in rows[-1] and "val_kp_err_px_mean" in rows[-1]
     split = json.loads((root / "run" / "split.json").read_text())
@@ -157,11 +159,11 @@ def test_resume_continues_from_the_checkpoint(synthetic_run):
 
     root, data, cfg, _ = synthetic_run
     state = torch.load(root / "run" / "last.pt", map_location="cpu", weights_only=False)
-    assert state["epoch"] == 13 and "optimizer" in state and "rng" in state
-    more = SegConfig(**{**state["config"], "epochs": 15})
+    assert state["epoch"] == 39 and "optimizer" in state and "rng" in state
+    more = SegConfig(**{**state["config"], "epochs": 41})
     train_segmentation(more, resume=True, progress=False)
     rows = [json.loads(x) for x in (root / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert rows[-1]["epoch"] == 15
+    assert rows[-1]["epoch"] == 41 and rows[-2]["epoch"] == 40
 
 
 def test_flip_augmentation_swaps_left_and_right_labels():
@@ -202,7 +204,7 @@ def test_export_writes_a_valid_model_with_both_splits_measured(exported):
     assert md["decoding"]["method"] == "mask-keypoints" and md["landmarks"][0] == "Clav_top_L"
     assert md["validation"]["n_images"] == 4 and md["validation"]["test"]["n_images"] == 4
     assert "Cor_top_L" in md["not_detected"]["landmarks"]
-    assert md["validation"]["metrics"]["iou_clavicle_L_mean"] > 0.5
+    assert md["validation"]["metrics"]["iou_clavicle_L_mean"] > 0.8
     card = (exported / "syn-clavicles" / "README.md").read_text()
     assert "IoU patient-left clavicle" in card and "coracoid" in card
     model = load_model("syn-clavicles", folder=exported / "syn-clavicles")
@@ -231,7 +233,7 @@ def test_analyze_cli_writes_masks_on_the_input_grid_and_measures(exported, tmp_p
     assert labels.shape == img.shape and np.allclose(m, ijk_to_ras_for_file(film))
     for side, value in (("L", 1), ("R", 2)):
         inter = np.logical_and(labels == value, masks[side]).sum()
-        assert inter / np.logical_or(labels == value, masks[side]).sum() > 0.4
+        assert inter / np.logical_or(labels == value, masks[side]).sum() > 0.7
     assert {"CA", "CTAD", "RSH_bony"} <= set(res["parameters"])
     assert "CHD" in res["omitted"] and res["parameters"]["RSH_bony"]["unit"] == "mm"
     assert res["parameters"]["RSH_bony"]["calibration"] == "manual:user"
