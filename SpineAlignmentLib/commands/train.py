@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="vertebra: centre heatmap + corner offsets + corner heatmaps (default); "
                              "landmark: one DSNT heatmap per corner")
     parser.add_argument("--init-from", default=None, metavar="CHECKPOINT",
-                        help="start from these weights (a run's .pt checkpoint or a packaged model.pt); extra head "
+                        help="start from these weights (a run's .pt checkpoint or a packaged model.pt; segmentation too: a "
+                             "warm restart); landmark heads: extra "
                              "channels start as copies of the centre map")
     parser.add_argument("--anchors", action="store_true",
                         help="vertebra representation: also learn T1 and L5 anchor maps, used to choose the first and "
@@ -62,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
 
         kw = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
                                 "seed": args.seed, "threads": args.threads, "time_limit_min": args.time_limit,
-                                "max_images": args.max_images, "warmup_epochs": args.warmup}.items() if v is not None}
+                                "max_images": args.max_images, "warmup_epochs": args.warmup,
+                                "init_from": args.init_from}.items() if v is not None}
         if args.input_size is not None:
             kw["input_shape"] = tuple(args.input_size)
         if args.val_fraction is not None:

@@ -45,6 +45,8 @@ class ClavicleKeypoints:
         area_px: pixels of the component used.
         component_share: its share of all pixels with this label.
         elongation: principal-axis length ratio.
+        cut_ends: ``"top"``, ``"medial"`` and/or ``"lateral"`` when that point's pixels reach the image border
+            (the clavicle may go on beyond the film, so the point is where the film stops, not on the bone).
     """
 
     top: tuple[float, float]
@@ -54,6 +56,7 @@ class ClavicleKeypoints:
     area_px: int
     component_share: float
     elongation: float
+    cut_ends: tuple[str, ...] = ()
 
 
 def largest_component(mask: np.ndarray) -> tuple[np.ndarray, float]:
@@ -105,10 +108,19 @@ def clavicle_keypoints(mask: np.ndarray, side: str, u_left: tuple[float, float],
     t = (pts - centre) @ axis
     length = float(t.max() - t.min())
     cap = END_CAP_FRACTION * length + 0.5 * min(sx, sy)
-    lateral = pts[t >= t.max() - cap].mean(axis=0)
-    medial = pts[t <= t.min() + cap].mean(axis=0)
+    lat_cap, med_cap = t >= t.max() - cap, t <= t.min() + cap
+    lateral = pts[lat_cap].mean(axis=0)
+    medial = pts[med_cap].mean(axis=0)
+    rows, cols = mask.shape
+    at_border = (ys == 0) | (xs == 0) | (ys == rows - 1) | (xs == cols - 1)
+    # an end counts as cut when the pixels near it (a quarter of the length) touch the border
+    near_lat, near_med = t >= t.max() - 0.25 * length, t <= t.min() + 0.25 * length
+    cut = tuple(name for name, near in (("medial", near_med), ("lateral", near_lat)) if (at_border & near).any())
     s = pts @ np.asarray(u_sup, dtype=float)
-    top = pts[s >= s.max() - 0.5 * min(sx, sy)].mean(axis=0)
+    top_sel = s >= s.max() - 0.5 * min(sx, sy)
+    top = pts[top_sel].mean(axis=0)
+    if at_border[top_sel].any():
+        cut = ("top",) + cut
 
     p = 1.0 if probability is None else float(np.asarray(probability)[ys, xs].mean())
     elong_factor = float(np.clip((elongation - 1.0) / (MIN_ELONGATION - 1.0), 0.0, 1.0))
@@ -116,4 +128,4 @@ def clavicle_keypoints(mask: np.ndarray, side: str, u_left: tuple[float, float],
     return ClavicleKeypoints(
         top=tuple(float(v) for v in top * to_px), medial=tuple(float(v) for v in medial * to_px),
         lateral=tuple(float(v) for v in lateral * to_px), confidence=conf, area_px=int(ys.size),
-        component_share=share, elongation=elongation)
+        component_share=share, elongation=elongation, cut_ends=cut)

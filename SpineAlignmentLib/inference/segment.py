@@ -218,6 +218,15 @@ def predict_from_masks(radiograph, model, *, flip_tta: bool = False):
             for lid in seg.landmarks:
                 lm = landmarks[lid]
                 landmarks[lid] = type(lm)(lm.x, lm.y, min(lm.confidence, 0.05))
+        elif details[seg.id].cut_ends:
+            kp = details[seg.id]
+            cut_ids = [lid for lid, end in zip(seg.landmarks, ("top", "medial", "lateral")) if end in kp.cut_ends]
+            warns.append(f"The {seg.name} reaches the film's edge at its {' and '.join(kp.cut_ends)} end: the bone may "
+                         f"go on beyond the film, so {', '.join(cut_ids)} {'is' if len(cut_ids) == 1 else 'are'} not "
+                         "trusted.")
+            for lid in cut_ids:
+                lm = landmarks[lid]
+                landmarks[lid] = type(lm)(lm.x, lm.y, min(lm.confidence, 0.05))
         elif details[seg.id].confidence < low:
             warns.append(f"The {seg.name} mask is uncertain (confidence {details[seg.id].confidence:.2f} < {low:.2f}); "
                          "check its points.")

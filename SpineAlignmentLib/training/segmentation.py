@@ -70,6 +70,7 @@ class SegConfig(RunConfig):
     clavicle_crop_prob: float = 0.85
     flip_prob: float = 0.5  # left-right mirror (labels swapped) probability
     val_every: int = 3  # validate every N epochs (and after the last one)
+    init_from: str | None = None  # start from these weights (a run's last.pt or a packaged model.pt): a warm restart
     net: dict = field(default_factory=lambda: {
         "channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 2})
 
@@ -423,6 +424,10 @@ def train_segmentation(cfg: SegConfig, resume: bool = False, progress: bool = Tr
     log.info("train %d films, validation %d, test %d (kept apart)", len(train_set), len(val_set), len(test_n))
 
     net = build_seg_network(cfg)
+    if cfg.init_from and state is None:
+        src = torch.load(cfg.init_from, map_location="cpu", weights_only=False)
+        net.load_state_dict({k: v.float() for k, v in src.get("model", src).items()})
+        log.info("initialised from %s", cfg.init_from)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start = 0
     if state is not None:

@@ -66,6 +66,17 @@ def test_anisotropic_pixels_are_handled_in_mm():
     assert math.degrees(math.atan2(dy, dx)) == pytest.approx(10.0, abs=0.5)
 
 
+def test_clavicle_cut_by_the_film_edge_is_named():
+    m = clavicle_mask((120, 300), (150, 50), (320, 60), 6.0)  # the lateral end runs off the right edge
+    kp = clavicle_keypoints(m, "L", *RIGHT_IS_LEFT)
+    assert kp.cut_ends == ("lateral",)
+    assert clavicle_keypoints(m, "R", *RIGHT_IS_LEFT).cut_ends == ("medial",)  # the same bar read as a right clavicle
+    whole = clavicle_mask((120, 300), (150, 60), (250, 50), 6.0)
+    assert clavicle_keypoints(whole, "L", *RIGHT_IS_LEFT).cut_ends == ()
+    high = clavicle_mask((120, 300), (150, 3), (250, 3), 6.0)  # its top row is the film's first row
+    assert "top" in clavicle_keypoints(high, "L", *RIGHT_IS_LEFT).cut_ends
+
+
 def test_confidence_drops_for_blobs_and_split_masks():
     yy, xx = np.mgrid[0:100, 0:100]
     blob = np.hypot(xx - 50, yy - 50) < 15
