@@ -26,7 +26,7 @@ demo: $(STAMP)
 	@echo "Results in out/demo (result JSON, summary CSV, overlay PNG, Slicer markups)."
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 -q Testing/Python
+	$(PY) -m pytest -n 2 --dist loadfile -q Testing/Python
 
 benchmark: $(STAMP)
 	$(PY) Testing/Python/benchmark_inference.py

@@ -159,6 +159,8 @@ class Protocol:
                 }
                 for p in self.parameters
             ],
+            **({"segments": [{"value": g.value, "id": g.id, "name": g.name, "side": g.side,
+                              "landmarks": list(g.landmarks)} for g in self.segments]} if self.segments else {}),
         }
 
 
