@@ -1,26 +1,26 @@
 """SpineAlignmentLib: spinal alignment measurement on radiographs.
 
-:data:`__version__` is the one place the software version comes from: the
-installed package metadata (``pyproject.toml``'s ``version``), or, in a source
-tree or a Slicer extension without package metadata, ``pyproject.toml`` itself.
-It is written into every result JSON, batch summary and evaluation report.
+:data:`__version__` is the software version, from its one place: the file
+``VERSION`` next to this module (``pyproject.toml`` reads it for the package
+metadata, and it is installed with the library into 3D Slicer, where there is
+no package metadata). It is written into every result JSON, batch summary,
+evaluation report and DICOM object, and shown by ``spine-align --version``.
 """
 
 from __future__ import annotations
 
 
 def _version() -> str:
-    import importlib.metadata
     from pathlib import Path
 
-    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
-    if pyproject.is_file():  # a source tree: its own pyproject, not an install found elsewhere on the path
-        try:
-            import tomllib  # Python 3.11+
+    try:
+        text = (Path(__file__).resolve().parent / "VERSION").read_text(encoding="utf-8").strip()
+    except OSError:
+        text = ""
+    if text:
+        return text
+    import importlib.metadata
 
-            return str(tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"])
-        except (ImportError, OSError, ValueError, KeyError):
-            pass
     try:
         return importlib.metadata.version("SpineAlignmentLib")
     except importlib.metadata.PackageNotFoundError:

@@ -243,8 +243,14 @@ def test_version_option_and_version_in_results_and_summary(tmp_path, capsys):
     import SpineAlignmentLib
     import tomllib
 
-    version = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]["version"]
-    assert SpineAlignmentLib.__version__ == version
+    repo = Path(__file__).resolve().parents[2]
+    version = (repo / "SpineAlignmentLib" / "VERSION").read_text().strip()
+    assert SpineAlignmentLib.__version__ == version and version.count(".") == 2
+    # one place: the package metadata reads the same file, and the Slicer extension installs it
+    pyproject = tomllib.loads((repo / "pyproject.toml").read_text())
+    assert pyproject["project"]["dynamic"] == ["version"] and "version" not in pyproject["project"]
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"file": "SpineAlignmentLib/VERSION"}
+    assert "${SPINEALIGNMENT_SOURCE_ROOT}/SpineAlignmentLib/VERSION" in (repo / "SpineAlignment" / "CMakeLists.txt").read_text()
     with pytest.raises(SystemExit) as exc:
         cli_main(["--version"])
     assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"spine-align (SpineAlignmentLib) {version}"
