@@ -36,7 +36,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FilmRecord", "collect_records", "fit_level_model", "measure_records", "partial_framing", "fit_levels_block",
+__all__ = ["film_record", "collect_records", "fit_level_model", "measure_records", "partial_framing", "fit_levels_block",
            "levels_block", "calibrate_levels"]
 
 #: L2 penalty of the logistic fit (on standardised features)
@@ -47,10 +47,12 @@ FALSE_ALARM_FRACTION = 0.05
 _CLASS = {-1: 0, 0: 1, 1: 2}
 
 
-class FilmRecord(dict):
-    """One predicted film: ``name``, ``kind`` (original, reframed, thoracic-only, lumbar-only), ``features``,
-    ``shift`` (:func:`~SpineAlignmentLib.training.metrics.level_shift`), ``right``
-    (:func:`~SpineAlignmentLib.training.metrics.named_right`), ``pred`` and ``truth`` (68, 2) and ``height``."""
+def film_record(**fields) -> dict:
+    """One predicted film, a plain dict (so a pickled cache loads from any entry point): ``name``, ``kind``
+    (original, reframed, thoracic-only, lumbar-only), ``features``, ``shift``
+    (:func:`~SpineAlignmentLib.evaluation.levels.level_shift`), ``right``
+    (:func:`~SpineAlignmentLib.evaluation.levels.named_right`), ``pred`` and ``truth`` (68, 2) and ``height``."""
+    return dict(fields)
 
 
 def partial_framing(points: np.ndarray, kind: str, rng: np.random.Generator) -> tuple[float, float]:
@@ -71,7 +73,7 @@ def partial_framing(points: np.ndarray, kind: str, rng: np.random.Generator) -> 
 
 
 def collect_records(model, samples, *, framings: int = 0, seed: int = 0, original: bool = True,
-                    partial: tuple[str, ...] = (), refine: bool = False, progress: bool = False) -> list[FilmRecord]:
+                    partial: tuple[str, ...] = (), refine: bool = False, progress: bool = False) -> list[dict]:
     """Predict each sample's film (as it is, ``framings`` re-framed copies, and one film of each ``partial``
     kind) with the model (its first stage, and its second with ``refine``: the names are the first stage's
     either way, the corners the Cobb end vertebrae are measured on are not) and record the chain's level
@@ -83,7 +85,7 @@ def collect_records(model, samples, *, framings: int = 0, seed: int = 0, origina
     from .framing import random_framing, reframe
     from ..evaluation.levels import level_shift, named_right
 
-    records: list[FilmRecord] = []
+    records: list[dict] = []
     for i, s in enumerate(tqdm(samples, desc="level features", disable=not progress)):
         with Image.open(s.image_path) as im:
             pixels = np.asarray(im.convert("L"), dtype=np.float32)
@@ -95,13 +97,13 @@ def collect_records(model, samples, *, framings: int = 0, seed: int = 0, origina
             film, truth = (pixels, s.points) if frame is None else reframe(pixels, s.points, *frame)
             info: dict = {}
             pred, _ = predict_array(film, model, refine=refine, info=info)
-            records.append(FilmRecord(name=s.name, kind=kind, features=info["level_features"], pred=pred,
+            records.append(film_record(name=s.name, kind=kind, features=info["level_features"], pred=pred,
                                       truth=truth, height=film.shape[0], shift=level_shift(pred, truth),
                                       right=named_right(pred, truth)))
     return records
 
 
-def _target(r: FilmRecord) -> int:
+def _target(r: dict) -> int:
     """Class index of a record (-1 when it cannot be told: not all right, but no net shift either way)."""
     if r["right"]:
         return _CLASS[0]
@@ -117,7 +119,7 @@ def _offsets(pred, truth) -> np.ndarray:
     return np.linalg.norm(pc[:, None] - tc[None], axis=-1).argmin(1) - np.arange(len(pc))
 
 
-def fit_level_model(records: list[FilmRecord], features: tuple[str, ...], l2: float = L2) -> dict:
+def fit_level_model(records: list[dict], features: tuple[str, ...], l2: float = L2) -> dict:
     """Standardised multinomial logistic regression of the records' naming on ``features``; the
     ``levels`` metadata block without its threshold (``features``, ``mean``, ``scale``, ``coef``, ``intercept``)."""
     from scipy.optimize import minimize
@@ -151,7 +153,7 @@ def fit_level_model(records: list[FilmRecord], features: tuple[str, ...], l2: fl
             "intercept": [round(float(v), 6) for v in b]}
 
 
-def _confidences(records: list[FilmRecord], block: dict) -> tuple[np.ndarray, np.ndarray]:
+def _confidences(records: list[dict], block: dict) -> tuple[np.ndarray, np.ndarray]:
     """(N,) level confidence and (N,) alternative shift of each record under ``block``."""
     from ..inference.levels import level_probabilities_from_features
 
@@ -159,7 +161,7 @@ def _confidences(records: list[FilmRecord], block: dict) -> tuple[np.ndarray, np
     return p[:, 1], np.where(p[:, 0] >= p[:, 2], -1, 1)
 
 
-def measure_records(records: list[FilmRecord], block: dict, *, cobb: bool = False) -> dict:
+def measure_records(records: list[dict], block: dict, *, cobb: bool = False) -> dict:
     """Identification rate, level shifts, and the warning's precision and recall on a record set
     (with ``cobb``, also the end-vertebra agreement of the Cobb curves)."""
     from ..evaluation.levels import cobb_ends, end_vertebra_agreement, identification_figures, warning_figures

@@ -190,14 +190,14 @@ def test_level_probabilities_hand_worked_and_the_warning():
 
 
 def test_fit_level_model_learns_a_separating_feature():
-    from SpineAlignmentLib.training.level_confidence import FilmRecord, _confidences, fit_level_model
+    from SpineAlignmentLib.training.level_confidence import film_record, _confidences, fit_level_model
 
     rng = np.random.default_rng(0)
     truth = _chain()
     recs = []
     for k, (shift, mu) in enumerate([(-1, -4.0), (0, 0.0), (1, 4.0)] * 60):
         pred = truth if shift == 0 else _shifted_by_one_level(truth, shift)
-        recs.append(FilmRecord(features={"x": mu + 0.3 * rng.normal(), "noise": rng.normal()}, pred=pred, truth=truth,
+        recs.append(film_record(features={"x": mu + 0.3 * rng.normal(), "noise": rng.normal()}, pred=pred, truth=truth,
                                shift=level_shift(pred, truth), right=named_right(pred, truth), height=1500))
     block = fit_level_model(recs, ("x", "noise"))
     block["warn_below"] = 0.5

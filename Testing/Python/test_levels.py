@@ -170,11 +170,16 @@ def test_levels_training_resume_export_and_command_line(tmp_path, capsys):
     stage1 = tiny_vertebra_model_folder(tmp_path / "models")
     out = tmp_path / "levels"
     cfg = LevelsConfig(data=str(tmp_path / "data"), out=str(out), stage1=str(stage1), patch_size=32, epochs=1,
-                       images_per_batch=2, val_fraction=0.34, threads=1, warmup_epochs=0,
+                       images_per_batch=2, val_fraction=0.34, threads=1, warmup_epochs=0, framings=2,
                        net={k: v for k, v in LEVEL_ARGS.items() if k != "size"})
     last = train_levels(cfg, progress=False)
     split = json.loads((out / "split.json").read_text())
     assert last["n_images"] == len(split["val"]) > 0 and 0.0 <= last["identity_ok"] <= 1.0
+    assert sum(last["shift_counts"].values()) == last["n_images"] and last["end_vertebrae"]["n_curves"] >= 0
+    # candidates were mined on each training film and on 2 re-framed copies of it (shifted back to its rows)
+    mined = np.load(out / "stage1_train_candidates_framed2.npz")
+    assert sorted(mined.files) == sorted(split["train"])
+    assert all(len(mined[n]) >= 3 * 17 for n in mined.files)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1]
     assert {"train_ce", "train_acc", "val_patch_acc", "val_identity_ok", "val_base_identity_ok", "val_smape_pct"} <= set(rows[0])
