@@ -78,7 +78,7 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         rg = read_radiograph(path, spacing=tuple(a.spacing) if a.spacing else None,
                              patient_orientation=a.patient_orientation)
-        lms, warns, _ = predict(rg, model, flip_tta=a.flip_tta)
+        lms, warns, _ = predict(rg, model, flip_tta=a.flip_tta, info={})  # with the level confidence, as analyze
         measure(lms, model.protocol, image_size=rg.shape, spacing_mm=rg.spacing_mm, calibration=rg.calibration,
                 patient_orientation=rg.patient_orientation)
         return time.perf_counter() - t
