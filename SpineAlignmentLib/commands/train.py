@@ -42,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="landmarks: the whole-image first stage (default); refine: the second-stage ROI "
                              "network that refines each vertebra's corners; levels: the identification network "
                              "that tells which detected vertebra is T1 and which L5 (experimental: in two 20-epoch "
-                             "runs it did not yet name more validation images right than the first stage alone)")
+                             "runs, and a 24-epoch run with --framings 8, it did not name more validation images right "
+                             "than the first stage alone, on the films as they are or re-framed)")
     parser.add_argument("--stage1", default="coronal-spine-landmarks", metavar="MODEL",
                         help="--stage refine or levels: packaged first-stage model (name or folder) whose validation "
                              "predictions the network is evaluated on (default coronal-spine-landmarks)")
