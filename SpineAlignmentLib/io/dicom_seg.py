@@ -21,7 +21,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from ..errors import SpineAlignmentError
-from .dicom_sr import code_table, read_source_dataset, with_empty_type2
+from .dicom_sr import code_table, new_instance, read_source_dataset, save_atomically, with_empty_type2
 
 __all__ = ["SegmentSpec", "segments_for", "write_segmentation", "read_segmentation", "read_source_dataset"]
 
@@ -145,26 +145,17 @@ def write_segmentation(
         pixel_array=labels.astype(np.uint8 if len(order) < 256 else np.uint16),
         segmentation_type=SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
-        series_instance_uid=hd.UID(),
-        series_number=series_number,
-        sop_instance_uid=hd.UID(),
-        instance_number=instance_number,
-        manufacturer="SpineAlignment",
         manufacturer_model_name="SpineAlignment",
         software_versions=__version__,
         device_serial_number="none",
-        series_description="SpineAlignment segmentation",
         omit_empty_frames=False,  # a segment the model did not find is still declared, as an empty frame
+        **new_instance(series_number, instance_number, "SpineAlignment segmentation"),
     )
     if "PlaneOrientationSequence" not in seg.SharedFunctionalGroupsSequence[0]:
         # General Image: Patient Orientation (Type 2C) is needed without an image orientation; the film's own
         # value, else empty (unknown)
         seg.PatientOrientation = ds.get("PatientOrientation", "")
-    path = Path(path)
-    tmp = path.with_name(path.name + ".part")
-    seg.save_as(tmp, enforce_file_format=True)
-    tmp.replace(path)
-    return path
+    return save_atomically(seg, path)
 
 
 def read_segmentation(path: str | Path) -> tuple[np.ndarray, list[dict]]:

@@ -350,15 +350,8 @@ def write_measurement_report(
     report = build_report(result, sources)
     srcs = [with_empty_type2(ds) for ds in _sources(result, sources).values()]
     sr = hd.sr.ComprehensiveSR(
-        evidence=srcs,
-        content=report,
-        series_instance_uid=hd.UID(),
-        series_number=series_number,
-        sop_instance_uid=hd.UID(),
-        instance_number=instance_number,
-        manufacturer="SpineAlignment",
-        series_description="SpineAlignment measurements",
-        is_complete=True,
+        evidence=srcs, content=report, is_complete=True,
+        **new_instance(series_number, instance_number, "SpineAlignment measurements"),
     )
     scheme = code_table()["scheme"]
     item = Dataset()
@@ -367,9 +360,23 @@ def write_measurement_report(
     item.CodingSchemeVersion = scheme["version"]
     item.CodingSchemeResponsibleOrganization = "SpineAlignment project (docs/dicom.md)"
     sr.CodingSchemeIdentificationSequence = [item]  # the private scheme is declared (PS3.3 C.12.1.1.5)
+    return save_atomically(sr, path)
+
+
+def new_instance(series_number: int, instance_number: int, description: str) -> dict[str, Any]:
+    """highdicom arguments of a new SpineAlignment series and instance (SR and SEG alike)."""
+    import highdicom as hd
+
+    return {"series_instance_uid": hd.UID(), "series_number": series_number, "sop_instance_uid": hd.UID(),
+            "instance_number": instance_number, "manufacturer": "SpineAlignment",
+            "series_description": description}
+
+
+def save_atomically(ds: Dataset, path: str | Path) -> Path:
+    """Write a Part 10 file through ``<path>.part`` (an interrupted write never leaves a half file)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".part")
-    sr.save_as(tmp, enforce_file_format=True)
+    ds.save_as(tmp, enforce_file_format=True)
     tmp.replace(path)
     return path
 
