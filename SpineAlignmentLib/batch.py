@@ -300,12 +300,21 @@ def make_items(paths: Sequence[Path]) -> list[BatchItem]:
     return items
 
 
-def find_landmarks_file(landmarks_dir: str | Path, name: str) -> Path | None:
-    """``<name>.json`` (result format) or ``<name>.mrk.json`` in ``landmarks_dir``, else None."""
-    for suffix in (".json", ".mrk.json"):
-        p = Path(landmarks_dir) / f"{name}{suffix}"
-        if p.is_file():
-            return p
+def find_landmarks_file(landmarks_dir: str | Path, name: str | BatchItem) -> Path | None:
+    """``<name>.json`` (result format) or ``<name>.mrk.json`` in ``landmarks_dir``, else None.
+
+    For a :class:`BatchItem` its output name is tried first, then its image's stem (the two
+    differ when the name was made unique or shortened to the file-name limit).
+    """
+    names = [name.name, _stem(Path(name.image))] if isinstance(name, BatchItem) else [name]
+    for stem in dict.fromkeys(names):
+        for suffix in (".json", ".mrk.json"):
+            p = Path(landmarks_dir) / f"{stem}{suffix}"
+            try:
+                if p.is_file():
+                    return p
+            except OSError:  # a name over the file system's limit cannot exist
+                continue
     return None
 
 
@@ -336,7 +345,7 @@ def match_landmarks(items: Sequence[BatchItem], landmarks_dir: str | Path) -> di
     out: dict[str, tuple[Path | None, str]] = {}
     left = []
     for item in items:
-        found = find_landmarks_file(root, item.name)
+        found = find_landmarks_file(root, item)  # its output name, then its stem (a shortened name differs)
         if found is None and item.folders:
             found = find_landmarks_file(root.joinpath(*item.folders), _stem(Path(item.image)))
         if found is not None:

@@ -235,9 +235,19 @@ def _check_image(ds: Dataset, where: str) -> None:
     check_image_size(where, rows, cols, RadiographError, frames=frames, bytes_per_pixel=max(bits, 8) / 8 * samples)
 
 
+def _compressed(ts: UID | None) -> bool:
+    """True for an encapsulated transfer syntax; an unknown (private) UID counts as compressed."""
+    if ts is None:
+        return False
+    try:
+        return bool(ts.is_compressed)
+    except ValueError:  # pydicom: "UID is not a transfer syntax"
+        return True
+
+
 def _decoder_available(ts: UID | None) -> bool | None:
     """Whether pydicom has a working decoder for ``ts`` (None: pydicom does not know the syntax)."""
-    if ts is None or not ts.is_compressed:
+    if not _compressed(ts):
         return True
     try:
         from pydicom.pixels import get_decoder
@@ -250,7 +260,7 @@ def _decoder_available(ts: UID | None) -> bool | None:
 def _decode(ds: Dataset, where: str) -> np.ndarray:
     ts = _transfer_syntax(ds)
     ts_name = ts.name if ts is not None else "an unknown transfer syntax"
-    if ts is not None and ts.is_compressed and _decoder_available(ts) is False:
+    if _compressed(ts) and _decoder_available(ts) is False:
         raise RadiographError(
             f"{where}: is compressed with {ts_name} and no decoder for it is installed; {_INSTALL_HINT}."
         )
@@ -270,7 +280,7 @@ def _decode(ds: Dataset, where: str) -> np.ndarray:
                 f"{where}: the pixel data is shorter than Rows x Columns requires (truncated file); "
                 "copy or export it again."
             ) from None
-        if ts is not None and ts.is_compressed:
+        if _compressed(ts):
             raise RadiographError(f"{where}: the compressed pixel data is corrupt ({ts_name}); "
                                   "export the image again.") from None
         raise RadiographError(f"{where}: the pixel data cannot be decoded ({_short(exc)}).") from None

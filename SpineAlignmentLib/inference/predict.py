@@ -183,6 +183,7 @@ def predict_landmarks(radiograph_or_array: Any, model, *, flip_tta: bool = False
     finite = pixels[np.isfinite(pixels)]
     if finite.size == 0 or float(np.ptp(finite)) == 0.0:
         warns.append("Image has no contrast (blank); landmarks are meaningless.")
+    del finite  # a full-size copy: not kept alive during inference
     detail: dict = {} if info is None else info
     pts, conf = predict_array(pixels, model, flip_tta=flip_tta, refine=refine, info=detail)
     if "levels" in detail:

@@ -66,10 +66,17 @@ def normalise_intensity(pixels: np.ndarray, low_pct: float = 0.5, high_pct: floa
     finite = np.isfinite(a)
     if not finite.all():
         a = np.where(finite, a, 0.0).astype(np.float32)
+    del finite
     lo, hi = np.percentile(a, [low_pct, high_pct])
     if not np.isfinite(hi - lo) or hi - lo <= 1e-6:
         return np.zeros(a.shape, dtype=np.float32)
-    return np.clip((a - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+    # Block by block (about 4 M pixels each), so that a large image needs one float32 output and small
+    # float64 temporaries instead of four full-size copies; the values are those of the one-line form.
+    out = np.empty(a.shape, dtype=np.float32)
+    step = max(1, (1 << 22) // max(1, int(np.prod(a.shape[1:]))))
+    for r in range(0, a.shape[0], step):
+        out[r:r + step] = np.clip((a[r:r + step] - lo) / (hi - lo), 0.0, 1.0)
+    return out
 
 
 def letterbox_geometry(src_shape: tuple[int, int], dst_shape: tuple[int, int]) -> Letterbox:

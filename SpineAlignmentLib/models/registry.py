@@ -278,7 +278,9 @@ _LOADED: dict[str, LoadedModel] = {}
 
 
 def _cached_load(name: str) -> LoadedModel:
-    # Loading the weights (and checking their SHA-256) once per process is enough.
-    if name not in _LOADED:
-        _LOADED[name] = load_model(name)
-    return _LOADED[name]
+    # Loading the weights (and checking their SHA-256) once per process is enough; keyed by the folder,
+    # so that another models folder ($SPINEALIGN_MODELS) never gets a model loaded from the first.
+    key = str(models_dir() / name)
+    if key not in _LOADED:
+        _LOADED[key] = load_model(name)
+    return _LOADED[key]
