@@ -136,6 +136,9 @@ class BatchItem:
     def dicom_sr_path(self, out_dir: str | Path) -> Path:
         return Path(out_dir) / f"{self.name}_sr.dcm"
 
+    def dicom_seg_path(self, out_dir: str | Path) -> Path:
+        return Path(out_dir) / f"{self.name}_seg.dcm"
+
     def masks_path(self, out_dir: str | Path) -> Path:
         return Path(out_dir) / f"{self.name}.seg.nrrd"
 
@@ -629,14 +632,22 @@ def _write_outputs(item: BatchItem, out: Path, result: Result, radiograph: Any, 
     if write_dicom_sr:
         from .io.dicom_sr import read_source_dataset, write_measurement_report
 
-        write_measurement_report(result, read_source_dataset(item.image), item.dicom_sr_path(out))
+        source = read_source_dataset(item.image)
+        if result.segmentation is not None:  # a segmentation model's masks as a DICOM SEG beside the SR
+            from .io.dicom_seg import write_segmentation
+
+            write_segmentation(result.segmentation.array, source, item.dicom_seg_path(out), protocol=protocol,
+                               model=result.model)
+            result.masks = {**(result.masks or {}), "dicom_seg": item.dicom_seg_path(out).name,
+                            "labels": {str(s.value): s.id for s in result.segmentation.segments}}
+        write_measurement_report(result, source, item.dicom_sr_path(out))
     result.write_json(item.result_path(out))  # last: its presence marks the image complete
 
 
 def remove_part_files(item: BatchItem, out_dir: str | Path) -> None:
     """Remove the half-written ``.part`` files an interrupted write of ``item`` left behind."""
     for p in (item.markups_path(out_dir), item.overlay_path(out_dir), item.dicom_sr_path(out_dir),
-              item.masks_path(out_dir), item.result_path(out_dir)):
+              item.dicom_seg_path(out_dir), item.masks_path(out_dir), item.result_path(out_dir)):
         try:
             p.with_name(p.name + ".part").unlink(missing_ok=True)
         except OSError as exc:
@@ -751,7 +762,10 @@ def result_state(item: BatchItem, options: BatchOptions, fingerprint: dict[str, 
         return "absent", "no overlay"
     if options.write_dicom_sr and not item.dicom_sr_path(options.out_dir).is_file():
         return "absent", "no DICOM SR"
-    if options.write_masks and data.get("masks") and not item.masks_path(options.out_dir).is_file():
+    if options.write_dicom_sr and (data.get("masks") or {}).get("dicom_seg") \
+            and not item.dicom_seg_path(options.out_dir).is_file():
+        return "absent", "no DICOM SEG"
+    if options.write_masks and (data.get("masks") or {}).get("file") and not item.masks_path(options.out_dir).is_file():
         return "absent", "no mask file"
     return "complete", ""
 

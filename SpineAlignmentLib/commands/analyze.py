@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs")
     parser.add_argument("--dicom-sr", action="store_true",
                         help="also write <name>_sr.dcm, a DICOM SR measurement report (TID 1500) referencing the "
-                             "film, for PACS (DICOM input only)")
+                             "film, for PACS, and with a segmentation model <name>_seg.dcm, its masks as a DICOM SEG "
+                             "(DICOM input only)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs")
     parser.add_argument("--dicom-sr", action="store_true",
                         help="also write <name>_sr.dcm, a DICOM SR measurement report (TID 1500) referencing the "
-                             "film, for PACS (DICOM input only; other images are recorded as failures)")
+                             "film, for PACS, and with a segmentation model <name>_seg.dcm, its masks as a DICOM SEG "
+                             "(DICOM input only; other images are recorded as failures)")
     parser.add_argument("--no-retry-failures", action="store_true", help="skip images listed in failures.csv")
     parser.add_argument("--force", action="store_true",
                         help="analyse every image again (default: re-use results made with the same fingerprint)")

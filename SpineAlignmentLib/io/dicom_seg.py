@@ -52,12 +52,17 @@ def segments_for(protocol: str) -> list[SegmentSpec]:
     Raises:
         SpineAlignmentError: the protocol has no segmentation.
     """
+    from ..protocols import get_protocol
+
     table = code_table()["segments"]
-    if protocol not in table or protocol == "comment":
+    specs = {s.value: s for s in get_protocol(protocol).segments}
+    if protocol not in table or protocol == "comment" or not specs:
         have = ", ".join(k for k in table if k != "comment")
         raise SpineAlignmentError(f"protocol '{protocol}' has no segmentation labels; protocols with one: {have}.")
-    return [SegmentSpec(int(s["label"]), s["name"], tuple(s["color"]), tuple(s["category"]), tuple(s["type"]),
-                        tuple(s["modifier"]) if s.get("modifier") else None) for s in table[protocol]]
+    # names and colours: the protocol table (one place); codes: dicom_codes.json
+    return [SegmentSpec(int(s["label"]), specs[int(s["label"])].name, specs[int(s["label"])].color,
+                        tuple(s["category"]), tuple(s["type"]), tuple(s["modifier"]) if s.get("modifier") else None)
+            for s in table[protocol]]
 
 
 def _code(c: Sequence[str]):

@@ -34,8 +34,8 @@ def test_label_map_round_trip_with_names_codes_colours_and_reference(tmp_path):
     back, segments = read_segmentation(seg)
     assert back.shape == lab.shape and np.array_equal(back, lab)
     assert [(s["label"], s["name"], s["type"][:2], s["modifier"][:2]) for s in segments] == [
-        (1, "Left clavicle", ("51299004", "SCT"), ("7771000", "SCT")),
-        (2, "Right clavicle", ("51299004", "SCT"), ("24028007", "SCT")),
+        (1, "patient-left clavicle", ("51299004", "SCT"), ("7771000", "SCT")),
+        (2, "patient-right clavicle", ("51299004", "SCT"), ("24028007", "SCT")),
     ]
     for s, spec in zip(segments, segments_for("coronal-shoulder")):
         expected = CIELabColor.from_rgb(*(round(255 * c) for c in spec.color)).value

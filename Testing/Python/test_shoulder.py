@@ -301,3 +301,26 @@ def test_segmentation_node_in_mrml_keeps_labels_names_and_grid(exported, monkeyp
     names = sorted(seg.GetSegment(seg.GetNthSegmentID(i)).GetName() for i in range(seg.GetNumberOfSegments()))
     assert names == ["patient-left clavicle", "patient-right clavicle"]
     assert (segmentation_to_labels(node, vol) == res.segmentation.array).all()
+
+
+def test_dicom_film_gets_a_seg_of_its_masks_beside_the_sr(exported, tmp_path, monkeypatch):
+    from test_imaging import write_dicom
+
+    from SpineAlignmentLib.cli import main
+    from SpineAlignmentLib.io.dicom_seg import read_segmentation
+
+    monkeypatch.setenv("SPINEALIGN_MODELS", str(exported))
+    img, _, _ = synthetic_film(np.random.default_rng(21), 128)
+    film = write_dicom(tmp_path / "film.dcm", img.astype(np.uint16) * 16, ImagerPixelSpacing=[0.7, 0.7],
+                       PatientOrientation=["L", "F"])
+    out = tmp_path / "out"
+    assert main(["analyze", "--protocol", "coronal-shoulder", "--model", "syn-clavicles", "--dicom-sr",
+                 "--save-masks", "--out", str(out), str(film)]) == 0
+    res = json.loads((out / "film.json").read_text())
+    assert res["masks"]["dicom_seg"] == "film_seg.dcm" and res["masks"]["file"] == "film.seg.nrrd"
+    labels, segments = read_segmentation(out / "film_seg.dcm")
+    from SpineAlignmentLib.io.masks import read_segmentation_nrrd
+
+    nrrd_labels, _, _ = read_segmentation_nrrd(out / "film.seg.nrrd")
+    assert (labels == nrrd_labels).all() and {s["label"] for s in segments} <= {1, 2}
+    assert (out / "film_sr.dcm").is_file()
