@@ -40,7 +40,7 @@ from ..errors import SpineAlignmentError
 from ..inference.preprocess import letterbox, normalise_intensity
 from ..inference.segment import masks_to_landmarks, label_map, segment_array
 from ..protocols import get_protocol
-from .trainer import RunConfig, open_run, train_epoch
+from .trainer import RunConfig, open_run, optimizer_for, train_epoch
 
 __all__ = ["SegConfig", "SegSample", "load_mask_samples", "train_segmentation", "evaluate_segmentation", "film_row",
            "summarise"]
@@ -382,12 +382,6 @@ def evaluate_segmentation(network, samples: list[SegSample], cfg: SegConfig, fli
 
 
 # ------------------------------------------------------------------ training
-def _seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2 ** 32))
-    torch.manual_seed(seed)
-
-
 def build_seg_network(cfg: SegConfig):
     from ..models.segmentation import SegmentationUNet
 
@@ -428,12 +422,8 @@ def train_segmentation(cfg: SegConfig, resume: bool = False, progress: bool = Tr
         src = torch.load(cfg.init_from, map_location="cpu", weights_only=False)
         net.load_state_dict({k: v.float() for k, v in src.get("model", src).items()})
         log.info("initialised from %s", cfg.init_from)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start = 0
+    opt, start = optimizer_for(net, cfg, state)
     if state is not None:
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start = int(state["epoch"]) + 1
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])

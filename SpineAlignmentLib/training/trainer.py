@@ -238,6 +238,19 @@ def train_epoch(model, loader, loss_fn, opt, cfg: RunConfig, epoch: int, progres
     return {k: v / max(nb, 1) for k, v in sums.items()}, lr
 
 
+def optimizer_for(net, cfg: RunConfig, state: dict | None) -> tuple[torch.optim.Optimizer, int]:
+    """AdamW for ``net``; with a resume checkpoint ``state``, its weights and optimiser state are restored.
+
+    Returns ``(optimiser, first epoch to run)``.
+    """
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if state is None:
+        return opt, 0
+    net.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    return opt, int(state["epoch"]) + 1
+
+
 def fit_patch_stage(net, cfg: RunConfig, state: dict | None, out: Path, dataset_for_epoch, collate, loss_fn,
                     validate, progress: bool) -> dict:
     """The epoch loop of the ROI stages (refiner, identification).
@@ -248,12 +261,7 @@ def fit_patch_stage(net, cfg: RunConfig, state: dict | None, out: Path, dataset_
     and an atomic ``last.pt``; stops after ``cfg.epochs`` or the epoch that passes
     ``cfg.time_limit_min``. Returns the last validation metrics.
     """
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start = 0
-    if state is not None:
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start = int(state["epoch"]) + 1
+    opt, start = optimizer_for(net, cfg, state)
     last: dict = {}
     t_start = time.time()
     for epoch in range(start, cfg.epochs):
