@@ -56,6 +56,23 @@ def _fmt(v, nd=3) -> str:
     return "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.{nd}f}"
 
 
+def run_lineage(run_dir: Path) -> list[dict]:
+    """The runs that led to ``run_dir`` (each warm restart ``init_from`` an earlier run's ``last.pt``), oldest first:
+    ``[{"run", "epochs_run", "lr", "init_from"}]``."""
+    import torch
+
+    out, seen = [], set()
+    run = Path(run_dir)
+    while run is not None and run.resolve() not in seen and (run / "config.json").is_file():
+        seen.add(run.resolve())
+        cfg = json.loads((run / "config.json").read_text())
+        state = torch.load(run / "last.pt", map_location="cpu", weights_only=False) if (run / "last.pt").is_file() else {}
+        out.append({"run": str(run), "epochs_run": int(state.get("epoch", -1)) + 1, "lr": cfg.get("lr"),
+                    "init_from": cfg.get("init_from")})
+        run = Path(cfg["init_from"]).parent if cfg.get("init_from") else None
+    return out[::-1]
+
+
 def evaluate_folder(model, data_dir: Path, names: list[str], cfg, flip_tta: bool = False) -> tuple[dict, list[dict]]:
     """Analyse films by name through the public path and compare with their reference masks."""
     from ..imaging import read_radiograph
@@ -101,7 +118,9 @@ def export_segmentation(run_dir: Path, data_dir: Path, out: Path, *, name: str, 
     wpath = out / "model.pt"
     torch.save(sd, wpath)
     n_params = sum(p.numel() for p in net.parameters())
-    rows_log = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    lineage = run_lineage(run_dir)
+    rows_log = [json.loads(line) for r in lineage for line in (Path(r["run"]) / "metrics.jsonl").read_text().splitlines()
+                if line.strip()]
     md = {
         "schema": "spinealignment.model-metadata/1",
         "name": name,
@@ -155,7 +174,8 @@ def export_segmentation(run_dir: Path, data_dir: Path, out: Path, *, name: str, 
             "split": {"seed": split["seed"], "by": "image (one JSRT film per patient)", "n_train": len(split["train"]),
                       "n_val": len(split["val"]), "val_images": split["val"], "n_test": len(split["test"]),
                       "test_images": split["test"]},
-            "epochs_run": int(state["epoch"]) + 1,
+            "epochs_run": sum(int(r["epochs_run"]) for r in lineage),
+            "lineage": lineage,
             "train_time_s": round(sum(r.get("train_time_s", 0) + r.get("val_time_s", 0) for r in rows_log)),
         },
     }
@@ -226,7 +246,10 @@ def write_readme(md: dict, out: Path) -> Path:
         f"Cite: {tr['data']['citation']}", "",
         f"Split by image (seed {tr['split']['seed']}): {tr['split']['n_train']} training, {tr['split']['n_val']} "
         f"validation, {tr['split']['n_test']} test films (lists in metadata.json). {tr['recipe']['selection']}; "
-        f"{tr['epochs_run']} epochs, about {tr.get('train_time_s', 0) / 60:.0f} min on a 2-core CPU.", "",
+        f"{tr['epochs_run']} epochs, about {tr.get('train_time_s', 0) / 60:.0f} min on a 2-core CPU"
+        + (" in " + " then ".join(f"{r['epochs_run']} epochs at peak lr {r['lr']:g}" for r in tr["lineage"])
+           + " (each run a warm restart from the previous one's last weights, `--init-from`)"
+           if len(tr.get("lineage", [])) > 1 else "") + ".", "",
     ]
     if v:
         parts += ["## Measured accuracy", "",

@@ -324,3 +324,65 @@ def test_dicom_film_gets_a_seg_of_its_masks_beside_the_sr(exported, tmp_path, mo
     nrrd_labels, _, _ = read_segmentation_nrrd(out / "film.seg.nrrd")
     assert (labels == nrrd_labels).all() and {s["label"] for s in segments} <= {1, 2}
     assert (out / "film_sr.dcm").is_file()
+
+
+# ------------------------------------------------------------------ the shipped model
+SHIPPED = "coronal-shoulder-clavicles"
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from SpineAlignmentLib.models.registry import load_model, models_dir
+
+    if not (models_dir() / SHIPPED).is_dir():
+        pytest.skip(f"{SHIPPED} is not installed in {models_dir()}")
+    return load_model(SHIPPED)
+
+
+def test_shipped_model_card_and_metadata_say_what_it_measured(shipped):
+    md = shipped.metadata
+    assert md["weights"]["size_bytes"] < 25e6 and md["weights"]["dtype"] == "float16"
+    val, test = md["validation"]["metrics"], md["validation"]["test"]["metrics"]
+    assert val["n_images"] == md["training"]["split"]["n_val"] and test["n_images"] == md["training"]["split"]["n_test"]
+    assert not set(md["training"]["split"]["val_images"]) & set(md["training"]["split"]["test_images"])
+    assert "research use only" in md["license"]["training_data"]
+    card = (shipped.folder / "README.md").read_text()
+    assert f"{val['iou_clavicle_L_mean']:.3f}" in card and f"{test['CTAD_mae']:.2f}" in card
+    assert "coracoid" in card and "Cor_top_L" in md["not_detected"]["landmarks"]
+
+
+def test_shipped_model_on_an_ap_spine_film_leaves_out_what_the_film_cuts_off(shipped):
+    from SpineAlignmentLib.imaging import read_radiograph
+    from SpineAlignmentLib.pipeline import analyze
+    from conftest import REPO
+
+    # the bundled AP spine sample shows both clavicles, their lateral ends cut by the film's top corners
+    rg = read_radiograph(REPO / "Resources" / "SampleData" / "aasce-sample-AP.jpg")
+    res = analyze(rg, "coronal-shoulder", model=shipped)
+    # the lateral ends are where the film stops (or the mask is unsure there): no shoulder height from them
+    assert "RSH_bony" not in res.parameters and "not trusted" in res.omitted["RSH_bony"]
+    assert any("reaches the film's edge" in w or "is uncertain" in w for w in res.warnings)
+    assert any("Patient Orientation is unknown" in w for w in res.warnings)
+
+
+def test_shipped_model_on_a_held_out_jsrt_film(shipped):
+    from conftest import datasets_dir
+    from SpineAlignmentLib.imaging import read_radiograph
+    from SpineAlignmentLib.pipeline import analyze
+    from SpineAlignmentLib.training.segmentation import discover, read_label_map
+
+    data = datasets_dir() / "jsrt-clavicles"
+    if not (data / "images").is_dir():
+        pytest.skip(f"JSRT clavicle data not found at {data} (set SPINEALIGN_DATASETS)")
+    name = shipped.metadata["training"]["split"]["test_images"][0]
+    items = {n: (p, m) for n, p, m in discover(data, get_protocol("coronal-shoulder").segments)[0]}
+    path, masks = items[name]
+    rg = read_radiograph(path, spacing=(0.35, 0.35), patient_orientation="L,F")
+    res = analyze(rg, "coronal-shoulder", model=shipped)
+    ref = read_label_map(rg.shape, masks)
+    row = [r for r in shipped.metadata["validation"]["per_image"]["test"] if r["image"] == name][0]
+    for seg in get_protocol("coronal-shoulder").segments:
+        pred, truth = res.segmentation.array == seg.value, ref == seg.value
+        iou = np.logical_and(pred, truth).sum() / np.logical_or(pred, truth).sum()
+        assert iou == pytest.approx(row[f"iou_{seg.id}"], abs=0.005)  # the card's per-film figure, reproduced
+    assert res.parameters["RSH_bony"].calibration == "manual:user"
