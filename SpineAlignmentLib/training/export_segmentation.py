@@ -245,7 +245,7 @@ def write_readme(md: dict, out: Path) -> Path:
         f"{tr['data']['name']}; {tr['data']['n_images']} films. {tr['data']['license']}", "",
         f"Cite: {tr['data']['citation']}", "",
         f"Split by image (seed {tr['split']['seed']}): {tr['split']['n_train']} training, {tr['split']['n_val']} "
-        f"validation, {tr['split']['n_test']} test films (lists in metadata.json). {tr['recipe']['selection']}; "
+        f"validation, {tr['split']['n_test']} test films (lists in metadata.json). {tr['recipe']['selection'][:1].upper()}{tr['recipe']['selection'][1:]}; "
         f"{tr['epochs_run']} epochs, about {tr.get('train_time_s', 0) / 60:.0f} min on a 2-core CPU"
         + (" in " + " then ".join(f"{r['epochs_run']} epochs at peak lr {r['lr']:g}" for r in tr["lineage"])
            + " (each run a warm restart from the previous one's last weights, `--init-from`)"
