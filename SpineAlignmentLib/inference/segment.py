@@ -14,13 +14,13 @@ result says so (the sides are then image sides).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from .preprocess import letterbox, normalise_intensity
 
-__all__ = ["LabelMap", "segment_array", "label_map", "masks_to_landmarks", "predict_from_masks"]
+__all__ = ["LabelMap", "mirror_permutation", "segment_array", "label_map", "masks_to_landmarks", "predict_from_masks"]
 
 
 @dataclass
@@ -38,10 +38,9 @@ class LabelMap:
     segments: tuple = ()
     probabilities: np.ndarray | None = None
     sides_from: str = "assumed display"
-    warnings: list[str] = field(default_factory=list)
 
 
-def _mirror_perm(segments) -> list[int]:
+def mirror_permutation(segments) -> list[int]:
     """Channel permutation that a horizontal flip applies to (background + segments) channels."""
     by_id = {s.id: s.value for s in segments}
     n = 1 + max((s.value for s in segments), default=0)
@@ -74,7 +73,7 @@ def segment_array(pixels: np.ndarray, network, input_shape: tuple[int, int], seg
 
     norm = normalise_intensity(pixels, intensity[0], intensity[1])
     x, geo = letterbox(norm, tuple(input_shape))
-    perm = _mirror_perm(segments)
+    perm = mirror_permutation(segments)
     views = [mirrored] + ([not mirrored] if flip_tta else [])
     batch = np.stack([x[:, ::-1] if m else x for m in views])[:, None]
     with torch.inference_mode():
@@ -230,5 +229,4 @@ def predict_from_masks(radiograph, model, *, flip_tta: bool = False):
         elif details[seg.id].confidence < low:
             warns.append(f"The {seg.name} mask is uncertain (confidence {details[seg.id].confidence:.2f} < {low:.2f}); "
                          "check its points.")
-    lm_map = LabelMap(labels, segs, prob, "patient-orientation" if finfo.side_known else "assumed display", warns)
-    return landmarks, warns, lm_map
+    return landmarks, warns, LabelMap(labels, segs, prob, "patient-orientation" if finfo.side_known else "assumed display")

@@ -38,7 +38,7 @@ from PIL import Image
 
 from ..errors import SpineAlignmentError
 from ..inference.preprocess import letterbox, normalise_intensity
-from ..inference.segment import masks_to_landmarks, label_map, segment_array
+from ..inference.segment import label_map, masks_to_landmarks, mirror_permutation, segment_array
 from ..protocols import get_protocol
 from .trainer import RunConfig, open_run, optimizer_for, train_epoch
 
@@ -185,11 +185,7 @@ def build_seg_transforms(segments, crop_rows: int, clavicle_prob: float, seed: i
                                   RandGaussianSmoothd, RandScaleIntensityd, RandShiftIntensityd)
     from monai.transforms.transform import Randomizable
 
-    perm = np.arange(1 + max(s.value for s in segments))
-    by_id = {s.id: s.value for s in segments}
-    for s in segments:
-        if s.mirror:
-            perm[s.value] = by_id[s.mirror]
+    perm = np.asarray(mirror_permutation(segments))
 
     class RandFlipSwapd(Randomizable, MapTransform):
         """Mirror image and label left-right with probability ``prob`` and swap the mirrored labels."""
