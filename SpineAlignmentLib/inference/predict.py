@@ -153,6 +153,22 @@ def plausibility_warnings(points: np.ndarray, confidence: np.ndarray, ids, low_c
     return warns
 
 
+def image_problems(pixels: np.ndarray, what: str) -> list[str]:
+    """Warnings for a film nothing can be found on: fewer than :data:`MIN_SIDE` pixels a side, or no contrast.
+
+    ``what`` names what a model looks for (``"vertebra landmarks"``); any warning means whatever the model
+    returns on this film must not look confident.
+    """
+    warns: list[str] = []
+    rows, cols = pixels.shape
+    if rows < MIN_SIDE or cols < MIN_SIDE:
+        warns.append(f"Image is only {rows}x{cols} pixels; too small for {what}, results are unreliable.")
+    finite = pixels[np.isfinite(pixels)]  # a full-size copy, freed on return (not kept during inference)
+    if finite.size == 0 or float(np.ptp(finite)) == 0.0:
+        warns.append(f"Image has no contrast (blank); {what} found on it are meaningless.")
+    return warns
+
+
 def predict_landmarks(radiograph_or_array: Any, model, *, flip_tta: bool = False,
                       refine: bool = True, info: dict | None = None) -> tuple[dict[str, Landmark], list[str]]:
     """Predict a protocol's landmarks on a radiograph.
@@ -176,14 +192,7 @@ def predict_landmarks(radiograph_or_array: Any, model, *, flip_tta: bool = False
         RadiographError: not a 2-D grayscale image.
     """
     pixels = _pixels(radiograph_or_array)
-    warns: list[str] = []
-    rows, cols = pixels.shape
-    if rows < MIN_SIDE or cols < MIN_SIDE:
-        warns.append(f"Image is only {rows}x{cols} pixels; too small for vertebra landmarks, results are unreliable.")
-    finite = pixels[np.isfinite(pixels)]
-    if finite.size == 0 or float(np.ptp(finite)) == 0.0:
-        warns.append("Image has no contrast (blank); landmarks are meaningless.")
-    del finite  # a full-size copy: not kept alive during inference
+    warns = image_problems(pixels, "vertebra landmarks")
     detail: dict = {} if info is None else info
     pts, conf = predict_array(pixels, model, flip_tta=flip_tta, refine=refine, info=detail)
     if "levels" in detail:

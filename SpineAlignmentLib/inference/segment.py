@@ -30,13 +30,11 @@ class LabelMap:
     Attributes:
         array: (rows, cols) uint8; 0 background, else a segment's ``value``.
         segments: the protocol's :class:`~SpineAlignmentLib.protocols.SegmentSpec` list.
-        probabilities: (labels, rows, cols) float32 softmax, or ``None``.
         sides_from: ``"patient-orientation"`` or ``"assumed display"`` (patient's left on the image right).
     """
 
     array: np.ndarray
     segments: tuple = ()
-    probabilities: np.ndarray | None = None
     sides_from: str = "assumed display"
 
 
@@ -173,7 +171,7 @@ def predict_from_masks(radiograph, model, *, flip_tta: bool = False):
     """
     from ..geometry.frame import coronal_frame
     from ..protocols import get_protocol
-    from .predict import MIN_SIDE, _pixels
+    from .predict import _pixels, image_problems
 
     pixels = _pixels(radiograph)
     proto = get_protocol(model.protocol)
@@ -181,16 +179,9 @@ def predict_from_masks(radiograph, model, *, flip_tta: bool = False):
     orientation = getattr(radiograph, "patient_orientation", None)
     spacing = getattr(radiograph, "spacing_mm", None)
     finfo = coronal_frame(orientation)
-    warns: list[str] = []
     rows, cols = pixels.shape
-    blank = False
-    finite = pixels[np.isfinite(pixels)]
-    if rows < MIN_SIDE or cols < MIN_SIDE:
-        warns.append(f"Image is only {rows}x{cols} pixels; too small to find the clavicles.")
-        blank = True
-    elif finite.size == 0 or float(np.ptp(finite)) == 0.0:
-        warns.append("Image has no contrast (blank); no clavicle can be found.")
-        blank = True
+    warns = image_problems(pixels, "the clavicles")
+    blank = bool(warns)
     if not finfo.side_known:
         warns.append("Patient Orientation is unknown: the clavicles are named assuming the usual display (patient's "
                      "left on the image right), so _L/_R and every sign are by image side; give --patient-orientation "
@@ -206,6 +197,12 @@ def predict_from_masks(radiograph, model, *, flip_tta: bool = False):
     landmarks, found, details = masks_to_landmarks(labels, segs, finfo.frame, spacing, prob, min_pixels=min_px)
     low = float(dec["low_confidence"])
     bad = _shape_warnings(details, segs, (rows, cols), finfo.frame)
+
+    def untrust(ids) -> None:
+        for lid in ids:
+            lm = landmarks[lid]
+            landmarks[lid] = type(lm)(lm.x, lm.y, min(lm.confidence, 0.05))
+
     for seg in segs:
         if blank and seg.id in details:
             bad[seg.id] = "the image is blank or too small"
@@ -214,19 +211,15 @@ def predict_from_masks(radiograph, model, *, flip_tta: bool = False):
                          f"{', '.join(seg.landmarks)} are left out and so is every parameter that needs them.")
         elif seg.id in bad:
             warns.append(f"The {seg.name} found is implausible ({bad[seg.id]}); its points are not trusted.")
-            for lid in seg.landmarks:
-                lm = landmarks[lid]
-                landmarks[lid] = type(lm)(lm.x, lm.y, min(lm.confidence, 0.05))
+            untrust(seg.landmarks)
         elif details[seg.id].cut_ends:
             kp = details[seg.id]
             cut_ids = [lid for lid, end in zip(seg.landmarks, ("top", "medial", "lateral")) if end in kp.cut_ends]
             warns.append(f"The {seg.name} reaches the film's edge at its {' and '.join(kp.cut_ends)} end: the bone may "
                          f"go on beyond the film, so {', '.join(cut_ids)} {'is' if len(cut_ids) == 1 else 'are'} not "
                          "trusted.")
-            for lid in cut_ids:
-                lm = landmarks[lid]
-                landmarks[lid] = type(lm)(lm.x, lm.y, min(lm.confidence, 0.05))
+            untrust(cut_ids)
         elif details[seg.id].confidence < low:
             warns.append(f"The {seg.name} mask is uncertain (confidence {details[seg.id].confidence:.2f} < {low:.2f}); "
                          "check its points.")
-    return landmarks, warns, LabelMap(labels, segs, prob, "patient-orientation" if finfo.side_known else "assumed display")
+    return landmarks, warns, LabelMap(labels, segs, "patient-orientation" if finfo.side_known else "assumed display")
