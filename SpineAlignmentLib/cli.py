@@ -26,6 +26,7 @@ COMMANDS = {
     "analyze": "analyze",
     "batch": "batch",
     "train": "train",
+    "export": "export",
     "evaluate": "evaluate",
 }
 

@@ -1,16 +1,25 @@
-"""``spine-align train``: train a landmark network on an AASCE-layout folder."""
+"""``spine-align train``: train a protocol's model on a dataset folder.
+
+Which trainer runs follows from the protocol table and the data: a protocol whose table lists
+``segments`` trains a segmentation network (clavicle masks); a folder in the AASCE layout (``images/`` +
+``labels/*.mat``) trains the specialised coronal vertebra network (the only layout it reads); any other
+folder is a dataset-format folder (docs/dataset-format.md) and trains the generic two-stage landmark
+model of :mod:`SpineAlignmentLib.training.generic`, for every protocol.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-HELP = "train a landmark heatmap network (resumable; writes a run folder with metrics and checkpoints)"
+HELP = "train a protocol's landmark (or segmentation) model on a dataset folder (resumable run folder with metrics and checkpoints)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--protocol", default="coronal-spine", help="protocol whose landmarks are learnt (default: coronal-spine)")
-    parser.add_argument("--data", required=True, help="dataset folder with images/ and labels/ (AASCE layout)")
+    parser.add_argument("--data", required=True,
+                        help="dataset folder: the dataset format of docs/dataset-format.md (any protocol; generic trainer), "
+                             "or the AASCE layout images/ + labels/ (coronal vertebra network), or the clavicle-mask layout")
     parser.add_argument("--out", required=True, help="run folder (created); holds checkpoints, metrics.jsonl, split.json, hygiene.json")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     parser.add_argument("--epochs", type=int, default=60, help="total epochs (default 60)")
@@ -52,6 +61,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--framings", type=int, default=0, metavar="N",
                         help="--stage levels: also mine first-stage candidates on N re-framed copies of each training "
                              "image (top moved between C4 and T3, bottom between L4 and below the sacrum; default 0)")
+    parser.add_argument("--trainer", choices=("auto", "generic", "vertebra"), default="auto",
+                        help="auto (default): the AASCE layout trains the coronal vertebra network, a dataset-format "
+                             "folder the generic landmark model; generic/vertebra force one")
+    g = parser.add_argument_group("generic landmark trainer (dataset-format folders)")
+    g.add_argument("--refine-epochs", type=int, default=None,
+                   help="epochs of the second stage (one ROI per vertebral level; default 30, 0 = none)")
+    g.add_argument("--val-list", default=None, metavar="FILE",
+                   help="validation images named in FILE (one per line, or a split.json) instead of a patient split")
+    g.add_argument("--train-images", type=int, default=None, metavar="N",
+                   help="train on N training films only (whole patients; for learning curves)")
+    g.add_argument("--val-every", type=int, default=None, metavar="N", help="validate every N epochs (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -88,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
             **({"tilt_weight": args.tilt_weight} if args.stage == "refine" else {"framings": args.framings}))
         print(json.dumps(train_stage(scfg, resume=args.resume, progress=not args.no_progress), indent=1))
         return 0
+    if args.trainer == "generic" or (args.trainer == "auto" and not _aasce_layout(args.data)):
+        return _run_generic(args)
     from ..training.trainer import TrainConfig, train
 
     cfg = TrainConfig(
@@ -103,4 +125,26 @@ def run(args: argparse.Namespace) -> int:
     )
     best = train(cfg, resume=args.resume, progress=not args.no_progress)
     print(json.dumps(best, indent=1))
+    return 0
+
+
+def _aasce_layout(folder) -> bool:
+    from pathlib import Path
+
+    labels = Path(folder) / "labels"
+    return (Path(folder) / "images").is_dir() and labels.is_dir() and any(labels.glob("*.mat"))
+
+
+def _run_generic(args: argparse.Namespace) -> int:
+    from ..training.generic import GenericConfig, train_generic
+
+    kw = {k: v for k, v in {"batch_size": args.batch_size, "val_fraction": args.val_fraction, "warmup_epochs": args.warmup,
+                            "refine_epochs": args.refine_epochs, "val_list": args.val_list,
+                            "train_images": args.train_images, "val_every": args.val_every,
+                            "time_limit_min": args.time_limit}.items() if v is not None}
+    if args.input_size is not None:
+        kw["input_shape"] = tuple(args.input_size)
+    cfg = GenericConfig(protocol=args.protocol, data=str(args.data), out=str(args.out), epochs=args.epochs, lr=args.lr,
+                        seed=args.seed, threads=args.threads, **kw)
+    print(json.dumps(train_generic(cfg, resume=args.resume, progress=not args.no_progress), indent=1))
     return 0

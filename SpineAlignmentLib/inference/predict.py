@@ -50,7 +50,9 @@ def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False, refine: 
         pixels: (rows, cols) intensities, bone bright (MONOCHROME2 sense).
         model: :class:`~SpineAlignmentLib.models.registry.LoadedModel`.
         flip_tta: also predict on the mirrored image (channels swapped back:
-            ``TL`` <-> ``TR``, ``BL`` <-> ``BR``) and average the two (both stages).
+            ``TL`` <-> ``TR``, ``BL`` <-> ``BR``) and average the two (both stages). Models of lateral
+            views (metadata ``decoding.facing``) instead always predict both and keep the orientation
+            they are more confident in (they learnt one facing direction); ``flip_tta`` does not apply.
         refine: run the model's second stage (ROI refinement per vertebra) when
             it has one; ``False`` returns the first stage's corners.
         info: optional dict that receives, for a vertebra-centres model, ``level_features``
@@ -74,7 +76,8 @@ def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False, refine: 
     norm = normalise_intensity(pixels, inten["low_percentile"], inten["high_percentile"])
     x, geo = letterbox(norm, tuple(model.input_shape))
     batch = x[None, None]
-    if flip_tta:
+    facing = dec.get("facing")  # a lateral model learnt one facing direction: try the film as it is and mirrored
+    if flip_tta or facing:
         batch = np.concatenate([batch, batch[..., ::-1]], axis=0)
     with torch.inference_mode():
         out = model.network(torch.from_numpy(np.ascontiguousarray(batch)))
@@ -104,7 +107,16 @@ def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False, refine: 
         if "levels" in md:
             info["levels"] = assess_levels(feats, md["levels"])
     pts, c = coords[0], conf[0]
-    if flip_tta:
+    mirrored = False
+    if facing:
+        # Keep the orientation in which the network is more confident; its points go back to the film's own x.
+        mirrored = bool(np.mean(conf[1]) > np.mean(conf[0]))
+        if mirrored:
+            pts, c = coords[1].copy(), conf[1]
+            pts[:, 0] = (model.input_shape[1] - 1) - pts[:, 0]
+        if info is not None:
+            info["facing_mirrored"] = mirrored
+    elif flip_tta:
         # The mirrored prediction is already ordered top to bottom; un-mirror x and swap left/right corners.
         perm = flip_permutation(model.landmark_ids)
         w = model.input_shape[1]
@@ -118,6 +130,19 @@ def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False, refine: 
 
         pts, _ = refine_corners(model.refiner, norm, pts, model.roi, stride=model.refiner.stride,
                                 iterations=int(model.metadata["refinement"]["iterations"]), flip_tta=flip_tta)
+    elif refine and model.landmark_refiner is not None:
+        from ..models.landmark_roi import landmark_groups, refine_landmarks
+
+        cols = norm.shape[1]
+        work = np.ascontiguousarray(norm[:, ::-1]) if mirrored else norm
+        p = pts.copy()
+        if mirrored:
+            p[:, 0] = (cols - 1) - p[:, 0]
+        p, _ = refine_landmarks(model.landmark_refiner, work, p, np.asarray(md["landmark_refinement"]["part_index"]),
+                                landmark_groups(model.landmark_ids), model.landmark_roi, stride=model.landmark_refiner.stride)
+        if mirrored:
+            p[:, 0] = (cols - 1) - p[:, 0]
+        pts = p
     cal = dec.get("calibration")
     if cal:
         # Isotonic map from the raw heatmap score to the observed probability that the corner is

@@ -140,6 +140,9 @@ class LoadedModel:
         levels: vertebra identification network (:mod:`SpineAlignmentLib.models.levels`, eval
             mode), or ``None``.
         levels_roi: its context patch :class:`~SpineAlignmentLib.models.refine.RoiSpec`, or ``None``.
+        landmark_refiner: second stage of a generic landmark model (one ROI per landmark,
+            :mod:`SpineAlignmentLib.models.landmark_roi`), or ``None``.
+        landmark_roi: its :class:`~SpineAlignmentLib.models.landmark_roi.LandmarkRoi`, or ``None``.
     """
 
     name: str
@@ -154,6 +157,8 @@ class LoadedModel:
     roi: Any = None
     levels: Any = None
     levels_roi: Any = None
+    landmark_refiner: Any = None
+    landmark_roi: Any = None
 
     @property
     def protocol(self) -> str:
@@ -202,7 +207,7 @@ def _load_network(net: dict, w: dict, folder: Path):
 
 
 #: metadata blocks of the optional networks that follow the first stage, each with its own weights file
-OPTIONAL_STAGES = ("refinement", "identification")
+OPTIONAL_STAGES = ("refinement", "identification", "landmark_refinement")
 
 
 def weights_checksums(md: dict) -> dict[str, str]:
@@ -228,23 +233,30 @@ def load_model(name: str, *, folder: Path | None = None):
     try:
         network = _load_network(md["network"], md["weights"], folder)
         stages = {}
-        for key in OPTIONAL_STAGES:
+        for key in ("refinement", "identification"):
             if key in md:
                 st = md[key]
                 stages[key] = (_load_network(st["network"], st["weights"], folder),
                                RoiSpec(int(st["roi"]["size"]), float(st["roi"]["extent"])))
+        if "landmark_refinement" in md:
+            from .landmark_roi import LandmarkRoi
+
+            st = md["landmark_refinement"]
+            stages["landmark_refinement"] = (_load_network(st["network"], st["weights"], folder),
+                                             LandmarkRoi(int(st["roi"]["size"]), float(st["roi"]["fraction"])))
     except ModelError as exc:
         if str(folder) in str(exc):
             raise
         raise ModelError(f"Model folder {folder} (metadata.json): {exc}") from None
     refiner, roi = stages.get("refinement", (None, None))
     levels, levels_roi = stages.get("identification", (None, None))
+    landmark_refiner, landmark_roi = stages.get("landmark_refinement", (None, None))
     image = md["network_data_format"]["inputs"]["image"]
     return LoadedModel(
         name=md["name"], version=md["version"], metadata=md, network=network,
         landmark_ids=tuple(md["landmarks"]), input_shape=tuple(image["spatial_shape"]),
         stride=int(md["network"]["stride"]), folder=folder, refiner=refiner, roi=roi,
-        levels=levels, levels_roi=levels_roi,
+        levels=levels, levels_roi=levels_roi, landmark_refiner=landmark_refiner, landmark_roi=landmark_roi,
     )
 
 

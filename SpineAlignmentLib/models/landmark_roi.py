@@ -1,0 +1,146 @@
+"""Second stage of a generic landmark model: one ROI per vertebral level, refined near the original resolution.
+
+Protocol-generic counterpart of :mod:`SpineAlignmentLib.models.refine` (which refines the four corners
+of a coronal vertebra in a rotated ROI). Here the landmarks are grouped by the vertebral level their ID
+starts with (``T5_TL``, ``T5_TR``, ... -> ``T5``; ``L3c`` -> ``L3``; an ID without a level, such as ``OD``
+or ``FH_1``, is a group of its own), and every group gets one square, axis-aligned ROI on the centre of
+its first-stage points:
+
+1. The ROI side is ``fraction`` x the *span* of the first-stage landmarks (the diagonal of their bounding
+   box), so it scales with the anatomy on the film, whatever the film's size or framing.
+2. The film is resized (antialiased) so that this side spans ``size`` pixels (never enlarged), the ROI is
+   sampled bilinearly at ``size x size`` around the group's centre and contrast-stretched per patch
+   (:func:`~SpineAlignmentLib.models.refine.normalise_patches`).
+3. One small heatmap network serves every landmark: it has one output channel per landmark *part*
+   (the landmark ID without its vertebral level: ``T5_TL`` -> ``TL``, ``L3c`` -> ``c``, ``OD`` -> ``OD``),
+   so the corner types of 17 vertebrae share what they learn; each landmark's point is the DSNT of its
+   part's channel in its group's patch, mapped back to original pixels.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .dsnt import dsnt, flat_softmax, peak_mass
+from .landmarks import flip_permutation
+from .refine import RoiSpec, _scale_points, from_roi, normalise_patches, resize_for_rois, roi_grid, sample_rois
+
+__all__ = ["LandmarkRoi", "landmark_parts", "landmark_groups", "landmark_span", "refine_landmarks"]
+
+#: a vertebral level at the start of a landmark ID (``C2``..``C7``, ``T1``..``T12``, ``L1``..``L5``, ``S1``)
+_LEVEL = re.compile(r"^(C[1-7]|T1[0-2]|T[1-9]|L[1-6]|S[1-5])(?=_|c$)_?")
+
+
+def landmark_parts(ids: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Parts of landmark IDs, the part index of each ID, and the part permutation of a left-right mirror.
+
+    Returns:
+        ``(parts, index, mirror)``: distinct parts in order of first appearance, (K,) part index per ID,
+        and (P,) ``mirror[p]`` = the part ``p`` becomes in a mirrored patch (``TL`` <-> ``TR``; itself
+        when the protocol has no left/right partner for it).
+    """
+    names = [_LEVEL.sub("", i) or i for i in ids]
+    parts = list(dict.fromkeys(names))
+    index = np.array([parts.index(n) for n in names], dtype=np.int64)
+    mirror = np.arange(len(parts))
+    for k, partner in enumerate(flip_permutation(ids)):
+        mirror[index[k]] = index[partner]
+    return parts, index, mirror
+
+
+def landmark_groups(ids: Sequence[str]) -> list[np.ndarray]:
+    """Indices of the landmarks of each vertebral level (order of first appearance); IDs without a level
+    are groups of their own. Within a group every part occurs once (IDs are unique)."""
+    keys = [(m.group(1) if (m := _LEVEL.match(i)) else "#" + i) for i in ids]
+    order = list(dict.fromkeys(keys))
+    return [np.array([k for k, key in enumerate(keys) if key == g], dtype=np.int64) for g in order]
+
+
+def landmark_span(points: np.ndarray) -> float:
+    """Diagonal (pixels) of the bounding box of the finite points of (K, 2) ``points``."""
+    p = np.asarray(points, dtype=np.float64)
+    p = p[np.isfinite(p).all(axis=1)]
+    if len(p) < 2:
+        return 0.0
+    return float(np.linalg.norm(p.max(axis=0) - p.min(axis=0)))
+
+
+@dataclass(frozen=True)
+class LandmarkRoi:
+    """ROI geometry of the second stage: ``size`` patch pixels for ``fraction`` x the landmark span."""
+
+    size: int = 64
+    fraction: float = 0.1
+
+    @property
+    def spec(self) -> RoiSpec:
+        return RoiSpec(size=self.size, extent=1.0)
+
+    def side(self, points: np.ndarray) -> float:
+        """ROI side in original pixels for this film's first-stage points (at least ``size`` / 4 pixels)."""
+        return max(self.fraction * landmark_span(points), self.size / 4.0)
+
+    def resize(self, image: np.ndarray, side: float) -> tuple[np.ndarray, tuple[float, float]]:
+        """Antialiased resize of a normalised film so that ``side`` spans ``size`` pixels (never enlarged)."""
+        return resize_for_rois(image, side, self.spec)
+
+    def patches(self, resized: np.ndarray, centres: np.ndarray, side: float) -> torch.Tensor:
+        """(K, 1, size, size) contrast-stretched patches centred on ``centres`` (resized pixels)."""
+        c = np.asarray(centres, dtype=np.float64)
+        n = len(c)
+        return normalise_patches(sample_rois(resized, roi_grid(c, np.full(n, side), np.zeros(n), self.spec)))
+
+    def to_image(self, uv: np.ndarray, centre: np.ndarray, side: float) -> np.ndarray:
+        """(n, 2) patch pixels of one patch (centred on ``centre``, resized pixels) back to resized-image pixels."""
+        return from_roi(np.asarray(uv, dtype=np.float64)[None], np.asarray(centre, dtype=np.float64)[None],
+                        np.array([side]), np.zeros(1), self.spec)[0]
+
+
+def group_centres(points: np.ndarray, groups: Sequence[np.ndarray]) -> np.ndarray:
+    """(G, 2) mean of the finite points of each group (NaN for a group without any)."""
+    p = np.asarray(points, dtype=np.float64)
+    out = np.full((len(groups), 2), np.nan)
+    for gi, g in enumerate(groups):
+        q = p[g][np.isfinite(p[g]).all(axis=1)]
+        if len(q):
+            out[gi] = q.mean(axis=0)
+    return out
+
+
+@torch.no_grad()
+def refine_landmarks(network: torch.nn.Module, image: np.ndarray, points: np.ndarray, part_index: np.ndarray,
+                     groups: Sequence[np.ndarray], roi: LandmarkRoi, *, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Refine first-stage landmarks with the ROI network.
+
+    Args:
+        network: ROI network (one heatmap per part), eval mode.
+        image: (H, W) normalised film in [0, 1], original resolution (facing as the first stage saw it).
+        points: (K, 2) first-stage landmarks, original pixels.
+        part_index: (K,) part channel of each landmark (:func:`landmark_parts`).
+        groups: landmark indices per ROI (:func:`landmark_groups`).
+        roi: the ROI geometry the network was trained with.
+        stride: patch pixels per heatmap pixel.
+
+    Returns:
+        ``(points, mass)``: (K, 2) refined landmarks in original pixels and the heatmap probability mass
+        near each decoded point (K,) in [0, 1].
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    side = roi.side(pts)
+    resized, f = roi.resize(image, side)
+    side_r = side * f[0]
+    c = _scale_points(pts, f)
+    centres = group_centres(c, groups)
+    prob = flat_softmax(network(roi.patches(resized, centres, side_r)))
+    uv = dsnt(prob, stride).numpy()  # (G, P, 2)
+    mass = peak_mass(prob, torch.from_numpy(uv), stride).numpy()  # (G, P)
+    out, m = c.copy(), np.zeros(len(c))
+    for gi, g in enumerate(groups):
+        out[g] = roi.to_image(uv[gi, part_index[g]], centres[gi], side_r)
+        m[g] = mass[gi, part_index[g]]
+    return _scale_points(out, f, inverse=True), m

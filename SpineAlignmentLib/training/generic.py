@@ -1,0 +1,479 @@
+"""Protocol-generic landmark trainer: any protocol's landmarks from a dataset-format folder.
+
+Everything protocol-specific comes from the protocol table: the landmark IDs (channel order), the
+left/right partners a mirror swaps (coronal views; :func:`~SpineAlignmentLib.models.landmarks.flip_permutation`)
+and, for lateral views, the facing direction every film is normalised to (definitions.md §1.1: the
+facing is read from the anterior/posterior corners, :func:`~SpineAlignmentLib.geometry.frame.lateral_frame`;
+films facing image-left are mirrored before training and predictions mirrored back, so a network
+never has to learn both directions; lateral films are never mirrored as augmentation).
+
+Two stages, both MONAI building blocks trained from scratch (the whole-spine and cervical studies'
+coarse-to-fine design):
+
+1. **whole film** -- :class:`~SpineAlignmentLib.models.network.SpineLandmarkNet` on the letterboxed
+   film (input shape from the films' median aspect ratio), one heatmap per landmark, DSNT decoding,
+   loss :class:`~SpineAlignmentLib.training.losses.DsntLoss` over the landmarks *present* on each film
+   (a missing landmark is never invented; it just does not count);
+2. **one ROI per vertebral level** -- :mod:`SpineAlignmentLib.models.landmark_roi`: patches cut around
+   each level's reference landmarks with a simulated first-stage error, one heatmap per landmark part.
+
+Run folder (same layout and ``--resume`` as the other trainers): ``config.json``, ``split.json``,
+``dataset.json`` (the dataset check's findings and every skipped file with its reason),
+``metrics.jsonl`` (a ``stage`` field per row), ``last.pt`` / ``best.pt`` (stage 1),
+``refine_last.pt`` (stage 2), ``val_predictions.json`` (the validation films' landmarks after both
+stages, read by the export).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import SpineAlignmentError
+from ..geometry.frame import lateral_frame
+from ..inference.decode import decode_heatmaps
+from ..inference.preprocess import Letterbox, letterbox, normalise_intensity
+from ..models.landmark_roi import LandmarkRoi, group_centres, landmark_groups, landmark_parts, refine_landmarks
+from ..models.landmarks import flip_permutation
+from ..models.network import SpineLandmarkNet
+from ..models.refine import _scale_points, normalise_patches, roi_grid, sample_rois, to_roi
+from ..protocols import get_protocol
+from .losses import DsntLoss
+from .refiner import augment_intensity
+from .trainer import LandmarkDataset, RunConfig, _seed_all, optimizer_for, train_epoch
+from .transforms import build_train_transforms
+
+__all__ = ["GenericConfig", "train_generic", "build_stage1", "build_stage2", "mirrors_for_facing",
+           "auto_input_shape", "landmark_errors"]
+
+log = logging.getLogger(__name__)
+
+#: facing every lateral film is normalised to (definitions.md: the anterior direction on the image)
+CANONICAL_FACING = "image-right"
+
+
+@dataclass
+class GenericConfig(RunConfig):
+    """Settings of a generic landmark run (JSON-serialisable; stored in every checkpoint)."""
+
+    epochs: int = 60
+    batch_size: int = 8
+    input_shape: tuple[int, int] | None = None  # None: 512 rows, columns from the films' median aspect
+    net: dict = field(default_factory=lambda: {
+        "stem_channels": [16, 32], "channels": [32, 64, 128, 128], "num_res_units": 1, "features": 64})
+    input_rows: int = 384  # with input_shape None: rows of the letterboxed input
+    val_list: str | None = None  # file naming the validation images (one per line, or a split.json); else a patient split
+    train_images: int | None = None  # learning curves: train on this many training images (whole patients, seeded)
+    refine_epochs: int = 30  # stage 2 (0: no second stage)
+    val_every: int = 1  # validate every N epochs (and after the last) in both stages
+    roi_size: int = 64
+    roi_fraction: float = 0.1
+    roi_per_image: int = 12  # level groups (ROIs) per film per stage-2 step
+    roi_shift_sd: float = 0.15  # simulated first-stage error, ROI sides (per axis)
+    roi_scale_sd: float = 0.1
+    refine_net: dict = field(default_factory=lambda: {
+        "stem_channels": [16, 32], "channels": [32, 64, 128], "num_res_units": 1, "features": 32})
+
+
+def build_stage1(cfg: GenericConfig, n_landmarks: int) -> SpineLandmarkNet:
+    return SpineLandmarkNet(in_channels=1, out_channels=n_landmarks, **cfg.net)
+
+
+def build_stage2(cfg: GenericConfig, n_parts: int) -> SpineLandmarkNet:
+    return SpineLandmarkNet(in_channels=1, out_channels=n_parts, **cfg.refine_net)
+
+
+def mirrors_for_facing(protocol, landmarks: dict, patient_orientation=None) -> bool | None:
+    """Whether a film of ``protocol`` must be mirrored to face :data:`CANONICAL_FACING`.
+
+    Coronal views: never (``False``). Lateral views: ``True`` when the anterior direction is image-left;
+    ``None`` when the landmarks do not tell (the film cannot be normalised and is skipped).
+    """
+    if protocol.view != "lateral":
+        return False
+    try:
+        info, _ = lateral_frame({k: np.asarray(v, dtype=np.float64) for k, v in landmarks.items()}, patient_orientation)
+    except Exception:  # LandmarkError: no vertebra with both anterior and posterior corners
+        return None
+    return info.facing != CANONICAL_FACING
+
+
+def auto_input_shape(sizes: list[tuple[int, int]], rows: int = 512, multiple: int = 64) -> tuple[int, int]:
+    """Network input (rows, cols) for films of these (rows, cols): ``rows`` high, the median aspect wide."""
+    aspect = float(np.median([c / r for r, c in sizes])) if sizes else 1.0
+    cols = int(min(max(round(rows * aspect / multiple) * multiple, 2 * multiple), 2 * rows))
+    return rows, cols
+
+
+def landmark_errors(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """(K,) Euclidean errors in pixels; NaN where the reference landmark is absent."""
+    return np.linalg.norm(np.asarray(pred, float) - np.asarray(truth, float), axis=-1)
+
+
+@dataclass
+class _Film:
+    name: str
+    patient: str
+    mirrored: bool
+    image: np.ndarray  # stage 1: (rows, cols) uint8 letterboxed input
+    points: np.ndarray  # (K, 2) input pixels, NaN for absent landmarks
+    geometry: Letterbox
+    original: np.ndarray  # (K, 2) original pixels (as labelled), NaN for absent
+    shape: tuple[int, int]
+    spacing_mm: tuple[float, float] | None
+    roi_image: np.ndarray | None = None  # stage 2: film resized for its ROI side (uint8, facing-normalised)
+    roi_points: np.ndarray | None = None  # (K, 2) in roi_image pixels
+    roi_side: float = 0.0  # ROI side in roi_image pixels
+    full: np.ndarray | None = None  # validation films: the facing-normalised film (uint8), as inference sees it
+
+
+def _read_pixels(path: Path) -> np.ndarray:
+    from ..imaging.radiograph import read_radiograph
+
+    return read_radiograph(path).pixels
+
+
+def _points_array(ids, landmarks: dict) -> np.ndarray:
+    return np.array([landmarks.get(i, (np.nan, np.nan)) for i in ids], dtype=np.float64)
+
+
+def _mirror_x(points: np.ndarray, cols: int) -> np.ndarray:
+    p = np.array(points, dtype=np.float64)
+    p[:, 0] = (cols - 1) - p[:, 0]
+    return p
+
+
+def _cache_film(item, ids, proto, shape_in, roi: LandmarkRoi, with_roi: bool, keep_full: bool = False) -> _Film:
+    pts = _points_array(ids, item.landmarks)
+    mirrored = bool(mirrors_for_facing(proto, item.landmarks, item.patient_orientation))
+    norm = normalise_intensity(_read_pixels(item.image))
+    rows, cols = norm.shape
+    work = norm[:, ::-1] if mirrored else norm
+    wpts = _mirror_x(pts, cols) if mirrored else pts
+    img, geo = letterbox(np.ascontiguousarray(work), shape_in)
+    film = _Film(Path(item.image).name, item.patient, mirrored, np.clip(np.rint(img * 255), 0, 255).astype(np.uint8),
+                 geo.to_input(wpts).astype(np.float32), geo, pts, (rows, cols), item.spacing_mm)
+    if with_roi:
+        side = roi.side(wpts)
+        r, f = roi.resize(np.ascontiguousarray(work), side)
+        film.roi_image = np.clip(np.rint(r * 255), 0, 255).astype(np.uint8)
+        film.roi_points = _scale_points(wpts, f)
+        film.roi_side = side * f[0]
+    if keep_full:
+        film.full = np.clip(np.rint(work * 255), 0, 255).astype(np.uint8)
+    return film
+
+
+def _read_val_list(path: str) -> set[str]:
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return {ln.strip() for ln in text.splitlines() if ln.strip()}
+    if isinstance(data, dict):
+        data = data.get("val") or data.get("val_images") or []
+    return {str(n) for n in data}
+
+
+def split_items(items, cfg: GenericConfig) -> tuple[list, list]:
+    """Train / validation items: ``cfg.val_list`` when given, else whole patients drawn with ``cfg.seed``
+    until ``cfg.val_fraction`` of the films; then, with ``cfg.train_images``, whole training patients
+    drawn with the seed until that many films (never a patient on both sides)."""
+    if cfg.val_list:
+        names = _read_val_list(cfg.val_list)
+        val = [it for it in items if Path(it.image).name in names]
+        train = [it for it in items if Path(it.image).name not in names]
+        if not val:
+            raise SpineAlignmentError(f"None of the images named in {cfg.val_list} is in {cfg.data}; check --val-list.")
+    else:
+        groups: dict[str, list] = {}
+        for it in items:
+            groups.setdefault(it.patient, []).append(it)
+        keys = sorted(groups)
+        random.Random(cfg.seed).shuffle(keys)
+        val, target = [], cfg.val_fraction * len(items)
+        for k in keys:
+            if len(val) >= target:
+                break
+            val.extend(groups[k])
+        chosen = {id(it) for it in val}
+        train = [it for it in items if id(it) not in chosen]
+    if cfg.train_images:
+        groups = {}
+        for it in train:
+            groups.setdefault(it.patient, []).append(it)
+        keys = sorted(groups)
+        random.Random(cfg.seed + 1).shuffle(keys)
+        sub: list = []
+        for k in keys:
+            if len(sub) >= cfg.train_images:
+                break
+            sub.extend(groups[k])
+        train = sub[: cfg.train_images]
+    return train, val
+
+
+def _load_items(cfg: GenericConfig, out: Path | None):
+    """The dataset's usable films (read by :func:`SpineAlignmentLib.io.dataset.read_dataset`); findings to
+    ``out/dataset.json``. Refuses a dataset with errors in most files or no usable film."""
+    from ..io.dataset import read_dataset
+
+    report = read_dataset(Path(cfg.data), cfg.protocol)
+    if out is not None:
+        (out / "dataset.json").write_text(json.dumps(report.to_dict(), indent=1, default=str))
+    errors = [f for f in report.findings if f.severity == "error"]
+    for f in errors:
+        log.warning("skipped: %s", f.message)
+    if not report.items:
+        raise SpineAlignmentError(f"No usable labelled film in {cfg.data} for protocol {cfg.protocol}; "
+                                  f"run 'spine-align dataset check {cfg.data} --protocol {cfg.protocol}' to see why.")
+    if len(errors) > len(report.items):
+        raise SpineAlignmentError(
+            f"{len(errors)} files of {cfg.data} have errors and only {len(report.items)} films are usable; "
+            f"this does not look like a {cfg.protocol} dataset (run 'spine-align dataset check').")
+    return report.items
+
+
+def _predict_stage1(net, films: list[_Film], batch: int = 8) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(points in facing-normalised original pixels, confidence) per film."""
+    net.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(films), batch):
+            chunk = films[i:i + batch]
+            x = torch.from_numpy(np.stack([f.image[None].astype(np.float32) / 255.0 for f in chunk]))
+            coords, conf, _ = decode_heatmaps(net(x), net.stride)
+            for f, c, k in zip(chunk, coords.numpy(), conf.numpy()):
+                out.append((f.geometry.to_original(c), k))
+    return out
+
+
+def _unmirror(film: _Film, pts: np.ndarray) -> np.ndarray:
+    return _mirror_x(pts, film.shape[1]) if film.mirrored else pts
+
+
+def _error_summary(films: list[_Film], preds: list[np.ndarray]) -> dict:
+    errs = np.concatenate([landmark_errors(p, f.original) for f, p in zip(films, preds)])
+    errs = errs[np.isfinite(errs)]
+    mm = []
+    for f, p in zip(films, preds):
+        if f.spacing_mm:
+            d = (np.asarray(p) - f.original) * np.array([f.spacing_mm[1], f.spacing_mm[0]])
+            e = np.linalg.norm(d, axis=-1)
+            mm.append(e[np.isfinite(e)])
+    res = {"median_error_px": float(np.median(errs)) if errs.size else float("nan"),
+           "mean_error_px": float(np.mean(errs)) if errs.size else float("nan"), "n_points": int(errs.size)}
+    if mm and np.concatenate(mm).size:
+        res["median_error_mm"] = float(np.median(np.concatenate(mm)))
+    return res
+
+
+class _Patches(torch.utils.data.Dataset):
+    """One item = ROIs of up to ``roi_per_image`` level groups of one film (centred on the group's reference
+    points with a simulated first-stage error), with their (P, 2) part targets and (P,) validity."""
+
+    def __init__(self, films, part_index, mirror_parts, groups, n_parts, cfg: GenericConfig, roi: LandmarkRoi,
+                 seed: int, mirror: bool):
+        self.films, self.part_index, self.mirror_parts, self.groups = films, part_index, mirror_parts, groups
+        self.n_parts, self.cfg, self.roi, self.seed, self.mirror = n_parts, cfg, roi, seed, mirror
+
+    def __len__(self) -> int:
+        return len(self.films)
+
+    def __getitem__(self, i: int):
+        rng = np.random.default_rng((self.seed, i))
+        f, cfg, roi = self.films[i], self.cfg, self.roi
+        centres = group_centres(f.roi_points, self.groups)
+        usable = np.where(np.isfinite(centres).all(axis=1))[0]
+        pick = rng.choice(usable, size=min(cfg.roi_per_image, len(usable)), replace=False)
+        n = len(pick)
+        side = f.roi_side * np.exp(np.clip(rng.normal(0, cfg.roi_scale_sd, n), -2.5 * cfg.roi_scale_sd, 2.5 * cfg.roi_scale_sd))
+        shift = np.clip(rng.normal(0, cfg.roi_shift_sd, (n, 2)), -2.5 * cfg.roi_shift_sd, 2.5 * cfg.roi_shift_sd)
+        centre = centres[pick] + shift * side[:, None]
+        angle = np.zeros(n)
+        x = normalise_patches(sample_rois(f.roi_image.astype(np.float32) / 255.0, roi_grid(centre, side, angle, roi.spec)))
+        target = np.zeros((n, self.n_parts, 2))
+        valid = np.zeros((n, self.n_parts), dtype=bool)
+        s = roi.size - 1
+        for j, gi in enumerate(pick):
+            g = self.groups[gi]
+            uv = to_roi(f.roi_points[g][None], centre[j:j + 1], side[j:j + 1], angle[:1], roi.spec)[0]
+            ok = np.isfinite(uv).all(axis=1) & (uv >= 0).all(axis=1) & (uv <= s).all(axis=1)
+            parts = self.part_index[g]
+            target[j, parts] = np.nan_to_num(uv)
+            valid[j, parts] = ok
+        if self.mirror:
+            flip = rng.random(n) < 0.5
+            x[flip] = torch.flip(x[flip], dims=[-1])
+            target[flip, :, 0] = s - target[flip, :, 0]
+            perm = np.argsort(self.mirror_parts)  # new channel q holds old part mirror^-1(q) (mirror is an involution)
+            target[flip] = target[flip][:, perm]
+            valid[flip] = valid[flip][:, perm]
+        x = augment_intensity(x, rng)
+        return x, torch.as_tensor(target, dtype=torch.float32), torch.as_tensor(valid)
+
+
+def _collate(batch):
+    x, t, v = zip(*batch)
+    return torch.cat(x), torch.cat(t), torch.cat(v)
+
+
+def _refine_films(net, films: list[_Film], coarse: list[np.ndarray], part_index, groups, roi: LandmarkRoi) -> list[np.ndarray]:
+    """Stage 2 on validation films exactly as inference runs it: coarse facing-normalised points -> refined."""
+    net.eval()
+    return [refine_landmarks(net, f.full.astype(np.float32) / 255.0, c, part_index, groups, roi, stride=net.stride)[0]
+            for f, c in zip(films, coarse)]
+
+
+def _save(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = True) -> dict:
+    """Train (or resume) both stages of a generic landmark model; returns the final validation figures.
+
+    Raises:
+        SpineAlignmentError: bad data folder, no usable film, or ``resume`` without a checkpoint.
+    """
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = None
+    if resume:
+        ck = out / "last.pt"
+        if not ck.exists():
+            raise SpineAlignmentError(f"Cannot resume: {ck} does not exist; start without --resume.")
+        state = torch.load(ck, map_location="cpu", weights_only=False)
+        keep = {k: getattr(cfg, k) for k in ("epochs", "refine_epochs", "time_limit_min", "threads")}
+        cfg = GenericConfig(**{**state["config"], **keep})
+    torch.set_num_threads(cfg.threads)
+    _seed_all(cfg.seed)
+    proto = get_protocol(cfg.protocol)
+    ids = proto.landmark_ids
+    items = _load_items(cfg, out)
+    train_items, val_items = split_items(items, cfg)
+    if cfg.input_shape is None:
+        cfg.input_shape = auto_input_shape([tuple(it.image_size) for it in train_items], cfg.input_rows)
+    cfg.input_shape = tuple(cfg.input_shape)
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    (out / "split.json").write_text(json.dumps({
+        "seed": cfg.seed, "val_fraction": cfg.val_fraction, "val_list": cfg.val_list, "train_images": cfg.train_images,
+        "train": sorted(Path(it.image).name for it in train_items), "val": sorted(Path(it.image).name for it in val_items),
+        "train_patients": sorted({it.patient for it in train_items}), "val_patients": sorted({it.patient for it in val_items}),
+    }, indent=1))
+    roi = LandmarkRoi(cfg.roi_size, cfg.roi_fraction)
+    with_roi = cfg.refine_epochs > 0
+
+    def cache(its, what, keep_full=False):
+        from tqdm import tqdm
+
+        films = []
+        for it in tqdm(its, desc=f"caching {what}", unit="film", disable=not progress):
+            if mirrors_for_facing(proto, it.landmarks, it.patient_orientation) is None:
+                log.warning("skipped %s: its facing direction cannot be read from the landmarks (no vertebra "
+                            "with both anterior and posterior corners)", it.image)
+                continue
+            films.append(_cache_film(it, ids, proto, cfg.input_shape, roi, with_roi and not keep_full, keep_full and with_roi))
+        return films
+
+    train_films, val_films = cache(train_items, "training films"), cache(val_items, "validation films", keep_full=True)
+    if not train_films:
+        raise SpineAlignmentError(f"No training film left in {cfg.data} after the split; add films or lower --val-fraction.")
+    log.info("train %d films, validation %d films, input %s", len(train_films), len(val_films), cfg.input_shape)
+
+    # ---- stage 1 ----
+    net = build_stage1(cfg, len(ids))
+    opt, start = optimizer_for(net, cfg, state if state is not None and state.get("stage", 1) == 1 else None)
+    best = (state or {}).get("best", {"median_error_px": float("inf")})
+    if state is not None and state.get("stage", 1) == 2:
+        net.load_state_dict(state["stage1"])
+        start = cfg.epochs
+    loss_fn = DsntLoss(net.stride, cfg.sigma, cfg.coord_weight, cfg.js_weight)
+    perm = flip_permutation(ids) if proto.view != "lateral" else None
+    t_start = time.time()
+    for epoch in range(start, cfg.epochs):
+        t0 = time.time()
+        net.train()
+        tf = build_train_transforms(perm, seed=cfg.seed * 1000 + epoch)  # perm None: lateral, never mirrored
+        g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        loader = torch.utils.data.DataLoader(LandmarkDataset(train_films, tf), batch_size=cfg.batch_size, shuffle=True,
+                                             generator=g, num_workers=0, drop_last=len(train_films) > cfg.batch_size)
+        means, lr = train_epoch(net, loader, loss_fn, opt, cfg, epoch, progress,
+                                lambda b: (b["image"], torch.nan_to_num(b["points"]), b["valid"]))
+        row = {"stage": 1, "epoch": epoch + 1, "lr": lr, "train_time_s": round(time.time() - t0, 1),
+               **{f"train_{k}": v for k, v in means.items()}}
+        if val_films and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
+            preds = [_unmirror(f, p) for f, (p, _) in zip(val_films, _predict_stage1(net, val_films))]
+            m = _error_summary(val_films, preds)
+            row.update({f"val_{k}": v for k, v in m.items()})
+            if m["median_error_px"] < best.get("median_error_px", float("inf")):
+                best = {**m, "epoch": epoch + 1}
+                _save(out / "best.pt", {"model": net.state_dict(), "config": asdict(cfg), "epoch": epoch + 1, "metrics": m,
+                                        "landmark_ids": list(ids)})
+        with open(out / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        log.info("stage 1 epoch %d: val median %.1f px", epoch + 1, row.get("val_median_error_px", float("nan")))
+        _save(out / "last.pt", {"stage": 1, "model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                                "config": asdict(cfg), "best": best, "landmark_ids": list(ids)})
+        if cfg.time_limit_min is not None and (time.time() - t_start) / 60.0 >= cfg.time_limit_min:
+            log.info("time limit reached after stage-1 epoch %d; resume with --resume", epoch + 1)
+            return {"stopped": "time limit", "stage": 1, "epoch": epoch + 1, "best": best}
+    stage1_state = net.state_dict()
+    result = {"stage1": best, "input_shape": list(cfg.input_shape)}
+    coarse = [p for p, _ in _predict_stage1(net, val_films)] if val_films else []
+    final = coarse
+
+    # ---- stage 2 ----
+    if with_roi:
+        parts, part_index, mirror_parts = landmark_parts(ids)
+        groups = landmark_groups(ids)
+        rnet = build_stage2(cfg, len(parts))
+        rstate = state if state is not None and state.get("stage") == 2 else None
+        rcfg = RunConfig(**{k: getattr(cfg, k) for k in RunConfig.__dataclass_fields__})
+        rcfg.epochs, rcfg.warmup_epochs = cfg.refine_epochs, 1  # same schedule shape over the stage-2 epochs
+        ropt, rstart = optimizer_for(rnet, rcfg, rstate)
+        for epoch in range(rstart, cfg.refine_epochs):
+            t0 = time.time()
+            rnet.train()
+            seed = cfg.seed * 1000 + 500 + epoch
+            data = _Patches(train_films, part_index, mirror_parts, groups, len(parts), cfg, roi, seed, mirror=perm is not None)
+            loader = torch.utils.data.DataLoader(data, batch_size=4, shuffle=True, collate_fn=_collate,
+                                                 generator=torch.Generator().manual_seed(seed), num_workers=0)
+            rloss = DsntLoss(rnet.stride, cfg.sigma, cfg.coord_weight, cfg.js_weight)
+            means, lr = train_epoch(rnet, loader, rloss, ropt, rcfg, epoch, progress, lambda b: b)
+            row = {"stage": 2, "epoch": epoch + 1, "lr": lr, "train_time_s": round(time.time() - t0, 1),
+                   **{f"train_{k}": v for k, v in means.items()}}
+            if val_films and (epoch + 1) % cfg.val_every == 0 and epoch + 1 < cfg.refine_epochs:
+                final = _refine_films(rnet, val_films, coarse, part_index, groups, roi)
+                m = _error_summary(val_films, [_unmirror(f, p) for f, p in zip(val_films, final)])
+                row.update({f"val_{k}": v for k, v in m.items()})
+            with open(out / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            log.info("stage 2 epoch %d: val median %.1f px", epoch + 1, row.get("val_median_error_px", float("nan")))
+            _save(out / "last.pt", {"stage": 2, "stage1": stage1_state, "model": rnet.state_dict(),
+                                    "optimizer": ropt.state_dict(), "epoch": epoch, "config": asdict(cfg), "best": best,
+                                    "landmark_ids": list(ids), "parts": parts})
+            if cfg.time_limit_min is not None and (time.time() - t_start) / 60.0 >= cfg.time_limit_min:
+                log.info("time limit reached after stage-2 epoch %d; resume with --resume", epoch + 1)
+                return {"stopped": "time limit", "stage": 2, "epoch": epoch + 1, "best": best}
+        if val_films:  # the final second stage on the validation films (also after a resume past the last epoch)
+            final = _refine_films(rnet, val_films, coarse, part_index, groups, roi)
+            with open(out / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps({"stage": 2, "epoch": cfg.refine_epochs, "final": True, **{
+                    f"val_{k}": v for k, v in _error_summary(val_films, [_unmirror(f, p) for f, p in zip(val_films, final)]).items()}}) + "\n")
+    if val_films:
+        preds = [_unmirror(f, p) for f, p in zip(val_films, final)]
+        result["final"] = _error_summary(val_films, preds)
+        (out / "val_predictions.json").write_text(json.dumps({
+            f.name: {lid: [float(x), float(y)] for lid, (x, y) in zip(ids, p)} for f, p in zip(val_films, preds)}))
+    (out / "final_metrics.json").write_text(json.dumps(result, indent=1))
+    return result

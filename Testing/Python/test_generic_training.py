@@ -1,0 +1,113 @@
+"""The generic landmark model: level groups and parts from the protocol tables, ROI geometry, facing
+normalisation, splits (hand-worked values)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from SpineAlignmentLib.models.landmark_roi import (
+    LandmarkRoi, group_centres, landmark_groups, landmark_parts, landmark_span, refine_landmarks)
+from SpineAlignmentLib.protocols import get_protocol
+from SpineAlignmentLib.training.generic import GenericConfig, auto_input_shape, mirrors_for_facing, split_items
+
+from spines import lateral_spine, select
+
+
+def _names(ids, groups):
+    return [[ids[k] for k in g] for g in groups]
+
+
+def test_coronal_parts_and_groups():
+    ids = get_protocol("coronal-spine").landmark_ids
+    parts, index, mirror = landmark_parts(ids)
+    assert parts == ["TL", "TR", "BL", "BR"]
+    assert list(index[:8]) == [0, 1, 2, 3, 0, 1, 2, 3]
+    assert list(mirror) == [1, 0, 3, 2]  # a mirrored AP film swaps the image-left and image-right corners
+    groups = _names(ids, landmark_groups(ids))
+    assert len(groups) == 17 and groups[0] == ["T1_TL", "T1_TR", "T1_BL", "T1_BR"] and groups[-1][0] == "L5_TL"
+
+
+def test_lateral_parts_and_groups():
+    ids = get_protocol("sagittal-whole-spine").landmark_ids
+    parts, index, mirror = landmark_parts(ids)
+    assert {"OD", "AI", "PI", "PS", "AS", "FH_1", "FH_2", "c"} == set(parts)
+    assert list(mirror) == list(range(len(parts)))  # anterior/posterior never swap in a mirror
+    groups = _names(ids, landmark_groups(ids))
+    assert ["C7_AI", "C7_PS", "C7_PI", "C7c"] in groups
+    assert ["OD"] in groups and ["FH_1"] in groups and ["FH_2"] in groups
+    assert ["S1_AS", "S1_PS"] in groups
+    lumbar = get_protocol("lumbar-dynamic").landmark_ids
+    assert ["L3_AS", "L3_PS", "L3_AI", "L3_PI", "L3c"] in _names(lumbar, landmark_groups(lumbar))
+    cervical = get_protocol("cervical-lateral").landmark_ids
+    assert ["PNS"] in _names(cervical, landmark_groups(cervical))
+
+
+def test_span_and_group_centres():
+    pts = np.array([[0.0, 0.0], [30.0, 40.0], [np.nan, np.nan]])
+    assert landmark_span(pts) == pytest.approx(50.0)
+    c = group_centres(pts, [np.array([0, 1]), np.array([2])])
+    assert c[0] == pytest.approx([15.0, 20.0]) and np.isnan(c[1]).all()
+
+
+class _Brightness(torch.nn.Module):
+    """Stand-in ROI network: every part's heatmap is the patch itself, sharpened (its bright blob = the landmark)."""
+
+    stride = 2
+
+    def __init__(self, parts: int):
+        super().__init__()
+        self.parts = parts
+
+    def forward(self, x):
+        y = torch.nn.functional.avg_pool2d(x, 2) * 40.0
+        return y.repeat(1, self.parts, 1, 1)
+
+
+def test_refine_landmarks_geometry_round_trip():
+    """A film with one bright blob per landmark: ROIs placed on first-stage points 12 px off must come back to
+    the blobs (resize, patch sampling, DSNT and the mapping back to original pixels all agree)."""
+    rows, cols = 900, 700
+    truth = np.array([[200.3, 150.0], [500.0, 420.7], [333.0, 780.2]])
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    img = np.zeros((rows, cols), np.float32)
+    for x, y in truth:
+        img += np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 6.0 ** 2)).astype(np.float32)
+    coarse = truth + np.array([[12.0, -9.0], [-10.0, 11.0], [8.0, 12.0]])
+    roi = LandmarkRoi(size=64, fraction=0.15)
+    groups = [np.array([0]), np.array([1]), np.array([2])]
+    out, mass = refine_landmarks(_Brightness(1), img, coarse, np.zeros(3, dtype=int), groups, roi, stride=2)
+    assert np.abs(out - truth).max() < 2.0, out
+    assert (mass > 0.3).all()
+
+
+def test_facing_normalisation_from_landmarks():
+    proto = get_protocol("sagittal-whole-spine")
+    rng = np.random.default_rng(3)
+    right = select(lateral_spine(rng, facing=+1), "sagittal-whole-spine")
+    left = select(lateral_spine(rng, facing=-1), "sagittal-whole-spine")
+    assert mirrors_for_facing(proto, right) is False  # anterior already to the image right
+    assert mirrors_for_facing(proto, left) is True
+    assert mirrors_for_facing(proto, {"OD": (1.0, 2.0)}) is None  # nothing tells the facing: film skipped
+    assert mirrors_for_facing(get_protocol("coronal-spine"), {}) is False  # AP films are never normalised
+
+
+def test_auto_input_shape():
+    assert auto_input_shape([(2500, 1000), (2400, 900), (2600, 1100)], 384) == (384, 128)
+    assert auto_input_shape([(1000, 1000)], 384) == (384, 384)
+    assert auto_input_shape([(1000, 3000)], 384) == (384, 768)  # at most twice as wide as high
+
+
+def test_split_keeps_patients_apart_and_subsets_whole_patients():
+    items = [SimpleNamespace(image=f"/d/p{p}_{k}.png", patient=f"p{p}") for p in range(20) for k in range(3)]
+    cfg = GenericConfig(val_fraction=0.2, seed=0, train_images=10)
+    train, val = split_items(items, cfg)
+    vp, tp = {it.patient for it in val}, {it.patient for it in train}
+    assert not vp & tp
+    assert len(val) == 12  # 4 whole patients = 20 % of 60 films
+    assert len(train) == 10
+    full, _ = split_items(items, GenericConfig(val_fraction=0.2, seed=0))
+    assert len(full) == 48 and {it.patient for it in train} <= {it.patient for it in full}
