@@ -14,26 +14,18 @@ import numpy as np
 
 from . import __version__
 from .errors import CalibrationError, LandmarkError
-from .geometry import cervical, coronal, lumbar, sagittal, shoulder
 from .geometry.context import Context
 from .geometry.frame import FrameInfo, coronal_frame, lateral_frame
 from .geometry.orientation import parse_patient_orientation
 from .imaging.calibration import validate_spacing as _validate_spacing
 from .geometry.measurement import Measurement
-from .protocols import Protocol, get_protocol
+from .protocols import Protocol, get_protocol, measuring_routine
 from .result import Landmark, Result, View, parse_landmarks, validate_image_size
 
 log = logging.getLogger(__name__)
 
 #: Landmarks whose model confidence is below this are not trusted (not used for parameters).
 DEFAULT_MIN_CONFIDENCE = 0.3
-
-_FUNCTIONS = {
-    "sagittal-whole-spine": sagittal.PARAMETERS,
-    "cervical-lateral": cervical.PARAMETERS,
-    "coronal-shoulder": shoulder.PARAMETERS,
-}
-
 
 def validate_spacing(spacing: Any, source: str = "spacing") -> tuple[float, float] | None:
     """(row, col) mm per pixel validated by :func:`imaging.calibration.validate_spacing`, or None."""
@@ -131,21 +123,165 @@ def _frame_dict(fi: FrameInfo) -> dict[str, str]:
     return {"source": fi.source, "facing": fi.facing}
 
 
-def _run(pid: str, needed: tuple[str, ...], ctx: Context, fn, parameters: dict, omitted: dict, warnings: list, missing_reason) -> None:
-    missing = [lm for lm in needed if lm not in ctx.points_px]
-    if missing:
-        reason = missing_reason(missing)
-        omitted[pid] = reason
-        warnings.append(f"{pid} left out: {reason}.")
-        return
-    try:
-        m = fn(ctx)
-    except ValueError as exc:
-        omitted[pid] = str(exc)
-        warnings.append(f"{pid} left out: {exc}.")
-        return
-    parameters[pid] = m
-    warnings.extend(f"{pid}: {w}" for w in m.warnings)
+class MeasureJob:
+    """What a protocol's measuring routine gets from :func:`measure`: the result to fill, the caller's options,
+    and the steps every protocol shares (trust, frame, one parameter, the films of a pair).
+
+    A protocol's table names its module (``"module"``); the module's ``measure(proto, job)`` fills
+    ``job.result`` (parameters, omitted with reasons, warnings, frame) through these steps, so the
+    pipeline never needs to know which protocol it measures.
+
+    Attributes:
+        result: the :class:`Result` being filled (landmarks, spacing, calibration, orientation, image size set).
+        source: name of the input, for messages.
+        min_confidence: landmarks with a lower confidence are not trusted.
+        min_curve_deg: the caller's smallest reported curve (None: the protocol's default).
+        views: the films of a multi-image protocol by role (``image_roles``), or None.
+        paired_lateral: the paired lateral film of a protocol with ``paired_lateral_landmarks``, or None.
+        frame_error: set by :meth:`film_context` when the film's frame cannot be built (nothing was measured).
+    """
+
+    def __init__(self, proto: Protocol, result: Result, *, source: str, min_confidence: float,
+                 min_curve_deg: float | None, views: Mapping[str, View] | None,
+                 paired_lateral: Mapping[str, Any] | None) -> None:
+        self.proto = proto
+        self.result = result
+        self.source = source
+        self.min_confidence = min_confidence
+        self.min_curve_deg = min_curve_deg
+        self.views = views
+        self.paired_lateral = paired_lateral
+        self.frame_error: LandmarkError | None = None
+
+    def trusted(self, landmarks: Mapping[str, Landmark], warnings: list[str]) -> dict[str, np.ndarray]:
+        """Positions of the landmarks confident enough to use; the others are named in ``warnings``."""
+        return _trusted(landmarks, self.min_confidence, warnings)
+
+    @staticmethod
+    def context(points: dict[str, np.ndarray], view: str, spacing, calibration, orientation, image_size,
+                warnings: list[str]) -> Context:
+        """Context of one film (``view`` ``lateral`` or ``coronal``). Raises LandmarkError when no frame can be built."""
+        return _context(points, view, spacing, calibration, orientation, image_size, warnings)
+
+    def film_context(self) -> Context | None:
+        """Context of the result's one film in the protocol's view; None (every parameter left out, and why)
+        when its frame cannot be built."""
+        r = self.result
+        points = self.trusted(r.landmarks, r.warnings)
+        try:
+            ctx = self.context(points, self.proto.view, r.spacing_mm, r.calibration, r.patient_orientation,
+                               r.image_size, r.warnings)
+        except LandmarkError as exc:
+            for p in self.proto.parameters:
+                r.omitted[p.id] = str(exc)
+            r.warnings.append(f"No parameter computed: {exc}")
+            self.frame_error = exc
+            return None
+        r.frame = _frame_dict(ctx.frame_info)
+        return ctx
+
+    def films(self) -> dict[str, View]:
+        """The films to measure by role: ``views`` (roles from the table's ``image_roles``), else the result's
+        one film under role ``""``; none when there are no landmarks.
+
+        Raises:
+            LandmarkError: a role the protocol does not take.
+        """
+        r = self.result
+        if self.views:
+            roles = dict(self.views)
+        elif r.landmarks:
+            roles = {"": View(r.landmarks, r.image, r.image_size, r.spacing_mm, r.calibration, r.patient_orientation)}
+        else:
+            roles = {}
+        bad = sorted(set(roles) - {"", *self.proto.image_roles})
+        if bad:
+            takes = " and ".join(f"'{x}'" for x in self.proto.image_roles)
+            raise LandmarkError(f"{self.source}: views {', '.join(bad)} are not known; {self.proto.id} takes {takes}.")
+        return roles
+
+    def view_context(self, role: str, view: View, warnings: list[str]) -> Context | None:
+        """Context of one film of a pair after checking its landmarks and spacing (messages name the role);
+        None, and why in ``warnings``, when its frame cannot be built.
+
+        Raises:
+            LandmarkError, CalibrationError: landmarks or a spacing that cannot be used.
+        """
+        where = f"{self.source} ({role or 'image'})"
+        check_landmarks(view.landmarks, self.proto, where)
+        spacing = validate_spacing(view.spacing_mm, where)
+        label = view.calibration if spacing else "pixels-only"
+        pts = self.trusted(view.landmarks, warnings)
+        try:
+            return self.context(pts, self.proto.view, spacing, label, view.patient_orientation, view.image_size,
+                                warnings)
+        except LandmarkError as exc:
+            warnings.append(f"no parameter computed: {exc}")
+            return None
+
+    def paired_lateral_context(self, parameter_ids: list[str]) -> Context | None:
+        """Context of the paired lateral film (its landmarks are the table's ``paired_lateral_landmarks``);
+        None, with ``parameter_ids`` left out and why, when it is not given or has no frame.
+
+        Raises:
+            LandmarkError, CalibrationError: landmarks the protocol does not use, or an unusable spacing.
+        """
+        r, paired = self.result, self.paired_lateral
+        if not paired:
+            for pid in parameter_ids:
+                r.omitted[pid] = "needs the paired lateral film's landmarks (paired_lateral)"
+            return None
+        lat_lms = parse_landmarks(dict(paired.get("landmarks") or {}), source="paired_lateral")
+        extra = {lm.id for lm in self.proto.extra_landmarks}
+        unknown = sorted(set(lat_lms) - extra)
+        if unknown:
+            raise LandmarkError(f"paired_lateral: landmark IDs {', '.join(unknown)} are not used; give {', '.join(sorted(extra))}.")
+        lat_spacing = validate_spacing(paired.get("spacing_mm"), "paired_lateral")
+        lat_points = self.trusted(lat_lms, r.warnings)
+        lat_orientation = parse_patient_orientation(paired.get("patient_orientation"))
+        try:
+            return self.context(lat_points, "lateral", lat_spacing, "manual:user" if lat_spacing else "pixels-only",
+                                lat_orientation, None, r.warnings)
+        except LandmarkError as exc:
+            for pid in parameter_ids:
+                r.omitted[pid] = str(exc)
+            r.warnings.append(f"Paired lateral parameters left out: {exc}")
+            return None
+
+    def missing_reason(self, missing: list[str]) -> str:
+        """Why landmarks are unusable: absent from the input, or present but not trusted."""
+        absent = [m for m in missing if m not in self.result.landmarks]
+        untrusted = [m for m in missing if m in self.result.landmarks]
+        parts = []
+        if absent:
+            parts.append(f"missing {', '.join(absent)}")
+        if untrusted:
+            parts.append(f"not trusted {', '.join(untrusted)}")
+        return "; ".join(parts)
+
+    def run(self, pid: str, needed: tuple[str, ...], ctx: Context, fn) -> None:
+        """Compute parameter ``pid`` with ``fn(ctx)`` when its ``needed`` landmarks are usable; else leave it out
+        and say why (a ``ValueError`` from ``fn`` is a reason too)."""
+        r = self.result
+        missing = [lm for lm in needed if lm not in ctx.points_px]
+        if missing:
+            reason = self.missing_reason(missing)
+            r.omitted[pid] = reason
+            r.warnings.append(f"{pid} left out: {reason}.")
+            return
+        try:
+            m = fn(ctx)
+        except ValueError as exc:
+            r.omitted[pid] = str(exc)
+            r.warnings.append(f"{pid} left out: {exc}.")
+            return
+        r.parameters[pid] = m
+        r.warnings.extend(f"{pid}: {w}" for w in m.warnings)
+
+    def run_table(self, ctx: Context, functions: Mapping[str, Any]) -> None:
+        """:meth:`run` every parameter of the protocol's table with ``functions[parameter ID]``, in table order."""
+        for spec in self.proto.parameters:
+            self.run(spec.id, spec.landmarks, ctx, functions[spec.id])
 
 
 def measure(
@@ -166,6 +302,9 @@ def measure(
 ) -> Result:
     """Compute every parameter of ``protocol`` that the landmarks allow.
 
+    The protocol's own routine (``measure(proto, job)`` of the module its table names) computes the
+    parameters; this function checks the input and adds the outside-the-image warnings.
+
     Args:
         landmarks: landmark ID -> :class:`Landmark`, ``(x, y)`` or ``{"x":, "y":}`` in
             original-image pixels (x right, y down).
@@ -177,9 +316,10 @@ def measure(
         patient_orientation: DICOM Patient Orientation, e.g. ``"A,F"`` or ``("L", "F")``.
         min_confidence: landmarks with a lower confidence are not trusted.
         min_curve_deg: coronal curves smaller than this are reported as absent.
-        views: for ``lumbar-dynamic``: ``{"flexion": View, "extension": View}``.
-        paired_lateral: for ``coronal-spine``: ``{"landmarks":, "spacing_mm":, "patient_orientation":}``
-            of the paired lateral film (T4–T12 kyphosis, L1–L5 lordosis).
+        views: the films of a protocol whose table lists ``image_roles``, by role
+            (``lumbar-dynamic``: ``{"flexion": View, "extension": View}``).
+        paired_lateral: for a protocol whose table lists ``paired_lateral_landmarks`` (``coronal-spine``):
+            ``{"landmarks":, "spacing_mm":, "patient_orientation":}`` of the paired lateral film.
 
     Returns:
         :class:`Result` with the parameters that could be computed, and warnings.
@@ -198,46 +338,13 @@ def measure(
     result = Result(protocol=proto.id, landmarks=lms, image=image, model=model, image_size=size,
                     spacing_mm=spacing, calibration=label, patient_orientation=orientation,
                     software_version=__version__)
-    if proto.id == "lumbar-dynamic":
-        _measure_lumbar(proto, result, views, min_confidence, source)
+    job = MeasureJob(proto, result, source=source, min_confidence=min_confidence, min_curve_deg=min_curve_deg,
+                     views=views, paired_lateral=paired_lateral)
+    measuring_routine(proto)(proto, job)
+    if job.frame_error is None:
         for role, view in (result.views or {"": View(lms, image_size=size)}).items():
             _outside_warnings(result, outside_image(view.landmarks, validate_image_size(view.image_size, source)),
                               view.image_size, role)
-        return result
-
-    warnings = result.warnings
-    points = _trusted(lms, min_confidence, warnings)
-    try:
-        ctx = _context(points, proto.view, spacing, label, orientation, size, warnings)
-    except LandmarkError as exc:
-        for p in proto.parameters:
-            result.omitted[p.id] = str(exc)
-        warnings.append(f"No parameter computed: {exc}")
-        return result
-    result.frame = _frame_dict(ctx.frame_info)
-
-    def missing_reason(missing: list[str]) -> str:
-        absent = [m for m in missing if m not in lms]
-        untrusted = [m for m in missing if m in lms]
-        parts = []
-        if absent:
-            parts.append(f"missing {', '.join(absent)}")
-        if untrusted:
-            parts.append(f"not trusted {', '.join(untrusted)}")
-        return "; ".join(parts)
-
-    if proto.id == "coronal-spine":
-        _measure_coronal(proto, ctx, result, min_curve_deg, paired_lateral, min_confidence, missing_reason)
-    else:
-        funcs = _FUNCTIONS[proto.id]
-        for spec in proto.parameters:
-            if proto.id == "coronal-shoulder" and spec.id == "RSH" and not ({"ST_L", "ST_R"} & set(lms)):
-                result.omitted["RSH"] = "no soft-tissue points ST_L/ST_R (RSH_bony is the bony surrogate)"
-                continue
-            _run(spec.id, spec.landmarks, ctx, funcs[spec.id], result.parameters, result.omitted, warnings, missing_reason)
-        if proto.id == "coronal-shoulder":
-            warnings.extend(shoulder.side_warnings(ctx))
-    _outside_warnings(result, outside_image(lms, size), size)
     return result
 
 
@@ -280,136 +387,6 @@ def measure_dict(
         min_curve_deg=min_curve_deg, views=views, paired_lateral=data.get("paired_lateral"),
         image=data.get("image") or image, model=data.get("model"), source=source, **kwargs,
     )
-
-
-def _measure_coronal(proto, ctx, result, min_curve_deg, paired_lateral, min_confidence, missing_reason) -> None:
-    warnings = result.warnings
-    all_ids = proto.landmark_ids
-    missing = [i for i in all_ids if i not in ctx.points_px]
-    threshold = coronal.DEFAULT_MIN_CURVE_DEG if min_curve_deg is None else float(min_curve_deg)
-    if missing:
-        reason = missing_reason(missing)
-        for pid in ("Cobb_PT", "Cobb_MT", "Cobb_TLL", "AASCE_1", "AASCE_2", "AASCE_3"):
-            result.omitted[pid] = f"needs all 17 vertebrae T1-L5; {reason}"
-        warnings.append(f"Cobb curves and AASCE triple left out: they need all 68 corners; {reason}.")
-    else:
-        try:
-            curves, w = coronal.cobb_curves(ctx, threshold)
-        except ValueError as exc:  # a degenerate endplate: no curve can be trusted
-            curves, w = {}, [f"Cobb curves left out: {exc}."]
-            for pid in ("Cobb_PT", "Cobb_MT", "Cobb_TLL"):
-                result.omitted[pid] = str(exc)
-        else:
-            result.omitted.update(coronal.absent_curves(curves, threshold))
-        result.parameters.update(curves)
-        warnings.extend(w)
-        if not ctx.frame_info.side_known and curves:
-            warnings.append("Convexity side is reported as 'unknown' (and by image side): the patient's left/right "
-                            "is not known; give Patient Orientation (e.g. 'L,F').")
-        try:
-            result.parameters.update(coronal.aasce(ctx))
-        except ValueError as exc:
-            for k in (1, 2, 3):
-                result.omitted[f"AASCE_{k}"] = str(exc)
-            warnings.append(f"AASCE triple left out: {exc}.")
-    # Paired lateral (study 004): T4–T12 kyphosis and L1–L5 lordosis.
-    paired = {p.id: p for p in proto.parameters if "paired_lateral" in p.flags}
-    if not paired_lateral:
-        for pid in paired:
-            result.omitted[pid] = "needs the paired lateral film's landmarks (paired_lateral)"
-        return
-    lat_lms = parse_landmarks(dict(paired_lateral.get("landmarks") or {}), source="paired_lateral")
-    extra = {lm.id for lm in proto.extra_landmarks}
-    unknown = sorted(set(lat_lms) - extra)
-    if unknown:
-        raise LandmarkError(f"paired_lateral: landmark IDs {', '.join(unknown)} are not used; give {', '.join(sorted(extra))}.")
-    lat_spacing = validate_spacing(paired_lateral.get("spacing_mm"), "paired_lateral")
-    lat_points = _trusted(lat_lms, min_confidence, warnings)
-    lat_orientation = parse_patient_orientation(paired_lateral.get("patient_orientation"))
-    try:
-        lat_ctx = _context(lat_points, "lateral", lat_spacing, "manual:user" if lat_spacing else "pixels-only",
-                           lat_orientation, None, warnings)
-    except LandmarkError as exc:
-        for pid in paired:
-            result.omitted[pid] = str(exc)
-        warnings.append(f"Paired lateral parameters left out: {exc}")
-        return
-    fns = {
-        "TK_T4_T12": lambda c: sagittal.lord_between(c, "TK_T4_T12", ("T4_PS", "T4_AS"), ("T12_PI", "T12_AI"),
-                                                     ("T4 superior endplate", "T12 inferior endplate"), kyphosis=True),
-        "LL_L1_L5": lambda c: sagittal.lord_between(c, "LL_L1_L5", ("L1_PS", "L1_AS"), ("L5_PI", "L5_AI"),
-                                                    ("L1 superior endplate", "L5 inferior endplate")),
-    }
-    for pid, spec in paired.items():
-        _run(pid, spec.landmarks, lat_ctx, fns[pid], result.parameters, result.omitted, warnings, missing_reason)
-        if pid in result.parameters:
-            result.parameters[pid].detail["image"] = "paired lateral"
-
-
-def _measure_lumbar(proto: Protocol, result: Result, views: Mapping[str, View] | None, min_confidence: float, source: str) -> None:
-    warnings = result.warnings
-    contexts: dict[str, Context] = {}
-    roles: dict[str, View] = {}
-    if views:
-        roles = dict(views)
-    elif result.landmarks:
-        roles = {"": View(result.landmarks, result.image, result.image_size, result.spacing_mm,
-                          result.calibration, result.patient_orientation)}
-    bad = sorted(set(roles) - {"", "flexion", "extension"})
-    if bad:
-        raise LandmarkError(f"{source}: views {', '.join(bad)} are not known; lumbar-dynamic takes 'flexion' and 'extension'.")
-    for role, view in roles.items():
-        check_landmarks(view.landmarks, proto, f"{source} ({role or 'image'})")
-        spacing = validate_spacing(view.spacing_mm, f"{source} ({role or 'image'})")
-        label = view.calibration if spacing else "pixels-only"
-        w: list[str] = []
-        pts = _trusted(view.landmarks, min_confidence, w)
-        try:
-            contexts[role] = _context(pts, proto.view, spacing, label, view.patient_orientation, view.image_size, w)
-            result.frame[role or "image"] = contexts[role].frame_info.facing
-        except LandmarkError as exc:
-            w.append(f"no parameter computed: {exc}")
-        warnings.extend(f"{role}: {x}" if role else x for x in w)
-    if views:
-        result.views = dict(views)
-        result.landmarks = {}
-    for upper, lower in lumbar.LEVELS:
-        lv = lumbar.level_name(upper, lower)
-        needed = lumbar.level_landmarks(upper, lower)
-        for role, ctx in contexts.items():
-            suffix = f"_{role}" if role else ""
-            missing = [m for m in needed if m not in ctx.points_px]
-            if missing:
-                for kind in ("SA", "ST", "ST_pct"):
-                    result.omitted[f"{kind}_{lv}{suffix}"] = f"missing or not trusted: {', '.join(missing)}"
-                continue
-            try:
-                for m in lumbar.per_image(ctx, upper, lower, suffix):
-                    result.parameters[m.id] = m
-            except ValueError as exc:
-                result.omitted[f"SA_{lv}{suffix}"] = str(exc)
-        pair_ids = (f"IROM_{lv}", f"dST_{lv}", f"dST_pct_{lv}")
-        if "flexion" in contexts and "extension" in contexts:
-            missing = [f"{r}:{m}" for r in ("flexion", "extension") for m in needed if m not in contexts[r].points_px]
-            if missing:
-                for pid in pair_ids:
-                    result.omitted[pid] = f"missing or not trusted: {', '.join(missing)}"
-                warnings.append(f"{lv} range of motion left out: missing or not trusted {', '.join(missing)}.")
-                continue
-            try:
-                ms, w = lumbar.pair(contexts["flexion"], contexts["extension"], upper, lower)
-            except ValueError as exc:
-                for pid in pair_ids:
-                    result.omitted[pid] = str(exc)
-                continue
-            warnings.extend(w)
-            for m in ms:
-                result.parameters[m.id] = m
-            if f"dST_{lv}" not in result.parameters:
-                result.omitted[f"dST_{lv}"] = "the two images do not share a distance unit"
-        else:
-            for pid in pair_ids:
-                result.omitted[pid] = "needs both a flexion and an extension image (views)"
 
 
 def analyze(

@@ -91,3 +91,15 @@ PARAMETERS = {
     "C2C7": c2c7, "C2C6": c2c6, "C0C2": c0c2, "C7S": c7s, "T1S": t1s,
     "cSVA": csva, "RJD": rjd, "CT": ct, "CCA": cca,
 }
+
+
+def measure(proto, job) -> None:
+    """The protocol's measuring routine (its table's ``"module"``): every parameter of the table on the one film.
+
+    Args:
+        proto: the :class:`~SpineAlignmentLib.protocols.Protocol`.
+        job: the pipeline's :class:`~SpineAlignmentLib.pipeline.MeasureJob` (result to fill, options, shared steps).
+    """
+    ctx = job.film_context()
+    if ctx is not None:
+        job.run_table(ctx, PARAMETERS)

@@ -18,6 +18,7 @@ import numpy as np
 from .aasce import aasce_triple
 from .context import Context
 from .measurement import Construct, Measurement
+from .sagittal import lord_between
 
 VERTEBRAE = tuple([f"T{i}" for i in range(1, 13)] + [f"L{i}" for i in range(1, 6)])
 CORNERS = ("TL", "TR", "BL", "BR")
@@ -203,3 +204,65 @@ def aasce(ctx: Context) -> dict[str, Measurement]:
             {"vertebrae": [va, vb], "s_shape": res.is_s, "semantics": "AASCE 2019 reference (MATLAB angleCal), benchmark only"},
             cons)
     return out
+
+
+#: Parameters of the whole T1–L5 corner set (all 68 corners needed).
+CURVE_PARAMETERS = ("Cobb_PT", "Cobb_MT", "Cobb_TLL")
+AASCE_PARAMETERS = ("AASCE_1", "AASCE_2", "AASCE_3")
+
+#: Parameters measured on the paired lateral film (study 004): T4–T12 kyphosis and L1–L5 lordosis.
+PAIRED_LATERAL = {
+    "TK_T4_T12": lambda c: lord_between(c, "TK_T4_T12", ("T4_PS", "T4_AS"), ("T12_PI", "T12_AI"),
+                                        ("T4 superior endplate", "T12 inferior endplate"), kyphosis=True),
+    "LL_L1_L5": lambda c: lord_between(c, "LL_L1_L5", ("L1_PS", "L1_AS"), ("L5_PI", "L5_AI"),
+                                       ("L1 superior endplate", "L5 inferior endplate")),
+}
+
+
+def measure(proto, job) -> None:
+    """The protocol's measuring routine (its table's ``"module"``): Cobb curves and the AASCE triple on the AP film,
+    then the paired lateral film's parameters when that film's landmarks are given.
+
+    Args:
+        proto: the :class:`~SpineAlignmentLib.protocols.Protocol`.
+        job: the pipeline's :class:`~SpineAlignmentLib.pipeline.MeasureJob` (result to fill, options, shared steps).
+    """
+    ctx = job.film_context()
+    if ctx is None:
+        return
+    result, warnings = job.result, job.result.warnings
+    missing = [i for i in proto.landmark_ids if i not in ctx.points_px]
+    threshold = DEFAULT_MIN_CURVE_DEG if job.min_curve_deg is None else float(job.min_curve_deg)
+    if missing:
+        reason = job.missing_reason(missing)
+        for pid in CURVE_PARAMETERS + AASCE_PARAMETERS:
+            result.omitted[pid] = f"needs all 17 vertebrae T1-L5; {reason}"
+        warnings.append(f"Cobb curves and AASCE triple left out: they need all 68 corners; {reason}.")
+    else:
+        try:
+            curves, w = cobb_curves(ctx, threshold)
+        except ValueError as exc:  # a degenerate endplate: no curve can be trusted
+            curves, w = {}, [f"Cobb curves left out: {exc}."]
+            for pid in CURVE_PARAMETERS:
+                result.omitted[pid] = str(exc)
+        else:
+            result.omitted.update(absent_curves(curves, threshold))
+        result.parameters.update(curves)
+        warnings.extend(w)
+        if not ctx.frame_info.side_known and curves:
+            warnings.append("Convexity side is reported as 'unknown' (and by image side): the patient's left/right "
+                            "is not known; give Patient Orientation (e.g. 'L,F').")
+        try:
+            result.parameters.update(aasce(ctx))
+        except ValueError as exc:
+            for pid in AASCE_PARAMETERS:
+                result.omitted[pid] = str(exc)
+            warnings.append(f"AASCE triple left out: {exc}.")
+    paired = {p.id: p for p in proto.parameters if "paired_lateral" in p.flags}
+    lat_ctx = job.paired_lateral_context(list(paired))
+    if lat_ctx is None:
+        return
+    for pid, spec in paired.items():
+        job.run(pid, spec.landmarks, lat_ctx, PAIRED_LATERAL[pid])
+        if pid in result.parameters:
+            result.parameters[pid].detail["image"] = "paired lateral"

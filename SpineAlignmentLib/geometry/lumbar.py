@@ -84,3 +84,64 @@ def pair(flex: Context, ext: Context, upper: str, lower: str) -> tuple[list[Meas
                                   {"ST_flexion": round(t_f, 4), "ST_extension": round(t_e, 4), "method": "A",
                                    "convention": "+ more anterior in flexion"}))
     return out, warnings
+
+
+def measure(proto, job) -> None:
+    """The protocol's measuring routine (its table's ``"module"``): per film and level SA/ST/ST_pct, and the
+    flexion–extension differences when both films are given.
+
+    Args:
+        proto: the :class:`~SpineAlignmentLib.protocols.Protocol`.
+        job: the pipeline's :class:`~SpineAlignmentLib.pipeline.MeasureJob` (result to fill, options, shared steps).
+    """
+    result, warnings = job.result, job.result.warnings
+    contexts: dict[str, Context] = {}
+    films = job.films()
+    for role, view in films.items():
+        w: list[str] = []
+        ctx = job.view_context(role, view, w)
+        if ctx is not None:
+            contexts[role] = ctx
+            result.frame[role or "image"] = ctx.frame_info.facing
+        warnings.extend(f"{role}: {x}" if role else x for x in w)
+    if job.views:
+        result.views = dict(job.views)
+        result.landmarks = {}
+    flex, ext = ROLES
+    for upper, lower in LEVELS:
+        lv = level_name(upper, lower)
+        needed = level_landmarks(upper, lower)
+        for role, ctx in contexts.items():
+            suffix = f"_{role}" if role else ""
+            missing = [m for m in needed if m not in ctx.points_px]
+            if missing:
+                for kind in ("SA", "ST", "ST_pct"):
+                    result.omitted[f"{kind}_{lv}{suffix}"] = f"missing or not trusted: {', '.join(missing)}"
+                continue
+            try:
+                for m in per_image(ctx, upper, lower, suffix):
+                    result.parameters[m.id] = m
+            except ValueError as exc:
+                result.omitted[f"SA_{lv}{suffix}"] = str(exc)
+        pair_ids = (f"IROM_{lv}", f"dST_{lv}", f"dST_pct_{lv}")
+        if flex in contexts and ext in contexts:
+            missing = [f"{r}:{m}" for r in ROLES for m in needed if m not in contexts[r].points_px]
+            if missing:
+                for pid in pair_ids:
+                    result.omitted[pid] = f"missing or not trusted: {', '.join(missing)}"
+                warnings.append(f"{lv} range of motion left out: missing or not trusted {', '.join(missing)}.")
+                continue
+            try:
+                ms, w = pair(contexts[flex], contexts[ext], upper, lower)
+            except ValueError as exc:
+                for pid in pair_ids:
+                    result.omitted[pid] = str(exc)
+                continue
+            warnings.extend(w)
+            for m in ms:
+                result.parameters[m.id] = m
+            if f"dST_{lv}" not in result.parameters:
+                result.omitted[f"dST_{lv}"] = "the two images do not share a distance unit"
+        else:
+            for pid in pair_ids:
+                result.omitted[pid] = "needs both a flexion and an extension image (views)"

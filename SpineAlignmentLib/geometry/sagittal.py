@@ -208,3 +208,15 @@ PARAMETERS = {
     "GTK": gtk, "PTK": ptk, "MTK": mtk, "L4SL": l4sl, "LPA": lpa, "SSA": ssa, "GT": gt,
     "TPA": tpa, "Barrey": barrey, "OD_HA": od_ha,
 }
+
+
+def measure(proto, job) -> None:
+    """The protocol's measuring routine (its table's ``"module"``): every parameter of the table on the one film.
+
+    Args:
+        proto: the :class:`~SpineAlignmentLib.protocols.Protocol`.
+        job: the pipeline's :class:`~SpineAlignmentLib.pipeline.MeasureJob` (result to fill, options, shared steps).
+    """
+    ctx = job.film_context()
+    if ctx is not None:
+        job.run_table(ctx, PARAMETERS)

@@ -81,3 +81,23 @@ def side_warnings(ctx: Context) -> list[str]:
             if dl < 0:
                 out.append(f"{a} lies to the patient's right of {b}: left/right labels look swapped; check Patient Orientation or the labels.")
     return out
+
+
+def measure(proto, job) -> None:
+    """The protocol's measuring routine (its table's ``"module"``): every parameter of the table on the one film;
+    RSH only when a soft-tissue point was placed; then the left/right label check.
+
+    Args:
+        proto: the :class:`~SpineAlignmentLib.protocols.Protocol`.
+        job: the pipeline's :class:`~SpineAlignmentLib.pipeline.MeasureJob` (result to fill, options, shared steps).
+    """
+    ctx = job.film_context()
+    if ctx is None:
+        return
+    soft_tissue = bool({"ST_L", "ST_R"} & set(job.result.landmarks))
+    for spec in proto.parameters:
+        if spec.id == "RSH" and not soft_tissue:
+            job.result.omitted["RSH"] = "no soft-tissue points ST_L/ST_R (RSH_bony is the bony surrogate)"
+            continue
+        job.run(spec.id, spec.landmarks, ctx, PARAMETERS[spec.id])
+    job.result.warnings.extend(side_warnings(ctx))

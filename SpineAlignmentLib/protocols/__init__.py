@@ -3,24 +3,30 @@
 The JSON files are the single table read by the library, the CLI, the Slicer
 module, the tests and the model metadata (landmark channel order). Their IDs
 are those of ``protocols.md`` and must never be renamed.
+
+Each table names its measuring module (``"module"``, an importable module name): the module's
+``measure(proto, job)`` computes the protocol's parameters, so the pipeline, the CLI and the Slicer
+module never branch on a protocol ID. A new protocol is one table and one module: the table goes in
+this folder, or in a folder listed in ``$SPINEALIGN_PROTOCOLS`` (several separated by ``os.pathsep``).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import logging
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib import resources
+from pathlib import Path
 
 from ..errors import ProtocolError
 
-PROTOCOL_IDS = (
-    "sagittal-whole-spine",
-    "cervical-lateral",
-    "coronal-spine",
-    "coronal-shoulder",
-    "lumbar-dynamic",
-)
+log = logging.getLogger(__name__)
+
+#: Name of the measuring routine a protocol's module exposes: ``measure(proto, job) -> None``.
+ENTRY_POINT = "measure"
 
 #: Units a parameter may declare. ``mm`` becomes ``px`` when no spacing is known.
 UNITS = ("deg", "mm", "px", "ratio", "%")
@@ -96,7 +102,11 @@ class ParameterSpec:
 
 @dataclass(frozen=True)
 class Protocol:
-    """A measurement protocol read from its JSON table."""
+    """A measurement protocol read from its JSON table.
+
+    ``module`` is the importable module whose ``measure(proto, job)`` computes the parameters
+    (:func:`measuring_routine`); ``order`` places the protocol in listings (protocols.md's order).
+    """
 
     id: str
     title: str
@@ -106,6 +116,8 @@ class Protocol:
     landmarks: tuple[LandmarkSpec, ...]
     parameters: tuple[ParameterSpec, ...]
     groups: tuple[tuple[str, tuple[float, float, float]], ...]
+    module: str = ""
+    order: int | None = None
     image_roles: tuple[str, ...] = ()
     extra_landmarks: tuple[LandmarkSpec, ...] = field(default=())
     segments: tuple[SegmentSpec, ...] = field(default=())
@@ -167,7 +179,13 @@ class Protocol:
 _FLAG_KEYS = ("pair", "per_image", "paired_lateral", "needs_image_size", "dynamic_landmarks")
 
 
-def _parse(data: dict) -> Protocol:
+def _parse(data: dict, source: str = "protocol table") -> Protocol:
+    for key in ("id", "title", "view", "study", "description", "groups", "landmarks", "parameters", "module"):
+        if key not in data:
+            raise ProtocolError(f"{source}: no '{key}' field; every protocol table needs one (see an existing table).")
+    if not isinstance(data["module"], str) or not data["module"].replace(".", "").replace("_", "").isalnum():
+        raise ProtocolError(f"{source}: 'module' must be an importable module name such as "
+                            f"'SpineAlignmentLib.geometry.sagittal', got {data['module']!r}.")
     colors = {g["id"]: tuple(float(c) for c in g["color"]) for g in data["groups"]}
 
     def lm(d: dict) -> LandmarkSpec:
@@ -203,6 +221,8 @@ def _parse(data: dict) -> Protocol:
         landmarks=tuple(lm(d) for d in data["landmarks"]),
         parameters=tuple(params),
         groups=tuple(colors.items()),
+        module=data["module"],
+        order=data.get("order"),
         image_roles=tuple(data.get("image_roles", ())),
         extra_landmarks=tuple(lm({**d, "group": d["group"]}) for d in data.get("paired_lateral_landmarks", ())),
         segments=tuple(
@@ -213,22 +233,91 @@ def _parse(data: dict) -> Protocol:
     )
 
 
+def protocol_dirs() -> list[Path]:
+    """Folders holding protocol tables: this package's, then those of ``$SPINEALIGN_PROTOCOLS``."""
+    extra = [Path(p) for p in os.environ.get("SPINEALIGN_PROTOCOLS", "").split(os.pathsep) if p]
+    return [Path(__file__).resolve().parent, *extra]
+
+
+def _table_paths() -> dict[str, Path]:
+    """Protocol ID (the file name) -> its table; the first folder of :func:`protocol_dirs` wins."""
+    return _scan(tuple(protocol_dirs()))
+
+
 @lru_cache(maxsize=None)
+def _scan(folders: tuple[Path, ...]) -> dict[str, Path]:
+    # Read once per set of folders (a process does not gain protocols while it runs).
+    paths: dict[str, Path] = {}
+    for folder in folders:
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+            paths.setdefault(path.name[: -len(".json")], path)
+    return paths
+
+
+@lru_cache(maxsize=None)
+def _read(path: Path) -> Protocol:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"Protocol table {path} cannot be read ({exc}); fix or remove the file.") from None
+    proto = _parse(data, str(path))
+    if proto.id != path.name[: -len(".json")]:
+        raise ProtocolError(f"Protocol table {path} has id '{proto.id}'; name the file '{proto.id}.json'.")
+    return proto
+
+
+def protocol_ids() -> tuple[str, ...]:
+    """IDs of every protocol table found, in the tables' ``order`` (protocols.md's), then by ID.
+
+    A table that cannot be used is logged and left out here; :func:`get_protocol` names its problem.
+    """
+    protos = []
+    for path in _table_paths().values():
+        try:
+            protos.append(_read(path))
+        except ProtocolError as exc:
+            log.error("%s", exc)
+    big = float("inf")
+    return tuple(p.id for p in sorted(protos, key=lambda p: (big if p.order is None else p.order, p.id)))
+
+
+#: The protocols found when the library was imported (for choices fixed at import, e.g. the Slicer module).
+PROTOCOL_IDS = protocol_ids()
+
+
 def get_protocol(protocol_id: str) -> Protocol:
     """Return the protocol with this ID.
 
     Raises:
-        ProtocolError: if the ID is unknown (the message lists the valid IDs).
+        ProtocolError: if the ID is unknown (the message lists the valid IDs), or its table is broken.
     """
-    if protocol_id not in PROTOCOL_IDS:
+    path = _table_paths().get(protocol_id) if isinstance(protocol_id, str) else None
+    if path is None:
         raise ProtocolError(
-            f"Unknown protocol '{protocol_id}'; use one of: {', '.join(PROTOCOL_IDS)} "
+            f"Unknown protocol '{protocol_id}'; use one of: {', '.join(protocol_ids())} "
             "(spine-align protocols lists them)."
         )
-    text = resources.files(__name__).joinpath(f"{protocol_id}.json").read_text(encoding="utf-8")
-    return _parse(json.loads(text))
+    return _read(path)
 
 
 def list_protocols() -> list[Protocol]:
-    """All protocols, in the order of protocols.md."""
-    return [get_protocol(pid) for pid in PROTOCOL_IDS]
+    """All protocols, in the order of protocols.md (then any added tables by ID)."""
+    return [get_protocol(pid) for pid in protocol_ids()]
+
+
+def measuring_routine(proto: Protocol) -> Callable[..., None]:
+    """The ``measure(proto, job)`` function of the module the protocol's table names.
+
+    Raises:
+        ProtocolError: the module cannot be imported or has no callable ``measure``.
+    """
+    try:
+        module = importlib.import_module(proto.module)
+    except ImportError as exc:
+        raise ProtocolError(f"Protocol '{proto.id}': its table names module '{proto.module}', which cannot be "
+                            f"imported ({exc}); fix the table's 'module' or install the module.") from None
+    fn = getattr(module, ENTRY_POINT, None)
+    if not callable(fn):
+        raise ProtocolError(f"Protocol '{proto.id}': module '{proto.module}' has no {ENTRY_POINT}(proto, job) "
+                            "function; add it (see SpineAlignmentLib.geometry.sagittal.measure).")
+    return fn
