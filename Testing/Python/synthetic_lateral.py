@@ -497,12 +497,11 @@ def render(an: Anatomy, protocol: str, rng: np.random.Generator, *, shape: tuple
     landmarks: dict[str, tuple[float, float]] = {}
     absent: dict[str, str] = {}
     every: dict[str, tuple[float, float]] = {}
-    for k in proto.landmark_ids:
-        a, s = pts[k]
+    for k, (a, s) in pts.items():
         x, y = (a - a0) / cs - 0.5, (top - s) / rs - 0.5
-        if facing < 0:
-            x = cols - 1 - x
-        every[k] = (float(x), float(y))
+        every[k] = (float(cols - 1 - x if facing < 0 else x), float(y))
+    for k in proto.landmark_ids:
+        x, y = every[k]
         if not (-0.5 <= x <= cols - 0.5 and -0.5 <= y <= rows - 0.5):
             absent[k] = "outside the film"
         elif k in hidden_ids:
@@ -517,7 +516,8 @@ def render(an: Anatomy, protocol: str, rng: np.random.Generator, *, shape: tuple
         "patient_orientation": ("A" if facing > 0 else "P", "F"),
         "spacing_mm": (float(rs), float(cs)),
         "image_size": (rows, cols),
-        "crop": crop, "hide": tuple(hide), "absent": absent, "all_landmarks_px": every,
+        "crop": crop, "hide": tuple(hide), "absent": absent, "points_px": every,
+        "all_landmarks_px": {k: every[k] for k in proto.landmark_ids},
         "expected": expected_parameters(an),
         "world_mm": {k: (float(p[0]), float(p[1])) for k, p in pts.items()},
         "film": film,
