@@ -482,10 +482,11 @@ def render(an: Anatomy, protocol: str, rng: np.random.Generator, *, shape: tuple
     _trunk(cv, pts, an, rng)
     for sh in shapes:
         getattr(cv, sh[0])(*sh[1:])
-    for v in hide:  # shoulders: a dense shadow over the vertebra
-        c = pts[f"{v}c"]
-        cv.disk(c + np.array([-5.0, 0.0]), (1.8 * an.depth[v], 1.5 * (an.height[v] + an.disc_height[v])), 0.0,
-                2.5, 0.0, 0.0)
+    for v in hide:  # shoulders: a broad dense shadow across the vertebra (soft-edged: a stack of ellipses)
+        c = pts[f"{v}c"] + np.array([10.0, 0.0])
+        ra, rb = 70.0, 1.4 * (an.height[v] + an.disc_height[v])
+        for k in range(4):
+            cv.disk(c, (ra * (1 + 0.25 * k), rb * (1 + 0.1 * k)), 0.0, 0.7, 0.0, 0.0)
     img = 1.0 - np.exp(-cv.acc.astype(np.float32))
     img = gaussian_filter(img, film.blur, mode="nearest")
     np.clip(img, 0, 1, out=img)

@@ -218,10 +218,15 @@ def test_shoulder_shadow_hides_c7_and_t1_inside_the_film():
     r = _measure(lms, meta)
     for pid in ("SVA", "CL", "T1S", "TPA"):
         assert pid not in r.parameters and pid in r.omitted
-    # the shadow really covers C7: flat and bright there compared with C5
-    x, y = np.round(meta["all_landmarks_px"]["C7c"]).astype(int)
-    x5, y5 = np.round(lms["C5c"]).astype(int)
-    assert img[y - 2:y + 3, x - 2:x + 3].mean() > img[y5 - 2:y5 + 3, x5 - 2:x5 + 3].mean() + 40
+    # the shadow really covers C7: near white, with no body/disc contrast left (C3 above keeps its contrast)
+    w = {k: np.array(p) for k, p in meta["points_px"].items()}
+
+    def contrast(u, l):
+        disc = np.mean([w[f"{u}_AI"], w[f"{u}_PI"], w[f"{l}_AS"], w[f"{l}_PS"]], axis=0)
+        return _mean_at(img, w[f"{u}c"]) - _mean_at(img, disc)
+
+    assert _mean_at(img, w["C7c"], 2) > 240 and abs(contrast("C7", "T1")) < 8
+    assert contrast("C3", "C4") > 12
 
 
 def test_unknown_crop_is_refused():
