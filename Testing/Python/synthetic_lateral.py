@@ -667,3 +667,27 @@ def write_dataset(folder: str | Path, protocol: str, n: int, seed: int = 0, *, s
             w.writerow(["pair", "role", "image"])
             w.writerows(pairs)
     return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python Testing/Python/synthetic_lateral.py OUT --protocol P [--n N] [--seed S] [--format nrrd]``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Write a synthetic lateral dataset folder (a test tool, not clinical data).")
+    ap.add_argument("out")
+    ap.add_argument("--protocol", required=True, choices=sorted(DEFAULT_SHAPE))
+    ap.add_argument("--n", type=int, default=60, help="films (pairs for lumbar-dynamic)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--format", default="png", choices=("png", "nrrd"))
+    ap.add_argument("--size", type=int, nargs=2, metavar=("ROWS", "COLS"), default=None)
+    ap.add_argument("--crop-fraction", type=float, default=0.25)
+    ap.add_argument("--hide-fraction", type=float, default=0.0)
+    args = ap.parse_args(argv)
+    folder = write_dataset(args.out, args.protocol, args.n, args.seed, shape=tuple(args.size) if args.size else None,
+                           image_format=args.format, crop_fraction=args.crop_fraction, hide_fraction=args.hide_fraction)
+    print(folder)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

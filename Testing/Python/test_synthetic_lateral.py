@@ -360,3 +360,12 @@ def test_sixty_films_are_written_in_seconds(tmp_path):
     cpu = time.process_time() - t
     assert len(list(tmp_path.glob("*.png"))) == 60 and len(list(tmp_path.glob("SYN*.json"))) == 60
     assert cpu < 5.0, f"{cpu:.1f} s CPU for 60 films"
+
+
+def test_command_line_writes_a_folder(tmp_path, capsys):
+    assert sl.main([str(tmp_path / "d"), "--protocol", "lumbar-dynamic", "--n", "2", "--format", "nrrd"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "d")
+    names = sorted(p.name for p in (tmp_path / "d").iterdir())
+    assert names == ["SYN0000_exte.json", "SYN0000_exte.nrrd", "SYN0000_flex.json", "SYN0000_flex.nrrd",
+                     "SYN0001_exte.json", "SYN0001_exte.nrrd", "SYN0001_flex.json", "SYN0001_flex.nrrd",
+                     "pairs.csv", "patients.csv"]
