@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 import time
 from pathlib import Path
 
@@ -44,9 +45,10 @@ def evaluate_films(model, items, protocol: str) -> dict:
     """
     from ..evaluation.compare import compare_results
     from ..imaging.radiograph import read_radiograph
+    from ..models.landmark_roi import landmark_span
     from ..pipeline import analyze, measure
 
-    truths, preds, conf, err = {}, {}, [], []
+    truths, preds, conf, err, tol = {}, {}, [], [], []
     t0 = time.time()
     for it in items:
         name = Path(it.image).name
@@ -55,11 +57,13 @@ def evaluate_films(model, items, protocol: str) -> dict:
         truth = measure(it.landmarks, protocol, spacing_mm=it.spacing_mm, calibration=it.calibration if it.spacing_mm else None,
                         image_size=tuple(rg.shape), patient_orientation=rg.patient_orientation, image=name, source=name)
         preds[name], truths[name] = res.to_dict(), truth.to_dict()
+        span = landmark_span(np.array(list(it.landmarks.values()), dtype=float))
         for lid, (x, y) in it.landmarks.items():
             p = res.landmarks.get(lid)
             if p is not None:
                 err.append(math.hypot(p.x - x, p.y - y))
                 conf.append(p.confidence if p.confidence is not None else 1.0)
+                tol.append(CORRECT_FRACTION * span)
     seconds = (time.time() - t0) / max(len(items), 1)
     rep = compare_results(truths, preds, {}, failed=[])
     lm = rep.landmarks
@@ -77,21 +81,32 @@ def evaluate_films(model, items, protocol: str) -> dict:
     for _, r in (rep.cobb if rep.cobb is not None else []).iterrows():
         if str(r["set"]) == "AASCE":
             figs["smape_pct"], figs["cmae_deg"] = _num(r["smape_pct"]), _num(r["circular_mae"])
+            figs["aasce_images_complete"] = int(r["n_images_complete"])
+            figs["smape_pct_missing_as_failure"] = _num(r["smape_pct_missing_as_failure"])
     if (rep.levels or {}).get("n_images"):
         figs["named_right_pct"] = _num(rep.levels["all_named_right_pct"])
         figs["level_shifts"] = rep.levels["shift_counts"]
-    figs["_confidence"], figs["_errors"] = conf, err
+    figs["_confidence"], figs["_errors"], figs["_tolerance"] = conf, err, tol
     return figs
 
 
-def _low_confidence(conf: list[float], err: list[float]) -> tuple[float, str]:
-    """Threshold below which a landmark is flagged: the 10th percentile of the confidence of validation
-    landmarks within twice the median error (so about one good landmark in ten is flagged)."""
-    c, e = np.asarray(conf), np.asarray(err)
-    good = c[e <= 2 * np.median(e)] if e.size else c
-    thr = float(np.percentile(good, 10)) if good.size else 0.3
-    return round(thr, 4), ("10th percentile of the confidence of the validation landmarks within twice the "
-                           "median error")
+#: a landmark counts as found when its error is at most this fraction of the film's landmark span
+#: (about half a vertebral body on a whole-spine film); the confidence is calibrated to that probability
+CORRECT_FRACTION = 0.02
+#: training films the confidence is calibrated on (never validation films)
+CALIBRATION_FILMS = 60
+
+
+def _calibration(figs: dict) -> dict:
+    """Isotonic map raw heatmap mass -> P(landmark within CORRECT_FRACTION of the span), from training films."""
+    from .export import fit_calibration
+
+    raw, err, tol = (np.asarray(figs[k], dtype=float) for k in ("_confidence", "_errors", "_tolerance"))
+    xs, ys = fit_calibration(raw, err <= tol)
+    return {"raw": xs, "calibrated": ys,
+            "definition": f"isotonic fit on {figs['n_images']} training films of P(landmark error <= "
+                          f"{CORRECT_FRACTION:.0%} of the film's landmark span) given the heatmap probability mass "
+                          "near the decoded point (training films: optimistic for new films)"}
 
 
 def _save_weights(state: dict, path: Path, fp16: bool) -> dict:
@@ -209,13 +224,19 @@ def export_run(run: Path, out: Path, *, name: str | None = None, version: str = 
     if val_names:
         md["validation"]["mean_error_px"] = 0.0  # replaced below; lets the folder load for the measurement
         (out / "metadata.json").write_text(json.dumps(md, indent=1))
-        model = load_model(name, folder=out)
         items = (items_loader or (lambda c: _load_items(c, None)))(cfg)
+        train_names = set(split["train"])
+        cal_items = [it for it in items if Path(it.image).name in train_names]
+        random.Random(cfg.seed).shuffle(cal_items)
+        cal = evaluate_films(load_model(name, folder=out), cal_items[:CALIBRATION_FILMS], proto.id)
+        md["decoding"]["calibration"] = _calibration(cal)
+        md["decoding"]["low_confidence"] = 0.5  # calibrated: below it a landmark is more likely wrong than right
+        (out / "metadata.json").write_text(json.dumps(md, indent=1))
+        model = load_model(name, folder=out)
         val_items = [it for it in items if Path(it.image).name in val_names]
         figs = evaluate_films(model, val_items, proto.id)
-        thr, why = _low_confidence(figs.pop("_confidence"), figs.pop("_errors"))
-        md["decoding"]["low_confidence"] = thr
-        md["decoding"]["low_confidence_definition"] = why
+        for k in ("_confidence", "_errors", "_tolerance"):
+            figs.pop(k)
     cmd = f"spine-align export --run {run.as_posix()} --out {out.as_posix()} --name {name} --version {version}"
     md["validation"] = {"split": f"the run's validation split ({'named in ' + Path(cfg.val_list).name if cfg.val_list else 'whole patients held out'})",
                         "n_images": max(len(val_names), 1), **{k: v for k, v in figs.items() if v is not None},
@@ -253,6 +274,7 @@ def write_card(md: dict, out: Path) -> Path:
     if v.get("smape_pct") is not None:
         lines.append(f"| SMAPE of the AASCE triple | {f(v['smape_pct'], 2)} % |")
         lines.append(f"| circular MAE of the AASCE triple | {f(v.get('cmae_deg'), 2)}° |")
+        lines.append(f"| films with all 68 corners trusted (AASCE triple computed) | {v.get('aasce_images_complete')} |")
     if v.get("named_right_pct") is not None:
         lines.append(f"| films with every vertebra named right | {f(v['named_right_pct'])} % |")
     lines.append(f"| seconds per film (analyze, this machine) | {f(v.get('seconds_per_image'), 2)} |")
@@ -264,8 +286,8 @@ def write_card(md: dict, out: Path) -> Path:
               f"- Data: {tr['data']['name']} ({tr['split']['n_train']} training, {tr['split']['n_val']} validation films); "
               f"licence of the data: {md['license']['training_data']}; of the weights: {md['license']['weights']}.",
               f"- Epochs: {tr['recipe'].get('epochs')} (stage 1) + {tr['recipe'].get('refine_epochs')} (stage 2).",
-              f"- Low-confidence threshold {md['decoding']['low_confidence']}"
-              + (f" ({md['decoding']['low_confidence_definition']})." if md["decoding"].get("low_confidence_definition") else "."),
+              f"- Confidence: {md['decoding']['calibration']['definition']}; landmarks below "
+              f"{md['decoding']['low_confidence']} are flagged." if "calibration" in md["decoding"] else "- Confidence: uncalibrated.",
               f"- Command: `{v['command']}`", ""]
     path = out / "README.md"
     path.write_text("\n".join(lines))

@@ -74,8 +74,8 @@ class GenericConfig(RunConfig):
     train_images: int | None = None  # learning curves: train on this many training images (whole patients, seeded)
     refine_epochs: int = 30  # stage 2 (0: no second stage)
     val_every: int = 1  # validate every N epochs (and after the last) in both stages
-    roi_size: int = 64
-    roi_fraction: float = 0.1
+    roi_size: int = 96
+    roi_fraction: float = 0.08
     roi_per_image: int = 12  # level groups (ROIs) per film per stage-2 step
     roi_shift_sd: float = 0.15  # simulated first-stage error, ROI sides (per axis)
     roi_scale_sd: float = 0.1
