@@ -28,6 +28,7 @@ COMMANDS = {
     "train": "train",
     "export": "export",
     "evaluate": "evaluate",
+    "dataset": "dataset",
 }
 
 log = logging.getLogger("SpineAlignmentLib")
