@@ -28,12 +28,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument("--headers-only", action="store_true",
                        help="read image headers only (faster; a corrupt pixel stream is not found)")
     check.set_defaults(_dataset_run=_check)
+    aasce = sub.add_parser("import-aasce", help="write the AASCE training images and labels into the dataset format",
+                           description="Copy the AASCE images kept by the label hygiene (fixed corners written "
+                                       "fixed) with one <stem>.json each and patients.csv from the AASCE patient "
+                                       "keys, into a folder outside the repository.")
+    aasce.add_argument("source", metavar="SRC", help="AASCE-layout folder (images/, labels/), e.g. "
+                                                     "../shared/datasets/aasce-train")
+    aasce.add_argument("--out", required=True, help="dataset folder to write (outside the repository)")
+    aasce.add_argument("--split", choices=("train", "val", "all"), default="all",
+                       help="the patient-held-out split of 'spine-align train' (same --val-fraction and --seed), "
+                            "or all (default)")
+    aasce.add_argument("--val-fraction", type=float, default=0.2, help="validation fraction of the split (default 0.2)")
+    aasce.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    aasce.add_argument("--limit", type=int, default=None, metavar="N", help="write only the first N images")
+    aasce.set_defaults(_dataset_run=_import_aasce)
 
 
 def run(args: argparse.Namespace) -> int:
     action = getattr(args, "_dataset_run", None)
     if action is None:
-        print("spine-align dataset: give an action: check (spine-align dataset --help)", file=sys.stderr)
+        print("spine-align dataset: give an action: check or import-aasce (spine-align dataset --help)",
+              file=sys.stderr)
         return 2
     return action(args)
 
@@ -53,4 +68,14 @@ def _check(args: argparse.Namespace) -> int:
         raise SpineAlignmentError(
             f"{args.folder}: no usable film for '{args.protocol}' ({s['images']} images, {s['errors']} errors, "
             f"{s['warnings']} warnings above); fix the files named above or check --protocol.")
+    return 0
+
+
+def _import_aasce(args: argparse.Namespace) -> int:
+    from ..training.dataset import import_aasce
+
+    summary = import_aasce(args.source, args.out, split=args.split, limit=args.limit,
+                           val_fraction=args.val_fraction, seed=args.seed)
+    json.dump(summary, sys.stdout, indent=1)
+    sys.stdout.write("\n")
     return 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import random
 import re
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from ..errors import SpineAlignmentError
 from ..inference.preprocess import Letterbox, letterbox, normalise_intensity
 from .hygiene import HygieneResult, run_hygiene
 
-__all__ = ["Sample", "patient_id", "discover", "patient_split", "load_samples", "CachedSample"]
+__all__ = ["Sample", "patient_id", "discover", "patient_split", "load_samples", "CachedSample", "import_aasce"]
 
 log = logging.getLogger(__name__)
 
@@ -185,3 +186,66 @@ def cache_sample(sample: Sample, input_shape: tuple[int, int]) -> CachedSample:
         original_points=sample.points,
         reference_angles=sample.reference_angles,
     )
+
+
+def repository_root() -> Path:
+    """The source tree this library sits in (``SpineAlignmentLib``'s parent folder)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    return path == folder or folder in path.parents
+
+
+def import_aasce(src: str | Path, out: str | Path, *, split: str = "all", limit: int | None = None,
+                 val_fraction: float = 0.2, seed: int = 0, protocol: str = "coronal-spine") -> dict:
+    """Write an AASCE-layout folder into the dataset format (docs/dataset-format.md).
+
+    Every image kept by the label hygiene (:func:`load_samples`; fixed corners are written fixed,
+    excluded images are left out and listed) is copied with its 68 corners as ``<stem>.json``
+    (:func:`~SpineAlignmentLib.io.dataset.write_labelled_image`), and ``patients.csv`` holds the AASCE
+    patient keys (:func:`patient_id`) so a trainer can hold patients out.
+
+    Args:
+        src: AASCE-layout folder (``images/``, ``labels/``).
+        out: dataset folder to write (created; never inside this source tree or inside ``src``).
+        split: ``train`` or ``val`` (the patient-held-out split :func:`patient_split` makes with
+            ``val_fraction`` and ``seed``, the one ``spine-align train`` uses) or ``all``.
+        limit: write only the first N images of the split (sorted by name).
+
+    Returns:
+        ``{"written", "excluded", "split", "patients", "out"}``: counts, excluded names with reasons.
+
+    Raises:
+        SpineAlignmentError: bad source folder, or ``out`` inside the repository or the source.
+    """
+    from ..io.dataset import write_labelled_image
+    from ..protocols import get_protocol
+    from .hygiene import summarise
+
+    if split not in ("train", "val", "all"):
+        raise SpineAlignmentError(f"split must be train, val or all, not {split!r}.")
+    out = Path(out)
+    for folder, what in ((repository_root(), "the SpineAlignment source tree"), (Path(src), "the source dataset")):
+        if _inside(out, folder):
+            raise SpineAlignmentError(f"{out}: is inside {what} ({folder}); write the dataset to a folder outside it "
+                                      "(datasets never go into the repository or over their source).")
+    ids = get_protocol(protocol).landmark_ids
+    if len(ids) != 68:
+        raise SpineAlignmentError(f"AASCE labels hold 68 vertebra corners; protocol '{protocol}' has {len(ids)} "
+                                  "landmarks: use coronal-spine.")
+    vnames = [ids[i].split("_")[0] for i in range(0, len(ids), 4)]
+    samples, hyg = load_samples(Path(src), vertebra_names=vnames)
+    names = [s.name for s in samples]
+    train, val = patient_split(names, val_fraction, seed)
+    chosen = set(names if split == "all" else (train if split == "train" else val))
+    selected = [s for s in samples if s.name in chosen][: limit if limit else None]
+    for s in selected:
+        write_labelled_image(out, s.image_path, {k: (float(x), float(y)) for k, (x, y) in zip(ids, s.points)},
+                             protocol, name=Path(s.name).stem, patient=patient_id(s.name))
+    excluded = {name: "; ".join(f.detail for f in r.findings if f.action == "excluded")
+                for name, r in hyg.items() if r.excluded}
+    return {"out": str(out), "split": split, "written": len(selected),
+            "patients": len({patient_id(s.name) for s in selected}),
+            "hygiene": summarise(hyg), "excluded": excluded}
