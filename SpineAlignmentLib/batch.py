@@ -408,9 +408,9 @@ def model_fingerprint(name: str | None) -> dict[str, Any] | None:
     if name is None:
         return None
     try:
-        from .models.registry import models_dir, read_metadata, weights_checksums
+        from .models.registry import find_model, read_metadata, weights_checksums
 
-        md = read_metadata(models_dir() / name)
+        md = read_metadata(find_model(name))
     except Exception as exc:  # noqa: BLE001 - an unloadable model fails per image with its own reason
         log.debug("no metadata for model %s (%s)", name, exc)
         return {"name": name, "version": None, "weights": None}
@@ -483,7 +483,7 @@ def default_model(protocol: str) -> str | None:
         return None
     if not models:
         return None
-    return str(models[0]["name"])  # list_models gives metadata dicts, sorted by name
+    return Path(models[0]["folder"]).name  # list_models is in search order: user folders first
 
 
 def read_landmarks_file(path: str | Path, protocol: str, image_path: str | Path | None = None) -> tuple[dict, dict]:

@@ -29,6 +29,7 @@ COMMANDS = {
     "export": "export",
     "evaluate": "evaluate",
     "dataset": "dataset",
+    "models": "models",
 }
 
 log = logging.getLogger("SpineAlignmentLib")

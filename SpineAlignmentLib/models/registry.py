@@ -6,8 +6,19 @@ The weights' SHA-256 is checked before ``torch.load(..., weights_only=True)``;
 a missing or corrupted file raises :class:`~SpineAlignmentLib.errors.ModelError`
 naming the file and the checksum it should have. Nothing is ever downloaded.
 
-The models folder is ``$SPINEALIGN_MODELS`` when set, else
-``Resources/Models`` of the source tree.
+Models are searched in a path of folders (:func:`model_search_path`), first to last:
+
+1. every folder of ``$SPINEALIGN_MODELS`` (several separated by ``os.pathsep``: ``:`` on
+   Linux/macOS, ``;`` on Windows), in the order given;
+2. the per-user folder ``~/.spinealignment/models`` (:func:`user_models_dir`;
+   ``$SPINEALIGN_USER_MODELS`` names another one, or none when set empty);
+3. the shipped ``Resources/Models`` (:func:`shipped_models_dir`).
+
+A model is a sub-folder; its name is the folder name. When two folders hold a model of
+the same name, the first in the path is used and the listing notes the one it hides
+(so a model a user exports under a shipped model's name replaces it for that user,
+and ``spine-align models`` says so). The default model of a protocol is the first
+model for it in the path (by folder order, then name).
 """
 
 from __future__ import annotations
@@ -24,17 +35,89 @@ from typing import Any
 from ..errors import ModelError
 from ..safefiles import load_json_file
 
-__all__ = ["LoadedModel", "models_dir", "list_models", "model_problems", "read_metadata", "load_model", "resolve_model", "sha256_file", "SCHEMA_PATH"]
+__all__ = ["LoadedModel", "models_dir", "shipped_models_dir", "user_models_dir", "model_search_path",
+           "model_locations", "find_model", "list_models", "model_problems", "read_metadata", "load_model",
+           "resolve_model", "sha256_file", "SCHEMA_PATH", "MODELS_ENV", "USER_MODELS_ENV"]
 
 SCHEMA_PATH = Path(__file__).with_name("metadata.schema.json")
+#: Extra model folders, searched first (several separated by os.pathsep).
+MODELS_ENV = "SPINEALIGN_MODELS"
+#: Overrides the per-user models folder (an empty value: no per-user folder).
+USER_MODELS_ENV = "SPINEALIGN_USER_MODELS"
+
+
+def shipped_models_dir() -> Path:
+    """``Resources/Models`` of the source tree / installed extension: the models shipped with SpineAlignment."""
+    return Path(__file__).resolve().parents[2] / "Resources" / "Models"
 
 
 def models_dir() -> Path:
-    """Folder holding one sub-folder per model."""
-    env = os.environ.get("SPINEALIGN_MODELS")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "Resources" / "Models"
+    """The shipped models folder (kept for callers of earlier versions; see :func:`model_search_path`)."""
+    return shipped_models_dir()
+
+
+def user_models_dir() -> Path | None:
+    """The per-user models folder: ``$SPINEALIGN_USER_MODELS``, else ``~/.spinealignment/models`` (None: switched off)."""
+    env = os.environ.get(USER_MODELS_ENV)
+    if env is not None:
+        return Path(env).expanduser() if env.strip() else None
+    return Path.home() / ".spinealignment" / "models"
+
+
+def model_search_path() -> list[Path]:
+    """Model folders in search order: ``$SPINEALIGN_MODELS`` entries, the per-user folder, the shipped folder.
+
+    The same folder given twice is searched once (at its first place). Folders that do not exist are kept
+    (a listing says where it looked).
+    """
+    folders = [Path(p).expanduser() for p in os.environ.get(MODELS_ENV, "").split(os.pathsep) if p.strip()]
+    user = user_models_dir()
+    folders += ([user] if user is not None else []) + [shipped_models_dir()]
+    seen: set[str] = set()
+    out = []
+    for f in folders:
+        key = os.path.realpath(f)
+        if key not in seen:
+            seen.add(key)
+            out.append(f)
+    return out
+
+
+def _model_folders(root: Path) -> list[Path]:
+    try:
+        return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:  # missing or unreadable folder: nothing installed there
+        return []
+
+
+def model_locations() -> dict[str, dict]:
+    """Every model folder by name, in search order: ``{name: {"folder": Path, "hidden": [Path, ...]}}``.
+
+    ``hidden`` lists same-named folders later in the path, which are not used. Reads only folder names
+    (no metadata, no torch), so the Slicer module can call it at start-up.
+    """
+    out: dict[str, dict] = {}
+    for root in model_search_path():
+        for folder in _model_folders(root):
+            if folder.name in out:
+                out[folder.name]["hidden"].append(folder)
+            else:
+                out[folder.name] = {"folder": folder, "hidden": []}
+    return out
+
+
+def find_model(name: str) -> Path:
+    """The folder of the model called ``name`` (the first in :func:`model_search_path`).
+
+    Raises:
+        ModelError: no folder of that name in any models folder.
+    """
+    entry = model_locations().get(name) if name and Path(name).name == name else None
+    if entry is None:
+        known = ", ".join(m["name"] for m in list_models()) or "none"
+        where = os.pathsep.join(str(p) for p in model_search_path())
+        raise ModelError(f"Model '{name}' not found in {where} (installed: {known}); check the model name.")
+    return entry["folder"]
 
 
 @lru_cache(maxsize=1)
@@ -78,13 +161,11 @@ def read_metadata(folder: Path) -> dict:
 
 
 def _scan(protocol: str | None) -> tuple[list[dict], list[str]]:
-    """Valid metadata (sorted by folder) and one message per folder that cannot be used."""
-    root = models_dir()
+    """Valid metadata in search order (each with ``folder`` and ``hidden``) and one message per unusable folder."""
     good: list[dict] = []
     broken: list[str] = []
-    if not root.is_dir():
-        return good, broken
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+    for entry in model_locations().values():
+        folder = entry["folder"]
         try:
             md = read_metadata(folder)
         except ModelError as exc:
@@ -92,7 +173,7 @@ def _scan(protocol: str | None) -> tuple[list[dict], list[str]]:
                 broken.append(str(exc))
             continue
         if protocol is None or md["protocol"] == protocol:
-            good.append(md)
+            good.append({**md, "folder": str(folder), "hidden": [str(h) for h in entry["hidden"]]})
     return good, broken
 
 
@@ -106,10 +187,12 @@ def _declared_protocol(folder: Path) -> str | None:
 
 
 def list_models(protocol: str | None = None) -> list[dict]:
-    """Metadata of every valid model, optionally only those for ``protocol``, sorted by name.
+    """Metadata of every valid model, optionally only those for ``protocol``, in search order.
 
-    Folders whose metadata does not validate are skipped here; :func:`model_problems`
-    says why (and :func:`resolve_model` reports it when no model is left).
+    Each dict is the model's metadata plus ``folder`` (where it lives) and ``hidden`` (same-named
+    folders later in the search path, not used). Folders whose metadata does not validate are
+    skipped here; :func:`model_problems` says why (and :func:`resolve_model` reports it when no
+    model is left).
     """
     return _scan(protocol)[0]
 
@@ -223,7 +306,7 @@ def load_model(name: str, *, folder: Path | None = None):
         ModelError: unknown name, invalid metadata, missing or corrupted
             weights (the message names the file and its expected SHA-256).
     """
-    folder = Path(folder) if folder is not None else models_dir() / name
+    folder = Path(folder) if folder is not None else find_model(name)
     if not folder.is_dir():
         known = ", ".join(m["name"] for m in list_models()) or "none"
         raise ModelError(f"Model '{name}' not found in {folder.parent} (installed: {known}); check the model name.")
@@ -276,7 +359,7 @@ def resolve_model(model: Any, protocol: str) -> LoadedModel:
                 raise ModelError(broken[0])
             raise ModelError(f"No model is installed for protocol '{protocol}'; place the landmarks by hand "
                              "or measure a landmark file with 'spine-align measure'.")
-        loaded = _cached_load(candidates[0]["name"])
+        loaded = _cached_load(Path(candidates[0]["folder"]).name)
     elif isinstance(model, str):
         loaded = _cached_load(model)
     else:
@@ -292,7 +375,8 @@ _LOADED: dict[str, LoadedModel] = {}
 def _cached_load(name: str) -> LoadedModel:
     # Loading the weights (and checking their SHA-256) once per process is enough; keyed by the folder,
     # so that another models folder ($SPINEALIGN_MODELS) never gets a model loaded from the first.
-    key = str(models_dir() / name)
+    folder = find_model(name)
+    key = str(folder)
     if key not in _LOADED:
-        _LOADED[key] = load_model(name)
+        _LOADED[key] = load_model(name, folder=folder)
     return _LOADED[key]

@@ -28,3 +28,9 @@ def aasce_dir() -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(20261121)
+
+
+@pytest.fixture(autouse=True)
+def _no_user_models(tmp_path_factory, monkeypatch):
+    """Tests never see the developer's own ~/.spinealignment/models (a test that wants one sets its own)."""
+    monkeypatch.setenv("SPINEALIGN_USER_MODELS", str(tmp_path_factory.getbasetemp() / "no-user-models"))
