@@ -221,6 +221,7 @@ class SpineAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.skipLandmarkButton.connect("clicked(bool)", self.onSkipLandmark)
         self.ui.stopPlacementButton.connect("clicked(bool)", self.onStopPlacement)
         self.ui.exportCSVButton.connect("clicked(bool)", self.onExportCSV)
+        self.ui.exportTrainingButton.connect("clicked(bool)", self.onExportForTraining)
         self.ui.batchRunButton.connect("clicked(bool)", self.onBatchRun)
         self.ui.batchCancelButton.connect("clicked(bool)", self.onBatchCancel)
         self.ui.batchDicomButton.connect("clicked(bool)", self.onBatchUseDicomStudies)
@@ -258,6 +259,7 @@ class SpineAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.analysis = None  # the library removes its own observers on scene close
         self.ui.parameterTableView.setMRMLTableNode(None)
         self.ui.exportCSVButton.enabled = False
+        self.ui.exportTrainingButton.enabled = False
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
@@ -414,6 +416,7 @@ class SpineAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         tableNode = analysis.table_node
         self.ui.parameterTableView.setMRMLTableNode(tableNode)
         self.ui.exportCSVButton.enabled = True
+        self.ui.exportTrainingButton.enabled = True
         self.logic.showTableInLayout(tableNode)
 
     def onAnalysisUpdated(self, analysis, changed) -> None:
@@ -456,6 +459,21 @@ class SpineAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             with slicer.util.tryWithErrorDisplay("Could not write the CSV file.", waitCursor=True):
                 self.analysis.export_csv(path)
                 self.ui.statusLabel.text = f"Parameters written to {path}."
+
+    def onExportForTraining(self) -> None:
+        if self.analysis is None:
+            return
+        settings = qt.QSettings()
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Training dataset folder",
+                                                     settings.value("SpineAlignment/trainingFolder", ""))
+        if not folder:
+            return
+        settings.setValue("SpineAlignment/trainingFolder", folder)
+        with slicer.util.tryWithErrorDisplay("Could not export the film for training.", waitCursor=True):
+            films = self.analysis.pair.analyses.values() if self.analysis.pair else [self.analysis]
+            written = [self.logic.exportForTraining(film, folder) for film in films]
+            self.ui.statusLabel.text = (f"Exported for training: {', '.join(os.path.basename(str(p)) for p in written)} "
+                                        f"in {folder}.")
 
     # ---- guided placement --------------------------------------------------------------
     def updatePlacementButtons(self) -> None:
@@ -621,30 +639,57 @@ class SpineAlignmentLogic(ScriptedLoadableModuleLogic):
 
     # ---- models and calibration ------------------------------------------------------------
     def modelsForProtocol(self, protocol):
-        """Names of the model folders for a protocol (read from their metadata.json files).
+        """Names of the models for a protocol, in the registry's search order (user folders first).
 
-        The registry folder is read directly so that opening the module never imports torch;
-        the full schema and checksum validation happens when a model is loaded.
+        The folders ($SPINEALIGN_MODELS, ~/.spinealignment/models, the shipped Resources/Models) come
+        from SpineAlignmentLib.models.registry.model_locations, which reads folder names only; each
+        metadata.json is read directly so that opening the module never imports torch or jsonschema.
+        The full schema and checksum validation happens when a model is loaded.
         """
         import json
 
-        import SpineAlignmentLib
+        from SpineAlignmentLib.models.registry import model_locations
 
-        root = os.environ.get("SPINEALIGN_MODELS") or os.path.join(
-            os.path.dirname(os.path.dirname(os.path.abspath(SpineAlignmentLib.__file__))), "Resources", "Models")
         names = []
-        if not os.path.isdir(root):
-            return names
-        for folder in sorted(os.listdir(root)):
-            path = os.path.join(root, folder, "metadata.json")
+        for name, entry in model_locations().items():
+            path = os.path.join(str(entry["folder"]), "metadata.json")
             try:
                 with open(path, encoding="utf-8") as fh:
                     metadata = json.load(fh)
             except (OSError, ValueError):
                 continue
-            if metadata.get("protocol") == protocol and metadata.get("name"):
-                names.append(str(metadata["name"]))
+            if isinstance(metadata, dict) and metadata.get("protocol") == protocol and metadata.get("name"):
+                names.append(name)
         return names
+
+    def exportForTraining(self, analysisOrNode, folder, protocol=None, volumeNode=None, name=None, patient=None):
+        """Write the film and its current (corrected) landmarks into a training dataset folder.
+
+        Args:
+            analysisOrNode: the analysis (``analyze`` returns it) or a landmark markups node (then
+                ``protocol`` and ``volumeNode`` unless the node carries them).
+            folder: the dataset folder (created; docs/dataset-format.md); other films in it are kept.
+            name: file stem in the dataset; default the source file's name, else the volume's name.
+                The same film exported again replaces its label file.
+            patient: grouping key for patient-held-out training splits (patients.csv).
+
+        Returns:
+            The landmark file written (``<name>.json``). A film of a pair gets its role in pairs.csv.
+        """
+        from SpineAlignmentLib.slicerio.mrml import SceneAnalysis, analysis_for_node
+        from SpineAlignmentLib.slicerio.training_export import export_for_training, training_name
+
+        analysis = analysisOrNode if isinstance(analysisOrNode, SceneAnalysis) else analysis_for_node(
+            analysisOrNode, protocol, volumeNode)
+        source = self.sourceFileOfVolume(analysis.volume_node)
+        name = name or training_name(source, analysis.volume_node)
+        pair = role = None
+        if analysis.pair is not None:
+            role = next(r for r, a in analysis.pair.analyses.items() if a is analysis)
+            first = next(iter(analysis.pair.analyses.values()))
+            pair = training_name(self.sourceFileOfVolume(first.volume_node), first.volume_node)
+        return export_for_training(analysis, folder, source_file=source, name=name, patient=patient, pair=pair,
+                                   role=role)
 
     def sourceFileOfVolume(self, volumeNode):
         """The file a volume was loaded from (DICOM instance or storage file), or None."""

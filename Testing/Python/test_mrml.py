@@ -410,12 +410,33 @@ def test_module_guided_placement_logic(module_with_stubs, monkeypatch, tmp_path)
     # the model list is read from the registry folder without importing torch
     (tmp_path / "m1").mkdir()
     (tmp_path / "m1" / "metadata.json").write_text(json.dumps({"name": "m1", "protocol": "cervical-lateral"}))
+    (tmp_path / "user" / "m0").mkdir(parents=True)
+    (tmp_path / "user" / "m0" / "metadata.json").write_text(json.dumps({"name": "m0", "protocol": "cervical-lateral"}))
+    (tmp_path / "user" / "m1").mkdir()  # hidden by the same name in $SPINEALIGN_MODELS, which comes first
+    (tmp_path / "user" / "m1" / "metadata.json").write_text(json.dumps({"name": "m1", "protocol": "lumbar-dynamic"}))
     monkeypatch.setenv("SPINEALIGN_MODELS", str(tmp_path))
-    assert logic.modelsForProtocol("cervical-lateral") == ["m1"]
-    assert logic.modelsForProtocol("coronal-shoulder") == []
+    monkeypatch.setenv("SPINEALIGN_USER_MODELS", str(tmp_path / "user"))
+    assert logic.modelsForProtocol("cervical-lateral") == ["m1", "m0"]
+    assert logic.modelsForProtocol("lumbar-dynamic") == []
     # calibration comes from the user's override, never from the volume's spacing
     assert logic.calibrationForVolume(volume, (0.2, 0.3))[:2] == ((0.2, 0.3), "manual:user")
     assert logic.calibrationForVolume(volume)[:2] == (None, "pixels-only")
+
+
+def test_module_export_for_training(module_with_stubs, sagittal, tmp_path):
+    """The module's console method writes the film and its landmarks; a second export replaces them."""
+    from SpineAlignmentLib.io.dataset import read_dataset
+
+    module, _ = module_with_stubs
+    lms, res, volume, analysis = sagittal
+    logic = module.SpineAlignmentLogic()
+    label = logic.exportForTraining(analysis, str(tmp_path / "ds"), patient="P1")
+    assert label == tmp_path / "ds" / "radiograph.json"
+    logic.exportForTraining(analysis["landmarks"], str(tmp_path / "ds"), patient="P1")
+    rep = read_dataset(tmp_path / "ds", SAG)
+    assert [it.image.name for it in rep.items] == ["radiograph.nrrd"] and rep.items[0].patient == "P1"
+    item = rep.items[0]
+    assert max(math.dist(item.landmarks[k], lms[k]) for k in lms) < 1e-6 and set(item.landmarks) == set(lms)
 
 
 def test_highlight_selects_a_parameters_landmarks_and_lines(sagittal):
