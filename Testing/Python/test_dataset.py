@@ -254,3 +254,81 @@ def test_dataset_check_command(tmp_path, rng, capsys):
     assert err.startswith("error: ") and "no usable film for 'coronal-spine'" in err and len(err.splitlines()) == 1
     assert cli.main(["dataset", "check", str(tmp_path / "nope"), "--protocol", SAG]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ AASCE -> dataset format
+
+
+def _aasce_layout(root, rng, n=4):
+    """A small AASCE-layout folder: JPEG films with labels/<name>.mat (68 corners), two films per patient."""
+    import scipy.io
+
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    truth = {}
+    for i in range(n):
+        name = f"sunhl-1th-02-Jan-2017-{100 + i // 2} {'AB'[i % 2]} AP.jpg"
+        pts = coronal_spine(list(rng.uniform(-8, 8, 17)), x0=200 + 10 * i, y0=60)
+        Image.fromarray(film(700, 420, seed=i)).save(root / "images" / name, quality=95)
+        scipy.io.savemat(root / "labels" / f"{name}.mat", {"p2": np.array(list(pts.values()))})
+        truth[name] = pts
+    return truth
+
+
+def test_import_aasce_synthetic(tmp_path, rng, capsys):
+    src = tmp_path / "aasce"
+    truth = _aasce_layout(src, rng)
+    out = tmp_path / "dataset"
+    assert cli.main(["dataset", "import-aasce", str(src), "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["written"], summary["patients"], summary["excluded"]) == (4, 2, {})
+    rep = read_dataset(out, COR)
+    assert rep.findings == [] and len(rep.items) == 4
+    for it in rep.items:
+        name = it.image.name
+        assert it.landmarks == truth[name]  # the 68 corners, in protocol order, exact
+        assert (it.image.read_bytes() == (src / "images" / name).read_bytes())  # copied, not re-encoded
+        assert it.patient == name.split("-")[-1].split()[0]  # AASCE patient key: "100", "101"
+    # the train/val split of 'spine-align train' (patient-held-out) and --limit
+    val = tmp_path / "val"
+    assert cli.main(["dataset", "import-aasce", str(src), "--out", str(val), "--split", "val",
+                     "--val-fraction", "0.5"]) == 0
+    v = json.loads(capsys.readouterr().out)
+    assert (v["written"], v["patients"]) == (2, 1)
+    train = tmp_path / "train"
+    assert cli.main(["dataset", "import-aasce", str(src), "--out", str(train), "--split", "train",
+                     "--val-fraction", "0.5", "--limit", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["written"] == 1
+    val_patients = {it.patient for it in read_dataset(val, COR).items}
+    assert val_patients.isdisjoint({it.patient for it in read_dataset(train, COR).items})
+
+
+def test_import_aasce_refuses_the_repository_and_the_source(tmp_path, rng, capsys):
+    from SpineAlignmentLib.training.dataset import repository_root
+
+    src = tmp_path / "aasce"
+    _aasce_layout(src, rng, n=2)
+    for out in (repository_root() / "runs" / "aasce-dataset", src / "converted"):
+        assert cli.main(["dataset", "import-aasce", str(src), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert "write the dataset to a folder outside it" in err and len(err.strip().splitlines()) == 1
+        assert not out.exists()
+
+
+def test_import_aasce_real_films(aasce_dir, tmp_path, capsys):
+    from SpineAlignmentLib.training.dataset import load_samples, patient_id
+
+    out = tmp_path / "aasce3"
+    assert cli.main(["dataset", "import-aasce", str(aasce_dir), "--out", str(out), "--limit", "3"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["written"] == 3
+    rep = read_dataset(out, COR)
+    assert len(rep.items) == 3 and rep.findings == []
+    samples = {s.name: s for s in load_samples(aasce_dir)[0][:3]}
+    for it in rep.items:
+        s = samples[it.image.name]
+        ids = [k for k in it.landmarks]
+        assert np.array_equal(np.array([it.landmarks[k] for k in ids]), s.points)  # after label hygiene
+        assert it.image_size == s.image_shape and it.calibration == "pixels-only"
+        assert it.patient == patient_id(s.name)
+    assert rep.summary["landmarks_present"]["L5_BR"] == 3
