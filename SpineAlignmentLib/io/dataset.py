@@ -27,16 +27,15 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
 import os
 import re
 import shutil
 import stat
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -868,14 +867,6 @@ def _summary(proto, images: Sequence[Path], items: Sequence[LabelledImage], find
 # writing
 
 
-def _landmark_xy(v: Any) -> tuple[float, float]:
-    if hasattr(v, "x") and hasattr(v, "y"):
-        return float(v.x), float(v.y)
-    if isinstance(v, Mapping):
-        return float(v["x"]), float(v["y"])
-    return float(v[0]), float(v[1])
-
-
 def _write_array(path_stem: Path, pixels: np.ndarray, spacing_mm: tuple[float, float] | None) -> Path:
     arr = np.asarray(pixels)
     if arr.ndim != 2:
@@ -935,7 +926,7 @@ def write_labelled_image(folder: str | os.PathLike, image: Any, landmarks: Mappi
     from ..geometry.orientation import parse_patient_orientation
     from ..pipeline import validate_spacing
     from ..protocols import get_protocol
-    from ..result import Landmark, Result
+    from ..result import Landmark, Result, parse_landmarks
     from ..safefiles import MAX_IMAGE_FILE_BYTES, check_input_file, check_output_dir, output_stem
 
     proto = get_protocol(protocol)
@@ -967,12 +958,9 @@ def write_labelled_image(folder: str | os.PathLike, image: Any, landmarks: Mappi
         arr = np.asarray(image)
         dest = _write_array(root / name, arr, spacing)
         size = (int(arr.shape[0]), int(arr.shape[1]))
-    points = {}
-    for k, v in landmarks.items():
-        x, y = _landmark_xy(v)
-        if not (math.isfinite(x) and math.isfinite(y)):
-            raise LandmarkError(f"landmark {k} of '{name}' has a non-finite coordinate; leave it out instead.")
-        points[k] = Landmark(x, y, getattr(v, "confidence", None))
+    # (x, y), {"x":, "y":} or Landmark; a non-finite or absurd coordinate is refused (leave the landmark out)
+    points = parse_landmarks({k: v if isinstance(v, Landmark) else dict(v) if isinstance(v, Mapping) else tuple(v)
+                              for k, v in landmarks.items()}, source=f"landmarks of '{name}'")
     order = {k: i for i, k in enumerate(list(proto.landmark_ids) + [lm.id for lm in proto.extra_landmarks])}
     result = Result(protocol=protocol, landmarks=dict(sorted(points.items(), key=lambda kv: order[kv[0]])),
                     image=dest.name, image_size=size, spacing_mm=spacing,
