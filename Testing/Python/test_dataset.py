@@ -332,3 +332,24 @@ def test_import_aasce_real_films(aasce_dir, tmp_path, capsys):
         assert it.image_size == s.image_shape and it.calibration == "pixels-only"
         assert it.patient == patient_id(s.name)
     assert rep.summary["landmarks_present"]["L5_BR"] == 3
+
+
+def test_a_pair_result_names_both_films(tmp_path, rng):
+    """One lumbar pair result (views.flexion / views.extension, as analyze writes it) labels two films."""
+    from SpineAlignmentLib.result import Landmark, Result, View
+
+    flex = select(lateral_spine(rng, +1), LUMBAR)
+    ext = select(lateral_spine(rng, +1), LUMBAR)
+    d = tmp_path / "ds"
+    d.mkdir()
+    Image.fromarray(film()).save(d / "a_flex.png")
+    Image.fromarray(film(seed=5)).save(d / "a_ext.png")
+    views = {role: View({k: Landmark(*v) for k, v in lms.items()}, image=f"/elsewhere/{name}", image_size=(2000, 1600))
+             for role, lms, name in (("flexion", flex, "a_flex.png"), ("extension", ext, "a_ext.png"))}
+    Result(LUMBAR, views=views).write_json(d / "pair_a.json")
+    rep = read_dataset(d, LUMBAR)
+    assert rep.findings == []
+    items = {it.image.name: it for it in rep.items}
+    assert (items["a_flex.png"].role, items["a_ext.png"].role) == ("flexion", "extension")
+    assert items["a_flex.png"].landmarks == flex and items["a_ext.png"].landmarks == ext
+    assert items["a_flex.png"].labels == items["a_ext.png"].labels == d / "pair_a.json"
