@@ -12,7 +12,7 @@ if not hasattr(slicer, "vtkMRMLScene"):
 
 import vtk  # noqa: E402
 from spines import lateral_spine, select  # noqa: E402
-from test_mrml import _load_with_slicer, oblique_ijk_to_ras  # noqa: E402
+from test_mrml import _load_with_slicer, oblique_ijk_to_ras, scene  # noqa: E402,F401  (scene: the fixture)
 
 from SpineAlignmentLib.io.dataset import read_dataset  # noqa: E402
 from SpineAlignmentLib.pipeline import measure  # noqa: E402
@@ -22,14 +22,6 @@ from SpineAlignmentLib.slicerio.markups_json import write_markups_json  # noqa: 
 from SpineAlignmentLib.slicerio.training_export import export_for_training  # noqa: E402
 
 SAG = "sagittal-whole-spine"
-
-
-@pytest.fixture
-def scene():
-    s = slicer.vtkMRMLScene()
-    s.AddNewNodeByClass("vtkMRMLSelectionNode")
-    yield s
-    s.Clear(1)
 
 
 def _film(rows=2000, cols=1600):
