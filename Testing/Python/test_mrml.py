@@ -510,3 +510,27 @@ def test_confidence_and_model_survive_slicer_load_and_save_and_the_module(tmp_pa
     assert again["S1_PS"].confidence == 0.05 and again_model == model
     again, _ = markups_landmarks(mrml.write_markups_json_from_scene(scene, analysis, tmp_path / "w.mrk.json"), m, SAG)
     assert again["S1_PS"].confidence == 0.05
+
+
+def test_module_export_for_training_of_a_pair(module_with_stubs, tmp_path):
+    """Each film of a lumbar pair goes in with its role; the pair is named after the first film."""
+    from test_mrml_pairs import EXT, FLEX, SPACING, _volumes
+
+    from SpineAlignmentLib.io.dataset import read_dataset
+    from SpineAlignmentLib.slicerio.pairs import create_pair_analysis
+
+    module, scene = module_with_stubs
+    pair = create_pair_analysis(scene, _volumes(scene), "lumbar-dynamic",
+                                films={"flexion": SPACING, "extension": SPACING},
+                                landmarks={"flexion": FLEX, "extension": EXT}, observe=False)
+    logic = module.SpineAlignmentLogic()
+    for film in pair.analyses.values():
+        logic.exportForTraining(film, str(tmp_path / "ds"), patient="P1")
+    rep = read_dataset(tmp_path / "ds", "lumbar-dynamic")
+    items = {it.role: it for it in rep.items}
+    assert set(items) == {"flexion", "extension"} and {it.pair for it in rep.items} == {"flexion"}
+    for role, want in (("flexion", FLEX), ("extension", EXT)):
+        it = items[role]
+        assert set(it.landmarks) == set(want) and it.patient == "P1" and it.spacing_mm == (0.2, 0.2)
+        assert max(math.dist(it.landmarks[k], want[k]) for k in want) < 1e-6
+    assert rep.summary["pairs"] == 1
