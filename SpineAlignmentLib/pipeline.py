@@ -278,8 +278,12 @@ class MeasureJob:
         r.parameters[pid] = m
         r.warnings.extend(f"{pid}: {w}" for w in m.warnings)
 
-    def run_table(self, ctx: Context, functions: Mapping[str, Any]) -> None:
-        """:meth:`run` every parameter of the protocol's table with ``functions[parameter ID]``, in table order."""
+    def measure_table(self, functions: Mapping[str, Any]) -> None:
+        """:meth:`run` every parameter of the protocol's table with ``functions[parameter ID]`` on the one film,
+        in table order (nothing when its frame cannot be built: :meth:`film_context`)."""
+        ctx = self.film_context()
+        if ctx is None:
+            return
         for spec in self.proto.parameters:
             self.run(spec.id, spec.landmarks, ctx, functions[spec.id])
 

@@ -179,9 +179,10 @@ class Result:
             dicom=_uids(v.get("dicom"), source),
         ) for role, v in (d.get("views") or {}).items()}
         lms = d.get("landmarks", {}) or {}
-        # A pair given as nested landmarks {"flexion": {...}, "extension": {...}} shares the top-level calibration.
+        # A pair given as nested landmarks {"flexion": {...}, "extension": {...}} (image roles of the protocol
+        # tables) shares the top-level calibration.
         if lms and all(isinstance(v, dict) and v and all(isinstance(p, (dict, list)) for p in v.values()) for v in lms.values()) \
-                and set(lms) <= {"flexion", "extension"}:
+                and set(lms) <= _image_roles():
             for role, sub in lms.items():
                 views[role] = View(parse_landmarks(sub, source=f"{source} ({role})"), d.get("image"),
                                    _pair(d.get("image_size"), int, "image_size", source),
@@ -223,6 +224,13 @@ _FIELDS: dict[str, tuple[type, ...]] = {
     "parameters": _OBJECT, "warnings": _ARRAY, "omitted": _OBJECT, "frame": _OBJECT, "views": _OBJECT,
     "paired_lateral": _OBJECT,
 }
+def _image_roles() -> set[str]:
+    """Film roles of every protocol table (``image_roles``), e.g. ``flexion`` and ``extension``."""
+    from .protocols import list_protocols
+
+    return {role for p in list_protocols() for role in p.image_roles}
+
+
 #: Fields of one view (``views.flexion``) and of ``paired_lateral``.
 _VIEW_FIELDS = {k: _FIELDS[k] for k in ("image", "image_size", "spacing_mm", "calibration", "patient_orientation",
                                         "landmarks")}

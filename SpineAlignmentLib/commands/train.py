@@ -78,8 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..protocols import get_protocol
 
-    if get_protocol(args.protocol).segments:
-        # Protocols whose table lists segments learn masks (landmarks follow from the masks).
+    if get_protocol(args.protocol).model_kinds[0] == "segmentation":
+        # Protocols whose table's first model kind is segmentation learn masks (landmarks follow from the masks).
         from ..training.segmentation import SegConfig, train_segmentation
 
         kw = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,

@@ -223,9 +223,7 @@ def measure(proto, job) -> None:
     """The protocol's measuring routine (its table's ``"module"``): Cobb curves and the AASCE triple on the AP film,
     then the paired lateral film's parameters when that film's landmarks are given.
 
-    Args:
-        proto: the :class:`~SpineAlignmentLib.protocols.Protocol`.
-        job: the pipeline's :class:`~SpineAlignmentLib.pipeline.MeasureJob` (result to fill, options, shared steps).
+    ``job`` is the pipeline's :class:`~SpineAlignmentLib.pipeline.MeasureJob` (result to fill, options, shared steps).
     """
     ctx = job.film_context()
     if ctx is None:

@@ -90,9 +90,7 @@ def measure(proto, job) -> None:
     """The protocol's measuring routine (its table's ``"module"``): per film and level SA/ST/ST_pct, and the
     flexion–extension differences when both films are given.
 
-    Args:
-        proto: the :class:`~SpineAlignmentLib.protocols.Protocol`.
-        job: the pipeline's :class:`~SpineAlignmentLib.pipeline.MeasureJob` (result to fill, options, shared steps).
+    ``job`` is the pipeline's :class:`~SpineAlignmentLib.pipeline.MeasureJob` (result to fill, options, shared steps).
     """
     result, warnings = job.result, job.result.warnings
     contexts: dict[str, Context] = {}

@@ -211,12 +211,5 @@ PARAMETERS = {
 
 
 def measure(proto, job) -> None:
-    """The protocol's measuring routine (its table's ``"module"``): every parameter of the table on the one film.
-
-    Args:
-        proto: the :class:`~SpineAlignmentLib.protocols.Protocol`.
-        job: the pipeline's :class:`~SpineAlignmentLib.pipeline.MeasureJob` (result to fill, options, shared steps).
-    """
-    ctx = job.film_context()
-    if ctx is not None:
-        job.run_table(ctx, PARAMETERS)
+    """``sagittal-whole-spine``'s routine (its table's ``module``; ``job``: :class:`~SpineAlignmentLib.pipeline.MeasureJob`)."""
+    job.measure_table(PARAMETERS)

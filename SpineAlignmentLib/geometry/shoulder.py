@@ -87,9 +87,7 @@ def measure(proto, job) -> None:
     """The protocol's measuring routine (its table's ``"module"``): every parameter of the table on the one film;
     RSH only when a soft-tissue point was placed; then the left/right label check.
 
-    Args:
-        proto: the :class:`~SpineAlignmentLib.protocols.Protocol`.
-        job: the pipeline's :class:`~SpineAlignmentLib.pipeline.MeasureJob` (result to fill, options, shared steps).
+    ``job`` is the pipeline's :class:`~SpineAlignmentLib.pipeline.MeasureJob` (result to fill, options, shared steps).
     """
     ctx = job.film_context()
     if ctx is None:

@@ -16,7 +16,9 @@ def predict(radiograph, model, *, flip_tta: bool = False, info: dict | None = No
         (``mask-keypoints``), else ``None``. ``info`` receives what a landmark model reports besides
         (e.g. ``levels``, see :func:`predict_landmarks`).
     """
-    if model.metadata["decoding"]["method"] == "mask-keypoints":
+    from ..models.registry import model_kind
+
+    if model_kind(model.metadata) == "segmentation":
         from .segment import predict_from_masks
 
         return predict_from_masks(radiograph, model, flip_tta=flip_tta)

@@ -67,6 +67,7 @@ def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False, refine: 
     import torch
 
     from ..models.landmarks import flip_permutation
+    from ..protocols import get_protocol
     from .decode import decode_heatmaps
 
     md = model.metadata
@@ -118,7 +119,7 @@ def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False, refine: 
             info["facing_mirrored"] = mirrored
     elif flip_tta:
         # The mirrored prediction is already ordered top to bottom; un-mirror x and swap left/right corners.
-        perm = flip_permutation(model.landmark_ids)
+        perm = flip_permutation(model.landmark_ids, get_protocol(model.protocol).flip_pairs)
         w = model.input_shape[1]
         fp = coords[1][perm].copy()
         fp[:, 0] = (w - 1) - fp[:, 0]

@@ -36,8 +36,10 @@ __all__ = ["LandmarkRoi", "landmark_parts", "landmark_groups", "landmark_span", 
 _LEVEL = re.compile(r"^(C[1-7]|T1[0-2]|T[1-9]|L[1-6]|S[1-5])(?=_|c$)_?")
 
 
-def landmark_parts(ids: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Parts of landmark IDs, the part index of each ID, and the part permutation of a left-right mirror.
+def landmark_parts(ids: Sequence[str], pairs: Sequence[tuple[str, str]] | None = None
+                   ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Parts of landmark IDs, the part index of each ID, and the part permutation of a left-right mirror
+    (``pairs``: the protocol's ``flip_pairs``, see :func:`~SpineAlignmentLib.models.landmarks.flip_permutation`).
 
     Returns:
         ``(parts, index, mirror)``: distinct parts in order of first appearance, (K,) part index per ID,
@@ -48,7 +50,7 @@ def landmark_parts(ids: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarra
     parts = list(dict.fromkeys(names))
     index = np.array([parts.index(n) for n in names], dtype=np.int64)
     mirror = np.arange(len(parts))
-    for k, partner in enumerate(flip_permutation(ids)):
+    for k, partner in enumerate(flip_permutation(ids, pairs)):
         mirror[index[k]] = index[partner]
     return parts, index, mirror
 

@@ -17,7 +17,7 @@ def protocol_landmark_ids(protocol_id: str) -> tuple[str, ...]:
     return tuple(get_protocol(protocol_id).landmark_ids)
 
 
-def flip_permutation(ids: Sequence[str]) -> list[int]:
+def flip_permutation(ids: Sequence[str], pairs: Sequence[tuple[str, str]] | None = None) -> list[int]:
     """Channel permutation that maps landmarks of a mirrored image back to their names.
 
     After a horizontal flip, the point that was ``T5_TL`` is where ``T5_TR`` is
@@ -27,12 +27,17 @@ def flip_permutation(ids: Sequence[str]) -> list[int]:
 
     Args:
         ids: landmark IDs in channel order, e.g. ``("T1_TL", "T1_TR", ...)``.
+        pairs: the protocol table's ``flip_pairs`` (:attr:`Protocol.flip_pairs`): when given, exactly these
+            swap and the suffixes are not read (``FH_1``/``FH_2`` are two femoral heads, not a left and a right).
 
     Returns:
         ``perm`` with ``perm[k]`` = index of the swapped partner of ``ids[k]``
         (itself when it has none). It is an involution.
     """
     index = {name: i for i, name in enumerate(ids)}
+    if pairs is not None:
+        partner = {a: b for a, b in pairs} | {b: a for a, b in pairs}
+        return [index.get(partner.get(name, name), index[name]) for name in ids]
     perm = []
     for name in ids:
         stem, _, suffix = name.rpartition("_")

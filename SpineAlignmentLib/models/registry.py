@@ -37,7 +37,7 @@ from ..safefiles import load_json_file
 
 __all__ = ["LoadedModel", "models_dir", "shipped_models_dir", "user_models_dir", "model_search_path",
            "model_locations", "find_model", "list_models", "model_problems", "read_metadata", "load_model",
-           "resolve_model", "sha256_file", "SCHEMA_PATH", "MODELS_ENV", "USER_MODELS_ENV"]
+           "resolve_model", "model_kind", "sha256_file", "SCHEMA_PATH", "MODELS_ENV", "USER_MODELS_ENV"]
 
 SCHEMA_PATH = Path(__file__).with_name("metadata.schema.json")
 #: Extra model folders, searched first (several separated by os.pathsep).
@@ -184,6 +184,12 @@ def _declared_protocol(folder: Path) -> str | None:
     except (ModelError, AttributeError):
         return None
     return value if isinstance(value, str) else None
+
+
+def model_kind(metadata: dict) -> str:
+    """``segmentation`` for a model whose landmarks come from masks (``decoding.method`` ``mask-keypoints``),
+    else ``landmarks`` (the kinds of :data:`~SpineAlignmentLib.protocols.MODEL_KINDS`)."""
+    return "segmentation" if metadata["decoding"]["method"] == "mask-keypoints" else "landmarks"
 
 
 def list_models(protocol: str | None = None) -> list[dict]:
@@ -366,6 +372,12 @@ def resolve_model(model: Any, protocol: str) -> LoadedModel:
         raise ModelError(f"Model must be a name or a loaded model, not {type(model).__name__}.")
     if loaded.protocol != protocol:
         raise ModelError(f"Model '{loaded.name}' is for protocol '{loaded.protocol}', not '{protocol}'; choose a matching model.")
+    from ..protocols import get_protocol
+
+    kinds = get_protocol(protocol).model_kinds
+    if model_kind(loaded.metadata) not in kinds:
+        raise ModelError(f"Model '{loaded.name}' is a {model_kind(loaded.metadata)} model; protocol '{protocol}' takes "
+                         f"{' or '.join(kinds)} models; choose another model.")
     return loaded
 
 

@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 #: Name of the measuring routine a protocol's module exposes: ``measure(proto, job) -> None``.
 ENTRY_POINT = "measure"
 
+#: Kinds of model a protocol may accept: heatmap landmark networks, or segmentation networks whose masks give
+#: the landmarks (the protocol's ``segments``).
+MODEL_KINDS = ("landmarks", "segmentation")
+
 #: Units a parameter may declare. ``mm`` becomes ``px`` when no spacing is known.
 UNITS = ("deg", "mm", "px", "ratio", "%")
 
@@ -106,6 +110,10 @@ class Protocol:
 
     ``module`` is the importable module whose ``measure(proto, job)`` computes the parameters
     (:func:`measuring_routine`); ``order`` places the protocol in listings (protocols.md's order).
+    What models and inference need from the protocol is here too: ``model_kinds`` (of
+    :data:`MODEL_KINDS`; the first is what ``spine-align train`` builds), ``flip_pairs`` (landmarks a left-right mirror swaps; None: derived
+    from the ``L``/``R``, ``TL``/``TR``, ``BL``/``BR`` suffixes), ``image_roles`` (the films of a pair; empty:
+    one film) and ``view`` (``lateral`` films are normalised to one facing direction).
     """
 
     id: str
@@ -118,6 +126,8 @@ class Protocol:
     groups: tuple[tuple[str, tuple[float, float, float]], ...]
     module: str = ""
     order: int | None = None
+    model_kinds: tuple[str, ...] = ("landmarks",)
+    flip_pairs: tuple[tuple[str, str], ...] | None = None
     image_roles: tuple[str, ...] = ()
     extra_landmarks: tuple[LandmarkSpec, ...] = field(default=())
     segments: tuple[SegmentSpec, ...] = field(default=())
@@ -212,6 +222,18 @@ def _parse(data: dict, source: str = "protocol table") -> Protocol:
                 flags=frozenset(k for k in _FLAG_KEYS if p.get(k)),
             )
         )
+    ids = {d["id"] for d in data["landmarks"]}
+    kinds = tuple(data.get("model_kinds", ("landmarks",)))
+    if not kinds or set(kinds) - set(MODEL_KINDS) or ("segmentation" in kinds and not data.get("segments")):
+        raise ProtocolError(f"{source}: 'model_kinds' must list some of {', '.join(MODEL_KINDS)} "
+                            f"('segmentation' only with 'segments'), got {list(kinds)!r}.")
+    pairs = data.get("flip_pairs")
+    if pairs is not None:
+        flat = [i for pair in pairs for i in pair]
+        if any(len(pair) != 2 for pair in pairs) or set(flat) - ids or len(flat) != len(set(flat)):
+            raise ProtocolError(f"{source}: 'flip_pairs' must be pairs of the table's landmark IDs, each ID in one "
+                                f"pair at most, got {pairs!r}.")
+        pairs = tuple((str(a), str(b)) for a, b in pairs)
     return Protocol(
         id=data["id"],
         title=data["title"],
@@ -223,6 +245,8 @@ def _parse(data: dict, source: str = "protocol table") -> Protocol:
         groups=tuple(colors.items()),
         module=data["module"],
         order=data.get("order"),
+        model_kinds=kinds,
+        flip_pairs=pairs,
         image_roles=tuple(data.get("image_roles", ())),
         extra_landmarks=tuple(lm({**d, "group": d["group"]}) for d in data.get("paired_lateral_landmarks", ())),
         segments=tuple(

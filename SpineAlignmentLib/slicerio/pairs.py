@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import LandmarkError
 from ..pipeline import measure
-from ..protocols import Protocol, get_protocol
+from ..protocols import Protocol, get_protocol, list_protocols
 from ..result import Landmark, Result, View
 from .mrml import SceneAnalysis, _new_analysis, analysis_for_node, volume_image_size
 
@@ -35,8 +35,9 @@ def pair_roles(protocol: str | Protocol) -> tuple[str, str]:
         return proto.image_roles[0], proto.image_roles[1]
     if proto.extra_landmarks:
         return PAIRED_LATERAL_ROLES
+    paired = [p.id for p in list_protocols() if len(p.image_roles) == 2 or p.extra_landmarks]
     raise LandmarkError(f"protocol '{proto.id}' measures one film; pairs are for protocols with two image roles "
-                        "(lumbar-dynamic) or a paired lateral (coronal-spine).")
+                        f"or a paired lateral ({', '.join(paired)}).")
 
 
 class PairAnalysis:

@@ -690,7 +690,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..protocols import get_protocol
 
     run_protocol = json.loads((Path(a.run) / "config.json").read_text()).get("protocol", "coronal-spine")
-    if get_protocol(run_protocol).segments:  # a segmentation run (e.g. the shoulder clavicles)
+    if get_protocol(run_protocol).model_kinds[0] == "segmentation":  # a segmentation run (e.g. the shoulder clavicles)
         from .export_segmentation import export_segmentation
 
         md = export_segmentation(Path(a.run), Path(a.data), Path(a.out), name=a.name, version=a.version,

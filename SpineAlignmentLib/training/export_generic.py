@@ -210,7 +210,7 @@ def export_run(run: Path, out: Path, *, name: str | None = None, version: str = 
 
         md["decoding"]["facing"] = {"normalised_to": CANONICAL_FACING, "method": "confidence"}
     if ck["stage"] == 2:
-        parts, part_index, _ = landmark_parts(ids)
+        parts, part_index, _ = landmark_parts(ids, proto.flip_pairs)
         w2 = _save_weights(ck["model"], out / "refine.pt", fp16)
         md["landmark_refinement"] = {
             "network": {"class": "SpineAlignmentLib.models.network.SpineLandmarkNet",

@@ -398,7 +398,7 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
         net.load_state_dict(state["stage1"])
         start = cfg.epochs
     loss_fn = DsntLoss(net.stride, cfg.sigma, cfg.coord_weight, cfg.js_weight)
-    perm = flip_permutation(ids) if proto.view != "lateral" else None
+    perm = flip_permutation(ids, proto.flip_pairs) if proto.view != "lateral" else None
     t_start = time.time()
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
@@ -434,7 +434,7 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
 
     # ---- stage 2 ----
     if with_roi:
-        parts, part_index, mirror_parts = landmark_parts(ids)
+        parts, part_index, mirror_parts = landmark_parts(ids, proto.flip_pairs)
         groups = landmark_groups(ids)
         rnet = build_stage2(cfg, len(parts))
         rstate = state if state is not None and state.get("stage") == 2 else None

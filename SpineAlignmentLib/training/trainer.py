@@ -32,6 +32,7 @@ from ..inference.decode import decode_heatmaps
 from ..models.landmarks import flip_permutation, protocol_landmark_ids
 from ..models.network import SpineLandmarkNet
 from ..models.vertebra import ANCHORS, N_CHANNELS, VertebraLoss, decode_vertebrae
+from ..protocols import get_protocol
 from .dataset import CachedSample, cache_sample, load_samples, patient_id, patient_split
 from .hygiene import write_report
 from .losses import DsntLoss
@@ -363,7 +364,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         random.setstate(state["rng"]["python"])
         log.info("resumed from %s at epoch %d", ckpt_path, start_epoch)
 
-    perm = flip_permutation(ids)
+    perm = flip_permutation(ids, get_protocol(cfg.protocol).flip_pairs)
     t_start = time.time()
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.time()

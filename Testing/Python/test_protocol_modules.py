@@ -44,9 +44,7 @@ def hw(ctx):
 
 
 def measure(proto, job):
-    ctx = job.film_context()
-    if ctx is not None:
-        job.run_table(ctx, {"HW": hw})
+    job.measure_table({"HW": hw})
 '''
 
 
@@ -136,4 +134,55 @@ def test_a_broken_table_is_refused_naming_the_file(sixth, change, needle):
 def test_a_table_without_a_module_is_refused(sixth):
     (sixth / "hip-width.json").write_text(json.dumps({k: v for k, v in TABLE.items() if k != "module"}))
     with pytest.raises(ProtocolError, match="hip-width.json: no 'module' field"):
+        get_protocol("hip-width")
+
+
+# ---- what models and inference read from the table ----
+
+def test_flip_pairs_declared_in_the_table_replace_the_suffix_rule():
+    from SpineAlignmentLib.models.landmarks import flip_permutation
+
+    ids = ("FH_1", "FH_2", "Cor_top_L", "Cor_top_R", "T1_TL", "T1_TR")
+    assert flip_permutation(ids) == [0, 1, 3, 2, 5, 4]  # derived from the L/R and TL/TR suffixes
+    assert flip_permutation(ids, []) == [0, 1, 2, 3, 4, 5]  # a table that declares no pairs: nothing swaps
+    assert flip_permutation(ids, [("FH_1", "FH_2")]) == [1, 0, 2, 3, 4, 5]  # exactly the declared pairs
+
+
+def test_shipped_tables_keep_todays_flips_and_kinds():
+    from SpineAlignmentLib.models.landmarks import flip_permutation
+    from SpineAlignmentLib.models.registry import list_models, model_kind
+
+    for p in list_protocols():
+        ids = p.landmark_ids
+        perm = flip_permutation(ids, p.flip_pairs)
+        assert perm == flip_permutation(ids) and [perm[k] for k in perm] == list(range(len(ids)))
+        assert all(model_kind(md) in p.model_kinds for md in list_models(p.id))  # the shipped models fit
+    assert get_protocol("sagittal-whole-spine").flip_pairs == ()  # FH_1/FH_2 are two femoral heads, not L/R
+    assert get_protocol("coronal-spine").flip_pairs is None  # TL <-> TR, BL <-> BR from the suffixes
+    assert sum(flip_permutation(get_protocol("coronal-spine").landmark_ids)[k] != k for k in range(68)) == 68
+    assert {p.id: p.model_kinds for p in list_protocols()} == {
+        "sagittal-whole-spine": ("landmarks",), "cervical-lateral": ("landmarks",), "coronal-spine": ("landmarks",),
+        "coronal-shoulder": ("segmentation",), "lumbar-dynamic": ("landmarks",)}
+
+
+def test_a_model_of_a_kind_the_protocol_does_not_take_is_refused():
+    from SpineAlignmentLib.errors import ModelError
+    from SpineAlignmentLib.models.registry import LoadedModel, resolve_model
+
+    md = {"name": "masks", "protocol": "coronal-spine", "decoding": {"method": "mask-keypoints"}}
+    fake = LoadedModel(name="masks", version="1.0.0", metadata=md, network=None, landmark_ids=(), input_shape=(8, 8),
+                       stride=1, folder=None)
+    with pytest.raises(ModelError, match="'masks' is a segmentation model; protocol 'coronal-spine' takes landmarks"):
+        resolve_model(fake, "coronal-spine")
+
+
+@pytest.mark.parametrize("change,needle", [
+    ({"flip_pairs": [["FH_L", "FH_X"]]}, "'flip_pairs' must be pairs of the table's landmark IDs"),
+    ({"flip_pairs": [["FH_L", "FH_R"], ["FH_R", "FH_L"]]}, "each ID in one pair at most"),
+    ({"model_kinds": ["segmentation"]}, "'segmentation' only with 'segments'"),
+    ({"model_kinds": ["points"]}, "'model_kinds' must list some of landmarks, segmentation"),
+])
+def test_table_model_fields_are_checked(sixth, change, needle):
+    (sixth / "hip-width.json").write_text(json.dumps({**TABLE, **change}))
+    with pytest.raises(ProtocolError, match=needle):
         get_protocol("hip-width")
