@@ -19,14 +19,12 @@ the centre of the dens and ``DENS`` its tip, ``FH_1``/``FH_2`` the femoral-head 
 the shoulder shadow hide landmarks: a hidden landmark is absent from the labels, never invented.
 
 Public functions: :func:`lateral_film` (one film), :func:`lumbar_pair` (a flexion and an extension
-film of one "patient" with known IROM and ΔST), :func:`write_dataset` (a dataset folder: image +
-``<stem>.json`` in the result-JSON format, ``patients.csv``, and ``pairs.csv`` for lumbar pairs).
+film of one "patient" with known IROM and ΔST), :func:`write_dataset` (a dataset folder in the project's
+dataset format, written by ``io.dataset.write_labelled_image``).
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -589,61 +587,30 @@ def lumbar_pair(seed: int | np.random.Generator = 0, *, pose: Pose | None = None
 
 
 # ------------------------------------------------------------------ dataset folders
-def label_dict(protocol: str, image_name: str, landmarks: dict, meta: dict, with_spacing: bool) -> dict:
-    """The ``<stem>.json`` of one film (protocols.md result format, landmarks only)."""
-    return {
-        "schema": "spinealignment.result/1",
-        "protocol": protocol,
-        "image": image_name,
-        "image_size": list(meta["image_size"]),
-        "spacing_mm": list(meta["spacing_mm"]) if with_spacing else None,
-        "calibration": CALIBRATION if with_spacing else "pixels-only",
-        "landmarks": {k: {"x": x, "y": y} for k, (x, y) in landmarks.items()},
-    }
-
-
-def write_image(path: Path, image: np.ndarray, spacing_mm: tuple[float, float] | None) -> Path:
-    """PNG (no spacing) or NRRD (spacing in the header, SimpleITK order col, row) by the file's suffix."""
-    if path.suffix.lower() == ".nrrd":
-        import SimpleITK as sitk
-
-        img = sitk.GetImageFromArray(image)
-        if spacing_mm is not None:
-            img.SetSpacing((float(spacing_mm[1]), float(spacing_mm[0])))
-        sitk.WriteImage(img, str(path))
-    else:
-        from PIL import Image
-
-        Image.fromarray(image).save(path, compress_level=1)  # test films: speed over size
-    return path
-
-
 def write_dataset(folder: str | Path, protocol: str, n: int, seed: int = 0, *, shape: tuple[int, int] | None = None,
-                  image_format: str = "png", with_spacing: bool | None = None, crop_fraction: float = 0.25,
-                  hide_fraction: float = 0.0, facing: int | None = None) -> Path:
+                  image_format: str = "png", crop_fraction: float = 0.25, hide_fraction: float = 0.0,
+                  facing: int | None = None) -> Path:
     """Write ``n`` films (``n`` flexion/extension pairs for ``lumbar-dynamic``) as a dataset folder.
 
-    Each film: ``<stem>.<png|nrrd>`` and ``<stem>.json``; ``patients.csv`` (``image,patient``) and, for
-    lumbar pairs, ``pairs.csv`` (``pair,role,image``). ``with_spacing`` (default: True for NRRD) writes the
-    spacing into the JSON (label ``manual:synthetic``) and the NRRD header. A fraction of the films is cropped
-    (``crop_fraction``) or has C7/T1 under a shoulder shadow (``hide_fraction``; whole-spine and cervical).
+    Written by the project's own writer (:func:`SpineAlignmentLib.io.dataset.write_labelled_image`): per film
+    ``<stem>.png`` (pixels only) or ``<stem>.nrrd`` (``image_format="nrrd"``: the spacing in the header and in
+    the label file, calibration ``manual:synthetic``) and ``<stem>.json``; ``patients.csv`` and, for lumbar
+    pairs, ``pairs.csv``. A fraction of the films is cropped (``crop_fraction``) or has C7/T1 under a shoulder
+    shadow (``hide_fraction``; whole-spine and cervical).
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    from SpineAlignmentLib.io.dataset import write_labelled_image
+
     fmt = image_format.lower().lstrip(".")
     if fmt not in ("png", "nrrd"):
         raise ValueError(f"image_format must be png or nrrd, got {image_format!r}")
-    spacing = (fmt == "nrrd") if with_spacing is None else bool(with_spacing)
+    folder = Path(folder)
     rng = np.random.default_rng(seed)
-    patients, pairs = [], []
 
-    def save(stem, image, lms, meta, patient):
-        name = f"{stem}.{fmt}"
-        write_image(folder / name, image, meta["spacing_mm"] if spacing else None)
-        (folder / f"{stem}.json").write_text(json.dumps(label_dict(protocol, name, lms, meta, spacing), indent=1) + "\n",
-                                             encoding="utf-8")
-        patients.append((name, patient))
-        return name
+    def save(stem, image, lms, meta, patient, role=None):
+        spacing = meta["spacing_mm"] if fmt == "nrrd" else None
+        write_labelled_image(folder, image, lms, protocol, name=stem, spacing_mm=spacing,
+                             calibration=CALIBRATION if spacing else None, patient=patient,
+                             pair=patient if role else None, role=role)
 
     for i in range(n):
         crop = CROPS[protocol][0] if rng.uniform() < crop_fraction else None
@@ -652,20 +619,10 @@ def write_dataset(folder: str | Path, protocol: str, n: int, seed: int = 0, *, s
         if protocol == "lumbar-dynamic":
             views = lumbar_pair(rng, shape=shape, facing=f, crop=crop)
             for role in ("flexion", "extension"):
-                name = save(f"{patient}_{role[:4]}", *views[role], patient)
-                pairs.append((patient, role, name))
+                save(f"{patient}_{role[:4]}", *views[role], patient, role)
         else:
             hide = ("C7", "T1") if rng.uniform() < hide_fraction and crop is None else ()
             save(patient, *lateral_film(protocol, rng, shape=shape, facing=f, crop=crop, hide=hide), patient)
-    with open(folder / "patients.csv", "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["image", "patient"])
-        w.writerows(patients)
-    if pairs:
-        with open(folder / "pairs.csv", "w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
-            w.writerow(["pair", "role", "image"])
-            w.writerows(pairs)
     return folder
 
 

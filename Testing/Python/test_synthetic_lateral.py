@@ -5,9 +5,6 @@ definitions.md §1.5; bodies brighter than discs; dataset folders that read back
 
 from __future__ import annotations
 
-import csv
-import json
-import math
 import time
 
 import numpy as np
@@ -16,9 +13,9 @@ import pytest
 import reference_impl as ref
 import synthetic_lateral as sl
 from SpineAlignmentLib.imaging import read_radiograph
-from SpineAlignmentLib.pipeline import measure, measure_dict
+from SpineAlignmentLib.pipeline import measure
 from SpineAlignmentLib.protocols import get_protocol
-from SpineAlignmentLib.result import Result, View, parse_landmarks
+from SpineAlignmentLib.result import View, parse_landmarks
 
 LATERAL = ("sagittal-whole-spine", "cervical-lateral")
 
@@ -313,45 +310,45 @@ def test_film_is_fast():
 @pytest.mark.parametrize("protocol,fmt", [("sagittal-whole-spine", "png"), ("cervical-lateral", "nrrd"),
                                           ("lumbar-dynamic", "nrrd")])
 def test_dataset_folder_reads_back_exactly(tmp_path, protocol, fmt):
+    from SpineAlignmentLib.io.dataset import read_dataset
+
     n = 3
     sl.write_dataset(tmp_path, protocol, n, seed=4, image_format=fmt, crop_fraction=0.5, hide_fraction=0.5)
-    with open(tmp_path / "patients.csv", newline="", encoding="utf-8") as fh:
-        patients = list(csv.DictReader(fh))
-    films = n * (2 if protocol == "lumbar-dynamic" else 1)
-    assert len(patients) == films and len({p["patient"] for p in patients}) == n
-    # regenerate the same films in memory: the files hold exactly them
+    report = read_dataset(tmp_path, protocol)
+    bad = [f for f in report.findings if f.severity == "error" or f.check in
+           ("unknown_ids", "duplicate_ids", "outside_image", "level_order", "facing", "wrong_protocol")]
+    assert not bad, report.format_text()
+    items = {it.image.name: it for it in report.items}
+    # regenerate the same films in memory: the folder holds exactly them
     rng = np.random.default_rng(4)
+    expected = []
     for i in range(n):
         crop = sl.CROPS[protocol][0] if rng.uniform() < 0.5 else None
         f = int(rng.choice([-1, 1]))
+        patient = f"SYN{i:04d}"
         if protocol == "lumbar-dynamic":
             views = sl.lumbar_pair(rng, facing=f, crop=crop)
-            films_i = [(f"SYN{i:04d}_{role[:4]}", views[role]) for role in ("flexion", "extension")]
+            expected += [(f"{patient}_{role[:4]}", patient, role, views[role]) for role in ("flexion", "extension")]
         else:
             hide = ("C7", "T1") if rng.uniform() < 0.5 and crop is None else ()
-            films_i = [(f"SYN{i:04d}", sl.lateral_film(protocol, rng, facing=f, crop=crop, hide=hide))]
-        for stem, (img, lms, meta) in films_i:
-            data = json.loads((tmp_path / f"{stem}.json").read_text(encoding="utf-8"))
-            assert data["protocol"] == protocol and data["image"] == f"{stem}.{fmt}"
-            assert data["image_size"] == list(img.shape)
-            parsed = Result.from_dict(data, source=stem)
-            assert {k: (p.x, p.y) for k, p in parsed.landmarks.items()} == lms
-            rad = read_radiograph(tmp_path / data["image"], spacing=data["spacing_mm"])
-            assert np.array_equal(rad.pixels.astype(np.uint8), img)
-            if fmt == "nrrd":
-                assert data["spacing_mm"] == pytest.approx(meta["spacing_mm"]) and data["calibration"] == sl.CALIBRATION
-                assert rad.metadata["file_spacing_mm"] == pytest.approx(meta["spacing_mm"])
-            else:
-                assert data["spacing_mm"] is None and data["calibration"] == "pixels-only"
-            r = measure_dict(data, source=stem)  # the label file is a measurement input as it stands
-            assert _facing(r) == meta["facing"]
-    if protocol == "lumbar-dynamic":
-        with open(tmp_path / "pairs.csv", newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-        assert [r["role"] for r in rows] == ["flexion", "extension"] * n
-        assert rows[0] == {"pair": "SYN0000", "role": "flexion", "image": f"SYN0000_flex.{fmt}"}
-    else:
-        assert not (tmp_path / "pairs.csv").exists()
+            expected.append((patient, patient, None,
+                             sl.lateral_film(protocol, rng, facing=f, crop=crop, hide=hide)))
+    assert sorted(items) == sorted(f"{stem}.{fmt}" for stem, *_ in expected)
+    for stem, patient, role, (img, lms, meta) in expected:
+        it = items[f"{stem}.{fmt}"]
+        assert it.landmarks == lms and it.image_size == img.shape
+        assert it.patient == patient and (it.pair, it.role) == ((patient, role) if role else (None, None))
+        assert np.array_equal(read_radiograph(it.image).pixels.astype(np.uint8), img)
+        if fmt == "nrrd":
+            assert it.spacing_mm == pytest.approx(meta["spacing_mm"]) and it.calibration == sl.CALIBRATION
+        else:
+            assert it.spacing_mm is None and it.calibration == "pixels-only"
+        r = measure(it.landmarks, protocol, spacing_mm=it.spacing_mm, calibration=it.calibration,
+                    image_size=it.image_size)
+        assert _facing(r) == meta["facing"]
+        if fmt == "nrrd" and protocol == "cervical-lateral" and "C2C6" in r.parameters:
+            assert r.value("C2C6") == pytest.approx(meta["expected"]["C2C6"], abs=1e-6)
+    assert sum(report.summary["landmarks_present"].values()) == sum(len(e[3][1]) for e in expected)
 
 
 def test_sixty_films_are_written_in_seconds(tmp_path):
