@@ -66,7 +66,7 @@ def main(argv=None) -> int:
         rec = md["training"]["recipe"]
         rows.append({"size": size, "n_train": _n_train(run), "epochs": rec["epochs"], "refine_epochs": rec["refine_epochs"],
                      **{k: v.get(k) for k in ("n_images", "median_error_px", "mean_error_px", "smape_pct", "cmae_deg",
-                                              "named_right_pct", "seconds_per_image")}})
+                                              "named_right_pct", "aasce_images_complete", "seconds_per_image")}})
         print(json.dumps(rows[-1]))
     if args.out:
         out = Path(args.out)
@@ -82,11 +82,12 @@ def _plot(rows, path: Path) -> None:
     fig = Figure(figsize=(8, 3.2), dpi=110)
     FigureCanvasAgg(fig)
     n = [r["n_train"] for r in rows]
-    for i, (key, label) in enumerate((("median_error_px", "median landmark error (px)"), ("smape_pct", "SMAPE (%)"),
-                                      ("named_right_pct", "films named right (%)"))):
+    for i, (key, label) in enumerate((("median_error_px", "median landmark error (px)"), ("smape_pct", "SMAPE, AASCE triple (%)"),
+                                      ("named_right_pct", "all 17 levels named right (%)"))):
         ax = fig.add_subplot(1, 3, i + 1)
         ax.plot(n, [r.get(key) if r.get(key) is not None else float("nan") for r in rows], "o-")
         ax.set_xscale("log")
+        ax.minorticks_off()
         ax.set_xticks(n)
         ax.set_xticklabels([str(x) for x in n], fontsize=7)
         ax.set_xlabel("training films")
