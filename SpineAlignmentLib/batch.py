@@ -45,7 +45,7 @@ from typing import Any, Callable, Iterable, Sequence
 from . import __version__
 from .errors import LandmarkError, ModelError, OutputError, RadiographError, SpineAlignmentError
 from .safefiles import check_output_dir, describe_os_error, output_stem
-from .result import SCHEMA, Result, check_fields, load_json
+from .result import SCHEMA, Result, View, check_fields, load_json, parse_landmarks
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +111,25 @@ class BatchOptions:
 
 
 @dataclass(frozen=True)
+class PairFilm:
+    """One film of a pair (a row of a pairs manifest, :mod:`SpineAlignmentLib.pairbatch`)."""
+
+    role: str
+    image: str  #: absolute path
+    listed: str  #: the image as the manifest gives it (relative to the manifest's folder): the fingerprint's
+    landmarks: str | None = None  #: its landmark file (manifest column or ``landmarks_dir``), else a model finds them
+    landmarks_reason: str = ""  #: why ``landmarks_dir`` has none for it
+    patient_orientation: str | None = None  #: the manifest's, for a film whose file does not say
+
+
+@dataclass(frozen=True)
 class BatchItem:
-    """One image and the file stem its outputs get (:func:`make_items`).
+    """One image (or one pair of films) and the file stem its outputs get (:func:`make_items`).
 
     ``folders`` are the parent folder names in ``name`` (when stems collide): a
-    landmark folder mirroring the input tree is searched under them.
+    landmark folder mirroring the input tree is searched under them. A pair
+    (``films``) writes one result, one markups file and one overlay per film
+    (``<name>_<role>.mrk.json``, ``<name>_<role>_overlay.png``); its ``image`` is the pair's ID.
     """
 
     image: str
@@ -123,15 +137,24 @@ class BatchItem:
     folders: tuple[str, ...] = ()
     landmarks: str | None = None  #: its landmark file with ``landmarks_dir`` (:func:`match_landmarks`)
     landmarks_reason: str = ""  #: why there is none
+    films: tuple[PairFilm, ...] = ()
 
     def result_path(self, out_dir: str | Path) -> Path:
         return Path(out_dir) / f"{self.name}.json"
 
-    def markups_path(self, out_dir: str | Path) -> Path:
-        return Path(out_dir) / f"{self.name}.mrk.json"
+    def markups_path(self, out_dir: str | Path, role: str = "") -> Path:
+        return Path(out_dir) / f"{self.name}{'_' + role if role else ''}.mrk.json"
 
-    def overlay_path(self, out_dir: str | Path) -> Path:
-        return Path(out_dir) / f"{self.name}_overlay.png"
+    def overlay_path(self, out_dir: str | Path, role: str = "") -> Path:
+        return Path(out_dir) / f"{self.name}{'_' + role if role else ''}_overlay.png"
+
+    def markups_paths(self, out_dir: str | Path) -> list[Path]:
+        """The markups file of the image, or one per film of a pair."""
+        return [self.markups_path(out_dir, f.role) for f in self.films] or [self.markups_path(out_dir)]
+
+    def overlay_paths(self, out_dir: str | Path) -> list[Path]:
+        """The overlay of the image, or one per film of a pair."""
+        return [self.overlay_path(out_dir, f.role) for f in self.films] or [self.overlay_path(out_dir)]
 
     def dicom_sr_path(self, out_dir: str | Path) -> Path:
         return Path(out_dir) / f"{self.name}_sr.dcm"
@@ -442,16 +465,28 @@ def item_fingerprint(base: dict[str, Any], landmarks_path: Path | None) -> dict[
     """The batch fingerprint plus the SHA-256 of this image's landmark file (None without one)."""
     if base.get("landmarks_dir") is None:
         return dict(base)
+    return {**base, "landmarks_file": landmarks_file_fingerprint(landmarks_path)}
+
+
+def landmarks_file_fingerprint(landmarks_path: str | Path | None) -> dict[str, Any] | None:
+    """``{"name", "sha256"}`` of a landmark file (``sha256`` None when unreadable), or None without one."""
+    if landmarks_path is None:
+        return None
     from .models.registry import sha256_file
 
-    digest = None
-    if landmarks_path is not None:
-        try:
-            digest = sha256_file(landmarks_path)
-        except OSError:
-            digest = None
-    return {**base, "landmarks_file": None if landmarks_path is None else {"name": Path(landmarks_path).name,
-                                                                             "sha256": digest}}
+    try:
+        digest = sha256_file(landmarks_path)
+    except OSError:
+        digest = None
+    return {"name": Path(landmarks_path).name, "sha256": digest}
+
+
+def _fingerprint_of(base: dict[str, Any], item: BatchItem) -> dict[str, Any]:
+    if item.films:
+        from .pairbatch import pair_fingerprint
+
+        return pair_fingerprint(base, item)
+    return item_fingerprint(base, Path(item.landmarks) if item.landmarks else None)
 
 
 def fingerprint_difference(old: Any, new: dict[str, Any]) -> str:
@@ -556,56 +591,115 @@ def analyze_one(
     Raises:
         SpineAlignmentError: unreadable image or landmarks, or no landmark source.
     """
-    from .imaging import read_radiograph
-    from .pipeline import analyze, measure, source_uids
+    from .pipeline import measure
 
     path = Path(path)
     extra_kw = {k: v for k, v in (("min_confidence", min_confidence), ("min_curve_deg", min_curve_deg))
                 if v is not None}
-    radiograph = read_radiograph(path, spacing=tuple(spacing) if spacing else None,
-                                 patient_orientation=patient_orientation)
-    if write_dicom_sr and radiograph.metadata.get("format") != "dicom":
-        # said before any work is done, not after the model ran
-        raise RadiographError(f"{path}: is not a DICOM file, so no DICOM SR can reference it; "
-                              "leave out --dicom-sr for PNG/JPEG/TIFF/NRRD input.")
-    if landmarks_path is not None:
-        landmarks, extra = read_landmarks_file(landmarks_path, protocol, path)
-        spacing_mm, label, notes = _landmark_file_calibration(extra, landmarks_path, radiograph, path)
-        result = measure(
-            landmarks, protocol,
-            spacing_mm=spacing_mm, calibration=label,
-            image_size=radiograph.shape,
-            patient_orientation=radiograph.patient_orientation or extra.get("patient_orientation"),
-            image=path.name, model=extra.get("model"), source=str(landmarks_path), **extra_kw,
-        )
-        result.warnings[:0] = list(getattr(radiograph, "warnings", []) or []) + notes
-        result.dicom = source_uids(radiograph)
-    else:
-        if model is None and default_model(protocol) is None:
-            from .models.registry import model_problems
-
-            problems = model_problems(protocol)
-            if problems:  # a broken model folder is reported as such, not as "no model"
-                raise ModelError(problems[0])
-            raise ModelError(
-                f"{path.name}: protocol '{protocol}' has no model yet; give landmark files with --landmarks-dir "
-                "(<image stem>.json or .mrk.json per image) or place the landmarks in Slicer."
-            )
-        result = analyze(radiograph, protocol, model=model, flip_tta=flip_tta, **extra_kw)
-        result.image = path.name
+    radiograph = read_film(path, spacing=spacing, patient_orientation=patient_orientation, dicom=write_dicom_sr)
+    film = film_landmarks(path, radiograph, protocol, model=model, landmarks_path=landmarks_path, flip_tta=flip_tta)
+    view = film.view
+    result = measure(
+        view.landmarks, protocol, spacing_mm=view.spacing_mm,
+        calibration=view.calibration if view.spacing_mm else None, image_size=view.image_size,
+        patient_orientation=view.patient_orientation, image=view.image, model=film.model, source=film.source,
+        **extra_kw,
+    )
+    result.warnings[:0] = film.warnings
+    result.dicom, result.levels, result.segmentation = view.dicom, film.levels, film.segmentation
     result.fingerprint = fingerprint
     if out_dir is not None:
         item = BatchItem(str(path), name or output_name(path))
-        try:
-            _write_outputs(item, Path(out_dir), result, radiograph, protocol, write_markups, write_overlay,
-                           write_dicom_sr, write_masks)
-        except OSError as exc:
-            remove_part_files(item, out_dir)
-            raise OutputError(
-                f"{out_dir}: cannot write the results of {path.name} ({describe_os_error(exc)}); free space or fix "
-                "the folder's permissions, then run again (finished results are kept)."
-            ) from None
+        write_or_stop(item, out_dir, path.name, lambda: _write_outputs(
+            item, Path(out_dir), result, radiograph, protocol, write_markups, write_overlay, write_dicom_sr,
+            write_masks))
     return result
+
+
+def write_or_stop(item: BatchItem, out_dir: str | Path, what: str, write: Callable[[], None]) -> None:
+    """Run ``write`` (an item's output files); a file-system failure removes its ``.part`` files and
+    becomes one :class:`~SpineAlignmentLib.errors.OutputError` (the batch stops, finished results stay)."""
+    try:
+        write()
+    except OSError as exc:
+        remove_part_files(item, out_dir)
+        raise OutputError(
+            f"{out_dir}: cannot write the results of {what} ({describe_os_error(exc)}); free space or fix "
+            "the folder's permissions, then run again (finished results are kept)."
+        ) from None
+
+
+def read_film(path: str | Path, *, spacing: Sequence[float] | None = None, patient_orientation: str | None = None,
+              dicom: bool = False) -> Any:
+    """Read one film for a batch; with ``dicom`` (DICOM outputs asked for) refuse a non-DICOM film before any work."""
+    from .imaging import read_radiograph
+
+    path = Path(path)
+    radiograph = read_radiograph(path, spacing=tuple(spacing) if spacing else None,
+                                 patient_orientation=patient_orientation)
+    if dicom and radiograph.metadata.get("format") != "dicom":
+        # said before any work is done, not after the model ran
+        raise RadiographError(f"{path}: is not a DICOM file, so no DICOM SR can reference it; "
+                              "leave out --dicom-sr for PNG/JPEG/TIFF/NRRD input.")
+    return radiograph
+
+
+@dataclass
+class FilmLandmarks:
+    """One film's landmarks and where they came from (:func:`film_landmarks`).
+
+    ``view`` holds the landmarks (original pixels), the film's name, size, spacing and calibration
+    label, orientation and DICOM UIDs; ``source`` names the landmark file or the film (model).
+    """
+
+    view: View
+    model: dict | None
+    warnings: list[str]
+    source: str
+    levels: dict | None = None
+    segmentation: Any = None
+
+
+def film_landmarks(path: str | Path, radiograph: Any, protocol: str, *, model: str | None = None,
+                   landmarks_path: str | Path | None = None, flip_tta: bool = False) -> FilmLandmarks:
+    """A film's landmarks: re-read from ``landmarks_path`` when given, else found by ``model`` (or the
+    protocol's default model) with :func:`~SpineAlignmentLib.pipeline.detect`.
+
+    The one place a batch gets a film's landmarks, for a single film (:func:`analyze_one`) and for
+    each film of a pair (:mod:`SpineAlignmentLib.pairbatch`).
+
+    Raises:
+        LandmarkError: an unusable landmark file. ModelError: no landmark file and no (usable) model.
+    """
+    from .geometry.orientation import parse_patient_orientation
+    from .pipeline import detect, source_uids
+
+    path = Path(path)
+    size = tuple(int(v) for v in radiograph.shape[:2])
+    read_warnings = list(getattr(radiograph, "warnings", []) or [])
+    if landmarks_path is not None:
+        raw, extra = read_landmarks_file(landmarks_path, protocol, path)
+        landmarks = parse_landmarks(raw, source=str(landmarks_path))
+        spacing_mm, label, notes = _landmark_file_calibration(extra, landmarks_path, radiograph, path)
+        orientation = parse_patient_orientation(radiograph.patient_orientation or extra.get("patient_orientation"))
+        view = View(landmarks, path.name, size, spacing_mm, (label or "manual:user") if spacing_mm else "pixels-only",
+                    orientation, source_uids(radiograph))
+        return FilmLandmarks(view, extra.get("model"), read_warnings + notes, str(landmarks_path))
+    if model is None and default_model(protocol) is None:
+        from .models.registry import model_problems
+
+        problems = model_problems(protocol)
+        if problems:  # a broken model folder is reported as such, not as "no model"
+            raise ModelError(problems[0])
+        raise ModelError(
+            f"{path.name}: protocol '{protocol}' has no model yet; give landmark files with --landmarks-dir "
+            "(<image stem>.json or .mrk.json per image) or place the landmarks in Slicer."
+        )
+    found = detect(radiograph, protocol, model=model, flip_tta=flip_tta)
+    view = View(found.landmarks, path.name, size, radiograph.spacing_mm, radiograph.calibration,
+                radiograph.patient_orientation, source_uids(radiograph))
+    return FilmLandmarks(view, found.model, read_warnings + found.warnings, path.name, found.levels,
+                         found.segmentation)
 
 
 def _write_outputs(item: BatchItem, out: Path, result: Result, radiograph: Any, protocol: str, write_markups: bool,
@@ -646,7 +740,7 @@ def _write_outputs(item: BatchItem, out: Path, result: Result, radiograph: Any, 
 
 def remove_part_files(item: BatchItem, out_dir: str | Path) -> None:
     """Remove the half-written ``.part`` files an interrupted write of ``item`` left behind."""
-    for p in (item.markups_path(out_dir), item.overlay_path(out_dir), item.dicom_sr_path(out_dir),
+    for p in (*item.markups_paths(out_dir), *item.overlay_paths(out_dir), item.dicom_sr_path(out_dir),
               item.dicom_seg_path(out_dir), item.masks_path(out_dir), item.result_path(out_dir)):
         try:
             p.with_name(p.name + ".part").unlink(missing_ok=True)
@@ -706,18 +800,22 @@ def _task(item: BatchItem, options: BatchOptions, fingerprint: dict[str, Any] | 
         return {"status": "cancelled", "item": item, "seconds": 0.0}
     landmarks_path = None
     try:
-        if options.landmarks_dir:
-            if item.landmarks is None:
-                raise LandmarkError(f"{item.image}: {item.landmarks_reason or 'no landmark file'}.")
-            landmarks_path = Path(item.landmarks)
-        result = analyze_one(
-            item.image, options.protocol, options.out_dir, model=options.model, spacing=options.spacing,
-            landmarks_path=landmarks_path, flip_tta=options.flip_tta, write_markups=options.write_markups,
-            write_overlay=options.write_overlay, patient_orientation=options.patient_orientation, name=item.name,
-            min_confidence=options.min_confidence, fingerprint=fingerprint,
-            write_dicom_sr=options.write_dicom_sr,
-            write_masks=options.write_masks,
-        )
+        if item.films:
+            from .pairbatch import analyze_pair
+
+            result = analyze_pair(item, options, fingerprint)
+        else:
+            if options.landmarks_dir:
+                if item.landmarks is None:
+                    raise LandmarkError(f"{item.image}: {item.landmarks_reason or 'no landmark file'}.")
+                landmarks_path = Path(item.landmarks)
+            result = analyze_one(
+                item.image, options.protocol, options.out_dir, model=options.model, spacing=options.spacing,
+                landmarks_path=landmarks_path, flip_tta=options.flip_tta, write_markups=options.write_markups,
+                write_overlay=options.write_overlay, patient_orientation=options.patient_orientation,
+                name=item.name, min_confidence=options.min_confidence, fingerprint=fingerprint,
+                write_dicom_sr=options.write_dicom_sr, write_masks=options.write_masks,
+            )
     except OutputError as exc:  # the output folder, not the image: the runner stops the batch
         return {"status": "write_error", "item": item, "error": "OutputError", "reason": str(exc),
                 "seconds": time.perf_counter() - t0}
@@ -756,9 +854,9 @@ def result_state(item: BatchItem, options: BatchOptions, fingerprint: dict[str, 
         why = fingerprint_difference(data.get("fingerprint"), fingerprint)
         if why:
             return "stale", why
-    if options.write_markups and not item.markups_path(options.out_dir).is_file():
+    if options.write_markups and not all(p.is_file() for p in item.markups_paths(options.out_dir)):
         return "absent", "no .mrk.json"
-    if options.write_overlay and not item.overlay_path(options.out_dir).is_file():
+    if options.write_overlay and not all(p.is_file() for p in item.overlay_paths(options.out_dir)):
         return "absent", "no overlay"
     if options.write_dicom_sr and not item.dicom_sr_path(options.out_dir).is_file():
         return "absent", "no DICOM SR"
@@ -887,12 +985,15 @@ class BatchRunner:
         callback: called with each :class:`Progress` (in the calling thread).
         retry_failures: re-try images listed in an earlier ``failures.csv``.
         force: analyse every image again, whatever results and failures exist.
+        pairs: a pairs manifest (:mod:`SpineAlignmentLib.pairbatch`) instead of ``inputs``: one result per
+            pair of films (lumbar flexion + extension, a coronal film + its paired lateral).
     """
 
     def __init__(self, inputs: Iterable[str | Path], options: BatchOptions, *, workers: int = 1,
                  scheduler: Any = None, callback: Callable[[Progress], None] | None = None,
-                 retry_failures: bool = True, force: bool = False) -> None:
+                 retry_failures: bool = True, force: bool = False, pairs: str | Path | None = None) -> None:
         self.inputs = list(inputs)
+        self.pairs = pairs
         self.options = options
         self.workers = max(1, int(workers))
         self.scheduler = scheduler
@@ -958,19 +1059,26 @@ class BatchRunner:
                        landmarks_dir=os.path.abspath(self.options.landmarks_dir) if self.options.landmarks_dir else None)
         out = Path(opts.out_dir)
         check_output_dir(out, OutputError)  # before any work: an unwritable folder fails now, not after inference
-        items = make_items([Path(os.path.abspath(p)) for p in collect_inputs(self.inputs, exclude=out)])
+        bad_rows: dict[str, dict[str, str]] = {}  # pairs manifest rows that make no pair: failures from the start
+        if self.pairs is not None:
+            from .pairbatch import pair_items
+
+            if self.inputs:
+                raise SpineAlignmentError("give either image files/folders or --pairs MANIFEST, not both.")
+            items, bad_rows = pair_items(self.pairs, opts)  # each film's landmark file matched there
+        else:
+            items = make_items([Path(os.path.abspath(p)) for p in collect_inputs(self.inputs, exclude=out)])
         failures_path = out / FAILURES_CSV
         old_failures = {} if self.force else read_failures(failures_path)
         failures: dict[str, dict[str, str]] = {}
-        total = len(items)
+        total = len(items) + len(bad_rows)
         counts = {"done": 0, "failed": 0, "skipped": 0}
-        if opts.landmarks_dir:  # matched here, once, so that workers and the fingerprint use the same file
+        if opts.landmarks_dir and self.pairs is None:  # matched once, so workers and the fingerprint use one file
             matched = match_landmarks(items, opts.landmarks_dir)
             items = [replace(i, landmarks=str(matched[i.name][0]) if matched[i.name][0] else None,
                              landmarks_reason=matched[i.name][1]) for i in items]
         base = batch_fingerprint(opts)
-        fingerprints = {item.name: item_fingerprint(base, Path(item.landmarks) if item.landmarks else None)
-                        for item in items}
+        fingerprints = {item.name: _fingerprint_of(base, item) for item in items}
         stale: dict[str, int] = {}
 
         def progress(event: BatchEvent, image: str | None = None, message: str = "", seconds=None) -> None:
@@ -993,7 +1101,9 @@ class BatchRunner:
                     stale[why] = stale.get(why, 0) + 1
                 todo.append(item)
         n_stale = sum(stale.values())
-        message = f"{total} images, output in {out}: {len(skipped)} results re-used, {len(todo)} to analyse"
+        message = (f"{total} {'pairs' if self.pairs is not None else 'images'}, output in {out}: "
+                   f"{len(skipped)} results re-used, {len(todo)} to analyse"
+                   + (f", {len(bad_rows)} not pairs (failures.csv says why)" if bad_rows else ""))
         if n_stale:
             message += f" ({n_stale} of them had a result made differently: " + "; ".join(
                 f"{n} {why}" for why, n in sorted(stale.items(), key=lambda kv: -kv[1])) + ")"
@@ -1003,6 +1113,10 @@ class BatchRunner:
         for item, why in skipped:
             counts["skipped"] += 1
             progress(BatchEvent.SKIPPED, item.image, why)
+        for name, row in bad_rows.items():
+            counts["failed"] += 1
+            failures[name] = row
+            progress(BatchEvent.FAILED, row["image"], row["reason"])
 
         executor, is_dask, close = self._executor()
         in_flight_limit = self.workers * 2 if self.scheduler is None else 10**6

@@ -40,3 +40,7 @@ class OutputError(SpineAlignmentError):
     A batch stops at the first one (every later image would fail the same way),
     keeps what it finished and says what to free or fix before resuming.
     """
+
+
+class ManifestError(SpineAlignmentError):
+    """A pairs manifest (``batch --pairs``) that cannot be read, or a row of it that makes no pair."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -393,6 +394,44 @@ def measure_dict(
     )
 
 
+@dataclass
+class Detection:
+    """What a model found on one film (:func:`detect`): landmarks in original pixels with confidences,
+    the model's warnings, its name and version, the vertebra-level assessment and a label map."""
+
+    landmarks: dict[str, Landmark]
+    warnings: list[str]
+    model: dict[str, str]
+    levels: dict[str, Any] | None = None
+    segmentation: Any = None
+
+
+def detect(radiograph, protocol: str, *, model=None, flip_tta: bool = False) -> Detection:
+    """Find the landmarks of ``protocol`` on one film with a packaged model (no measurement).
+
+    The one way a model's landmarks are obtained: :func:`analyze` (one film) and a film of a pair
+    (:mod:`SpineAlignmentLib.pairs`, batch ``--pairs``) both call it.
+
+    Args:
+        radiograph: a :class:`~SpineAlignmentLib.imaging.Radiograph`.
+        protocol: protocol ID.
+        model: a loaded model, a model name from the registry, or None for the protocol's default model.
+        flip_tta: average with the horizontally flipped image (left/right corners swapped).
+
+    Raises:
+        ModelError: no model for the protocol, or a damaged one.
+    """
+    from .inference import predict  # torch is only needed here
+    from .models.registry import resolve_model
+
+    proto = get_protocol(protocol)
+    loaded = resolve_model(model, proto.id)
+    info: dict = {}
+    landmarks, model_warnings, labels = predict(radiograph, loaded, flip_tta=flip_tta, info=info)
+    return Detection(dict(landmarks), list(model_warnings), {"name": loaded.name, "version": loaded.version},
+                     info.get("levels"), labels)
+
+
 def analyze(
     radiograph,
     protocol: str,
@@ -402,7 +441,7 @@ def analyze(
     min_confidence: float = DEFAULT_MIN_CONFIDENCE,
     min_curve_deg: float | None = None,
 ) -> Result:
-    """Find the landmarks of ``protocol`` on a radiograph with a packaged model, then :func:`measure`.
+    """Find the landmarks of ``protocol`` on a radiograph with a packaged model (:func:`detect`), then :func:`measure`.
 
     Args:
         radiograph: a :class:`~SpineAlignmentLib.imaging.Radiograph` (``read_radiograph(path)``).
@@ -420,26 +459,19 @@ def analyze(
         ModelError: when no model ships for the protocol (place landmarks by hand in Slicer or
             re-measure a landmark file with ``spine-align measure``), or the model is damaged.
     """
-    from .inference import predict  # torch is only needed here
-    from .models.registry import resolve_model
-
-    proto = get_protocol(protocol)
-    loaded = resolve_model(model, proto.id)
-    info: dict = {}
-    landmarks, model_warnings, labels = predict(radiograph, loaded, flip_tta=flip_tta, info=info)
+    found = detect(radiograph, protocol, model=model, flip_tta=flip_tta)
     image = str(radiograph.path.name) if getattr(radiograph, "path", None) else None
     result = measure(
-        landmarks, proto.id,
+        found.landmarks, protocol,
         spacing_mm=radiograph.spacing_mm, calibration=radiograph.calibration,
         image_size=tuple(radiograph.shape), patient_orientation=radiograph.patient_orientation,
         min_confidence=min_confidence, min_curve_deg=min_curve_deg,
-        image=image, model={"name": loaded.name, "version": loaded.version},
-        source=image or "radiograph",
+        image=image, model=found.model, source=image or "radiograph",
     )
-    result.warnings[:0] = list(getattr(radiograph, "warnings", [])) + list(model_warnings)
+    result.warnings[:0] = list(getattr(radiograph, "warnings", [])) + found.warnings
     result.dicom = source_uids(radiograph)
-    result.levels = info.get("levels")
-    result.segmentation = labels
+    result.levels = found.levels
+    result.segmentation = found.segmentation
     return result
 
 

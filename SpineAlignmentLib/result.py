@@ -111,6 +111,8 @@ class Result:
     segmentation: Any = field(default=None, repr=False, compare=False)
     #: ``{"file": ..., "labels": {value: segment ID}}`` when the label map was written next to the result
     masks: dict[str, Any] | None = None
+    #: a coronal film's paired lateral (its landmarks, size, spacing, UIDs), when one was measured with it
+    paired_lateral: View | None = None
 
     def value(self, parameter_id: str) -> float | None:
         """The parameter's value, or None if it was left out."""
@@ -138,6 +140,8 @@ class Result:
             d["fingerprint"] = dict(self.fingerprint)
         if self.views:
             d["views"] = {k: v.to_dict() for k, v in self.views.items()}
+        if self.paired_lateral is not None:
+            d["paired_lateral"] = self.paired_lateral.to_dict()
         if self.dicom:
             d["dicom"] = dict(self.dicom)
         if self.levels is not None:
@@ -169,15 +173,7 @@ class Result:
             check_fields(v, f"{source} (views.{role})", _VIEW_FIELDS)
         if d.get("paired_lateral") is not None:
             check_fields(d["paired_lateral"], f"{source} (paired_lateral)", _VIEW_FIELDS)
-        views = {role: View(
-            landmarks=parse_landmarks(v.get("landmarks", {}), source=f"{source} ({role})"),
-            image=v.get("image"),
-            image_size=_pair(v.get("image_size"), int, "image_size", source),
-            spacing_mm=_pair(v.get("spacing_mm"), float, "spacing_mm", source),
-            calibration=v.get("calibration") or ("manual:file" if v.get("spacing_mm") else "pixels-only"),
-            patient_orientation=_orientation(v.get("patient_orientation")),
-            dicom=_uids(v.get("dicom"), source),
-        ) for role, v in (d.get("views") or {}).items()}
+        views = {role: _view(v, f"{source} ({role})") for role, v in (d.get("views") or {}).items()}
         lms = d.get("landmarks", {}) or {}
         # A pair given as nested landmarks {"flexion": {...}, "extension": {...}} (image roles of the protocol
         # tables) shares the top-level calibration.
@@ -209,6 +205,8 @@ class Result:
             fingerprint=d.get("fingerprint") if isinstance(d.get("fingerprint"), dict) else None,
             dicom=_uids(d.get("dicom"), source),
             levels=dict(d["levels"]) if isinstance(d.get("levels"), dict) else None,
+            paired_lateral=_view(d["paired_lateral"], f"{source} (paired_lateral)")
+            if d.get("paired_lateral") is not None else None,
         )
 
     @classmethod
@@ -380,6 +378,19 @@ def _uids(value: Any, source: str) -> dict[str, str] | None:
     if not isinstance(value, dict) or set(value) - set(DICOM_UID_KEYS):
         raise LandmarkError(f"{source}: 'dicom' must be an object with only {', '.join(DICOM_UID_KEYS)}.")
     return {k: str(v) for k, v in value.items()}
+
+
+def _view(v: dict[str, Any], source: str) -> View:
+    """One film of a pair from its JSON form (``views.<role>`` or ``paired_lateral``)."""
+    return View(
+        landmarks=parse_landmarks(v.get("landmarks", {}), source=source),
+        image=v.get("image"),
+        image_size=_pair(v.get("image_size"), int, "image_size", source),
+        spacing_mm=_pair(v.get("spacing_mm"), float, "spacing_mm", source),
+        calibration=v.get("calibration") or ("manual:file" if v.get("spacing_mm") else "pixels-only"),
+        patient_orientation=_orientation(v.get("patient_orientation")),
+        dicom=_uids(v.get("dicom"), source),
+    )
 
 
 def _orientation(value: Any):

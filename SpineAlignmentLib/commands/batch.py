@@ -11,6 +11,11 @@ saying how many and why; it re-tries failures (``--no-retry-failures`` keeps
 them); ``--force`` analyses everything again.
 Ctrl-C stops submitting new images, lets running ones finish and writes the
 tables (a second Ctrl-C aborts).
+
+``--pairs MANIFEST.csv`` (instead of inputs) measures pairs of films, one result per
+pair: a flexion and an extension film (``lumbar-dynamic``), or a coronal film and its
+paired lateral (``coronal-spine``); the manifest format is in
+:mod:`SpineAlignmentLib.pairbatch` and the README.
 """
 
 from __future__ import annotations
@@ -26,7 +31,11 @@ HELP = "analyse many radiographs (files or folders): result JSON, .mrk.json and 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (searched recursively)")
+    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="image files or folders (searched recursively)")
+    parser.add_argument("--pairs", metavar="MANIFEST",
+                        help="measure pairs of films instead of single images: a CSV with the columns pair, role, "
+                             "image and optionally landmarks (one row per film; roles: flexion/extension for "
+                             "lumbar-dynamic, coronal/lateral for coronal-spine); one result per pair")
     parser.add_argument("--protocol", required=True, help="protocol ID (spine-align protocols)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created; re-use it to resume)")
     where = parser.add_mutually_exclusive_group()
@@ -56,7 +65,12 @@ def run(args: argparse.Namespace) -> int:
     from ..batch import BatchEvent, BatchOptions, BatchRunner, progress_dict
     from ..protocols import get_protocol
 
+    from ..errors import SpineAlignmentError
+
     get_protocol(args.protocol)  # an unknown protocol fails before any work
+    if bool(args.inputs) == bool(args.pairs):
+        raise SpineAlignmentError("give image files or folders to analyse, or --pairs MANIFEST.csv for pairs of "
+                                  "films (not both).")
     options = BatchOptions(
         protocol=args.protocol, out_dir=args.out, model=args.model,
         spacing=tuple(args.spacing) if args.spacing else None, landmarks_dir=args.landmarks_dir,
@@ -75,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"[{p.finished_items}/{p.total}] {p.event.value}{where}{extra}", file=sys.stderr, flush=True)
 
     runner = BatchRunner(args.inputs, options, workers=args.workers, scheduler=args.scheduler, callback=report,
-                         retry_failures=not args.no_retry_failures, force=args.force)
+                         retry_failures=not args.no_retry_failures, force=args.force, pairs=args.pairs)
 
     def on_sigint(signum, frame) -> None:
         if runner.cancelled:

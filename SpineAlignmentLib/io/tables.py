@@ -25,15 +25,26 @@ UNIT_SUFFIX, CALIBRATION_SUFFIX = "_unit", "_calibration"
 
 
 def summary_row(result: Result, image: str) -> dict[str, Any]:
-    """A summary row: image facts and every parameter value (NaN when not computed)."""
+    """A summary row: image facts and every parameter value (NaN when not computed).
+
+    For a pair (``image`` is the pair's ID) ``n_landmarks`` counts every film's landmarks; a
+    flexion/extension pair's calibration is its films' labels (one when they agree, else
+    ``role: label`` each) and its spacing NaN unless both films share it.
+    """
+    films = list(result.views.values()) or [result]
+    labels = dict.fromkeys(f.calibration for f in films)
+    spacings = {tuple(f.spacing_mm) if f.spacing_mm else None for f in films}
+    spacing = spacings.pop() if len(spacings) == 1 else None
     row: dict[str, Any] = {
         "image": image,
         "protocol": result.protocol,
         "model": (result.model or {}).get("name", "") if isinstance(result.model, dict) else "",
-        "calibration": result.calibration,
-        "spacing_row_mm": result.spacing_mm[0] if result.spacing_mm else math.nan,
-        "spacing_col_mm": result.spacing_mm[1] if result.spacing_mm else math.nan,
-        "n_landmarks": len(result.landmarks),
+        "calibration": next(iter(labels)) if len(labels) == 1 else "; ".join(
+            f"{role}: {v.calibration}" for role, v in result.views.items()),
+        "spacing_row_mm": spacing[0] if spacing else math.nan,
+        "spacing_col_mm": spacing[1] if spacing else math.nan,
+        "n_landmarks": sum(len(f.landmarks) for f in films)
+        + (len(result.paired_lateral.landmarks) if result.paired_lateral is not None else 0),
         "n_warnings": len(result.warnings),
         "software_version": result.software_version or "",
         # a model's vertebra chain: how likely it is named at the right level, and the alternative when uncertain

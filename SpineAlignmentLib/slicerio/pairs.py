@@ -2,8 +2,7 @@
 
 Each film keeps its own :class:`~.mrml.SceneAnalysis`: its landmark nodes live on its own volume, so
 its pixels map through its own IJK-to-RAS. A :class:`PairAnalysis` measures both films together
-(:func:`SpineAlignmentLib.pipeline.measure` with ``views`` or ``paired_lateral``, as the protocol's
-table says). A moved point on either film re-measures the pair. Each parameter is drawn on the film
+(:func:`SpineAlignmentLib.pairs.measure_pair`, the one the batch uses too). A moved point on either film re-measures the pair. Each parameter is drawn on the film
 its landmarks are on, and one table (on the first film's analysis) lists every value.
 """
 
@@ -13,31 +12,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import LandmarkError
-from ..pipeline import measure
-from ..protocols import Protocol, get_protocol, list_protocols
+from ..pairs import PAIRED_LATERAL_ROLES, film_landmark_ids, film_of, measure_pair, pair_roles
+from ..protocols import get_protocol
 from ..result import Landmark, Result, View
 from .mrml import SceneAnalysis, _new_analysis, analysis_for_node, volume_image_size
 
-__all__ = ["PairAnalysis", "pair_roles", "create_pair_analysis", "pair_from_markups"]
-
-#: Roles of a protocol whose second film is a paired lateral (its table lists ``paired_lateral_landmarks``).
-PAIRED_LATERAL_ROLES = ("main", "lateral")
-
-
-def pair_roles(protocol: str | Protocol) -> tuple[str, str]:
-    """The two films of a paired protocol, first the one whose analysis holds the table.
-
-    Raises:
-        LandmarkError: the protocol measures one film.
-    """
-    proto = protocol if isinstance(protocol, Protocol) else get_protocol(protocol)
-    if len(proto.image_roles) == 2:
-        return proto.image_roles[0], proto.image_roles[1]
-    if proto.extra_landmarks:
-        return PAIRED_LATERAL_ROLES
-    paired = [p.id for p in list_protocols() if len(p.image_roles) == 2 or p.extra_landmarks]
-    raise LandmarkError(f"protocol '{proto.id}' measures one film; pairs are for protocols with two image roles "
-                        f"or a paired lateral ({', '.join(paired)}).")
+__all__ = ["PAIRED_LATERAL_ROLES", "PairAnalysis", "pair_roles", "create_pair_analysis", "pair_from_markups"]
 
 
 class PairAnalysis:
@@ -68,11 +48,8 @@ class PairAnalysis:
             a.expected_landmarks = self.landmarks_of(role)
 
     def landmarks_of(self, role: str) -> tuple[str, ...]:
-        """The landmark IDs placed on a film: the protocol's for either image of a pair, the paired-lateral
-        landmarks on a paired lateral."""
-        if role == self.roles[1] and not self.protocol.image_roles:
-            return tuple(lm.id for lm in self.protocol.extra_landmarks)
-        return self.protocol.landmark_ids
+        """The landmark IDs placed on a film (:func:`SpineAlignmentLib.pairs.film_landmark_ids`)."""
+        return film_landmark_ids(self.protocol, role)
 
     @property
     def table_node(self) -> Any:
@@ -80,16 +57,7 @@ class PairAnalysis:
 
     def film_of(self, parameter_id: str) -> str | None:
         """The role whose film a parameter is drawn on; None for a difference between the films (IROM, dST)."""
-        for role in self.roles:
-            if parameter_id.endswith(f"_{role}"):  # per-image values of a flexion/extension pair
-                return role
-        try:
-            flags = self.protocol.parameter(parameter_id).flags
-        except Exception:  # noqa: BLE001 - an ID outside the table is drawn nowhere
-            return None
-        if "pair" in flags:
-            return None
-        return self.roles[1] if "paired_lateral" in flags else self.roles[0]
+        return film_of(self.protocol, parameter_id)
 
     def _view(self, role: str) -> tuple[View, list[str]]:
         a = self.analyses[role]
@@ -107,17 +75,8 @@ class PairAnalysis:
         """Measure both films' landmarks now in the scene as one result (no scene changes)."""
         first, second = self.roles
         (v1, w1), (v2, w2) = self._view(first), self._view(second)
-        if self.protocol.image_roles:
-            result = measure(None, self.protocol.id, views={first: v1, second: v2}, source="scene")
-        else:
-            result = measure(
-                v1.landmarks, self.protocol.id, spacing_mm=v1.spacing_mm,
-                calibration=v1.calibration if v1.spacing_mm else None, image_size=v1.image_size,
-                patient_orientation=v1.patient_orientation, image=v1.image,
-                model=self.analyses[first].info.get("model"), source="scene",
-                paired_lateral={"landmarks": v2.landmarks, "spacing_mm": v2.spacing_mm,
-                                "patient_orientation": v2.patient_orientation},
-            )
+        result = measure_pair(self.protocol, {first: v1, second: v2},
+                              model=self.analyses[first].info.get("model"), source="scene")
         result.warnings[:0] = w1 + w2
         return result
 

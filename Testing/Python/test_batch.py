@@ -200,20 +200,21 @@ def test_local_process_pool_with_two_workers(tmp_path):
     assert sum(e.event == BatchEvent.SUBMITTED for e in events) == 3
 
 
-def test_model_path_goes_through_pipeline_analyze(tmp_path, monkeypatch):
-    """Without landmark files the image goes to pipeline.analyze with the chosen model and options."""
+def test_model_path_goes_through_pipeline_detect(tmp_path, monkeypatch):
+    """Without landmark files the image goes to pipeline.detect (what pipeline.analyze uses) with the chosen
+    model and options, and is measured with the film's calibration."""
     import SpineAlignmentLib.pipeline as pipeline
+    from SpineAlignmentLib.result import Landmark
 
     images, marks, truth = _make_study(tmp_path, n=1, corrupt=False)
     seen = {}
 
-    def fake_analyze(radiograph, protocol, *, model=None, flip_tta=False, **kw):
+    def fake_detect(radiograph, protocol, *, model=None, flip_tta=False):
         seen.update(model=model, flip_tta=flip_tta, shape=radiograph.shape, calibration=radiograph.calibration)
-        res = measure(truth["case00"], protocol, image_size=radiograph.shape)
-        res.model = {"name": "fake-model", "version": "0.0.1"}
-        return res
+        return pipeline.Detection({k: Landmark(*xy) for k, xy in truth["case00"].items()}, ["model says hi"],
+                                  {"name": "fake-model", "version": "0.0.1"})
 
-    monkeypatch.setattr(pipeline, "analyze", fake_analyze)
+    monkeypatch.setattr(pipeline, "detect", fake_detect)
     monkeypatch.setattr(batch_mod, "default_model", lambda protocol: "fake-model")
     s = BatchRunner([images], BatchOptions(protocol=PROTO, out_dir=str(tmp_path / "out"), flip_tta=True,
                                            spacing=(0.3, 0.3), write_overlay=False)).run()
@@ -221,6 +222,9 @@ def test_model_path_goes_through_pipeline_analyze(tmp_path, monkeypatch):
     assert seen == {"model": None, "flip_tta": True, "shape": SIZE, "calibration": "manual:user"}
     res = json.loads((tmp_path / "out" / "case00.json").read_text())
     assert res["model"] == {"name": "fake-model", "version": "0.0.1"} and res["image"] == "case00.png"
+    assert "model says hi" in res["warnings"] and res["calibration"] == "manual:user"
+    expected = measure(truth["case00"], PROTO, image_size=SIZE, spacing_mm=(0.3, 0.3))
+    assert res["parameters"]["AASCE_1"]["value"] == pytest.approx(expected.value("AASCE_1"), abs=1e-5)
     with open(tmp_path / "out" / "summary.csv", newline="") as fh:
         assert next(csv.DictReader(fh))["model"] == "fake-model"
 

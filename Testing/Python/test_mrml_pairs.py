@@ -104,11 +104,11 @@ def test_coronal_film_with_its_paired_lateral(scene):
     lat = {k: (float(v[0]), float(v[1])) for k, v in lat_all.items()
            if k in {"T4_AS", "T4_PS", "T12_AI", "T12_PI", "L1_AS", "L1_PS", "L5_AI", "L5_PI"}}
     assert len(lat) == 8
-    volumes = {"main": mrml.make_volume_node(scene, np.zeros((800, 800), np.float32), np.eye(4), "AP"),
+    volumes = {"coronal": mrml.make_volume_node(scene, np.zeros((800, 800), np.float32), np.eye(4), "AP"),
                "lateral": mrml.make_volume_node(scene, np.zeros((2000, 1600), np.float32), oblique_ijk_to_ras(), "LAT")}
-    films = {"main": {"spacing_mm": (0.2, 0.2), "calibration": "calibrated:GEOMETRY", "patient_orientation": "L,F"},
+    films = {"coronal": {"spacing_mm": (0.2, 0.2), "calibration": "calibrated:GEOMETRY", "patient_orientation": "L,F"},
              "lateral": {"spacing_mm": (0.2, 0.15), "calibration": "manual:user", "patient_orientation": "A,F"}}
-    pair = create_pair_analysis(scene, volumes, "coronal-spine", films=films, landmarks={"main": ap, "lateral": lat})
+    pair = create_pair_analysis(scene, volumes, "coronal-spine", films=films, landmarks={"coronal": ap, "lateral": lat})
     expected = measure(ap, "coronal-spine", spacing_mm=(0.2, 0.2), calibration="calibrated:GEOMETRY",
                        image_size=(800, 800), patient_orientation="L,F",
                        paired_lateral={"landmarks": lat, "spacing_mm": (0.2, 0.15), "patient_orientation": "A,F"})
@@ -116,14 +116,14 @@ def test_coronal_film_with_its_paired_lateral(scene):
     for pid in ("TK_T4_T12", "LL_L1_L5", "Cobb_MT", "AASCE_1"):
         assert pair.result.value(pid) == pytest.approx(expected.value(pid), abs=1e-6), pid
     assert "TK_T4_T12" in pair.analyses["lateral"].construction_nodes
-    assert "TK_T4_T12" not in pair.analyses["main"].construction_nodes
-    assert "Cobb_MT" in pair.analyses["main"].construction_nodes
+    assert "TK_T4_T12" not in pair.analyses["coronal"].construction_nodes
+    assert "Cobb_MT" in pair.analyses["coronal"].construction_nodes
     # guided placement asks each film for its own landmarks
-    assert pair.analyses["lateral"].missing_landmarks() == pair.analyses["main"].missing_landmarks() == []
+    assert pair.analyses["lateral"].missing_landmarks() == pair.analyses["coronal"].missing_landmarks() == []
     empty = create_pair_analysis(scene, volumes, "coronal-spine", films=films, observe=False)
     assert empty.analyses["lateral"].missing_landmarks() == [
         "T4_AS", "T4_PS", "T12_AI", "T12_PI", "L1_AS", "L1_PS", "L5_AI", "L5_PI"]
-    assert empty.analyses["main"].missing_landmarks()[:2] == ["T1_TL", "T1_TR"]
+    assert empty.analyses["coronal"].missing_landmarks()[:2] == ["T1_TL", "T1_TR"]
     assert "TK_T4_T12" in empty.result.omitted
     cobb = pair.result.value("Cobb_MT")
     x, y = lat["T4_AS"]
@@ -179,7 +179,7 @@ def test_a_loaded_mrk_json_keeps_updating_after_the_first_measurement(scene, tmp
 
 def test_single_film_protocols_have_no_pair():
     assert pair_roles(LUMBAR) == ("flexion", "extension")
-    assert pair_roles("coronal-spine") == ("main", "lateral")
+    assert pair_roles("coronal-spine") == ("coronal", "lateral")
     with pytest.raises(LandmarkError, match="measures one film"):
         pair_roles("sagittal-whole-spine")
 
