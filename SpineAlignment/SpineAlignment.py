@@ -222,6 +222,7 @@ class SpineAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.stopPlacementButton.connect("clicked(bool)", self.onStopPlacement)
         self.ui.exportCSVButton.connect("clicked(bool)", self.onExportCSV)
         self.ui.exportTrainingButton.connect("clicked(bool)", self.onExportForTraining)
+        self.ui.writeDicomButton.connect("clicked(bool)", self.onWriteDicom)
         self.ui.batchRunButton.connect("clicked(bool)", self.onBatchRun)
         self.ui.batchCancelButton.connect("clicked(bool)", self.onBatchCancel)
         self.ui.batchDicomButton.connect("clicked(bool)", self.onBatchUseDicomStudies)
@@ -260,6 +261,7 @@ class SpineAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.parameterTableView.setMRMLTableNode(None)
         self.ui.exportCSVButton.enabled = False
         self.ui.exportTrainingButton.enabled = False
+        self.updateDicomButton()
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
@@ -418,9 +420,11 @@ class SpineAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.exportCSVButton.enabled = True
         self.ui.exportTrainingButton.enabled = True
         self.logic.showTableInLayout(tableNode)
+        self.updateDicomButton()
 
     def onAnalysisUpdated(self, analysis, changed) -> None:
         self.ui.statusLabel.text = self.resultSummary(analysis.result)
+        self.updateDicomButton()
         if self.placing:
             self.promptNextLandmark()
 
@@ -474,6 +478,20 @@ class SpineAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             written = [self.logic.exportForTraining(film, folder) for film in films]
             self.ui.statusLabel.text = (f"Exported for training: {', '.join(os.path.basename(str(p)) for p in written)} "
                                         f"in {folder}.")
+
+    def updateDicomButton(self) -> None:
+        problem = self.logic.dicomReportProblem(self.analysis)
+        self.ui.writeDicomButton.enabled = not problem
+        self.ui.writeDicomButton.toolTip = problem or (
+            "Write the values as a DICOM SR (TID 1500) referencing the film, and a segmentation model's masks as "
+            "a DICOM SEG, into a folder (import that folder into the DICOM database to send it to a PACS).")
+
+    def onWriteDicom(self) -> None:
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Folder for the DICOM SR")
+        if folder:
+            with slicer.util.tryWithErrorDisplay("Could not write the DICOM SR.", waitCursor=True):
+                written = self.logic.writeDicomReport(self.analysis, folder)
+                self.ui.statusLabel.text = "Written: " + ", ".join(str(p) for p in written.values())
 
     # ---- guided placement --------------------------------------------------------------
     def updatePlacementButtons(self) -> None:
@@ -691,17 +709,17 @@ class SpineAlignmentLogic(ScriptedLoadableModuleLogic):
         return export_for_training(analysis, folder, source_file=source, name=name, patient=patient, pair=pair,
                                    role=role)
 
+    @staticmethod
+    def fileForInstance(uid):
+        """The file of a SOP Instance UID in Slicer's DICOM database, or None (no database)."""
+        database = getattr(slicer, "dicomDatabase", None)
+        return database.fileForInstance(uid) if database is not None else None
+
     def sourceFileOfVolume(self, volumeNode):
         """The file a volume was loaded from (DICOM instance or storage file), or None."""
-        uids = volumeNode.GetAttribute("DICOM.instanceUIDs")
-        if uids and getattr(slicer, "dicomDatabase", None) is not None:
-            path = slicer.dicomDatabase.fileForInstance(uids.split()[0])
-            if path:
-                return path
-        storage = volumeNode.GetStorageNode()
-        if storage is not None and storage.GetFileName() and os.path.exists(storage.GetFileName()):
-            return storage.GetFileName()
-        return None
+        from SpineAlignmentLib.slicerio.dicom_out import volume_source_file
+
+        return volume_source_file(volumeNode, self.fileForInstance)
 
     def calibrationLabelForVolume(self, volumeNode):
         """(spacing_mm or None, label) for display, from the source file's header only.
@@ -854,6 +872,29 @@ class SpineAlignmentLogic(ScriptedLoadableModuleLogic):
         from SpineAlignmentLib.slicerio import mrml
 
         return mrml.compare_markups(referenceNode, otherNode, protocol, volumeNode)
+
+    # ---- DICOM outputs ------------------------------------------------------------------------
+    def dicomReportProblem(self, analysis):
+        """Why writeDicomReport cannot run now (one sentence: no result, no value, a film not from DICOM), or ""."""
+        from SpineAlignmentLib.slicerio.dicom_out import dicom_report_problem
+
+        return dicom_report_problem(analysis, self.fileForInstance)
+
+    def writeDicomReport(self, analysis, outputFolder, name=None):
+        """Write the analysis's current values as a DICOM SR (TID 1500) that references the film(s) it was
+        measured on, and its masks (a segmentation model's) as a DICOM SEG.
+
+        Args:
+            analysis: the SceneAnalysis returned by analyze() (for a pair, either film's: the pair is written).
+            outputFolder: folder for <name>_sr.dcm and <name>_seg.dcm.
+            name: file stem (default: the film's DICOM file name).
+
+        Returns:
+            {"sr": path} and, with masks, "seg": path.
+        """
+        from SpineAlignmentLib.slicerio.dicom_out import write_dicom_report
+
+        return write_dicom_report(analysis, outputFolder, file_for_instance=self.fileForInstance, name=name)
 
     def showTableInLayout(self, tableNode):
         """Show the parameter table in the layout's table view (adds one if the layout has none)."""
