@@ -266,7 +266,8 @@ def analyze_pair(item: BatchItem, options: BatchOptions, fingerprint: dict[str, 
                                 f"{proto.id} (it takes {', '.join(ids[:4])}...); give this film's landmark file.")
         films[f.role] = film
         warnings.extend(f"{f.role}: {w}" for w in film.warnings)
-    result = measure_pair(proto, {r: films[r].view for r in roles}, model=films[roles[0]].model,
+    model = next((films[r].model for r in roles if films[r].model), None)  # the model that found some film's points
+    result = measure_pair(proto, {r: films[r].view for r in roles}, model=model,
                           min_confidence=options.min_confidence, source=f"pair {item.image}")
     result.warnings[:0] = warnings
     result.fingerprint = fingerprint

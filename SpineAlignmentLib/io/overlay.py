@@ -92,7 +92,9 @@ def _panel_lines(result: Result) -> list[str]:
     lines = [result.protocol, f"calibration: {result.calibration}"]
     for pid, m in result.parameters.items():
         lines.append(value_text(pid, m.value, m.unit, m.calibration))
-    missing = [pid for pid in proto.parameter_ids if pid not in result.parameters]
+    # a film of a pair has the per-image values as <ID>_<role> (SA_L1L2_flexion): those count as computed
+    missing = [pid for pid in proto.parameter_ids
+               if pid not in result.parameters and not any(k.startswith(f"{pid}_") for k in result.parameters)]
     if missing:
         lines.append("not computed: " + ", ".join(missing))
     if result.levels:

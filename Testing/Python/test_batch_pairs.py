@@ -360,3 +360,23 @@ def test_cli_pairs_argument_errors(tmp_path, capsys):
                    "--landmarks-dir", str(marks), "--spacing", "0.2", "0.2", "--no-overlay"])
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert rc == 0 and (summary["done"], summary["failed"]) == (2, 0)
+
+
+def test_each_film_shows_its_own_values_and_the_differences_undrawn():
+    from SpineAlignmentLib.io.overlay import _panel_lines
+    from SpineAlignmentLib.pairs import film_result, measure_pair
+    from SpineAlignmentLib.result import Landmark, View
+
+    views = {r: View({k: Landmark(*p) for k, p in pts.items()}, image=f"{r}.png", image_size=SIZE,
+                     spacing_mm=(0.2, 0.2), calibration="manual:user") for r, pts in (("flexion", FLEX),
+                                                                                       ("extension", EXT))}
+    result = measure_pair(LUMBAR, views)
+    flexion = film_result(result, "flexion")
+    assert set(flexion.landmarks) == set(FLEX) and flexion.image == "flexion.png"
+    assert "SA_L1L2_flexion" in flexion.parameters and "SA_L1L2_extension" not in flexion.parameters
+    assert flexion.parameters["SA_L1L2_flexion"].construction  # drawn on its film
+    assert flexion.value("IROM_L1L2") == pytest.approx(IROM_L1L2) and not flexion.parameters["IROM_L1L2"].construction
+    lines = _panel_lines(flexion)
+    assert "IROM_L1L2 = 14.0°" in lines and not any(line.startswith("not computed") for line in lines)
+    with pytest.raises(Exception, match="not 'lateral'"):
+        film_result(result, "lateral")
