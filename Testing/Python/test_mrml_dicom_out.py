@@ -17,7 +17,7 @@ if not hasattr(slicer, "vtkMRMLScene"):
 from test_batch_pairs import EXT, FLEX, IROM_L1L2, T_EXT, T_FLEX  # noqa: E402
 from test_dicom_sr import SHOULDER  # noqa: E402
 from test_imaging import write_dicom  # noqa: E402
-from test_mrml import module_with_stubs, oblique_ijk_to_ras  # noqa: E402,F401 (fixture)
+from test_mrml import module_with_stubs, oblique_ijk_to_ras, scene  # noqa: E402,F401 (fixtures)
 from test_mrml_pairs import _move  # noqa: E402
 
 from SpineAlignmentLib.errors import RadiographError, SpineAlignmentError  # noqa: E402
@@ -32,14 +32,6 @@ from SpineAlignmentLib.slicerio.dicom_out import (  # noqa: E402
     write_dicom_report,
 )
 from SpineAlignmentLib.slicerio.pairs import create_pair_analysis  # noqa: E402
-
-
-@pytest.fixture
-def scene():
-    s = slicer.vtkMRMLScene()
-    s.AddNewNodeByClass("vtkMRMLSelectionNode")
-    yield s
-    s.Clear(1)
 
 
 def _film(path, rows, cols, **tags):
