@@ -6,8 +6,9 @@ starts with (``T5_TL``, ``T5_TR``, ... -> ``T5``; ``L3c`` -> ``L3``; an ID witho
 or ``FH_1``, is a group of its own), and every group gets one square, axis-aligned ROI on the centre of
 its first-stage points:
 
-1. The ROI side is ``fraction`` x the *span* of the first-stage landmarks (the diagonal of their bounding
-   box), so it scales with the anatomy on the film, whatever the film's size or framing.
+1. The ROI side is ``extent`` x the median size of a level group on the film (the diagonal of the bounding
+   box of its first-stage landmarks), so it scales with the vertebrae on the film, whatever the film's size,
+   framing or how much of the spine it shows.
 2. The film is resized (antialiased) so that this side spans ``size`` pixels (never enlarged), the ROI is
    sampled bilinearly at ``size x size`` around the group's centre and contrast-stretched per patch
    (:func:`~SpineAlignmentLib.models.refine.normalise_patches`).
@@ -74,18 +75,27 @@ def landmark_span(points: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class LandmarkRoi:
-    """ROI geometry of the second stage: ``size`` patch pixels for ``fraction`` x the landmark span."""
+    """ROI geometry of the second stage: ``size`` patch pixels for a side of ``extent`` x the median size of a
+    level group (the diagonal of its landmarks' bounding box, over groups with two or more landmarks), or,
+    without ``extent`` (models exported before it existed) or without such groups, ``fraction`` x the span
+    of all landmarks."""
 
     size: int = 64
     fraction: float = 0.1
+    extent: float | None = None
 
     @property
     def spec(self) -> RoiSpec:
         return RoiSpec(size=self.size, extent=1.0)
 
-    def side(self, points: np.ndarray) -> float:
-        """ROI side in original pixels for this film's first-stage points (at least ``size`` / 4 pixels)."""
-        return max(self.fraction * landmark_span(points), self.size / 4.0)
+    def side(self, points: np.ndarray, groups: Sequence[np.ndarray] | None = None) -> float:
+        """ROI side in original pixels for this film's points (at least ``size`` / 4 pixels)."""
+        p = np.asarray(points, dtype=np.float64)
+        if self.extent is not None and groups is not None:
+            sizes = [landmark_span(p[g]) for g in groups if len(g) > 1 and np.isfinite(p[g]).all(axis=1).sum() > 1]
+            if sizes:
+                return max(self.extent * float(np.median(sizes)), self.size / 4.0)
+        return max(self.fraction * landmark_span(p), self.size / 4.0)
 
     def resize(self, image: np.ndarray, side: float) -> tuple[np.ndarray, tuple[float, float]]:
         """Antialiased resize of a normalised film so that ``side`` spans ``size`` pixels (never enlarged)."""
@@ -133,7 +143,7 @@ def refine_landmarks(network: torch.nn.Module, image: np.ndarray, points: np.nda
         near each decoded point (K,) in [0, 1].
     """
     pts = np.asarray(points, dtype=np.float64)
-    side = roi.side(pts)
+    side = roi.side(pts, groups)
     resized, f = roi.resize(image, side)
     side_r = side * f[0]
     c = _scale_points(pts, f)

@@ -332,7 +332,8 @@ def load_model(name: str, *, folder: Path | None = None):
 
             st = md["landmark_refinement"]
             stages["landmark_refinement"] = (_load_network(st["network"], st["weights"], folder),
-                                             LandmarkRoi(int(st["roi"]["size"]), float(st["roi"]["fraction"])))
+                                             LandmarkRoi(int(st["roi"]["size"]), float(st["roi"]["fraction"]),
+                                                         float(st["roi"]["extent"]) if "extent" in st["roi"] else None))
     except ModelError as exc:
         if str(folder) in str(exc):
             raise

@@ -216,7 +216,8 @@ def export_run(run: Path, out: Path, *, name: str | None = None, version: str = 
             "network": {"class": "SpineAlignmentLib.models.network.SpineLandmarkNet",
                         "args": {"in_channels": 1, "out_channels": len(parts), **cfg.refine_net}, "stride": 2,
                         "parameters": int(sum(v.numel() for v in ck["model"].values() if v.is_floating_point()))},
-            "weights": w2, "roi": {"size": int(cfg.roi_size), "fraction": float(cfg.roi_fraction)},
+            "weights": w2, "roi": {"size": int(cfg.roi_size), "fraction": float(cfg.roi_fraction),
+                                                  **({"extent": float(cfg.roi_extent)} if cfg.roi_extent else {})},
             "parts": parts, "part_index": [int(i) for i in part_index]}
     # Measure the validation split with the exported weights (end to end), then write the final metadata.
     val_names = set(split["val"])

@@ -15,7 +15,8 @@ coarse-to-fine design):
    loss :class:`~SpineAlignmentLib.training.losses.DsntLoss` over the landmarks *present* on each film
    (a missing landmark is never invented; it just does not count);
 2. **one ROI per vertebral level** -- :mod:`SpineAlignmentLib.models.landmark_roi`: patches cut around
-   each level's reference landmarks with a simulated first-stage error, one heatmap per landmark part.
+   each level's reference landmarks (side 1.6 level sizes) with a simulated first-stage error, one heatmap
+   per landmark part.
 
 Run folder (same layout and ``--resume`` as the other trainers): ``config.json``, ``split.json``,
 ``dataset.json`` (the dataset check's findings and every skipped file with its reason),
@@ -75,7 +76,8 @@ class GenericConfig(RunConfig):
     refine_epochs: int = 30  # stage 2 (0: no second stage)
     val_every: int = 1  # validate every N epochs (and after the last) in both stages
     roi_size: int = 96
-    roi_fraction: float = 0.08
+    roi_fraction: float = 0.08  # fallback: ROI side as a fraction of the landmark span (no level group of 2+)
+    roi_extent: float | None = 1.6  # ROI side in median level-group sizes (None: the fraction of the span)
     roi_per_image: int = 12  # level groups (ROIs) per film per stage-2 step
     roi_shift_sd: float = 0.15  # simulated first-stage error, ROI sides (per axis)
     roi_scale_sd: float = 0.1
@@ -162,7 +164,7 @@ def _cache_film(item, ids, proto, shape_in, roi: LandmarkRoi, with_roi: bool, ke
     film = _Film(Path(item.image).name, item.patient, mirrored, np.clip(np.rint(img * 255), 0, 255).astype(np.uint8),
                  geo.to_input(wpts).astype(np.float32), geo, pts, (rows, cols), item.spacing_mm)
     if with_roi:
-        side = roi.side(wpts)
+        side = roi.side(wpts, landmark_groups(ids))
         r, f = roi.resize(np.ascontiguousarray(work), side)
         film.roi_image = np.clip(np.rint(r * 255), 0, 255).astype(np.uint8)
         film.roi_points = _scale_points(wpts, f)
@@ -370,7 +372,7 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
         "train": sorted(Path(it.image).name for it in train_items), "val": sorted(Path(it.image).name for it in val_items),
         "train_patients": sorted({it.patient for it in train_items}), "val_patients": sorted({it.patient for it in val_items}),
     }, indent=1))
-    roi = LandmarkRoi(cfg.roi_size, cfg.roi_fraction)
+    roi = LandmarkRoi(cfg.roi_size, cfg.roi_fraction, cfg.roi_extent)
     with_roi = cfg.refine_epochs > 0
 
     def cache(its, what, keep_full=False):

@@ -51,6 +51,11 @@ def test_span_and_group_centres():
     assert landmark_span(pts) == pytest.approx(50.0)
     c = group_centres(pts, [np.array([0, 1]), np.array([2])])
     assert c[0] == pytest.approx([15.0, 20.0]) and np.isnan(c[1]).all()
+    # ROI side: 1.6 x the median level size (diagonals 10, 20, 50 -> 20), whatever the whole span is
+    q = np.array([[0, 0], [6, 8], [0, 100], [12, 116], [0, 300], [30, 340], [500, 900]], dtype=float)
+    groups = [np.array([0, 1]), np.array([2, 3]), np.array([4, 5]), np.array([6])]
+    assert LandmarkRoi(size=32, extent=1.6).side(q, groups) == pytest.approx(32.0)
+    assert LandmarkRoi(size=32, fraction=0.1).side(q, groups) == pytest.approx(0.1 * np.hypot(500, 900))
 
 
 class _Brightness(torch.nn.Module):

@@ -1,0 +1,129 @@
+"""The researcher's loop for the protocols without public data, on synthetic lateral films (a test tool:
+never shipped, never a clinical model): dataset check -> train -> export -> analyze -> corrected .mrk.json ->
+dataset again -> retrain. Each lateral protocol's network is trained for a short while and must beat the
+trivial baseline (every landmark at its mean position over the training films) by a wide margin."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from SpineAlignmentLib.cli import main as cli
+from SpineAlignmentLib.io.dataset import read_dataset
+from SpineAlignmentLib.training.generic import GenericConfig, mirrors_for_facing, split_items, train_generic
+
+from synthetic_lateral import write_dataset
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+#: small and quick: the synthetic films are simple; these settings train in well under a minute on 2 cores
+FAST = dict(input_shape=None, input_rows=128, epochs=50, refine_epochs=6, batch_size=8, roi_size=32,
+            lr=3e-3, warmup_epochs=1, threads=2, val_fraction=0.25,
+            net={"stem_channels": [8, 16], "channels": [16, 32, 64], "num_res_units": 1, "features": 32},
+            refine_net={"stem_channels": [8, 16], "channels": [16, 32], "num_res_units": 1, "features": 16})
+
+
+def _mean_shape_errors(protocol: str, train, val) -> np.ndarray:
+    """Errors (px) of the trivial baseline: each landmark at its mean position over the training films,
+    in coordinates relative to the film size, facing-normalised like the model's films."""
+    from SpineAlignmentLib.protocols import get_protocol
+
+    proto = get_protocol(protocol)
+
+    def rel(it):
+        rows, cols = it.image_size
+        out = {}
+        m = mirrors_for_facing(proto, it.landmarks, it.patient_orientation)
+        for k, (x, y) in it.landmarks.items():
+            out[k] = ((cols - 1 - x) / cols if m else x / cols, y / rows)
+        return out, m
+
+    sums: dict[str, list] = {}
+    for it in train:
+        for k, v in rel(it)[0].items():
+            sums.setdefault(k, []).append(v)
+    mean = {k: np.mean(v, axis=0) for k, v in sums.items()}
+    errs = []
+    for it in val:
+        rows, cols = it.image_size
+        m = mirrors_for_facing(proto, it.landmarks, it.patient_orientation)
+        for k, (x, y) in it.landmarks.items():
+            if k in mean:
+                px = mean[k][0] * cols
+                px = cols - 1 - px if m else px
+                errs.append(np.hypot(px - x, mean[k][1] * rows - y))
+    return np.asarray(errs)
+
+
+@pytest.mark.parametrize("protocol,n,epochs", [("sagittal-whole-spine", 40, 50), ("cervical-lateral", 40, 50),
+                                               ("lumbar-dynamic", 30, 50)])
+def test_generic_trainer_learns_each_lateral_protocol(tmp_path, protocol, n, epochs):
+    data = write_dataset(tmp_path / "data", protocol, n, seed=1)
+    cfg = GenericConfig(protocol=protocol, data=str(data), out=str(tmp_path / "run"), seed=0, **{**FAST, "epochs": epochs})
+    res = train_generic(cfg, progress=False)
+    report = read_dataset(data, protocol)
+    train, val = split_items(report.items, cfg)
+    baseline = float(np.median(_mean_shape_errors(protocol, train, val)))
+    model = res["final"]["median_error_px"]
+    assert model < 0.5 * baseline, (model, baseline)
+    assert res["final"]["n_points"] > 0
+    # the run folder says what was trained on and what was skipped
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert not set(split["train_patients"]) & set(split["val_patients"])
+    assert (tmp_path / "run" / "dataset.json").exists()
+
+
+def test_the_whole_loop_on_synthetic_whole_spine_films(tmp_path, capsys, monkeypatch):
+    """dataset check -> train -> export into a user models folder -> analyze finds it by name -> the corrected
+    .mrk.json of one film goes back into the dataset -> retrain (resume-free, from scratch) -> export v1.1.0."""
+    protocol = "sagittal-whole-spine"
+    data = write_dataset(tmp_path / "data", protocol, 24, seed=2)
+    assert cli(["dataset", "check", str(data), "--protocol", protocol]) == 0
+    run = tmp_path / "runs" / "a"
+    fast = {**FAST, "epochs": 10, "refine_epochs": 2}
+    train_generic(GenericConfig(protocol=protocol, data=str(data), out=str(run), seed=0, **fast), progress=False)
+    models = tmp_path / "models"
+    monkeypatch.setenv("SPINEALIGN_MODELS", str(models))
+    assert cli(["export", "--run", str(run), "--out", str(models / "my-lateral"), "--version", "1.0.0"]) == 0
+    md = json.loads((models / "my-lateral" / "metadata.json").read_text())
+    assert md["protocol"] == protocol and md["decoding"]["facing"]["normalised_to"] == "image-right"
+    assert md["validation"]["n_images"] == len(json.loads((run / "split.json").read_text())["val"])
+    assert md["validation"]["median_error_px"] > 0
+    assert "median landmark error" in (models / "my-lateral" / "README.md").read_text()
+
+    # a new film (not in the dataset) is pre-placed by the user's model, found by name
+    new = tmp_path / "new"
+    write_dataset(new, protocol, 1, seed=99)
+    film = next(p for p in new.iterdir() if p.suffix == ".png")
+    out = tmp_path / "out"
+    assert cli(["analyze", str(film), "--protocol", protocol, "--model", "my-lateral", "--out", str(out), "--markups"]) == 0
+    result = json.loads((out / f"{film.stem}.json").read_text())
+    assert result["model"] == {"name": "my-lateral", "version": "1.0.0"}
+    assert len(result["landmarks"]) == 45
+    mrk = out / f"{film.stem}.mrk.json"
+    assert mrk.exists()
+
+    # the user drags the points to where they belong (here: the generator's exact points) and exports film +
+    # corrected markups into the dataset, as the module's "Export for training" does
+    from SpineAlignmentLib.slicerio.geometry import ijk_to_ras_for_file
+    from SpineAlignmentLib.slicerio.markups_json import landmarks_from_markups_json, write_markups_json
+
+    truth = json.loads((new / f"{film.stem}.json").read_text())["landmarks"]
+    predicted = landmarks_from_markups_json(mrk, ijk_to_ras_for_file(film), protocol)
+    assert set(predicted) >= set(truth)
+    shutil.copy(film, data / film.name)
+    write_markups_json(data / f"{film.stem}.mrk.json", {k: (v["x"], v["y"]) for k, v in truth.items()},
+                       ijk_to_ras_for_file(data / film.name), protocol=protocol)
+    report = read_dataset(data, protocol)
+    item = next(it for it in report.items if it.image.name == film.name)
+    for lid, v in truth.items():
+        assert item.landmarks[lid] == pytest.approx((v["x"], v["y"]), abs=1e-3)
+    run2 = tmp_path / "runs" / "b"
+    train_generic(GenericConfig(protocol=protocol, data=str(data), out=str(run2), seed=0, **fast), progress=False)
+    assert film.name in json.loads((run2 / "split.json").read_text())["train"] + json.loads((run2 / "split.json").read_text())["val"]
+    assert cli(["export", "--run", str(run2), "--out", str(models / "my-lateral"), "--version", "1.1.0"]) == 0
+    assert json.loads((models / "my-lateral" / "metadata.json").read_text())["version"] == "1.1.0"
