@@ -49,7 +49,7 @@ from ..models.refine import _scale_points, normalise_patches, roi_grid, sample_r
 from ..protocols import get_protocol
 from .losses import DsntLoss
 from .refiner import augment_intensity
-from .trainer import LandmarkDataset, RunConfig, _seed_all, optimizer_for, train_epoch
+from .trainer import LandmarkDataset, RunConfig, open_run, optimizer_for, train_epoch
 from .transforms import build_train_transforms
 
 __all__ = ["GenericConfig", "train_generic", "build_stage1", "build_stage2", "mirrors_for_facing",
@@ -347,18 +347,7 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
     Raises:
         SpineAlignmentError: bad data folder, no usable film, or ``resume`` without a checkpoint.
     """
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    state = None
-    if resume:
-        ck = out / "last.pt"
-        if not ck.exists():
-            raise SpineAlignmentError(f"Cannot resume: {ck} does not exist; start without --resume.")
-        state = torch.load(ck, map_location="cpu", weights_only=False)
-        keep = {k: getattr(cfg, k) for k in ("epochs", "refine_epochs", "time_limit_min", "threads")}
-        cfg = GenericConfig(**{**state["config"], **keep})
-    torch.set_num_threads(cfg.threads)
-    _seed_all(cfg.seed)
+    cfg, state, out = open_run(cfg, resume, keep=("epochs", "refine_epochs", "time_limit_min", "threads"))
     proto = get_protocol(cfg.protocol)
     ids = proto.landmark_ids
     items = _load_items(cfg, out)

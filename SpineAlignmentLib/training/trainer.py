@@ -291,9 +291,10 @@ def fit_patch_stage(net, cfg: RunConfig, state: dict | None, out: Path, dataset_
     return last
 
 
-def open_run(cfg: RunConfig, resume: bool):
+def open_run(cfg: RunConfig, resume: bool, keep: tuple[str, ...] = ("epochs", "time_limit_min", "threads")):
     """Create the run folder, set threads and seeds, write ``config.json``; on ``resume`` load
-    ``last.pt`` and take the run's settings from it (only the stopping rules and threads may change).
+    ``last.pt`` and take the run's settings from it (only the settings named in ``keep``, the stopping
+    rules and threads, may change).
 
     Returns ``(cfg, state, out)``: the effective config (same type as ``cfg``), the loaded
     checkpoint or ``None``, and the run folder.
@@ -306,8 +307,8 @@ def open_run(cfg: RunConfig, resume: bool):
         if not ckpt.exists():
             raise SpineAlignmentError(f"Cannot resume: {ckpt} does not exist; start without --resume.")
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        keep = {k: getattr(cfg, k) for k in ("epochs", "time_limit_min", "threads")}
-        cfg = type(cfg)(**{**state["config"], **{k: v for k, v in keep.items() if v is not None}})
+        kept = {k: getattr(cfg, k) for k in keep}
+        cfg = type(cfg)(**{**state["config"], **{k: v for k, v in kept.items() if v is not None}})
     torch.set_num_threads(cfg.threads)
     _seed_all(cfg.seed)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))

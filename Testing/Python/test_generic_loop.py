@@ -127,3 +127,23 @@ def test_the_whole_loop_on_synthetic_whole_spine_films(tmp_path, capsys, monkeyp
     assert film.name in json.loads((run2 / "split.json").read_text())["train"] + json.loads((run2 / "split.json").read_text())["val"]
     assert cli(["export", "--run", str(run2), "--out", str(models / "my-lateral"), "--version", "1.1.0"]) == 0
     assert json.loads((models / "my-lateral" / "metadata.json").read_text())["version"] == "1.1.0"
+
+
+def test_a_stopped_run_resumes_where_it_stopped(tmp_path):
+    """--time-limit stops after an epoch; --resume continues both stages to the end with the run's settings."""
+    import torch
+
+    data = write_dataset(tmp_path / "data", "cervical-lateral", 12, seed=3)
+    fast = {**FAST, "epochs": 3, "refine_epochs": 2}
+    cfg = GenericConfig(protocol="cervical-lateral", data=str(data), out=str(tmp_path / "run"), seed=0,
+                        **{**fast, "time_limit_min": 0.0})
+    first = train_generic(cfg, progress=False)
+    assert first["stopped"] == "time limit" and first["stage"] == 1 and first["epoch"] == 1
+    again = GenericConfig(protocol="cervical-lateral", data=str(data), out=str(tmp_path / "run"), epochs=3,
+                          refine_epochs=2, time_limit_min=1000.0)
+    done = train_generic(again, resume=True, progress=False)
+    assert "final" in done
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows if r["stage"] == 1] == [1, 2, 3]  # no epoch run twice, none skipped
+    ck = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert ck["stage"] == 2 and ck["epoch"] == 1 and ck["config"]["roi_size"] == FAST["roi_size"]
