@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     if args.out:
         out = Path(args.out)
         (out / "learning-curve.json").write_text(json.dumps(rows, indent=1))
-        _plot(rows, out / "learning-curve.png")
+        _plot(rows, Path(__file__).resolve().parents[2] / "Resources" / "Screenshots" / "learning-curve.png")
     return 0
 
 
