@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     ap.add_argument("--refine-steps", type=int, default=450, help="stage-2 steps per run (4 films per step)")
     ap.add_argument("--n-all", type=int, default=None, help="training films of the full split (to plan 'all')")
     ap.add_argument("--report-only", action="store_true")
-    ap.add_argument("--out", default=None, help="write learning-curve.json/.md/.png here")
+    ap.add_argument("--out", default=None, help="write learning-curve.json here (the plot goes to Resources/Screenshots/learning-curve.png)")
     args = ap.parse_args(argv)
     runs, models = Path(args.runs), Path(args.models or Path(args.runs) / "models")
     rows = []
