@@ -20,9 +20,10 @@ coarse-to-fine design):
 
 Run folder (same layout and ``--resume`` as the other trainers): ``config.json``, ``split.json``,
 ``dataset.json`` (the dataset check's findings and every skipped file with its reason),
-``metrics.jsonl`` (a ``stage`` field per row), ``last.pt`` / ``best.pt`` (stage 1),
-``refine_last.pt`` (stage 2), ``val_predictions.json`` (the validation films' landmarks after both
-stages, read by the export).
+``metrics.jsonl`` (a ``stage`` field per row), ``last.pt`` (the resume checkpoint: stage 1, then stage 2
+with the final stage-1 weights beside it; the export reads it, so the last epoch is what ships),
+``best.pt`` (stage-1 weights of the epoch with the lowest validation error, for inspection only),
+``final_metrics.json`` and ``val_predictions.json`` (the validation films' landmarks after both stages).
 """
 
 from __future__ import annotations
