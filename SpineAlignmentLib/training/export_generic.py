@@ -109,16 +109,6 @@ def _calibration(figs: dict) -> dict:
                           "near the decoded point (training films: optimistic for new films)"}
 
 
-def _save_weights(state: dict, path: Path, fp16: bool) -> dict:
-    import torch
-
-    from ..models.registry import sha256_file
-
-    torch.save({k: (v.half() if fp16 and v.is_floating_point() else v) for k, v in state.items()}, path)
-    return {"file": path.name, "sha256": sha256_file(path), "dtype": "float16" if fp16 else "float32",
-            "size_bytes": path.stat().st_size}
-
-
 def export_run(run: Path, out: Path, *, name: str | None = None, version: str = "1.0.0", data: Path | None = None,
                license_weights: str | None = None, license_data: str | None = None, fp16: bool = True,
                items_loader=None) -> dict:
@@ -133,6 +123,7 @@ def export_run(run: Path, out: Path, *, name: str | None = None, version: str = 
     from ..models.landmark_roi import landmark_parts
     from ..models.registry import load_model, validate_metadata
     from ..protocols import get_protocol
+    from .export import _save_weights
     from .generic import GenericConfig, _load_items
 
     run, out = Path(run), Path(out)

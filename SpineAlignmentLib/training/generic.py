@@ -154,9 +154,8 @@ def _mirror_x(points: np.ndarray, cols: int) -> np.ndarray:
     return p
 
 
-def _cache_film(item, ids, proto, shape_in, roi: LandmarkRoi, with_roi: bool, keep_full: bool = False) -> _Film:
+def _cache_film(item, ids, mirrored: bool, shape_in, roi: LandmarkRoi, with_roi: bool, keep_full: bool = False) -> _Film:
     pts = _points_array(ids, item.landmarks)
-    mirrored = bool(mirrors_for_facing(proto, item.landmarks, item.patient_orientation))
     norm = normalise_intensity(_read_pixels(item.image))
     rows, cols = norm.shape
     work = norm[:, ::-1] if mirrored else norm
@@ -370,11 +369,12 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
 
         films = []
         for it in tqdm(its, desc=f"caching {what}", unit="film", disable=not progress):
-            if mirrors_for_facing(proto, it.landmarks, it.patient_orientation) is None:
+            mirrored = mirrors_for_facing(proto, it.landmarks, it.patient_orientation)
+            if mirrored is None:
                 log.warning("skipped %s: its facing direction cannot be read from the landmarks (no vertebra "
                             "with both anterior and posterior corners)", it.image)
                 continue
-            films.append(_cache_film(it, ids, proto, cfg.input_shape, roi, with_roi and not keep_full, keep_full and with_roi))
+            films.append(_cache_film(it, ids, mirrored, cfg.input_shape, roi, with_roi and not keep_full, keep_full and with_roi))
         return films
 
     train_films, val_films = cache(train_items, "training films"), cache(val_items, "validation films", keep_full=True)
