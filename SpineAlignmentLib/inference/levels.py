@@ -24,6 +24,15 @@ on re-framed copies of it) turns these features into the probabilities of the
 three hypotheses. The level confidence is the probability that all 17
 vertebrae are named right; below the block's ``warn_below`` the result
 carries a warning that names the more likely alternative.
+
+A film that shows only part of the spine (only the thoracic or only the
+lumbar spine) still gets 17 names from a decoder that takes the 17 strongest
+centres: some of them land where there is no vertebra, and their centre score
+is far below any vertebra's on a whole film. The block's
+``vertebra_score_floor`` (a low percentile of the weakest chain vertebra's
+score on the training films) marks such a chain *incomplete*: uncertain
+whatever its level confidence, with a warning that says how many vertebrae
+are weak (:func:`incomplete_chain`).
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ from typing import Any, Callable
 import numpy as np
 
 __all__ = ["SHIFTS", "FEATURES", "chain_features", "level_probabilities_from_features", "assess_levels",
-           "alternative_names", "level_warning"]
+           "incomplete_chain", "alternative_names", "levels_may_be", "level_warning"]
 
 #: the hypotheses, as the level shift of the chain: -1 one level too high (C7..L4), 0 right, +1 too low (T2..S1)
 SHIFTS = (-1, 0, 1)
@@ -42,7 +51,8 @@ SHIFTS = (-1, 0, 1)
 FEATURES = ("above1", "above2", "below1", "below2", "top_score", "bottom_score", "margin_top", "margin_bottom",
             "width_ratio_ends", "height_ratio_ends", "width_top_vs_next", "width_bottom_vs_previous",
             "height_bottom_vs_previous", "spacing_bottom_trend", "spacing_top_trend", "span_fraction",
-            "ident_high_vs_right", "ident_low_vs_right")
+            "ident_high_vs_right", "ident_low_vs_right", "weakest_score", "second_weakest_score",
+            "spacing_irregularity")
 
 #: how far (in chain spacings) the framing margins are counted
 MAX_MARGIN = 8.0
@@ -63,7 +73,8 @@ def _window_max(prob: np.ndarray, xy: np.ndarray, radius: float, stride: int) ->
 
 
 def chain_features(centre_prob: np.ndarray, chain: np.ndarray, stride: int, content_rows: tuple[float, float], *,
-                   end_probabilities: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, float]:
+                   end_probabilities: tuple[np.ndarray, np.ndarray] | None = None,
+                   score_floor: float | None = None) -> dict[str, float]:
     """Features of one decoded chain (see the module text).
 
     Args:
@@ -73,6 +84,8 @@ def chain_features(centre_prob: np.ndarray, chain: np.ndarray, stride: int, cont
         content_rows: first and last network-input row covered by the film (the letterbox leaves the rest empty).
         end_probabilities: the identification stage's class probabilities (5,) of the top and of the bottom
             vertebra (:data:`~SpineAlignmentLib.models.levels.LEVEL_CLASSES` order), when the model has one.
+        score_floor: the model's ``vertebra_score_floor``; adds ``weak_vertebrae``, the number of chain
+            vertebrae whose centre score lies below it (not a fit feature: it names the count in the warning).
 
     Returns:
         feature name -> value (:data:`FEATURES`; the two ``ident_*`` only with ``end_probabilities``).
@@ -103,6 +116,14 @@ def chain_features(centre_prob: np.ndarray, chain: np.ndarray, stride: int, cont
         "spacing_top_trend": float(np.log(s_up / max(float(np.linalg.norm(c[2] - c[1])), 1e-3))),
         "span_fraction": float((c[-1, 1] - c[0, 1]) / max(bottom_row - top_row, 1.0)),
     }
+    # a chain stretched over fewer vertebrae than it names holds weak or irregularly spaced members
+    scores = np.sort([_window_max(centre_prob, ci, 0.0, stride) for ci in c])
+    f["weakest_score"] = float(scores[0])
+    f["second_weakest_score"] = float(scores[1]) if len(scores) > 1 else float(scores[0])
+    steps = np.linalg.norm(np.diff(c, axis=0), axis=1)
+    f["spacing_irregularity"] = float(np.max(np.abs(np.log(np.maximum(steps, 1e-3) / max(float(np.median(steps)), 1e-3)))))
+    if score_floor is not None:
+        f["weak_vertebrae"] = float(np.sum(scores < score_floor))
     if end_probabilities is not None:
         from ..models.levels import ABOVE, BELOW, FIRST, INNER, LAST
 
@@ -144,17 +165,46 @@ def assess_levels(features: dict[str, float], block: dict) -> dict[str, Any]:
     top, bottom = alternative_names(alt)
     conf = float(p[1])
     thr = float(block["warn_below"])
-    return {"confidence": round(conf, 4),
-            "shift_probabilities": {"-1": round(float(p[0]), 4), "0": round(conf, 4), "+1": round(float(p[2]), 4)},
-            "alternative": {"shift": alt, "probability": round(float(p[0 if alt == -1 else 2]), 4), "top": top,
-                            "bottom": bottom},
-            "warn_below": thr, "uncertain": conf < thr}
+    out = {"confidence": round(conf, 4),
+           "shift_probabilities": {"-1": round(float(p[0]), 4), "0": round(conf, 4), "+1": round(float(p[2]), 4)},
+           "alternative": {"shift": alt, "probability": round(float(p[0 if alt == -1 else 2]), 4), "top": top,
+                           "bottom": bottom},
+           "warn_below": thr, "uncertain": conf < thr}
+    if incomplete_chain(features, block):
+        out.update(uncertain=True, incomplete=True, weak_vertebrae=max(int(features.get("weak_vertebrae", 1)), 1),
+                   weakest_score=round(float(features["weakest_score"]), 4),
+                   score_floor=float(block["vertebra_score_floor"]))
+    return out
+
+
+def incomplete_chain(features: dict[str, float], block: dict) -> bool:
+    """Whether a chain names more vertebrae than the film shows clearly: its weakest vertebra's centre score lies
+    below the block's ``vertebra_score_floor`` (a film of only the thoracic or only the lumbar spine; blocks
+    fitted before the floor existed never say so)."""
+    floor = block.get("vertebra_score_floor")
+    return floor is not None and "weakest_score" in features and float(features["weakest_score"]) < float(floor)
+
+
+def levels_may_be(levels: dict[str, Any] | None) -> str:
+    """Short form of an uncertain chain for tables and the overlay: ``""`` when the levels are not uncertain,
+    the alternative names (``"C7-L4"``, ``"T2-S1"``), or ``"incomplete (5 of 17 weak)"``."""
+    if not levels or not levels.get("uncertain"):
+        return ""
+    if levels.get("incomplete"):
+        return f"incomplete ({levels['weak_vertebrae']} of 17 weak)"
+    return f"{levels['alternative']['top']}-{levels['alternative']['bottom']}"
 
 
 def level_warning(levels: dict[str, Any]) -> str | None:
     """The user-facing warning of an uncertain chain (``None`` when the levels are not uncertain)."""
     if not levels.get("uncertain"):
         return None
+    if levels.get("incomplete"):
+        return (f"Vertebra levels unreliable: {levels['weak_vertebrae']} of the 17 named vertebrae were not found "
+                f"clearly (centre score below {levels['score_floor']:.2f}, weakest {levels['weakest_score']:.2f}), so "
+                "the film may show only part of the spine (e.g. only the thoracic or only the lumbar spine) and the 17 "
+                "names may be stretched over fewer vertebrae; check every level before using end vertebrae, apices, "
+                "per-level values or the Cobb angles.")
     alt = levels["alternative"]
     if alt["shift"] == -1:
         what = ("one level too high: the vertebra named T1 may be C7 and the one named L5 may be L4 "
@@ -191,4 +241,5 @@ def model_level_features(model, out, chain_input: np.ndarray, geo, norm: np.ndar
     prob = torch.sigmoid(out[0, 0].float()).numpy()
     rows = (float(geo.offset[0]), float(geo.offset[0] + geo.scale[0] * geo.src_shape[0] - 1))
     ends = identification_end_probabilities(model, norm, to_original(np.asarray(chain_input)))
-    return chain_features(prob, chain_input, model.stride, rows, end_probabilities=ends)
+    floor = model.metadata.get("levels", {}).get("vertebra_score_floor")
+    return chain_features(prob, chain_input, model.stride, rows, end_probabilities=ends, score_floor=floor)

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..geometry.measurement import format_value
 from ..protocols import get_protocol
+from ..inference.levels import levels_may_be
 from ..result import Result
 
 #: characters per line of the values panel (longer lines wrap)
@@ -64,7 +65,8 @@ def _arc(ax, a, v, b, color, radius) -> None:
 def vertebra_labels(result: Result) -> list[tuple[str, float, float]]:
     """``(text, x, y)`` of a level label beside each four-corner vertebra of a result (original pixels):
     just left of the vertebra's left edge, at its centre height. The chain's end vertebrae carry the
-    alternative names when the result's levels are uncertain (``"T1 (C7?)"``, ``"L5 (L4?)"``)."""
+    alternative names when the result's levels are uncertain (``"T1 (C7?)"``, ``"L5 (L4?)"``); every label
+    ends in ``?`` when the chain is incomplete (more names than vertebrae found)."""
     groups: dict[str, dict[str, tuple[float, float]]] = {}
     for key, lm in result.landmarks.items():
         name, _, corner = key.rpartition("_")
@@ -73,10 +75,10 @@ def vertebra_labels(result: Result) -> list[tuple[str, float, float]]:
     full = [(n, c) for n, c in groups.items() if len(c) == 4]
     full.sort(key=lambda nc: np.mean([p[1] for p in nc[1].values()]))
     levels = result.levels or {}
-    alt = levels.get("alternative") if levels.get("uncertain") else None
+    alt = levels.get("alternative") if levels.get("uncertain") and not levels.get("incomplete") else None
     labels = []
     for i, (name, c) in enumerate(full):
-        text = name
+        text = f"{name}?" if levels.get("incomplete") else name  # names stretched over fewer vertebrae: all guesses
         if alt and i == 0:
             text = f"{name} ({alt['top']}?)"
         elif alt and i == len(full) - 1:
@@ -98,9 +100,10 @@ def _panel_lines(result: Result) -> list[str]:
     if missing:
         lines.append("not computed: " + ", ".join(missing))
     if result.levels:
+        may_be = levels_may_be(result.levels)
         lines.append(f"level confidence {result.levels['confidence']:.2f}"
-                     + (f" (uncertain: may be {result.levels['alternative']['top']}-"
-                        f"{result.levels['alternative']['bottom']})" if result.levels.get("uncertain") else ""))
+                     + ((" (" + (may_be if result.levels.get("incomplete") else f"uncertain: may be {may_be}") + ")")
+                        if may_be else ""))
     return [part for line in lines for part in textwrap.wrap(line, PANEL_CHARS, subsequent_indent="  ")]
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..protocols import get_protocol
+from ..inference.levels import levels_may_be
 from ..result import Result
 
 #: Leading columns of the batch summary, before one column per parameter.
@@ -49,8 +50,7 @@ def summary_row(result: Result, image: str) -> dict[str, Any]:
         "software_version": result.software_version or "",
         # a model's vertebra chain: how likely it is named at the right level, and the alternative when uncertain
         "level_confidence": float(result.levels["confidence"]) if result.levels else math.nan,
-        "levels_may_be": (f"{result.levels['alternative']['top']}-{result.levels['alternative']['bottom']}"
-                          if result.levels and result.levels.get("uncertain") else ""),
+        "levels_may_be": levels_may_be(result.levels),
     }
     for pid, m in result.parameters.items():
         row[pid] = m.value

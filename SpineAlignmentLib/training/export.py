@@ -500,14 +500,24 @@ def levels_card(md: dict) -> list[str]:
         "",
         f"- As they are ({val['original']['n_images']} films): {ident(val['original'])}.",
         f"- Re-framed ({val['reframed']['framing']}; {val['reframed']['n_images']} films, which simulate films that "
-        f"show more or less neck and pelvis than the training images): {ident(val['reframed'])}.",
+        f"show more or less neck and pelvis than the training images, and cut T1 or L5 off in some): "
+        f"{ident(val['reframed'])}.",
+        *([f"- Re-framed keeping all 17 vertebrae ({val['reframed_complete']['framing']}; "
+           f"{val['reframed_complete']['n_images']} films): {ident(val['reframed_complete'])}."]
+          if "reframed_complete" in val else []),
         "",
         f"Level confidence (`result.levels`): the probability that all 17 vertebrae are named right, from "
         f"{', '.join(lv['features'])} ({lv['method']}; fitted on {lv['fitted_on']}). Below {lv['warn_below']:.2f} "
         f"({lv['warn_rule']}) the result warns and names the more likely alternative (C7..L4 or T2..S1).",
+        *([f"A chain whose weakest vertebra's centre score lies below {lv['vertebra_score_floor']:.2f} "
+           f"({lv['vertebra_score_floor_rule']}) names more vertebrae than the film shows clearly: the result warns that "
+           "its levels are unreliable and how many named vertebrae are weak (a film of only part of the spine)."]
+          if "vertebra_score_floor" in lv else []),
         "",
         f"- Validation as it is: {warn(val['original'])}.",
         f"- Validation re-framed: {warn(val['reframed'])}.",
+        *([f"- Validation re-framed keeping all 17 vertebrae: {warn(val['reframed_complete'])}."]
+          if "reframed_complete" in val else []),
         *[f"- Partial films ({k}, {part[k]['n_images']} cut from the validation images): the warning fires on "
           f"{100.0 * part[k]['warning']['n_warned'] / max(part[k]['warning']['n_images'], 1):.0f} % of them."
           for k in part],

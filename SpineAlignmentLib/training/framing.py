@@ -7,7 +7,10 @@ moved to a level between C4 and T3 and its bottom row between L4 and below
 the sacrum (cropping where the new edge lies inside the film, padding with
 the film's darkest value where it lies outside), and the reference corners
 follow. They serve the level-confidence calibration
-(:mod:`SpineAlignmentLib.training.level_confidence`) and its measurements.
+(:mod:`SpineAlignmentLib.training.level_confidence`) and its measurements, and, as
+:class:`RandFramingd`, the first stage's training (``spine-align train --reframe P``): a
+first stage that sees films whose top is C5 or T3 as often as T1 cannot learn "topmost is T1"
+and has to tell T1 from C7 (and L5 from S1) by their anatomy.
 
 Level positions beyond the labelled T1..L5 are extrapolated along the spine:
 a cervical level is taken as :data:`CERVICAL_SPACING` x the T1-T2 centre
@@ -17,8 +20,11 @@ distance, the sacrum as :data:`SACRUM_LEVELS` x the L4-L5 distance below L5.
 from __future__ import annotations
 
 import numpy as np
+from monai.transforms import MapTransform, RandomizableTransform
 
-__all__ = ["CERVICAL_SPACING", "SACRUM_LEVELS", "level_rows", "reframe", "random_framing"]
+__all__ = ["CERVICAL_SPACING", "SACRUM_LEVELS", "OUTSIDE", "level_rows", "reframe", "random_framing", "complete_framing",
+           "framing_matrix",
+           "RandFramingd"]
 
 #: centre distance of the cervical vertebrae relative to the T1-T2 distance (C7..C4 are smaller than T1)
 CERVICAL_SPACING = 0.8
@@ -57,7 +63,70 @@ def reframe(pixels: np.ndarray, points: np.ndarray, top: float, bottom: float) -
     return out, q
 
 
+def complete_framing(points: np.ndarray, rng: np.random.Generator) -> tuple[float, float]:
+    """``(top, bottom)`` rows that keep all 17 vertebrae on the film: top uniform between C4 and T1's top edge,
+    bottom uniform between L5's bottom edge and below the sacrum (a film showing more or less neck and pelvis,
+    never less spine; cropping cannot add anatomy the film does not show, so "more" means padding)."""
+    r = level_rows(points)
+    q = np.asarray(points, dtype=float).reshape(-1, 4, 2)[:, :, 1]
+    t1_top, l5_bottom = float(q[0].min()), float(q[-1].max())
+    return (float(rng.uniform(min(r["C4"], t1_top - 1.0), t1_top - 1.0)),
+            float(rng.uniform(l5_bottom + 1.0, max(r["below_sacrum"], l5_bottom + 1.0))))
+
+
 def random_framing(points: np.ndarray, rng: np.random.Generator) -> tuple[float, float]:
     """``(top, bottom)`` rows: top uniform between C4 and T3, bottom uniform between L4 and below the sacrum."""
     r = level_rows(points)
     return float(rng.uniform(r["C4"], r["T3"])), float(rng.uniform(r["L4"], r["below_sacrum"]))
+
+
+#: where :class:`RandFramingd` moves landmarks that the new framing cuts off (outside any later affine's reach)
+OUTSIDE = -1.0e4
+
+
+def framing_matrix(shape: tuple[int, int], top: float, bottom: float) -> np.ndarray:
+    """Forward 3x3 matrix on ``(x, y, 1)`` that frames rows ``top``..``bottom`` of an ``(h, w)`` network input
+    into the whole input height, scaled equally in x about the centre column (the aspect is kept; content
+    beyond the sides is cut, missing content is 0, the letterbox padding value)."""
+    h, w = shape
+    s = (h - 1) / max(bottom - top, 1e-6)
+    cx = (w - 1) / 2.0
+    return np.array([[s, 0.0, cx - s * cx], [0.0, s, -s * top], [0.0, 0.0, 1.0]])
+
+
+class RandFramingd(RandomizableTransform, MapTransform):
+    """With probability ``prob``, re-frame a letterboxed coronal film (network-input pixels) as
+    :func:`random_framing` does: its top row moves to a level between C4 and T3 and its bottom row to one
+    between L4 and below the sacrum, the image and the (68, 2) T1..L5 corners alike. Corners that end up
+    outside the input are moved to :data:`OUTSIDE`, so the affine augmentation after this one cannot bring
+    them back onto the (cut) image; the validity mask follows from that.
+    """
+
+    def __init__(self, keys, points_key: str = "points", prob: float = 0.5) -> None:
+        MapTransform.__init__(self, keys)
+        RandomizableTransform.__init__(self, prob)
+        self.points_key = points_key
+
+    def __call__(self, data):
+        from .transforms import apply_to_points, warp_image
+
+        d = dict(data)
+        self.randomize(None)
+        if not self._do_transform:
+            return d
+        pts = np.asarray(d[self.points_key], dtype=np.float64)
+        if not np.isfinite(pts).all() or (pts < 0).any():
+            return d  # already incomplete: leave it as it is
+        r = level_rows(pts)
+        top = float(self.R.uniform(r["C4"], r["T3"]))
+        bottom = float(self.R.uniform(r["L4"], r["below_sacrum"]))
+        first = np.asarray(d[self.keys[0]])
+        h, w = first.shape[-2:]
+        m = framing_matrix((h, w), top, bottom)
+        for key in self.key_iterator(d):
+            d[key] = warp_image(np.asarray(d[key], dtype=np.float32), m)
+        q = apply_to_points(m, pts)
+        out = (q[:, 0] < 0) | (q[:, 0] > w - 1) | (q[:, 1] < 0) | (q[:, 1] > h - 1)
+        q[out] = OUTSIDE
+        d[self.points_key] = q.astype(np.float32)
+        return d

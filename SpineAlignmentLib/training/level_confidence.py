@@ -15,9 +15,12 @@ Steps:
    multinomial logistic regression with an L2 penalty (hand-written: three
    classes and ~20 features do not need a library model; solved by SciPy's
    L-BFGS). The warning threshold is the 5th percentile of the level confidence
-   of the training films named right.
+   of the training films named right; the incomplete-chain floor is the 1st
+   percentile of the weakest chain vertebra's centre score on the training films
+   as they are.
 2. **Measure, on images the fit never saw**: the validation split as it is, the
-   validation split re-framed (another seed), and partial films cut from the
+   validation split re-framed (another seed; some framings cut T1 or L5 off), re-framed
+   so that all 17 vertebrae stay on the film, and partial films cut from the
    validation images (only the thoracic or only the lumbar spine), each with
    the identification rate, the level shifts and the warning's precision and recall.
 3. Write the ``levels`` block into the model's ``metadata.json`` (weights untouched)
@@ -43,6 +46,8 @@ __all__ = ["film_record", "collect_records", "fit_level_model", "measure_records
 L2 = 1e-2
 #: the threshold lets at most this fraction of the training films named right warn
 FALSE_ALARM_FRACTION = 0.05
+#: share of whole training films (as they are) whose weakest vertebra may fall below the incomplete-chain floor
+INCOMPLETE_FALSE_ALARM_FRACTION = 0.01
 #: classes of the fit, in the order of ``SHIFTS`` (-1, 0, +1)
 _CLASS = {-1: 0, 0: 1, 1: 2}
 
@@ -73,8 +78,10 @@ def partial_framing(points: np.ndarray, kind: str, rng: np.random.Generator) -> 
 
 
 def collect_records(model, samples, *, framings: int = 0, seed: int = 0, original: bool = True,
-                    partial: tuple[str, ...] = (), refine: bool = False, progress: bool = False) -> list[dict]:
-    """Predict each sample's film (as it is, ``framings`` re-framed copies, and one film of each ``partial``
+                    partial: tuple[str, ...] = (), refine: bool = False, progress: bool = False,
+                    complete: int = 0) -> list[dict]:
+    """Predict each sample's film (as it is, ``framings`` re-framed copies, ``complete`` re-framed copies that
+    keep all 17 vertebrae (:func:`~SpineAlignmentLib.training.framing.complete_framing`), and one film of each ``partial``
     kind) with the model (its first stage, and its second with ``refine``: the names are the first stage's
     either way, the corners the Cobb end vertebrae are measured on are not) and record the chain's level
     features and its real naming."""
@@ -82,7 +89,7 @@ def collect_records(model, samples, *, framings: int = 0, seed: int = 0, origina
     from tqdm import tqdm
 
     from ..inference.predict import predict_array
-    from .framing import random_framing, reframe
+    from .framing import complete_framing, random_framing, reframe
     from ..evaluation.levels import level_shift, named_right
 
     records: list[dict] = []
@@ -92,6 +99,7 @@ def collect_records(model, samples, *, framings: int = 0, seed: int = 0, origina
         rng = np.random.default_rng((seed, i))
         films = [("original", None)] if original else []
         films += [("reframed", random_framing(s.points, rng)) for _ in range(framings)]
+        films += [("complete", complete_framing(s.points, rng)) for _ in range(complete)]
         films += [(k, partial_framing(s.points, k, rng)) for k in partial]
         for kind, frame in films:
             film, truth = (pixels, s.points) if frame is None else reframe(pixels, s.points, *frame)
@@ -166,8 +174,10 @@ def measure_records(records: list[dict], block: dict, *, cobb: bool = False) -> 
     (with ``cobb``, also the end-vertebra agreement of the Cobb curves)."""
     from ..evaluation.levels import cobb_ends, end_vertebra_agreement, identification_figures, warning_figures
 
+    from ..inference.levels import incomplete_chain
+
     conf, alt = _confidences(records, block)
-    warned = conf < float(block["warn_below"])
+    warned = (conf < float(block["warn_below"])) | np.array([incomplete_chain(r["features"], block) for r in records])
     shifts = np.array([r["shift"] for r in records])
     out = {**identification_figures([r["pred"] for r in records], [r["truth"] for r in records]),
            "warning": warning_figures(warned, [r["right"] for r in records], shifts)}
@@ -209,7 +219,13 @@ def fit_levels_block(model, train_samples, *, framings: int = 3, seed: int = 0, 
     conf, _ = _confidences(records, block)
     right = np.array([r["right"] for r in records])
     thr = float(np.quantile(conf[right], FALSE_ALARM_FRACTION)) if right.any() else 0.5
+    weakest = np.array([r["features"]["weakest_score"] for r in records if r["kind"] == "original"])
+    floor = float(np.quantile(weakest, INCOMPLETE_FALSE_ALARM_FRACTION))
     block.update({
+        "vertebra_score_floor": round(floor, 4),
+        "vertebra_score_floor_rule": (
+            f"the {100 * INCOMPLETE_FALSE_ALARM_FRACTION:g} % quantile of the weakest chain vertebra's centre score on "
+            f"the {len(weakest)} training films as they are, every one of which shows T1..L5"),
         "method": ("multinomial logistic regression (L2 {:g}, standardised features) of the chain's naming: one level "
                    "too high (-1), right (0), one level too low (+1)").format(L2),
         "classes": [-1, 0, 1],
@@ -234,6 +250,8 @@ def levels_block(model, train, val, *, framings: int = 3, seed: int = 0, command
     plain = _cached(cache and cache / "val.pkl", lambda: collect_records(model, val, refine=True, progress=progress))
     framed = _cached(cache and cache / f"val_f{framings}_s{seed + 1}.pkl", lambda: collect_records(
         model, val, framings=framings, seed=seed + 1, original=False, refine=True, progress=progress))
+    whole = _cached(cache and cache / f"val_complete_f{framings}_s{seed + 3}.pkl", lambda: collect_records(
+        model, val, complete=framings, seed=seed + 3, original=False, refine=True, progress=progress))
     partial = _cached(cache and cache / f"val_partial_s{seed + 2}.pkl", lambda: collect_records(
         model, val, seed=seed + 2, original=False, partial=("thoracic-only", "lumbar-only"), progress=progress))
     block["validation"] = {
@@ -241,6 +259,10 @@ def levels_block(model, train, val, *, framings: int = 3, seed: int = 0, command
         "reframed": {**measure_records(framed, block, cobb=True),
                      "framing": (f"{framings} re-framed copies of each validation image (top between C4 and T3, bottom "
                                  f"between L4 and below the sacrum; seed {seed + 1})")},
+        "reframed_complete": {**measure_records(whole, block, cobb=True),
+                              "framing": (f"{framings} re-framed copies of each validation image that keep all 17 "
+                                          "vertebrae (top between C4 and the top of T1, bottom between the bottom of L5 "
+                                          f"and below the sacrum; seed {seed + 3})")},
         "partial": {k: measure_records([r for r in partial if r["kind"] == k], block)
                     for k in ("thoracic-only", "lumbar-only")},
     }

@@ -75,6 +75,7 @@ class TrainConfig(RunConfig):
     representation: str = "vertebra"  # "vertebra" (centre + offsets + corner maps) or "landmark" (one map per corner)
     init_from: str | None = None  # weights to start from (a run's checkpoint or a packaged model.pt)
     anchors: bool = False  # vertebra representation: add the T1/L5 anchor maps (channels 15-16)
+    reframe: float = 0.0  # probability of re-framing a training film (top C4..T3, bottom L4..below the sacrum)
     net: dict = field(default_factory=lambda: {
         "stem_channels": [16, 32], "channels": [32, 64, 128, 256, 256], "num_res_units": 1, "features": 64})
 
@@ -370,7 +371,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.time()
         model.train()
-        tf = build_train_transforms(perm, seed=cfg.seed * 1000 + epoch)
+        tf = build_train_transforms(perm, seed=cfg.seed * 1000 + epoch, reframe=cfg.reframe)
         g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         loader = torch.utils.data.DataLoader(LandmarkDataset(train_set, tf), batch_size=cfg.batch_size,
                                              shuffle=True, generator=g, num_workers=0, drop_last=len(train_set) > cfg.batch_size)

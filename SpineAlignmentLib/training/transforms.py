@@ -157,9 +157,17 @@ class RandAffineKeypointsd(RandomizableTransform, MapTransform):
         return d
 
 
-def build_train_transforms(flip_perm: Sequence[int], seed: int = 0) -> Compose:
-    """The training augmentation: geometry with keypoints, then intensity (image only)."""
+def build_train_transforms(flip_perm: Sequence[int], seed: int = 0, reframe: float = 0.0) -> Compose:
+    """The training augmentation: geometry with keypoints, then intensity (image only).
+
+    ``reframe`` > 0 (coronal T1..L5 films): with this probability the film is first re-framed
+    (:class:`~SpineAlignmentLib.training.framing.RandFramingd`: its top and bottom move along the spine).
+    """
+    from .framing import RandFramingd
+
+    framing = [RandFramingd(keys="image", points_key="points", prob=reframe)] if reframe > 0 else []
     t = Compose([
+        *framing,
         RandAffineKeypointsd(keys="image", points_key="points", flip_permutation=flip_perm),
         RandAdjustContrastd(keys="image", prob=0.5, gamma=(0.6, 1.6)),
         RandScaleIntensityd(keys="image", factors=0.2, prob=0.5),

@@ -13,7 +13,7 @@ import torch
 from SpineAlignmentLib.evaluation.levels import (end_vertebra_agreement, identification_figures, level_figures,
                                                  level_shift, named_right, warning_figures)
 from SpineAlignmentLib.inference.levels import (FEATURES, alternative_names, assess_levels, chain_features,
-                                                level_probabilities_from_features, level_warning)
+                                                level_probabilities_from_features, level_warning, levels_may_be)
 from SpineAlignmentLib.training.framing import level_rows, random_framing, reframe
 
 from test_hygiene import coronal_spine
@@ -62,6 +62,54 @@ def test_framing_limits_follow_the_spine():
     for _ in range(50):
         top, bottom = random_framing(chain, rng)
         assert r["C4"] <= top <= r["T3"] and r["L4"] <= bottom <= r["below_sacrum"]
+
+
+def test_framing_matrix_hand_worked():
+    from SpineAlignmentLib.training.framing import framing_matrix
+    from SpineAlignmentLib.training.transforms import apply_to_points
+
+    m = framing_matrix((512, 256), 100.0, 355.5)  # rows 100..355.5 fill the 512 rows: scale 2 about column 127.5
+    q = apply_to_points(m, np.array([[127.5, 100.0], [127.5, 355.5], [137.5, 200.0]]))
+    np.testing.assert_allclose(q, [[127.5, 0.0], [127.5, 511.0], [147.5, 200.0]])
+
+
+def test_training_framing_cuts_landmarks_off_for_good():
+    """RandFramingd moves the film's top and bottom along the spine; corners it cuts off stay invalid even after
+    the affine augmentation, corners it keeps move with the image."""
+    from SpineAlignmentLib.training.dataset import CachedSample
+    from SpineAlignmentLib.training.framing import OUTSIDE, RandFramingd
+    from SpineAlignmentLib.training.trainer import LandmarkDataset
+    from SpineAlignmentLib.training.transforms import build_train_transforms
+
+    box = np.array([[118, 0], [138, 0], [118, 16], [138, 16]], float)  # 20 x 16 px vertebrae, 26 px apart
+    chain = np.concatenate([box + [0, 40 + 26 * k] for k in range(17)])  # T1 top at row 40, L5 bottom at row 472
+    img = np.zeros((512, 256), np.uint8)
+    for x, y in chain:
+        img[int(round(y)), int(round(x))] = 255
+    d = RandFramingd(keys="image", prob=1.0)
+    d.set_random_state(seed=1)
+    cut = 0
+    for _ in range(20):
+        out = d({"image": img[None].astype(np.float32) / 255.0, "points": chain.astype(np.float32)})
+        q = out["points"]
+        inside = q[:, 0] > OUTSIDE / 2
+        cut += (~inside).sum()
+        assert (q[inside] >= 0).all() and (q[inside, 1] <= 511).all()
+        # the image moved with the points: every kept corner's pixel is still bright
+        vals = out["image"][0][np.round(q[inside, 1]).astype(int), np.round(q[inside, 0]).astype(int)]
+        assert (vals > 0.2).mean() > 0.9
+        # the order along the spine is kept and the frame is no wider than the scale allows
+        assert np.all(np.diff(q[inside].reshape(-1, 2)[::4, 1]) > 0)
+    assert cut > 0  # some framings cut T1..T2 or L5 off
+    ds = LandmarkDataset([CachedSample("a", img, chain, None, chain)],
+                         build_train_transforms(list(range(68)), seed=0, reframe=1.0))
+    for _ in range(10):
+        item = ds[0]
+        p, v = item["points"].numpy(), item["valid"].numpy()
+        assert (p[~v] < 0).any(axis=1).all() or (p[~v] > 255).any()
+    # without reframe the transform chain is the one the shipped model was trained with
+    names = [type(t).__name__ for t in build_train_transforms(list(range(68))).transforms]
+    assert "RandFramingd" not in names and names[0] == "RandAffineKeypointsd"
 
 
 # ---------------------------------------------------------------------------- naming figures
@@ -189,6 +237,33 @@ def test_level_probabilities_hand_worked_and_the_warning():
     assert "the vertebra named T1 may be C7" in level_warning(high)
 
 
+def test_a_chain_stretched_over_fewer_vertebrae_is_reported_incomplete():
+    """A thoracic-only film: the first stage finds 12 vertebrae, and a 17-vertebra chain decoded on it holds
+    5 members where the centre map is empty. The weakest-score floor flags it, whatever the level confidence,
+    and the warning says how many vertebrae were found; a whole chain passes; a block without a floor never flags."""
+    spine = coronal_spine(0.0, n=17) * 0.3 + np.array([10.0, 30.0])
+    pts = torch.tensor(spine.reshape(1, 68, 2)[:, :48], dtype=torch.float32)  # centre peaks on 12 vertebrae only
+    prob = torch.sigmoid(_vertebra_output(pts, 256, 128, 2)[0, 0]).numpy()
+    f = chain_features(prob, spine, 2, (0.0, 511.0), score_floor=0.2)
+    assert f["weakest_score"] < 0.05 and f["second_weakest_score"] < 0.05
+    assert f["weak_vertebrae"] == 5
+    assert f["spacing_irregularity"] == pytest.approx(0.0, abs=1e-6)  # evenly spaced: the floor, not the spacing, tells
+    b = {**_block(), "vertebra_score_floor": 0.2}
+    a = assess_levels({"above1": 0.0, **f}, b)  # the logistic alone would call it named right
+    assert a["uncertain"] and a["incomplete"] and a["weak_vertebrae"] == 5
+    w = level_warning(a)
+    assert "5 of the 17 named vertebrae were not found clearly" in w and "below 0.20" in w and "only the thoracic" in w
+    whole = chain_features(torch.sigmoid(_vertebra_output(torch.tensor(spine.reshape(1, 68, 2), dtype=torch.float32),
+                                                          256, 128, 2)[0, 0]).numpy(), spine, 2, (0.0, 511.0),
+                           score_floor=0.2)
+    assert whole["weakest_score"] > 0.9 and whole["weak_vertebrae"] == 0
+    ok = assess_levels({"above1": 0.0, **whole}, b)
+    assert not ok["uncertain"] and "incomplete" not in ok
+    assert not assess_levels({"above1": 0.0, **f}, _block())["uncertain"]  # fitted before the floor existed
+    assert levels_may_be(a) == "incomplete (5 of 17 weak)" and levels_may_be(ok) == ""
+    assert levels_may_be({**a, "incomplete": False}) in ("C7-L4", "T2-S1") and levels_may_be(None) == ""
+
+
 def test_fit_level_model_learns_a_separating_feature():
     from SpineAlignmentLib.training.level_confidence import film_record, _confidences, fit_level_model
 
@@ -255,6 +330,13 @@ def test_overlay_labels_levels_and_keeps_the_panel_off_the_image(tmp_path):
     tl = res.landmarks["T1_TL"]
     assert labels[0][1] == pytest.approx(min(tl.x, res.landmarks["T1_BL"].x))
     assert [t for t, _, _ in vertebra_labels(_coronal_result(None))][0] == "T1"
+    incomplete = {**UNCERTAIN, "incomplete": True, "weak_vertebrae": 5, "weakest_score": 0.05, "score_floor": 0.2}
+    from SpineAlignmentLib.geometry.coronal import VERTEBRAE
+
+    assert {t for t, _, _ in vertebra_labels(_coronal_result(incomplete))} == {f"{v}?" for v in VERTEBRAE}
+    from SpineAlignmentLib.io.tables import summary_row
+
+    assert summary_row(_coronal_result(incomplete), "a.png")["levels_may_be"] == "incomplete (5 of 17 weak)"
     # a horizontal ramp: the picture's image part must show the ramp right up to its top-left corner
     img = np.tile(np.linspace(0, 1, 700, dtype=np.float32), (1400, 1))
     png = np.asarray(Image.open(render_overlay(img, res, tmp_path / "o.png", max_size=700)).convert("L"), float)
@@ -292,7 +374,7 @@ def test_shipped_model_measures_its_level_confidence(shipped):
     assert 0.0 <= lv["confidence"] <= 1.0
     assert sum(lv["shift_probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
     assert lv["uncertain"] == (lv["confidence"] < block["warn_below"])
-    assert any(w.startswith("Vertebra levels uncertain") for w in warns) == lv["uncertain"]
+    assert any(w.startswith("Vertebra levels") for w in warns) == lv["uncertain"]
 
 
 def test_shipped_model_warns_on_a_blank_image_and_on_partial_films(shipped):
@@ -303,7 +385,7 @@ def test_shipped_model_warns_on_a_blank_image_and_on_partial_films(shipped):
     info: dict = {}
     _, warns = predict_landmarks(np.zeros((1500, 600), np.float32), shipped, info=info)
     assert info["levels"]["confidence"] == 0.0 and info["levels"]["uncertain"]
-    assert any(w.startswith("Vertebra levels uncertain") for w in warns)
+    assert any(w.startswith("Vertebra levels") for w in warns)
     rg = _sample()
     lms, _ = predict_landmarks(rg, shipped)
     y = lambda v: np.mean([lms[f"{v}_{c}"].y for c in ("TL", "TR", "BL", "BR")])
@@ -311,8 +393,10 @@ def test_shipped_model_warns_on_a_blank_image_and_on_partial_films(shipped):
     for name, film in (("lumbar-only", pixels[int(y("T11")):]), ("thoracic-only", pixels[: int(y("T10"))])):
         info = {}
         _, warns = predict_landmarks(film, shipped, info=info)
-        assert info["levels"]["uncertain"], (name, info["levels"])
-        assert any(w.startswith("Vertebra levels uncertain") for w in warns), name
+        # the 17 names are stretched over fewer vertebrae: the chain is reported incomplete, with its weak members
+        assert info["levels"]["uncertain"] and info["levels"]["incomplete"], (name, info["levels"])
+        assert info["levels"]["weak_vertebrae"] >= 1 and info["levels"]["weakest_score"] < info["levels"]["score_floor"]
+        assert any(w.startswith("Vertebra levels unreliable:") for w in warns), name
 
 
 def test_analyze_command_reports_levels(tmp_path, capsys):
