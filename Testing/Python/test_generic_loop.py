@@ -147,3 +147,39 @@ def test_a_stopped_run_resumes_where_it_stopped(tmp_path):
     assert [r["epoch"] for r in rows if r["stage"] == 1] == [1, 2, 3]  # no epoch run twice, none skipped
     ck = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     assert ck["stage"] == 2 and ck["epoch"] == 1 and ck["config"]["roi_size"] == FAST["roi_size"]
+
+
+def test_lumbar_pairs_pre_placed_by_a_trained_user_model_through_batch_pairs(tmp_path, monkeypatch):
+    """A lumbar flexion/extension model trained on the researcher's pairs is found by name by
+    ``batch --pairs``: every film of every pair gets its 28 landmarks from the model (no landmark file),
+    each pair one result with its per-level motion, and the points are as good as the run's own validation."""
+    protocol = "lumbar-dynamic"
+    data = write_dataset(tmp_path / "data", protocol, 30, seed=1)
+    run = tmp_path / "run"
+    train_generic(GenericConfig(protocol=protocol, data=str(data), out=str(run), seed=0, **FAST), progress=False)
+    models = tmp_path / "models"
+    monkeypatch.setenv("SPINEALIGN_MODELS", str(models))
+    assert cli(["export", "--run", str(run), "--out", str(models / "my-lumbar")]) == 0
+    val = set(json.loads((run / "split.json").read_text())["val"])
+    rows = [line.split(",") for line in (data / "pairs.csv").read_text().splitlines()[1:]]
+    pairs = sorted({p for p, _, img in rows if img in val})
+    assert len(pairs) >= 3
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("pair,role,image\n" + "".join(f"{p},{r},{data / img}\n" for p, r, img in rows if p in pairs))
+    out = tmp_path / "out"
+    assert cli(["batch", "--protocol", protocol, "--pairs", str(manifest), "--model", "my-lumbar", "--out", str(out)]) == 0
+    errors = []
+    for p in pairs:
+        res = json.loads((out / f"{p}.json").read_text())
+        assert res["model"] == {"name": "my-lumbar", "version": "1.0.0"}
+        for role, view in res["views"].items():
+            img = next(i for q, r, i in rows if q == p and r == role)
+            truth = json.loads((data / Path(img).with_suffix(".json").name).read_text())["landmarks"]
+            assert set(view["landmarks"]) == set(truth)  # all 28, from the model
+            errors += [np.hypot(view["landmarks"][k]["x"] - v["x"], view["landmarks"][k]["y"] - v["y"])
+                       for k, v in truth.items()]
+        assert any(k.startswith("IROM_") for k in res["parameters"]), res["parameters"].keys()
+    exported = json.loads((models / "my-lumbar" / "metadata.json").read_text())["validation"]["median_error_px"]
+    # the export measured the same validation films with the same model through pipeline.analyze: the pair route
+    # places exactly the same points
+    assert float(np.median(errors)) == pytest.approx(exported, abs=1e-6)
