@@ -23,8 +23,7 @@ import numpy as np
 from monai.transforms import MapTransform, RandomizableTransform
 
 __all__ = ["CERVICAL_SPACING", "SACRUM_LEVELS", "OUTSIDE", "level_rows", "reframe", "random_framing", "complete_framing",
-           "framing_matrix",
-           "RandFramingd"]
+           "framing_matrix", "RandFramingd"]
 
 #: centre distance of the cervical vertebrae relative to the T1-T2 distance (C7..C4 are smaller than T1)
 CERVICAL_SPACING = 0.8
@@ -74,8 +73,9 @@ def complete_framing(points: np.ndarray, rng: np.random.Generator) -> tuple[floa
             float(rng.uniform(l5_bottom + 1.0, max(r["below_sacrum"], l5_bottom + 1.0))))
 
 
-def random_framing(points: np.ndarray, rng: np.random.Generator) -> tuple[float, float]:
-    """``(top, bottom)`` rows: top uniform between C4 and T3, bottom uniform between L4 and below the sacrum."""
+def random_framing(points: np.ndarray, rng) -> tuple[float, float]:
+    """``(top, bottom)`` rows: top uniform between C4 and T3, bottom uniform between L4 and below the sacrum
+    (``rng``: a NumPy ``Generator`` or ``RandomState``)."""
     r = level_rows(points)
     return float(rng.uniform(r["C4"], r["T3"])), float(rng.uniform(r["L4"], r["below_sacrum"]))
 
@@ -117,9 +117,7 @@ class RandFramingd(RandomizableTransform, MapTransform):
         pts = np.asarray(d[self.points_key], dtype=np.float64)
         if not np.isfinite(pts).all() or (pts < 0).any():
             return d  # already incomplete: leave it as it is
-        r = level_rows(pts)
-        top = float(self.R.uniform(r["C4"], r["T3"]))
-        bottom = float(self.R.uniform(r["L4"], r["below_sacrum"]))
+        top, bottom = random_framing(pts, self.R)  # the transform's own RandomState (seeded by Compose)
         first = np.asarray(d[self.keys[0]])
         h, w = first.shape[-2:]
         m = framing_matrix((h, w), top, bottom)
