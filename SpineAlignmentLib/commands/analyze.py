@@ -36,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..batch import analyze_one, collect_inputs, make_items
     from ..geometry.measurement import format_value
+    from ..inference.levels import levels_line
     from ..io.tables import summary_row, write_summary_csv
     from ..protocols import get_protocol
 
@@ -61,9 +62,7 @@ def run(args: argparse.Namespace) -> int:
         values = ", ".join(f"{k} {format_value(m.value, m.unit)}" for k, m in res.parameters.items())
         print(f"{item.image}: {values or 'no parameter'}")
         if res.levels:
-            alt = res.levels["alternative"]
-            print(f"  levels: T1-L5, level confidence {res.levels['confidence']:.2f}"
-                  + (f" (uncertain; may be {alt['top']}-{alt['bottom']})" if res.levels.get("uncertain") else ""))
+            print(f"  levels: T1-L5, {levels_line(res.levels)}")
         for w in res.warnings:
             print(f"  warning: {w}")
     summary = None

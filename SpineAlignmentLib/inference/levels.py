@@ -42,7 +42,7 @@ from typing import Any, Callable
 import numpy as np
 
 __all__ = ["SHIFTS", "FEATURES", "chain_features", "level_probabilities_from_features", "assess_levels",
-           "incomplete_chain", "alternative_names", "levels_may_be", "level_warning"]
+           "incomplete_chain", "alternative_names", "levels_may_be", "levels_line", "level_warning"]
 
 #: the hypotheses, as the level shift of the chain: -1 one level too high (C7..L4), 0 right, +1 too low (T2..S1)
 SHIFTS = (-1, 0, 1)
@@ -193,6 +193,14 @@ def levels_may_be(levels: dict[str, Any] | None) -> str:
     if levels.get("incomplete"):
         return f"incomplete ({levels['weak_vertebrae']} of 17 weak)"
     return f"{levels['alternative']['top']}-{levels['alternative']['bottom']}"
+
+
+def levels_line(levels: dict[str, Any]) -> str:
+    """One line for people (the CLI, the overlay panel): ``"level confidence 0.84"``, with
+    ``" (uncertain: may be C7-L4)"`` or ``" (incomplete (5 of 17 weak))"`` when the levels are uncertain."""
+    may_be = levels_may_be(levels)
+    suffix = "" if not may_be else f" ({may_be})" if levels.get("incomplete") else f" (uncertain: may be {may_be})"
+    return f"level confidence {levels['confidence']:.2f}{suffix}"
 
 
 def level_warning(levels: dict[str, Any]) -> str | None:

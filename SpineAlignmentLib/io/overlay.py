@@ -20,7 +20,7 @@ import numpy as np
 
 from ..geometry.measurement import format_value
 from ..protocols import get_protocol
-from ..inference.levels import levels_may_be
+from ..inference.levels import levels_line
 from ..result import Result
 
 #: characters per line of the values panel (longer lines wrap)
@@ -100,10 +100,7 @@ def _panel_lines(result: Result) -> list[str]:
     if missing:
         lines.append("not computed: " + ", ".join(missing))
     if result.levels:
-        may_be = levels_may_be(result.levels)
-        lines.append(f"level confidence {result.levels['confidence']:.2f}"
-                     + ((" (" + (may_be if result.levels.get("incomplete") else f"uncertain: may be {may_be}") + ")")
-                        if may_be else ""))
+        lines.append(levels_line(result.levels))
     return [part for line in lines for part in textwrap.wrap(line, PANEL_CHARS, subsequent_indent="  ")]
 
 

@@ -13,7 +13,8 @@ import torch
 from SpineAlignmentLib.evaluation.levels import (end_vertebra_agreement, identification_figures, level_figures,
                                                  level_shift, named_right, warning_figures)
 from SpineAlignmentLib.inference.levels import (FEATURES, alternative_names, assess_levels, chain_features,
-                                                level_probabilities_from_features, level_warning, levels_may_be)
+                                                level_probabilities_from_features, level_warning, levels_line,
+                                                levels_may_be)
 from SpineAlignmentLib.training.framing import level_rows, random_framing, reframe
 
 from test_hygiene import coronal_spine
@@ -262,6 +263,10 @@ def test_a_chain_stretched_over_fewer_vertebrae_is_reported_incomplete():
     assert not assess_levels({"above1": 0.0, **f}, _block())["uncertain"]  # fitted before the floor existed
     assert levels_may_be(a) == "incomplete (5 of 17 weak)" and levels_may_be(ok) == ""
     assert levels_may_be({**a, "incomplete": False}) in ("C7-L4", "T2-S1") and levels_may_be(None) == ""
+    assert levels_line(a) == f"level confidence {a['confidence']:.2f} (incomplete (5 of 17 weak))"
+    assert levels_line(ok) == f"level confidence {ok['confidence']:.2f}"
+    high = {**a, "incomplete": False, "alternative": {"shift": -1, "probability": 0.6, "top": "C7", "bottom": "L4"}}
+    assert levels_line(high).endswith("(uncertain: may be C7-L4)")
 
 
 def test_fit_level_model_learns_a_separating_feature():
