@@ -173,11 +173,12 @@ def measure_records(records: list[dict], block: dict, *, cobb: bool = False) -> 
     """Identification rate, level shifts, and the warning's precision and recall on a record set
     (with ``cobb``, also the end-vertebra agreement of the Cobb curves)."""
     from ..evaluation.levels import cobb_ends, end_vertebra_agreement, identification_figures, warning_figures
+    from ..inference.levels import assess_levels
 
-    from ..inference.levels import incomplete_chain
-
-    conf, alt = _confidences(records, block)
-    warned = (conf < float(block["warn_below"])) | np.array([incomplete_chain(r["features"], block) for r in records])
+    # the warning exactly as a result gets it (assess_levels: low level confidence or an incomplete chain)
+    assessed = [assess_levels(r["features"], block) for r in records]
+    warned = np.array([a["uncertain"] for a in assessed], dtype=bool)
+    alt = np.array([a["alternative"]["shift"] for a in assessed])
     shifts = np.array([r["shift"] for r in records])
     out = {**identification_figures([r["pred"] for r in records], [r["truth"] for r in records]),
            "warning": warning_figures(warned, [r["right"] for r in records], shifts)}
