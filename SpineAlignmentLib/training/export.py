@@ -162,11 +162,11 @@ def _roi_error_text(cfg: dict) -> str:
 
 def _identification_entry(levels_run: Path, checkpoint: str, out: Path, fp16: bool) -> dict:
     """Store the identification weights as ``out/levels.pt``; the metadata ``identification`` entry."""
-    import torch
+    from .checkpoint import load_checkpoint
 
     from ..models.levels import LEVEL_CLASSES
 
-    ck = torch.load(levels_run / checkpoint, map_location="cpu", weights_only=False)
+    ck = load_checkpoint(levels_run / checkpoint)
     cfg = ck["config"]
     rows = [json.loads(r) for r in (levels_run / "metrics.jsonl").read_text().splitlines()]
     last = rows[-1]
@@ -202,9 +202,9 @@ def _identification_entry(levels_run: Path, checkpoint: str, out: Path, fp16: bo
 
 def _refinement_entry(refiner_run: Path, checkpoint: str, out: Path, fp16: bool, iterations: int) -> dict:
     """Store the second-stage weights as ``out/refine.pt``; the metadata ``refinement`` entry."""
-    import torch
+    from .checkpoint import load_checkpoint
 
-    ck = torch.load(refiner_run / checkpoint, map_location="cpu", weights_only=False)
+    ck = load_checkpoint(refiner_run / checkpoint)
     cfg = ck["config"]
     weights = _save_weights(ck["model"], out / "refine.pt", fp16)
     epochs_run = len((refiner_run / "metrics.jsonl").read_text().splitlines())
@@ -270,6 +270,7 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
     """
     import monai
     import torch
+    from .checkpoint import load_checkpoint
 
     from ..models.landmarks import protocol_landmark_ids
     from ..models.registry import load_model, validate_metadata, weights_checksums
@@ -277,8 +278,7 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
     from .metrics import triple_sensitivity
 
     run_dir, data_dir, out = Path(run_dir), Path(data_dir), Path(out)
-    # Our own run folder: the checkpoint also holds the config, split and RNG state (not only tensors).
-    ck = torch.load(run_dir / checkpoint, map_location="cpu", weights_only=False)
+    ck = load_checkpoint(run_dir / checkpoint)
     # best.pt stores the 1-based epoch it was taken at, last.pt the 0-based index of the last finished epoch.
     taken_epoch = int(ck["epoch"]) + (1 if "optimizer" in ck else 0)
     cfg = ck["config"]

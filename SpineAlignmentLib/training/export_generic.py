@@ -119,6 +119,7 @@ def export_run(run: Path, out: Path, *, name: str | None = None, version: str = 
     """
     import monai
     import torch
+    from .checkpoint import load_checkpoint
 
     from ..models.landmark_roi import landmark_parts
     from ..models.registry import load_model, validate_metadata
@@ -130,7 +131,7 @@ def export_run(run: Path, out: Path, *, name: str | None = None, version: str = 
     ck_path = run / "last.pt"
     if not ck_path.is_file() or not (run / "config.json").is_file():
         raise SpineAlignmentError(f"{run} is not a training run folder (no last.pt/config.json); pass --run runs/NAME.")
-    ck = torch.load(ck_path, map_location="cpu", weights_only=False)
+    ck = load_checkpoint(ck_path)
     cfg = GenericConfig(**ck["config"])
     if "stage" not in ck:
         raise SpineAlignmentError(f"{run} was not trained by the generic landmark trainer; "

@@ -59,14 +59,14 @@ def _fmt(v, nd=3) -> str:
 def run_lineage(run_dir: Path) -> list[dict]:
     """The runs that led to ``run_dir`` (each warm restart ``init_from`` an earlier run's ``last.pt``), oldest first:
     ``[{"run", "epochs_run", "lr", "init_from"}]``."""
-    import torch
+    from .checkpoint import load_checkpoint
 
     out, seen = [], set()
     run = Path(run_dir)
     while run is not None and run.resolve() not in seen and (run / "config.json").is_file():
         seen.add(run.resolve())
         cfg = json.loads((run / "config.json").read_text())
-        state = torch.load(run / "last.pt", map_location="cpu", weights_only=False) if (run / "last.pt").is_file() else {}
+        state = load_checkpoint(run / "last.pt") if (run / "last.pt").is_file() else {}
         out.append({"run": str(run), "epochs_run": int(state.get("epoch", -1)) + 1, "lr": cfg.get("lr"),
                     "init_from": cfg.get("init_from")})
         run = Path(cfg["init_from"]).parent if cfg.get("init_from") else None
@@ -102,12 +102,13 @@ def export_segmentation(run_dir: Path, data_dir: Path, out: Path, *, name: str, 
     """Write the model folder and return its metadata."""
     import monai
     import torch
+    from .checkpoint import load_checkpoint
 
     from ..models.registry import LoadedModel, _load_network, load_model, sha256_file, validate_metadata
     from ..protocols import get_protocol
     from .segmentation import SegConfig, build_seg_network
 
-    state = torch.load(run_dir / checkpoint, map_location="cpu", weights_only=False)
+    state = load_checkpoint(run_dir / checkpoint)
     cfg = SegConfig(**state["config"])
     split = json.loads((run_dir / "split.json").read_text())
     proto = get_protocol(cfg.protocol)

@@ -50,6 +50,7 @@ from ..models.refine import _scale_points, normalise_patches, roi_grid, sample_r
 from ..protocols import get_protocol
 from .losses import DsntLoss
 from .refiner import augment_intensity
+from .checkpoint import save_checkpoint
 from .trainer import LandmarkDataset, RunConfig, open_run, optimizer_for, train_epoch
 from .transforms import build_train_transforms
 
@@ -337,12 +338,6 @@ def _refine_films(net, films: list[_Film], coarse: list[np.ndarray], part_index,
             for f, c in zip(films, coarse)]
 
 
-def _save(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-
-
 def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = True) -> dict:
     """Train (or resume) both stages of a generic landmark model; returns the final validation figures.
 
@@ -411,12 +406,12 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
             row.update({f"val_{k}": v for k, v in m.items()})
             if m["median_error_px"] < best.get("median_error_px", float("inf")):
                 best = {**m, "epoch": epoch + 1}
-                _save(out / "best.pt", {"model": net.state_dict(), "config": asdict(cfg), "epoch": epoch + 1, "metrics": m,
+                save_checkpoint(out / "best.pt", {"model": net.state_dict(), "config": asdict(cfg), "epoch": epoch + 1, "metrics": m,
                                         "landmark_ids": list(ids)})
         with open(out / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(row) + "\n")
         log.info("stage 1 epoch %d: val median %.1f px", epoch + 1, row.get("val_median_error_px", float("nan")))
-        _save(out / "last.pt", {"stage": 1, "model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+        save_checkpoint(out / "last.pt", {"stage": 1, "model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
                                 "config": asdict(cfg), "best": best, "landmark_ids": list(ids)})
         if cfg.time_limit_min is not None and (time.time() - t_start) / 60.0 >= cfg.time_limit_min:
             log.info("time limit reached after stage-1 epoch %d; resume with --resume", epoch + 1)
@@ -453,7 +448,7 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
             with open(out / "metrics.jsonl", "a") as fh:
                 fh.write(json.dumps(row) + "\n")
             log.info("stage 2 epoch %d: val median %.1f px", epoch + 1, row.get("val_median_error_px", float("nan")))
-            _save(out / "last.pt", {"stage": 2, "stage1": stage1_state, "model": rnet.state_dict(),
+            save_checkpoint(out / "last.pt", {"stage": 2, "stage1": stage1_state, "model": rnet.state_dict(),
                                     "optimizer": ropt.state_dict(), "epoch": epoch, "config": asdict(cfg), "best": best,
                                     "landmark_ids": list(ids), "parts": parts})
             if cfg.time_limit_min is not None and (time.time() - t_start) / 60.0 >= cfg.time_limit_min:

@@ -40,6 +40,7 @@ from ..errors import SpineAlignmentError
 from ..inference.preprocess import letterbox, normalise_intensity
 from ..inference.segment import label_map, masks_to_landmarks, mirror_permutation, segment_array
 from ..protocols import get_protocol
+from .checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
 from .trainer import RunConfig, open_run, optimizer_for, train_epoch
 
 __all__ = ["SegConfig", "SegSample", "load_mask_samples", "train_segmentation", "evaluate_segmentation", "film_row",
@@ -415,14 +416,12 @@ def train_segmentation(cfg: SegConfig, resume: bool = False, progress: bool = Tr
 
     net = build_seg_network(cfg)
     if cfg.init_from and state is None:
-        src = torch.load(cfg.init_from, map_location="cpu", weights_only=False)
+        src = load_checkpoint(cfg.init_from, "weights file")
         net.load_state_dict({k: v.float() for k, v in src.get("model", src).items()})
         log.info("initialised from %s", cfg.init_from)
     opt, start = optimizer_for(net, cfg, state)
     if state is not None:
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
+        restore_rng(state["rng"])
         log.info("resumed at epoch %d", start)
     loss_fn = SegLoss(cfg.dice_weight, cfg.ce_weight)
     last: dict = state.get("metrics", {}) if state else {}
@@ -453,11 +452,8 @@ def train_segmentation(cfg: SegConfig, resume: bool = False, progress: bool = Tr
                  metrics.get("iou_clavicle_R_mean", float("nan")), metrics.get("kp_err_px_mean", float("nan")),
                  metrics.get("CA_mae", float("nan")), metrics.get("CTAD_mae", float("nan")),
                  metrics.get("RSH_bony_mae", float("nan")))
-        torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "config": asdict(cfg),
-                    "metrics": last,
-                    "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}},
-                   out / "last.pt.tmp")
-        (out / "last.pt.tmp").replace(out / "last.pt")
+        save_checkpoint(out / "last.pt", {"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                                          "config": asdict(cfg), "metrics": last, "rng": rng_state()})
         if stop:
             log.info("time limit of %.0f min reached after epoch %d; resume with --resume", cfg.time_limit_min, epoch + 1)
             break

@@ -33,6 +33,7 @@ from ..models.landmarks import flip_permutation, protocol_landmark_ids
 from ..models.network import SpineLandmarkNet
 from ..models.vertebra import ANCHORS, N_CHANNELS, VertebraLoss, decode_vertebrae
 from ..protocols import get_protocol
+from .checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
 from .dataset import CachedSample, cache_sample, load_samples, patient_id, patient_split
 from .hygiene import write_report
 from .losses import DsntLoss
@@ -76,6 +77,7 @@ class TrainConfig(RunConfig):
     init_from: str | None = None  # weights to start from (a run's checkpoint or a packaged model.pt)
     anchors: bool = False  # vertebra representation: add the T1/L5 anchor maps (channels 15-16)
     reframe: float = 0.0  # probability of re-framing a training film (top C4..T3, bottom L4..below the sacrum)
+    neck: float = 0.0  # probability of a synthetic neck above T1 (training/neck.py)
     net: dict = field(default_factory=lambda: {
         "stem_channels": [16, 32], "channels": [32, 64, 128, 256, 256], "num_res_units": 1, "features": 64})
 
@@ -139,10 +141,7 @@ def init_weights_from(model: torch.nn.Module, path: str | Path) -> list[str]:
     the anchor maps then specialise. Returns the names of the parameters that
     were not copied in full.
     """
-    try:
-        src = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # our own run checkpoints also hold RNG and optimiser state
-        src = torch.load(path, map_location="cpu", weights_only=False)
+    src = load_checkpoint(path, "weights file")
     src = src.get("model", src)
     own = model.state_dict()
     partial = []
@@ -283,9 +282,8 @@ def fit_patch_stage(net, cfg: RunConfig, state: dict | None, out: Path, dataset_
         row["val_time_s"] = round(time.time() - t0 - train_time, 1)
         with open(out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
-        torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "config": asdict(cfg),
-                    "metrics": last}, out / "last.pt.tmp")
-        (out / "last.pt.tmp").replace(out / "last.pt")
+        save_checkpoint(out / "last.pt", {"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                                          "config": asdict(cfg), "metrics": last})
         if cfg.time_limit_min is not None and (time.time() - t_start) / 60.0 >= cfg.time_limit_min:
             log.info("time limit of %.0f min reached after epoch %d; resume with --resume", cfg.time_limit_min, epoch + 1)
             break
@@ -307,7 +305,7 @@ def open_run(cfg: RunConfig, resume: bool, keep: tuple[str, ...] = ("epochs", "t
         ckpt = out / "last.pt"
         if not ckpt.exists():
             raise SpineAlignmentError(f"Cannot resume: {ckpt} does not exist; start without --resume.")
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        state = load_checkpoint(ckpt)
         kept = {k: getattr(cfg, k) for k in keep}
         cfg = type(cfg)(**{**state["config"], **{k: v for k, v in kept.items() if v is not None}})
     torch.set_num_threads(cfg.threads)
@@ -361,9 +359,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         opt.load_state_dict(state["optimizer"])
         start_epoch = int(state["epoch"]) + 1
         best = state.get("best", best)
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
+        restore_rng(state["rng"])
         log.info("resumed from %s at epoch %d", ckpt_path, start_epoch)
 
     perm = flip_permutation(ids, get_protocol(cfg.protocol).flip_pairs)
@@ -371,7 +367,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.time()
         model.train()
-        tf = build_train_transforms(perm, seed=cfg.seed * 1000 + epoch, reframe=cfg.reframe)
+        tf = build_train_transforms(perm, seed=cfg.seed * 1000 + epoch, reframe=cfg.reframe, neck=cfg.neck)
         g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         loader = torch.utils.data.DataLoader(LandmarkDataset(train_set, tf), batch_size=cfg.batch_size,
                                              shuffle=True, generator=g, num_workers=0, drop_last=len(train_set) > cfg.batch_size)
@@ -391,14 +387,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
                  metrics.get("cmae_deg", float("nan")))
         if metrics and metrics["mean_error_px"] < best.get("mean_error_px", float("inf")):
             best = {**metrics, "epoch": epoch + 1}
-            torch.save({"model": model.state_dict(), "config": asdict(cfg), "epoch": epoch + 1, "metrics": metrics,
-                        "landmark_ids": list(ids), "hygiene": hyg_summary}, out / "best.pt")
-        torch.save({
+            save_checkpoint(out / "best.pt", {"model": model.state_dict(), "config": asdict(cfg), "epoch": epoch + 1,
+                                              "metrics": metrics, "landmark_ids": list(ids), "hygiene": hyg_summary})
+        save_checkpoint(ckpt_path, {
             "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "config": asdict(cfg),
-            "best": best, "landmark_ids": list(ids), "hygiene": hyg_summary,
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
-        }, out / "last.pt.tmp")
-        (out / "last.pt.tmp").replace(ckpt_path)
+            "best": best, "landmark_ids": list(ids), "hygiene": hyg_summary, "rng": rng_state()})
         if cfg.time_limit_min is not None and (time.time() - t_start) / 60.0 >= cfg.time_limit_min:
             log.info("time limit of %.0f min reached after epoch %d; resume with --resume", cfg.time_limit_min, epoch + 1)
             break
