@@ -66,6 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "between C4 and T3, its bottom between L4 and below the sacrum), so that the network cannot "
                              "learn 'the topmost vertebra is T1'; default 0; a 20-epoch fine-tune of the shipped "
                              "first stage with 0.5 did not name more validation images right: 75 of 94 against 76)")
+    parser.add_argument("--neck", type=float, default=0.0, metavar="P",
+                        help="coronal-spine first stage: give a training film a synthetic neck above T1 (cervical "
+                             "vertebrae without ribs, built from the film's own T1) with probability P")
     parser.add_argument("--trainer", choices=("auto", "generic", "vertebra"), default="auto",
                         help="auto (default): the AASCE layout trains the coronal vertebra network, a dataset-format "
                              "folder the generic landmark model; generic/vertebra force one")
@@ -126,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, threads=args.threads, time_limit_min=args.time_limit, max_images=args.max_images,
         representation=args.representation, init_from=args.init_from,
         **({"warmup_epochs": args.warmup} if args.warmup is not None else {}),
-        anchors=args.anchors, reframe=args.reframe,
+        anchors=args.anchors, reframe=args.reframe, neck=args.neck,
     )
     best = train(cfg, resume=args.resume, progress=not args.no_progress)
     print(json.dumps(best, indent=1))
