@@ -33,20 +33,13 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-try:
-    import vtk
-except ImportError as exc:  # pragma: no cover - exercised only without the wheel
-    raise ImportError(
-        "SpineAlignmentLib.slicerio needs the MRML classes: run it inside 3D Slicer or install "
-        "the slicer-core wheel (pip install 'SpineAlignmentLib[slicer]')."
-    ) from exc
-
 from ..pipeline import measure
 from ..protocols import get_protocol
 from ..result import Landmark, Result
 from .geometry import ijk_to_ras_from_volume_node, pixels_to_ras, ras_to_pixels
 from .live import LiveMeasurement
 from .markups_json import write_markups_json
+from .mrml_classes import vtk
 from .nodes import (
     ATTR_ANALYSIS, ATTR_GROUP, ATTR_IMAGE, ATTR_LANDMARK_IDS, ATTR_PROTOCOL, ATTR_ROLE, HIGHLIGHT_COLOR,
     VOLUME_REFERENCE_ROLE, _param_color, _set_display,

@@ -14,16 +14,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-try:
-    import vtk
-except ImportError as exc:  # pragma: no cover - exercised only without the wheel
-    raise ImportError(
-        "SpineAlignmentLib.slicerio needs the MRML classes: run it inside 3D Slicer or install "
-        "the slicer-core wheel (pip install 'SpineAlignmentLib[slicer]')."
-    ) from exc
-
 from ..geometry.measurement import format_value
 from ..result import Result
+from .mrml_classes import vtk
 from .nodes import ATTR_IMAGE, ATTR_KIND, ATTR_PARAMETER, _param_color, _set_display
 from .table import fill_table_node
 

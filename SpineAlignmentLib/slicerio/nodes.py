@@ -14,19 +14,11 @@ from typing import Any, Iterable
 
 import numpy as np
 
-try:
-    import slicer
-    import vtk
-except ImportError as exc:  # pragma: no cover - exercised only without the wheel
-    raise ImportError(
-        "SpineAlignmentLib.slicerio needs the MRML classes: run it inside 3D Slicer or install "
-        "the slicer-core wheel (pip install 'SpineAlignmentLib[slicer]')."
-    ) from exc
-
 from ..errors import LandmarkError
 from ..protocols import Protocol
 from .geometry import pixels_to_ras
 from .markups_json import describe_point
+from .mrml_classes import slicer, vtk
 
 ATTR_ANALYSIS = "SpineAlignment.analysis"  #: analysis UID shared by every node of one analysis
 ATTR_ROLE = "SpineAlignment.role"  #: "landmarks", "construction" or "table"

@@ -12,16 +12,9 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-try:
-    import vtk
-except ImportError as exc:  # pragma: no cover - exercised only without the wheel
-    raise ImportError(
-        "SpineAlignmentLib.slicerio needs the MRML classes: run it inside 3D Slicer or install "
-        "the slicer-core wheel (pip install 'SpineAlignmentLib[slicer]')."
-    ) from exc
-
 from ..protocols import Protocol, get_protocol
 from ..result import Result
+from .mrml_classes import vtk
 
 #: Table columns: (machine name, VTK array type, title, description).
 TABLE_COLUMNS = (

@@ -33,7 +33,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("runners", ("SpineAlignmentLib.batch", "SpineAlignmentLib.pairbatch")),
     ("datasets", ("SpineAlignmentLib.io.dataset", "SpineAlignmentLib.slicerio.training_export")),
     ("training", ("SpineAlignmentLib.training",)),
-    ("commands", ("SpineAlignmentLib.commands", "SpineAlignmentLib.cli")),
+    ("front ends", ("SpineAlignmentLib.commands", "SpineAlignmentLib.cli", "SpineAlignmentLib.slicerio.logic")),
 ]
 
 #: Imports allowed to run upwards, (importer, imported), each with its reason. At most one, ever.
