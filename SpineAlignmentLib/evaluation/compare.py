@@ -32,6 +32,7 @@ from ..result import SCHEMA as RESULT_SCHEMA
 from . import landmarks as lm
 from . import statistics as st
 from .levels import level_figures
+from .report import EvaluationReport, table1 as make_table1  # EvaluationReport re-exported: compare_results returns it
 
 log = logging.getLogger(__name__)
 
@@ -65,69 +66,6 @@ class LoadedSet:
     ignored: list[tuple[str, str]] = field(default_factory=list)
     #: files with landmarks but no ``parameters``, measured here (:func:`~SpineAlignmentLib.pipeline.measure_dict`)
     recomputed: list[str] = field(default_factory=list)
-
-
-@dataclass
-class EvaluationReport:
-    """Everything ``spine-align evaluate`` computes, as pandas DataFrames.
-
-    Attributes:
-        parameters: one row per parameter, columns ``parameter, unit`` +
-            :data:`statistics.PARAMETER_COLUMNS` (machine-readable, NaN = missing).
-        table1: study 001 Table 1 layout, formatted text, one row per parameter.
-        landmarks: one row per landmark ID (+ an ``ALL`` row): counts, error in
-            px and mm, normalised error, SDR at 2/2.5/3/4 mm, calibration labels.
-        landmark_errors: one row per (image, landmark): the rows of
-            :func:`landmarks.compare_landmark_sets` with an ``image`` column.
-        icc: long table ``parameter, comparison, sources, n, icc2_1, ...``; one
-            row per parameter and pair of sources (truth, model, raters) and,
-            with three or more sources, one ``all`` row.
-        cobb: SMAPE (%) and circular MAE (deg) per Cobb set (``AASCE``, ``Cobb``).
-        counts: ``matched``, ``missing_in_pred``, ``missing_in_truth``, ``failed``
-            (ints) and the lists behind them.
-        sources: source names in order: ``truth``, ``model``, then raters.
-        notes: sentences for the report (e.g. why no SDR was computed).
-        images: every ground-truth image name (with or without a prediction), in the order of ``values``.
-        values: ``{parameter: {source: (N,) array}}`` over ``images``, NaN where absent.
-        files: output name -> path, filled by :meth:`write`.
-        provenance: what was compared and by what: ``software_version`` (of this evaluation), ``date``
-            (UTC), ``models`` and ``prediction_software_versions`` (as the prediction files say),
-            ``inputs`` (absolute folders, set by :func:`evaluate`).
-        levels: vertebra naming of T1..L5 corner sets (:func:`levels.level_figures`: images with
-            all 17 named right, counts per level shift, Cobb end-vertebra agreement, and the level
-            warning's precision and recall when the predictions carry ``levels``); empty otherwise.
-    """
-
-    parameters: "object"
-    table1: "object"
-    landmarks: "object"
-    landmark_errors: "object"
-    icc: "object"
-    cobb: "object"
-    counts: dict
-    sources: list[str]
-    notes: list[str] = field(default_factory=list)
-    images: list[str] = field(default_factory=list)
-    values: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
-    files: dict[str, Path] = field(default_factory=dict)
-    provenance: dict = field(default_factory=dict)
-    levels: dict = field(default_factory=dict)
-
-    def parameter_values(self):
-        """Long table ``image, parameter, <source>...`` of every compared value (NaN = absent)."""
-        import pandas as pd
-
-        frames = [pd.DataFrame({"image": self.images, "parameter": pid, **vals}) for pid, vals in self.values.items()]
-        if not frames:
-            return pd.DataFrame(columns=["image", "parameter", *self.sources])
-        return pd.concat(frames, ignore_index=True)
-
-    def write(self, out_dir: str | Path) -> dict[str, Path]:
-        """Write CSVs, PNGs and ``report.html`` into ``out_dir`` (created); returns ``files``."""
-        from .report import write_report
-
-        self.files = write_report(self, Path(out_dir))
-        return self.files
 
 
 # --------------------------------------------------------------------------- loading
@@ -422,8 +360,6 @@ def compare_results(
     # ---- landmarks
     lm_long, lm_summary, lm_notes = _landmark_tables(matched, t_map, p_map)
     notes.extend(lm_notes)
-
-    from .report import table1 as make_table1
 
     provenance = _provenance(p_map)
     return EvaluationReport(

@@ -1,4 +1,7 @@
-"""Tables, plots and the HTML report of an evaluation.
+"""The evaluation report object, and its tables, plots and HTML page.
+
+:class:`EvaluationReport` lives here, below :mod:`.compare` that fills it, so
+that writing a report never needs the module that computes one.
 
 Plots use matplotlib's object API (``Figure`` + Agg canvas), never pyplot, so
 writing a report does not touch the GUI backend of the host application
@@ -15,18 +18,77 @@ import json
 import logging
 import math
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import landmarks as lm
 from .statistics import format_p
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .compare import EvaluationReport
-
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluationReport:
+    """Everything ``spine-align evaluate`` computes, as pandas DataFrames.
+
+    Attributes:
+        parameters: one row per parameter, columns ``parameter, unit`` +
+            :data:`statistics.PARAMETER_COLUMNS` (machine-readable, NaN = missing).
+        table1: study 001 Table 1 layout, formatted text, one row per parameter.
+        landmarks: one row per landmark ID (+ an ``ALL`` row): counts, error in
+            px and mm, normalised error, SDR at 2/2.5/3/4 mm, calibration labels.
+        landmark_errors: one row per (image, landmark): the rows of
+            :func:`landmarks.compare_landmark_sets` with an ``image`` column.
+        icc: long table ``parameter, comparison, sources, n, icc2_1, ...``; one
+            row per parameter and pair of sources (truth, model, raters) and,
+            with three or more sources, one ``all`` row.
+        cobb: SMAPE (%) and circular MAE (deg) per Cobb set (``AASCE``, ``Cobb``).
+        counts: ``matched``, ``missing_in_pred``, ``missing_in_truth``, ``failed``
+            (ints) and the lists behind them.
+        sources: source names in order: ``truth``, ``model``, then raters.
+        notes: sentences for the report (e.g. why no SDR was computed).
+        images: every ground-truth image name (with or without a prediction), in the order of ``values``.
+        values: ``{parameter: {source: (N,) array}}`` over ``images``, NaN where absent.
+        files: output name -> path, filled by :meth:`write`.
+        provenance: what was compared and by what: ``software_version`` (of this evaluation), ``date``
+            (UTC), ``models`` and ``prediction_software_versions`` (as the prediction files say),
+            ``inputs`` (absolute folders, set by :func:`evaluate`).
+        levels: vertebra naming of T1..L5 corner sets (:func:`levels.level_figures`: images with
+            all 17 named right, counts per level shift, Cobb end-vertebra agreement, and the level
+            warning's precision and recall when the predictions carry ``levels``); empty otherwise.
+    """
+
+    parameters: "object"
+    table1: "object"
+    landmarks: "object"
+    landmark_errors: "object"
+    icc: "object"
+    cobb: "object"
+    counts: dict
+    sources: list[str]
+    notes: list[str] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
+    values: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+    levels: dict = field(default_factory=dict)
+
+    def parameter_values(self):
+        """Long table ``image, parameter, <source>...`` of every compared value (NaN = absent)."""
+        import pandas as pd
+
+        frames = [pd.DataFrame({"image": self.images, "parameter": pid, **vals}) for pid, vals in self.values.items()]
+        if not frames:
+            return pd.DataFrame(columns=["image", "parameter", *self.sources])
+        return pd.concat(frames, ignore_index=True)
+
+    def write(self, out_dir: str | Path) -> dict[str, Path]:
+        """Write CSVs, PNGs and ``report.html`` into ``out_dir`` (created); returns ``files``."""
+        self.files = write_report(self, Path(out_dir))
+        return self.files
+
 
 #: Table 1 columns (study 001), in order.
 TABLE1_COLUMNS = (
@@ -267,7 +329,7 @@ def _table_html(df, float_format: str = "{:.3g}") -> str:
                       float_format=lambda v: float_format.format(v))
 
 
-def write_report(report: "EvaluationReport", out_dir: Path) -> dict[str, Path]:
+def write_report(report: EvaluationReport, out_dir: Path) -> dict[str, Path]:
     """Write every output file of an evaluation into ``out_dir``.
 
     Files: ``parameters.csv``, ``table1.csv``, ``parameter_values.csv``,
@@ -348,7 +410,7 @@ def _provenance_html(prov: dict) -> str:
     return "<ul>" + "".join(f"<li>{esc(k)}: <b>{esc(str(v))}</b></li>" for k, v in rows) + "</ul>"
 
 
-def _html(report: "EvaluationReport", files: dict[str, Path], param_figs, boxen_unit) -> str:
+def _html(report: EvaluationReport, files: dict[str, Path], param_figs, boxen_unit) -> str:
     c = report.counts
     esc = html.escape
     parts = [

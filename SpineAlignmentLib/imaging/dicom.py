@@ -45,7 +45,7 @@ from ..errors import RadiographError
 from ..safefiles import check_image_size
 from .calibration import ManualCalibration, resolve_calibration
 from ..geometry.orientation import format_patient_orientation, parse_patient_orientation
-from .radiograph import Radiograph, check_finite_pixels
+from .image import Radiograph, check_finite_pixels
 
 __all__ = [
     "PATIENT_FIELDS",

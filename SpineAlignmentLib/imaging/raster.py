@@ -25,7 +25,7 @@ from ..errors import RadiographError
 from ..safefiles import MAX_IMAGE_PIXELS, check_image_size
 from .calibration import ManualCalibration, resolve_calibration
 from ..geometry.orientation import parse_patient_orientation
-from .radiograph import Radiograph, check_finite_pixels
+from .image import Radiograph, check_finite_pixels
 
 __all__ = ["read_raster", "pixels_from_array"]
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import RadiographError
+from ..geometry.label_checks import check_labels
 from ..result import Landmark
 from .preprocess import letterbox, normalise_intensity
 
@@ -154,8 +155,6 @@ def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False, refine: 
 
 def plausibility_warnings(points: np.ndarray, confidence: np.ndarray, ids, low_confidence: float) -> list[str]:
     """Image-level warnings for four-corner vertebra landmarks (sequences of TL, TR, BL, BR)."""
-    from ..training.hygiene import check_labels
-
     warns: list[str] = []
     mean_conf = float(np.mean(confidence))
     n_low = int(np.sum(confidence < low_confidence))

@@ -818,12 +818,12 @@ def read_dataset(folder: str | os.PathLike, protocol: str, *, check_images: bool
 
 
 def _four_corner_hygiene(raw: Mapping[str, tuple[float, float]], proto, path: Path) -> str | None:
-    """The label-hygiene findings (training/hygiene.py) for a complete four-corner chain, as one sentence."""
+    """The label-hygiene findings (geometry/label_checks.py) for a complete four-corner chain, as one sentence."""
     ids = proto.landmark_ids
     if not ids or len(ids) % 4 or not all(i.rsplit("_", 1)[-1] in ("TL", "TR", "BL", "BR") for i in ids) \
             or not all(i in raw for i in ids):
         return None
-    from ..training.hygiene import check_labels
+    from ..geometry.label_checks import check_labels
 
     names = [ids[i].rsplit("_", 1)[0] for i in range(0, len(ids), 4)]
     res = check_labels(np.array([raw[i] for i in ids]), path.name, vertebra_names=names)
