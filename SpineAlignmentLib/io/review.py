@@ -304,7 +304,8 @@ def _crop_geometry(card: Card, key: str, box: tuple[int, int, int, int]) -> Crop
     for i, corners in enumerate(q):
         cx, cy = corners.mean(axis=0)
         if x0 <= cx < x1 and y0 <= cy < y1:
-            crop.vertebrae.append((i, (corners - (x0, y0)) * scale))
+            # original pixel k covers [k - 0.5, k + 0.5): the crop image's left edge is x0 - 0.5
+            crop.vertebrae.append((i, (corners - (x0 - 0.5, y0 - 0.5)) * scale))
     return crop
 
 

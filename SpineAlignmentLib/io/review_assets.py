@@ -100,8 +100,8 @@ SCRIPT = r"""
     if (fig) {
       const mark = fig.querySelector("circle.mark"), s = Number(fig.dataset.s);
       const on = d && "level" in d;
-      mark.setAttribute("cx", on ? (d.x - Number(fig.dataset.x0)) * s : -99);
-      mark.setAttribute("cy", on ? (d.y - Number(fig.dataset.y0)) * s : -99);
+      mark.setAttribute("cx", on ? (d.x - Number(fig.dataset.x0) + 0.5) * s : -99);
+      mark.setAttribute("cy", on ? (d.y - Number(fig.dataset.y0) + 0.5) * s : -99);
     }
   }
 
@@ -144,7 +144,7 @@ SCRIPT = r"""
     const px = (ev.clientX - r.left) * Number(fig.dataset.w) / r.width;
     const py = (ev.clientY - r.top) * Number(fig.dataset.h) / r.height;
     decisions[card.dataset.image] = {level: config.first[card.dataset.proto],
-                                     x: Number(fig.dataset.x0) + px / s, y: Number(fig.dataset.y0) + py / s};
+                                     x: Number(fig.dataset.x0) - 0.5 + px / s, y: Number(fig.dataset.y0) - 0.5 + py / s};
     save(); render(card); update();
   });
   document.getElementById("cards").addEventListener("focusin", ev => {
