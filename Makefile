@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v dciodvfy >/dev/null; then \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dicom3tools dcmtk >/dev/null) \
 		|| echo "note: dicom3tools/dcmtk not installed; the DICOM validator tests will be skipped"; fi
+	# Headless browser for the review page's test (chromium); as root only, the test skips without it.
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v chromium >/dev/null; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+		|| echo "note: chromium not installed; the review page's browser test will be skipped"; fi
 	touch $(STAMP)
 
 setup: $(STAMP)

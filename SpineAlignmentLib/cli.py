@@ -25,6 +25,7 @@ COMMANDS = {
     "measure": "measure",
     "analyze": "analyze",
     "batch": "batch",
+    "review": "review",
     "train": "train",
     "export": "export",
     "evaluate": "evaluate",

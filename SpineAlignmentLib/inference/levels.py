@@ -144,12 +144,12 @@ def level_probabilities_from_features(features: dict[str, float], block: dict) -
 
 
 def alternative_names(shift: int, names: tuple[str, ...] = ("T1", "L5")) -> tuple[str, str]:
-    """What the vertebrae named ``names`` (top, bottom of the chain) are when the chain is off by ``shift``."""
-    if shift == -1:
-        return "C7", "L4"
-    if shift == 1:
-        return "T2", "S1"
-    return names
+    """What the vertebrae named ``names`` (top, bottom of the chain) are when the chain is off by ``shift``
+    (:data:`SHIFTS`: -1 every name one level up, T1 -> C7; +1 one level down, T1 -> T2)."""
+    from ..geometry.levels import adjacent_level
+
+    top, bottom = (adjacent_level(n, shift) or n for n in names)
+    return top, bottom
 
 
 def assess_levels(features: dict[str, float], block: dict) -> dict[str, Any]:

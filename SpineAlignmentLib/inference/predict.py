@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import RadiographError
 from ..geometry.label_checks import check_labels
+from ..geometry.levels import vertebra_chain
 from ..result import Landmark
 from .preprocess import letterbox, normalise_intensity
 
@@ -164,8 +165,8 @@ def plausibility_warnings(points: np.ndarray, confidence: np.ndarray, ids, low_c
     elif n_low:
         names = [ids[i] for i in np.where(confidence < low_confidence)[0]]
         warns.append(f"{n_low} landmark(s) with low confidence ({', '.join(names[:6])}{'...' if n_low > 6 else ''}); check them.")
-    if len(ids) % 4 == 0 and all(i.rsplit("_", 1)[-1] in ("TL", "TR", "BL", "BR") for i in ids):
-        vnames = [ids[i].rsplit("_", 1)[0] for i in range(0, len(ids), 4)]
+    vnames = list(vertebra_chain(ids))
+    if vnames:
         res = check_labels(points, "prediction", vertebra_names=vnames)
         kinds = {f.check for f in res.findings}
         if "vertebra_order" in kinds:

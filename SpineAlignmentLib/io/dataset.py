@@ -30,7 +30,6 @@ import io
 import logging
 import math
 import os
-import re
 import shutil
 import stat
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import LandmarkError, SpineAlignmentError
+from ..geometry.levels import level_name, spine_level
 
 __all__ = [
     "DatasetError", "LabelledImage", "Finding", "DatasetReport", "read_dataset", "write_labelled_image",
@@ -180,24 +180,8 @@ class DatasetReport:
 # --------------------------------------------------------------------------------------------
 # spine levels (protocol-agnostic: from the ID)
 
-_LEVEL_RE = re.compile(r"^([CTLS])(\d{1,2})(?:_|c$)")
-#: Index of the first vertebra of each region, and its number of vertebrae (L6 and T13 occur).
-_REGIONS = {"C": (0, 7), "T": (7, 13), "L": (20, 6), "S": (26, 5)}
 _SUPERIOR = ("_AS", "_PS", "_TL", "_TR")
 _INFERIOR = ("_AI", "_PI", "_BL", "_BR")
-
-
-def spine_level(landmark_id: str) -> int | None:
-    """Position of the landmark's vertebra from the head down (C1 = 0 ... S1), or None (``OD``, ``FH_1``, ...).
-
-    Read from canonical IDs such as ``C2_AI``, ``T5c``, ``L3_TL``, ``S1_PS``, so every protocol's table works.
-    """
-    m = _LEVEL_RE.match(landmark_id)
-    if m is None:
-        return None
-    base, count = _REGIONS[m.group(1)]
-    n = int(m.group(2))
-    return base + n - 1 if 1 <= n <= count else None
 
 
 def _endplate(landmark_id: str) -> int:
@@ -207,10 +191,6 @@ def _endplate(landmark_id: str) -> int:
     if landmark_id.endswith(_INFERIOR):
         return -1
     return 0
-
-
-def _level_name(landmark_id: str) -> str:
-    return _LEVEL_RE.match(landmark_id).group(1) + _LEVEL_RE.match(landmark_id).group(2)
 
 
 def order_problems(landmarks: Mapping[str, tuple[float, float]], u_sup: tuple[float, float]) -> list[str]:
@@ -232,12 +212,12 @@ def order_problems(landmarks: Mapping[str, tuple[float, float]], u_sup: tuple[fl
     centre = {lv: float(np.mean([height[k] for k in levels[lv]])) for lv in ordered}
     for a, b in zip(ordered, ordered[1:]):
         if centre[a] <= centre[b]:
-            out.append(f"{_level_name(levels[a][0])} lies below {_level_name(levels[b][0])}")
+            out.append(f"{level_name(levels[a][0])} lies below {level_name(levels[b][0])}")
     for lv in ordered:
         sup = [height[k] for k in levels[lv] if _endplate(k) > 0]
         inf = [height[k] for k in levels[lv] if _endplate(k) < 0]
         if sup and inf and np.mean(sup) <= np.mean(inf):
-            out.append(f"the superior corners of {_level_name(levels[lv][0])} lie below its inferior corners")
+            out.append(f"the superior corners of {level_name(levels[lv][0])} lie below its inferior corners")
     return out
 
 

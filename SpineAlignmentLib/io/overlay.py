@@ -37,7 +37,9 @@ def value_text(pid: str, value: float, unit: str, calibration: str | None) -> st
     return text
 
 
-def _display_image(image: np.ndarray, step: int) -> np.ndarray:
+def display_window(image: np.ndarray, step: int = 1) -> np.ndarray:
+    """Every ``step``-th pixel of a 2D (or RGB, averaged) image in 0..1 with a 0.5-99.5 % window (the overlay's
+    and the review page's crops' display)."""
     img = np.asarray(image, dtype=np.float32)
     if img.ndim == 3:
         img = img.mean(axis=-1)
@@ -133,7 +135,7 @@ def render_overlay(image_2d: np.ndarray, result: Result, path: str | Path, max_s
     FigureCanvasAgg(fig)
     frac = img_w / (img_w + panel_px)
     ax = fig.add_axes((0, 0, frac, 1))
-    ax.imshow(_display_image(image_2d, step), cmap="gray", extent=(-0.5, cols - 0.5, rows - 0.5, -0.5),
+    ax.imshow(display_window(image_2d, step), cmap="gray", extent=(-0.5, cols - 0.5, rows - 0.5, -0.5),
               interpolation="antialiased", vmin=0, vmax=1)
     ax.set_xlim(-0.5, cols - 0.5)
     ax.set_ylim(rows - 0.5, -0.5)

@@ -12,9 +12,9 @@ follow. They serve the level-confidence calibration
 first stage that sees films whose top is C5 or T3 as often as T1 cannot learn "topmost is T1"
 and has to tell T1 from C7 (and L5 from S1) by their anatomy.
 
-Level positions beyond the labelled T1..L5 are extrapolated along the spine:
-a cervical level is taken as :data:`CERVICAL_SPACING` x the T1-T2 centre
-distance, the sacrum as :data:`SACRUM_LEVELS` x the L4-L5 distance below L5.
+Level positions beyond the labelled T1..L5 are extrapolated along the spine
+by :func:`~SpineAlignmentLib.geometry.levels.level_rows` (the review page crops
+by the same rule).
 """
 
 from __future__ import annotations
@@ -22,25 +22,10 @@ from __future__ import annotations
 import numpy as np
 from monai.transforms import MapTransform, RandomizableTransform
 
+from ..geometry.levels import CERVICAL_SPACING, SACRUM_LEVELS, level_rows
+
 __all__ = ["CERVICAL_SPACING", "SACRUM_LEVELS", "OUTSIDE", "level_rows", "reframe", "random_framing", "complete_framing",
            "framing_matrix", "RandFramingd"]
-
-#: centre distance of the cervical vertebrae relative to the T1-T2 distance (C7..C4 are smaller than T1)
-CERVICAL_SPACING = 0.8
-#: how far below the L5 centre the sacrum ends, in L4-L5 centre distances
-SACRUM_LEVELS = 4.0
-
-
-def level_rows(points: np.ndarray) -> dict[str, float]:
-    """Row (y, original pixels) of the framing limits for (68, 2) T1..L5 corners.
-
-    Keys: ``C4`` (centre of C4, extrapolated), ``T1``, ``T3``, ``L4``, ``L5`` (centres) and
-    ``below_sacrum`` (the sacrum's lower end, extrapolated).
-    """
-    c = np.asarray(points, dtype=float).reshape(-1, 4, 2).mean(axis=1)[:, 1]
-    top, bottom = c[1] - c[0], c[-1] - c[-2]
-    return {"C4": float(c[0] - 4 * CERVICAL_SPACING * top), "T1": float(c[0]), "T3": float(c[2]),
-            "L4": float(c[-2]), "L5": float(c[-1]), "below_sacrum": float(c[-1] + SACRUM_LEVELS * bottom)}
 
 
 def reframe(pixels: np.ndarray, points: np.ndarray, top: float, bottom: float) -> tuple[np.ndarray, np.ndarray]:
