@@ -108,6 +108,7 @@ def _image_info(result: Result) -> dict[str, Any]:
         "patient_orientation": list(result.patient_orientation) if result.patient_orientation else None,
         "model": result.model,
         "confidence": {k: lm.confidence for k, lm in result.landmarks.items() if lm.confidence is not None},
+        "levels": result.levels,
     }
 
 
@@ -192,6 +193,8 @@ class SceneAnalysis:
         self.draws: Callable[[str], bool] | None = None
         #: the landmarks this film takes (guided placement order); None: the protocol's landmark IDs
         self.expected_landmarks: tuple[str, ...] | None = None
+        #: a model's first pass (:class:`~SpineAlignmentLib.inference.anchor.ChainState`) for a level anchor
+        self.chain: Any = None
 
     def __getitem__(self, key: str) -> Any:
         """Console shorthand: ``nodes["landmarks"]`` (a landmark node; any one re-measures the whole
@@ -368,6 +371,7 @@ class SceneAnalysis:
             image=info.get("image"), model=info.get("model"), source="scene",
         )
         result.warnings[:0] = warnings
+        result.levels = info.get("levels")  # the chain's naming stays with the film when points move
         return result
 
     def update(self, result: Result | None = None) -> set[str]:
@@ -687,6 +691,7 @@ def create_analysis(scene: Any, volume_node: Any, result: Result, *, name: str |
     """
     analysis = _new_analysis(scene, volume_node, result.protocol, name)
     analysis.info = _image_info(result)
+    analysis.chain = getattr(result, "chain", None)
     if analysis.info["image_size"] is None and volume_node is not None:
         size = volume_image_size(volume_node)
         analysis.info["image_size"] = list(size) if size else None
