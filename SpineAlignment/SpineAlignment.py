@@ -963,12 +963,7 @@ class SpineAlignmentLogic(ScriptedLoadableModuleLogic):
         node = analysis.landmark_node(spec.group)
         analysis.observe()
         analysis.pending_landmark = landmarkId
-        selectionNode = slicer.mrmlScene.GetNodeByID("vtkMRMLSelectionNodeSingleton")
-        selectionNode.SetReferenceActivePlaceNodeClassName("vtkMRMLMarkupsFiducialNode")
-        selectionNode.SetActivePlaceNodeID(node.GetID())
-        interactionNode = slicer.mrmlScene.GetNodeByID("vtkMRMLInteractionNodeSingleton")
-        interactionNode.SetPlaceModePersistence(0)
-        interactionNode.SetCurrentInteractionMode(interactionNode.Place)
+        self.startPlacingInto(node)
 
     def startPlacingInto(self, node):
         """Enter place mode for one point in ``node``."""

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 
 from ..errors import LandmarkError, SpineAlignmentError
 from ..inference.anchor import LevelAnchor, level_position
-from ..safefiles import read_limited
+from ..safefiles import read_utf8
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +92,8 @@ def read_level_anchors(path: str | os.PathLike) -> list[AnchorRow]:
             ``level, x, y`` or ``shift`` (one sentence naming the file).
     """
     path = Path(path)
-    data = read_limited(path, MAX_ANCHOR_FILE_BYTES, SpineAlignmentError, what="level-anchor file (CSV)")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise SpineAlignmentError(f"{path}: is not UTF-8 text (byte {exc.start}); save the level anchors as a "
-                                  "UTF-8 CSV file with the columns image,level,x,y or image,shift.") from None
+    text = read_utf8(path, MAX_ANCHOR_FILE_BYTES, SpineAlignmentError, what="level-anchor file",
+                     save_as="a UTF-8 CSV file with the columns image,level,x,y or image,shift")
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     by = f"file:{path.name}"
     rows: list[AnchorRow] = []
