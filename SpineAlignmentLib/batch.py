@@ -108,6 +108,7 @@ class BatchOptions:
     patient_orientation: str | None = None
     min_confidence: float | None = None
     write_dicom_sr: bool = False
+    level_anchors: str | None = None  #: a level-anchor CSV (:mod:`SpineAlignmentLib.io.level_anchors`)
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,7 @@ class BatchItem:
     landmarks: str | None = None  #: its landmark file with ``landmarks_dir`` (:func:`match_landmarks`)
     landmarks_reason: str = ""  #: why there is none
     films: tuple[PairFilm, ...] = ()
+    level_anchor: Any = None  #: its row of the level-anchor file (:class:`~SpineAlignmentLib.io.level_anchors.AnchorRow`)
 
     def result_path(self, out_dir: str | Path) -> Path:
         return Path(out_dir) / f"{self.name}.json"
@@ -486,7 +488,11 @@ def _fingerprint_of(base: dict[str, Any], item: BatchItem) -> dict[str, Any]:
         from .pairbatch import pair_fingerprint
 
         return pair_fingerprint(base, item)
-    return item_fingerprint(base, Path(item.landmarks) if item.landmarks else None)
+    fp = item_fingerprint(base, Path(item.landmarks) if item.landmarks else None)
+    if item.level_anchor is not None:  # a film whose anchor row changed is measured again, the others re-used
+        row = item.level_anchor
+        fp["level_anchor"] = row.anchor.to_dict() if row.anchor is not None else {"problem": row.problem}
+    return fp
 
 
 def fingerprint_difference(old: Any, new: dict[str, Any]) -> str:
@@ -561,6 +567,7 @@ def analyze_one(
     write_dicom_sr: bool = False,
     min_curve_deg: float | None = None,
     write_masks: bool = False,
+    level_anchor: Any = None,
 ) -> Result:
     """Analyse one radiograph and write its files.
 
@@ -584,6 +591,8 @@ def analyze_one(
         min_confidence: landmarks below this confidence are not trusted (default: the pipeline's).
         min_curve_deg: smallest coronal curve reported (default: the pipeline's).
         fingerprint: stored in the result JSON (:func:`batch_fingerprint`); resume compares it.
+        level_anchor: the film's row of a level-anchor file
+            (:class:`~SpineAlignmentLib.io.level_anchors.AnchorRow`): the model's chain is re-named by it.
 
     Returns:
         The :class:`~SpineAlignmentLib.result.Result` (also written as JSON, last).
@@ -598,6 +607,10 @@ def analyze_one(
                 if v is not None}
     radiograph = read_film(path, spacing=spacing, patient_orientation=patient_orientation, dicom=write_dicom_sr)
     film = film_landmarks(path, radiograph, protocol, model=model, landmarks_path=landmarks_path, flip_tta=flip_tta)
+    if level_anchor is not None:
+        from .io.level_anchors import anchor_film
+
+        film = anchor_film(film, level_anchor)
     view = film.view
     result = measure(
         view.landmarks, protocol, spacing_mm=view.spacing_mm,
@@ -658,6 +671,7 @@ class FilmLandmarks:
     source: str
     levels: dict | None = None
     segmentation: Any = None
+    chain: Any = None  #: the model's first pass, for a level anchor (:class:`~SpineAlignmentLib.inference.anchor.ChainState`)
 
 
 def film_landmarks(path: str | Path, radiograph: Any, protocol: str, *, model: str | None = None,
@@ -699,7 +713,7 @@ def film_landmarks(path: str | Path, radiograph: Any, protocol: str, *, model: s
     view = View(found.landmarks, path.name, size, radiograph.spacing_mm, radiograph.calibration,
                 radiograph.patient_orientation, source_uids(radiograph))
     return FilmLandmarks(view, found.model, read_warnings + found.warnings, path.name, found.levels,
-                         found.segmentation)
+                         found.segmentation, found.chain)
 
 
 def _write_outputs(item: BatchItem, out: Path, result: Result, radiograph: Any, protocol: str, write_markups: bool,
@@ -815,6 +829,7 @@ def _task(item: BatchItem, options: BatchOptions, fingerprint: dict[str, Any] | 
                 write_overlay=options.write_overlay, patient_orientation=options.patient_orientation,
                 name=item.name, min_confidence=options.min_confidence, fingerprint=fingerprint,
                 write_dicom_sr=options.write_dicom_sr, write_masks=options.write_masks,
+                level_anchor=item.level_anchor,
             )
     except OutputError as exc:  # the output folder, not the image: the runner stops the batch
         return {"status": "write_error", "item": item, "error": "OutputError", "reason": str(exc),
@@ -1077,6 +1092,8 @@ class BatchRunner:
             matched = match_landmarks(items, opts.landmarks_dir)
             items = [replace(i, landmarks=str(matched[i.name][0]) if matched[i.name][0] else None,
                              landmarks_reason=matched[i.name][1]) for i in items]
+        if opts.level_anchors:
+            items = _with_level_anchors(items, opts.level_anchors, self.pairs is not None)
         base = batch_fingerprint(opts)
         fingerprints = {item.name: _fingerprint_of(base, item) for item in items}
         stale: dict[str, int] = {}
@@ -1220,6 +1237,22 @@ class BatchRunner:
                 continue
             rows.append(summary_row(res, item.image))
         return write_summary_csv(Path(opts.out_dir) / SUMMARY_CSV, rows, opts.protocol)
+
+
+def _with_level_anchors(items: list[BatchItem], path: str, pairs: bool) -> list[BatchItem]:
+    """The items with their rows of the level-anchor file; a row that names no film of the run is logged.
+
+    Raises:
+        SpineAlignmentError: an unreadable or malformed file, or a pairs run (anchors name single films).
+    """
+    from .io.level_anchors import match_level_anchors, read_level_anchors
+
+    if pairs:
+        raise SpineAlignmentError(f"{path}: level anchors name single films; leave out --level-anchors with --pairs.")
+    matched, problems = match_level_anchors(read_level_anchors(path), items, Path(path).parent)
+    for text in problems:
+        log.warning("%s", text)
+    return [replace(i, level_anchor=matched[i.name]) if i.name in matched else i for i in items]
 
 
 def _set_aside(item: BatchItem, opts: BatchOptions) -> None:

@@ -50,7 +50,7 @@ from .geometry.orientation import parse_patient_orientation
 from .pairs import film_landmark_ids, film_result, measure_pair, pair_roles
 from .protocols import get_protocol
 from .result import Result
-from .safefiles import output_stem, read_limited
+from .safefiles import output_stem, read_utf8
 
 #: Columns a pairs manifest must have, and the optional one.
 MANIFEST_COLUMNS = ("pair", "role", "image")
@@ -78,12 +78,7 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
         ManifestError: the file cannot be read as a UTF-8 CSV with the columns pair, role, image.
     """
     path = Path(path)
-    data = read_limited(path, MAX_MANIFEST_BYTES, ManifestError, what="pairs manifest (CSV)")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ManifestError(f"{path}: is not UTF-8 text (byte {exc.start}); save the pairs manifest as a UTF-8 "
-                            "CSV file.") from None
+    text = read_utf8(path, MAX_MANIFEST_BYTES, ManifestError, what="pairs manifest", save_as="a UTF-8 CSV file")
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = [h.strip().lower() for h in next(reader, [])]

@@ -404,6 +404,8 @@ class Detection:
     model: dict[str, str]
     levels: dict[str, Any] | None = None
     segmentation: Any = None
+    #: the first pass a level anchor starts from (:class:`~SpineAlignmentLib.inference.anchor.ChainState`), or None
+    chain: Any = None
 
 
 def detect(radiograph, protocol: str, *, model=None, flip_tta: bool = False) -> Detection:
@@ -428,8 +430,12 @@ def detect(radiograph, protocol: str, *, model=None, flip_tta: bool = False) -> 
     loaded = resolve_model(model, proto.id)
     info: dict = {}
     landmarks, model_warnings, labels = predict(radiograph, loaded, flip_tta=flip_tta, info=info)
+    chain = info.get("chain")
+    if chain is not None:
+        chain.read_warnings = list(getattr(radiograph, "warnings", None) or [])
+        chain.detection_warnings = list(model_warnings)
     return Detection(dict(landmarks), list(model_warnings), {"name": loaded.name, "version": loaded.version},
-                     info.get("levels"), labels)
+                     info.get("levels"), labels, chain)
 
 
 def analyze(
@@ -472,7 +478,42 @@ def analyze(
     result.dicom = source_uids(radiograph)
     result.levels = found.levels
     result.segmentation = found.segmentation
+    result.chain = found.chain
     return result
+
+
+def reanchor(result: Result, anchor, *, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+             min_curve_deg: float | None = None) -> Result:
+    """Re-name a model result's vertebra chain by a level anchor and measure again (no network re-run).
+
+    Args:
+        result: a result of :func:`analyze` (or an earlier :func:`reanchor`) that still holds its ``chain``.
+        anchor: a :class:`~SpineAlignmentLib.inference.anchor.LevelAnchor` (a vertebra's level at a point,
+            or the chain's level shift).
+
+    Returns:
+        A new :class:`Result`: the re-named landmarks, their parameters, ``levels`` confirmed with
+        ``levels.anchor`` saying who set it and how.
+
+    Raises:
+        LandmarkError: the result holds no model chain, or the anchor cannot be used (one sentence saying why).
+    """
+    from .inference.anchor import apply_level_anchor
+
+    state = result.chain
+    if state is None:
+        raise LandmarkError(f"{result.image or 'this result'}: its vertebra levels cannot be anchored, it holds no "
+                            "model chain (analyse the film with a vertebra-centres model first).")
+    anchored = apply_level_anchor(state, anchor)
+    new = measure(anchored.landmarks, result.protocol, spacing_mm=result.spacing_mm,
+                  calibration=result.calibration if result.spacing_mm else None, image_size=result.image_size,
+                  patient_orientation=result.patient_orientation, min_confidence=min_confidence,
+                  min_curve_deg=min_curve_deg, image=result.image, model=result.model,
+                  source=result.image or "radiograph")
+    new.warnings[:0] = list(getattr(state, "read_warnings", [])) + anchored.warnings
+    new.dicom, new.segmentation, new.fingerprint = result.dicom, result.segmentation, result.fingerprint
+    new.levels, new.chain = anchored.levels, anchored.state
+    return new
 
 
 def source_uids(radiograph) -> dict[str, str] | None:

@@ -113,6 +113,9 @@ class Result:
     masks: dict[str, Any] | None = None
     #: a coronal film's paired lateral (its landmarks, size, spacing, UIDs), when one was measured with it
     paired_lateral: View | None = None
+    #: a vertebra-centres model's first pass (:class:`~SpineAlignmentLib.inference.anchor.ChainState`), from which
+    #: a level anchor re-names the chain (:func:`~SpineAlignmentLib.pipeline.reanchor`); not in the JSON
+    chain: Any = field(default=None, repr=False, compare=False)
 
     def value(self, parameter_id: str) -> float | None:
         """The parameter's value, or None if it was left out."""

@@ -167,6 +167,21 @@ def read_limited(path: str | os.PathLike, max_bytes: int, error: type[SpineAlign
     return data
 
 
+def read_utf8(path: str | os.PathLike, max_bytes: int, error: type[SpineAlignmentError] = SpineAlignmentError, *,
+              what: str = "file", save_as: str = "a UTF-8 text file") -> str:
+    """The text of a UTF-8 file of at most ``max_bytes`` (:func:`read_limited`; a byte-order mark is dropped).
+
+    Raises:
+        ``error``: what :func:`read_limited` refuses, or bytes that are not UTF-8 (the message says to save the
+        file as ``save_as``).
+    """
+    data = read_limited(path, max_bytes, error, what=what)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: is not UTF-8 text (byte {exc.start}); save the {what} as {save_as}.") from None
+
+
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
 
 

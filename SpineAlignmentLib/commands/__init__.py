@@ -57,6 +57,11 @@ def add_image_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patient-orientation", metavar="X,Y",
                         help="DICOM Patient Orientation when files lack it, e.g. L,F (patient's left on image right)")
     parser.add_argument("--flip-tta", action="store_true", help="average the model with its mirrored prediction")
+    parser.add_argument("--level-anchors", metavar="FILE.csv",
+                        help="re-name a model's vertebra chain per film: rows image,level,x,y (the vertebra at x, y "
+                             "in image pixels is that level, e.g. T1) or image,shift (-1: the chain is named one "
+                             "level too high, its T1 is C7; +1: one level too low); image = the film's path or "
+                             "file name (spine-align review writes this file)")
     add_min_confidence(parser)
     parser.add_argument("--save-masks", action="store_true",
                         help="segmentation models (coronal-shoulder): also write <name>.seg.nrrd, the label map on the "

@@ -45,6 +45,14 @@ def run(args: argparse.Namespace) -> int:
     if not items:
         raise SpineAlignmentError(f"No image found in {' '.join(args.images)}; give image files or folders.")
     check_output_dir(args.out, OutputError)  # before any inference: the work is never lost to a bad --out
+    anchors: dict = {}
+    if args.level_anchors:
+        from ..io.level_anchors import match_level_anchors, read_level_anchors
+
+        anchors, problems = match_level_anchors(read_level_anchors(args.level_anchors), items,
+                                                Path(args.level_anchors).parent)
+        for text in problems:
+            print(f"warning: {text}", file=sys.stderr, flush=True)
     rows, failed = [], 0
     for item in items:
         try:
@@ -52,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
                               flip_tta=args.flip_tta, write_markups=args.markups, write_overlay=not args.no_overlay,
                               patient_orientation=args.patient_orientation, name=item.name,
                               min_confidence=args.min_confidence, write_dicom_sr=args.dicom_sr,
-                              write_masks=args.save_masks)
+                              write_masks=args.save_masks, level_anchor=anchors.get(item.name))
         except SpineAlignmentError as exc:
             # one bad image is reported and the others are still analysed
             failed += 1

@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         spacing=tuple(args.spacing) if args.spacing else None, landmarks_dir=args.landmarks_dir,
         flip_tta=args.flip_tta, write_markups=not args.no_markups, write_overlay=not args.no_overlay,
         patient_orientation=args.patient_orientation, min_confidence=args.min_confidence,
-        write_dicom_sr=args.dicom_sr, write_masks=args.save_masks,
+        write_dicom_sr=args.dicom_sr, write_masks=args.save_masks, level_anchors=args.level_anchors,
     )
 
     def report(p) -> None:

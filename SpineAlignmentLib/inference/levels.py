@@ -197,7 +197,13 @@ def levels_may_be(levels: dict[str, Any] | None) -> str:
 
 def levels_line(levels: dict[str, Any]) -> str:
     """One line for people (the CLI, the overlay panel): ``"level confidence 0.84"``, with
-    ``" (uncertain: may be C7-L4)"`` or ``" (incomplete (5 of 17 weak))"`` when the levels are uncertain."""
+    ``" (uncertain: may be C7-L4)"`` or ``" (incomplete (5 of 17 weak))"`` when the levels are uncertain, or
+    ``"level confidence 1.00 (confirmed by user: T1 at (512, 140))"`` when a level anchor confirmed them."""
+    if levels.get("confirmed"):
+        from .anchor import anchor_text
+
+        anchor = levels.get("anchor") or {}
+        return f"level confidence {levels['confidence']:.2f} (confirmed by {anchor.get('by', 'user')}: {anchor_text(anchor)})"
     may_be = levels_may_be(levels)
     suffix = "" if not may_be else f" ({may_be})" if levels.get("incomplete") else f" (uncertain: may be {may_be})"
     return f"level confidence {levels['confidence']:.2f}{suffix}"

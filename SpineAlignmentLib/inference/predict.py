@@ -58,9 +58,10 @@ def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False, refine: 
         refine: run the model's second stage (ROI refinement per vertebra) when
             it has one; ``False`` returns the first stage's corners.
         info: optional dict that receives, for a vertebra-centres model, ``level_features``
-            (:func:`~SpineAlignmentLib.inference.levels.chain_features` of the first stage's chain)
-            and, when the metadata has a ``levels`` block, ``levels`` (the chain's level confidence,
-            :func:`~SpineAlignmentLib.inference.levels.assess_levels`).
+            (:func:`~SpineAlignmentLib.inference.levels.chain_features` of the first stage's chain),
+            ``chain`` (the :class:`~SpineAlignmentLib.inference.anchor.ChainState` a level anchor
+            re-names the chain from) and, when the metadata has a ``levels`` block, ``levels`` (the
+            chain's level confidence, :func:`~SpineAlignmentLib.inference.levels.assess_levels`).
 
     Returns:
         ``(points, confidence)``: (K, 2) ``(x, y)`` original pixels and (K,) in [0, 1]
@@ -95,8 +96,9 @@ def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False, refine: 
             identifier = make_identifier(model.levels, model.levels_roi, geo.to_original, model.input_shape[1], image=norm)
             kw = {"identify": identifier, "anchor_weight": float(ident["anchor_weight"]), "extra": int(ident["extra"]),
                   "min_extra_score": float(ident["min_extra_score"])}
+        candidates: list = []
         coords, conf = decode_vertebrae(out, model.stride, len(model.landmark_ids) // 4, search=int(dec["window"]),
-                                        radius=int(dec.get("refine_radius", 2)), **kw)
+                                        radius=int(dec.get("refine_radius", 2)), candidates=candidates, **kw)
     else:
         c_t, conf_t, _ = decode_heatmaps(out, model.stride, window=int(dec["window"]),
                                          conf_radius=float(dec["confidence_radius"]))
@@ -128,10 +130,13 @@ def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False, refine: 
         pts = 0.5 * (pts + fp)
         c = 0.5 * (c + conf[1][perm])
     pts = geo.to_original(pts)
+    roi_image = None
     if refine and model.refiner is not None:
-        from ..models.refine import refine_corners
+        from ..models.refine import refine_resized, resize_for_rois, vertebra_frames
 
-        pts, _ = refine_corners(model.refiner, norm, pts, model.roi, stride=model.refiner.stride,
+        # the resized image is kept for a level anchor, which refines the vertebrae it adds on it
+        roi_image = resize_for_rois(norm, float(np.median(vertebra_frames(pts.reshape(-1, 4, 2))[1])), model.roi)
+        pts, _ = refine_resized(model.refiner, roi_image[0], roi_image[1], pts, model.roi, stride=model.refiner.stride,
                                 iterations=int(model.metadata["refinement"]["iterations"]), flip_tta=flip_tta)
     elif refine and model.landmark_refiner is not None:
         from ..models.landmark_roi import landmark_groups, refine_landmarks
@@ -151,6 +156,14 @@ def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False, refine: 
         # Isotonic map from the raw heatmap score to the observed probability that the corner is
         # within the stated tolerance (fitted on the validation split at export).
         c = np.interp(c, cal["raw"], cal["calibrated"])
+    if info is not None and dec["method"] == "vertebra-centres" and not mirrored:
+        from .anchor import ChainState
+
+        first = candidates[0]
+        info["chain"] = ChainState(first["centers"], first["corners"], first["scores"], first["chain"],
+                                   first["corner_prob"], model.stride, int(dec["window"]),
+                                   int(dec.get("refine_radius", 2)), geo, pts, c, model, roi_image=roi_image,
+                                   flip_tta=flip_tta, levels=info.get("levels"))
     return pts, c
 
 
@@ -221,6 +234,9 @@ def predict_landmarks(radiograph_or_array: Any, model, *, flip_tta: bool = False
     warns = image_problems(pixels, "vertebra landmarks")
     detail: dict = {} if info is None else info
     pts, conf = predict_array(pixels, model, flip_tta=flip_tta, refine=refine, info=detail)
+    if "chain" in detail:  # what a level anchor starts from: the image's own problems cap its confidences
+        detail["chain"].image_warnings = list(warns)
+        detail["chain"].confidence = np.minimum(conf, 0.05) if warns else conf
     if "levels" in detail:
         from .levels import level_warning
 

@@ -37,7 +37,8 @@ import torch.nn.functional as F
 
 from .dsnt import heatmap_grid
 
-__all__ = ["N_CHANNELS", "OFFSET_SCALE", "ANCHORS", "VertebraLoss", "decode_vertebrae", "focal_loss"]
+__all__ = ["N_CHANNELS", "OFFSET_SCALE", "ANCHORS", "VertebraLoss", "decode_vertebrae", "focal_loss",
+           "vertebra_candidates", "chain_points"]
 
 N_CHANNELS = 15  # ANCHORS.stop (17) with the optional T1/L5 anchor maps
 OFFSET_SCALE = 16.0  # input pixels per offset unit (keeps regression targets around 1)
@@ -220,7 +221,7 @@ def _anchored_run(ys: np.ndarray, scores: np.ndarray, anchor_first: np.ndarray, 
 def decode_vertebrae(out: torch.Tensor, stride: int, n_vertebrae: int = 17, *, search: int = 3, radius: int = 2,
                      min_corner_peak: float = 0.1, min_separation: float = 0.5, extra: int = 3,
                      min_extra_score: float = 0.05, anchor_weight: float = 2.0,
-                     identify=None) -> tuple[np.ndarray, np.ndarray]:
+                     identify=None, candidates: list | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Decode network output into ordered corner landmarks.
 
     Args:
@@ -248,6 +249,10 @@ def decode_vertebrae(out: torch.Tensor, stride: int, n_vertebrae: int = 17, *, s
             vertebra (:mod:`SpineAlignmentLib.models.levels`); used instead of
             anchor channels, with the same ``extra``, ``min_extra_score`` and
             ``anchor_weight`` rule.
+        candidates: optional list that receives, per image, its candidates (:func:`vertebra_candidates`:
+            ``centers``, ``corners``, ``scores``), ``chain`` (the indices of the chosen ones, top to bottom)
+            and ``corner_prob`` (4, h, w): what a level anchor re-decodes the chain from
+            (:mod:`SpineAlignmentLib.inference.anchor`).
 
     Returns:
         ``(points, confidence)``: (B, 4 * n_vertebrae, 2) ``(x, y)`` input pixels in
@@ -256,9 +261,43 @@ def decode_vertebrae(out: torch.Tensor, stride: int, n_vertebrae: int = 17, *, s
         corner's heatmap peak).
     """
     out = out.float()
+    b = out.shape[0]
+    cand = vertebra_candidates(out, stride, n_vertebrae)
+    cand_centers, cand_corners, cand_scores = cand["centers"], cand["corners"], cand["scores"]
+    anchored = "anchors" in cand
+    corner_hm = torch.sigmoid(out[:, CORNER_HM]).numpy()
+    points = np.zeros((b, n_vertebrae * 4, 2))
+    conf = np.zeros((b, n_vertebrae * 4))
+    for i in range(b):
+        if anchored or identify is not None:
+            sel = _select_distinct(cand_centers[i], cand_corners[i], cand_scores[i], n_vertebrae, min_separation,
+                                   n_max=n_vertebrae + extra, min_score=min_extra_score)
+            first, last = identify(i, cand_corners[i][sel]) if identify is not None else cand["anchors"][i][:, sel]
+            sel = sel[_anchored_run(cand_centers[i][sel, 1], cand_scores[i][sel], np.asarray(first), np.asarray(last),
+                                    n_vertebrae, anchor_weight)]
+        else:
+            sel = _select_distinct(cand_centers[i], cand_corners[i], cand_scores[i], n_vertebrae, min_separation)
+        sel = sel[np.argsort(cand_centers[i][sel, 1], kind="stable")]  # top to bottom: T1..L5
+        points[i], conf[i] = chain_points(corner_hm[i], cand_corners[i][sel], cand_scores[i][sel], stride,
+                                          search=search, radius=radius, min_corner_peak=min_corner_peak)
+        if candidates is not None:
+            candidates.append({"centers": cand_centers[i], "corners": cand_corners[i], "scores": cand_scores[i],
+                               "chain": sel, "corner_prob": corner_hm[i]})
+    return points, conf
+
+
+def vertebra_candidates(out: torch.Tensor, stride: int, n_vertebrae: int = 17) -> dict[str, np.ndarray]:
+    """The first stage's vertebra candidates: the strongest local maxima of the centre heatmap with their
+    regressed centres and corners (what :func:`decode_vertebrae` chooses the chain from).
+
+    Returns:
+        ``centers`` (B, n, 2) and ``corners`` (B, n, 4, 2) network-input pixels (TL, TR, BL, BR), ``scores``
+        (B, n) centre probabilities, and with anchor channels ``anchors`` (B, 2, n) (T1, L5 probabilities);
+        ``n = max(3 * n_vertebrae, n_vertebrae + 8)`` (at most the heatmap's pixels).
+    """
+    out = out.float()
     b, _, h, w = out.shape
     center = torch.sigmoid(out[:, CENTER])
-    corner_hm = torch.sigmoid(out[:, CORNER_HM]).numpy()
     keep = (F.max_pool2d(center[:, None], 3, stride=1, padding=1)[:, 0] == center).float()
     n_cand = min(max(3 * n_vertebrae, n_vertebrae + 8), h * w)
     cand_scores, cand_idx = (center * keep).reshape(b, -1).topk(n_cand, dim=-1)
@@ -266,36 +305,35 @@ def decode_vertebrae(out: torch.Tensor, stride: int, n_vertebrae: int = 17, *, s
     reg = out[:, 1:11].reshape(b, 10, -1)
     cand_vals = torch.gather(reg, 2, cand_idx[:, None, :].expand(b, 10, n_cand)).permute(0, 2, 1).numpy()
     cand_pos = np.stack([(cand_idx % w).numpy() * stride + off, (cand_idx // w).numpy() * stride + off], axis=-1)
-    cand_centers = cand_pos + cand_vals[..., 0:2] * OFFSET_SCALE
-    cand_corners = cand_pos[:, :, None, :] + cand_vals[..., 2:].reshape(b, n_cand, 4, 2) * OFFSET_SCALE
-    cand_scores = cand_scores.numpy()
-    anchored = out.shape[1] >= ANCHORS.stop
-    if anchored:
+    found = {"centers": cand_pos + cand_vals[..., 0:2] * OFFSET_SCALE,
+             "corners": cand_pos[:, :, None, :] + cand_vals[..., 2:].reshape(b, n_cand, 4, 2) * OFFSET_SCALE,
+             "scores": cand_scores.numpy()}
+    if out.shape[1] >= ANCHORS.stop:
         anchors = torch.sigmoid(out[:, ANCHORS]).reshape(b, 2, -1)
-        cand_anchor = torch.gather(anchors, 2, cand_idx[:, None, :].expand(b, 2, n_cand)).numpy()  # (B, 2, n_cand)
-    centers = np.zeros((b, n_vertebrae, 2))
-    corners = np.zeros((b, n_vertebrae, 4, 2))
-    scores = np.zeros((b, n_vertebrae))
-    for i in range(b):
-        if anchored or identify is not None:
-            sel = _select_distinct(cand_centers[i], cand_corners[i], cand_scores[i], n_vertebrae, min_separation,
-                                   n_max=n_vertebrae + extra, min_score=min_extra_score)
-            first, last = identify(i, cand_corners[i][sel]) if identify is not None else cand_anchor[i][:, sel]
-            sel = sel[_anchored_run(cand_centers[i][sel, 1], cand_scores[i][sel], np.asarray(first), np.asarray(last),
-                                    n_vertebrae, anchor_weight)]
-        else:
-            sel = _select_distinct(cand_centers[i], cand_corners[i], cand_scores[i], n_vertebrae, min_separation)
-        centers[i], corners[i], scores[i] = cand_centers[i][sel], cand_corners[i][sel], cand_scores[i][sel]
-    points = np.zeros((b, n_vertebrae * 4, 2))
-    conf = np.zeros((b, n_vertebrae * 4))
-    for i in range(b):
-        order = np.argsort(centers[i, :, 1], kind="stable")
-        for j, v in enumerate(order):
-            for k in range(4):
-                x, y = corners[i, v, k]
-                rx, ry, peak = _refine(corner_hm[i, k], x, y, stride, search, radius)
-                if peak >= min_corner_peak:
-                    x, y = rx, ry
-                points[i, 4 * j + k] = (x, y)
-                conf[i, 4 * j + k] = float(np.sqrt(max(scores[i, v], 0.0) * max(peak, 0.0)))
+        found["anchors"] = torch.gather(anchors, 2, cand_idx[:, None, :].expand(b, 2, n_cand)).numpy()
+    return found
+
+
+def chain_points(corner_prob: np.ndarray, corners: np.ndarray, scores: np.ndarray, stride: int, *, search: int = 3,
+                 radius: int = 2, min_corner_peak: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """Corners of a chain of chosen candidates, each refined on its corner-type heatmap.
+
+    Args:
+        corner_prob: (4, h, w) corner-type probabilities (TL, TR, BL, BR) of one image.
+        corners: (V, 4, 2) the candidates' regressed corners, network-input pixels, in chain order.
+        scores: (V,) their centre probabilities.
+
+    Returns:
+        ``(points, confidence)``: (4V, 2) and (4V,) as :func:`decode_vertebrae` gives them.
+    """
+    v = len(corners)
+    points, conf = np.zeros((v * 4, 2)), np.zeros(v * 4)
+    for j in range(v):
+        for k in range(4):
+            x, y = corners[j, k]
+            rx, ry, peak = _refine(corner_prob[k], x, y, stride, search, radius)
+            if peak >= min_corner_peak:
+                x, y = rx, ry
+            points[4 * j + k] = (x, y)
+            conf[4 * j + k] = float(np.sqrt(max(float(scores[j]), 0.0) * max(peak, 0.0)))
     return points, conf

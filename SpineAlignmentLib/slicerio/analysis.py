@@ -91,6 +91,8 @@ class SceneAnalysis(LiveMeasurement):
         self.draws: Callable[[str], bool] | None = None
         #: the landmarks this film takes (guided placement order); None: the protocol's landmark IDs
         self.expected_landmarks: tuple[str, ...] | None = None
+        #: a model's first pass (:class:`~SpineAlignmentLib.inference.anchor.ChainState`) for a level anchor
+        self.chain: Any = None
 
     def __getitem__(self, key: str) -> Any:
         """Console shorthand: ``nodes["landmarks"]`` (a landmark node; any one re-measures the whole
@@ -258,6 +260,7 @@ class SceneAnalysis(LiveMeasurement):
             image=info.get("image"), model=info.get("model"), source="scene",
         )
         result.warnings[:0] = warnings
+        result.levels = info.get("levels")  # the chain's naming stays with the film when points move
         return result
 
     def table_rows(self) -> list[dict[str, Any]]:

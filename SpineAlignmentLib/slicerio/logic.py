@@ -422,12 +422,34 @@ class SceneLogic:
         node = analysis.landmark_node(spec.group)
         analysis.observe()
         analysis.pending_landmark = landmarkId
+        self.startPlacingInto(node)
+
+    def startPlacingInto(self, node):
+        """Enter place mode for one point in ``node``."""
+        scene = _slicer().mrmlScene
         selectionNode = scene.GetNodeByID("vtkMRMLSelectionNodeSingleton")
         selectionNode.SetReferenceActivePlaceNodeClassName("vtkMRMLMarkupsFiducialNode")
         selectionNode.SetActivePlaceNodeID(node.GetID())
         interactionNode = scene.GetNodeByID("vtkMRMLInteractionNodeSingleton")
         interactionNode.SetPlaceModePersistence(0)
         interactionNode.SetCurrentInteractionMode(interactionNode.Place)
+
+    @staticmethod
+    def setLevelAnchor(analysis, level=None, point=None, shift=None, xy=None, by="slicer"):
+        """Name the analysis's vertebra chain again from one fact; markups, labels and table follow.
+
+        Args:
+            analysis: the SceneAnalysis of a model's result (``analyze`` returns it).
+            level: name of the vertebra at ``point`` (RAS, e.g. a clicked position) or ``xy`` (image pixels), e.g. "T1".
+            shift: instead: -1 the chain is named one level too high (its T1 is C7), +1 one level too low.
+            by: who set it (the result's ``levels.anchor.by``).
+
+        Returns:
+            The new SpineAlignmentLib Result (levels confirmed, ``levels.anchor`` set).
+        """
+        from .level_anchor import set_level_anchor
+
+        return set_level_anchor(analysis, level=level, ras=point, xy=xy, shift=shift, by=by)
 
     def stopPlacing(self):
         interactionNode = _slicer().mrmlScene.GetNodeByID("vtkMRMLInteractionNodeSingleton")

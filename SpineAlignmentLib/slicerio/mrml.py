@@ -51,6 +51,7 @@ def _image_info(result: Result) -> dict[str, Any]:
         "patient_orientation": list(result.patient_orientation) if result.patient_orientation else None,
         "model": result.model,
         "confidence": {k: lm.confidence for k, lm in result.landmarks.items() if lm.confidence is not None},
+        "levels": result.levels,
     }
 
 
@@ -77,6 +78,7 @@ def create_analysis(scene: Any, volume_node: Any, result: Result, *, name: str |
     """
     analysis = _new_analysis(scene, volume_node, result.protocol, name)
     analysis.info = _image_info(result)
+    analysis.chain = getattr(result, "chain", None)
     if analysis.info["image_size"] is None and volume_node is not None:
         size = volume_image_size(volume_node)
         analysis.info["image_size"] = list(size) if size else None
