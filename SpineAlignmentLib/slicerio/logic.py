@@ -417,7 +417,6 @@ class SceneLogic:
 
     def startPlacing(self, analysis, landmarkId):
         """Enter place mode for one point in the landmark's group node; the click is assigned to landmarkId."""
-        scene = _slicer().mrmlScene
         spec = analysis.protocol.landmark(landmarkId)
         node = analysis.landmark_node(spec.group)
         analysis.observe()
