@@ -277,6 +277,37 @@ def test_batch_writes_sr_and_other_outputs_carry_no_identity(tmp_path):
             assert secret.encode() not in data, (f.name, secret)
 
 
+def test_mixed_folder_keeps_every_films_results(tmp_path, capsys):
+    """--dicom-sr over DICOM and PNG films: the PNG gets its JSON, markups and overlay and one warning, exit 0."""
+    from PIL import Image
+
+    (tmp_path / "in").mkdir()
+    _film(tmp_path / "in" / "film.dcm")
+    Image.fromarray((np.arange(300 * 400).reshape(300, 400) % 251).astype(np.uint8)).save(tmp_path / "in" / "photo.png")
+    lm_dir = tmp_path / "lms"
+    lm_dir.mkdir()
+    for stem in ("film", "photo"):
+        (lm_dir / f"{stem}.json").write_text(json.dumps({"protocol": "coronal-shoulder",
+                                                         "landmarks": {k: list(v) for k, v in SHOULDER.items()}}))
+    out = tmp_path / "out"
+    args = ["batch", str(tmp_path / "in"), "--protocol", "coronal-shoulder", "--out", str(out),
+            "--landmarks-dir", str(lm_dir), "--dicom-sr", "--progress", "none"]
+    assert cli_main(args) == 0
+    assert len((out / "failures.csv").read_text().splitlines()) <= 1  # no failure row
+    assert (out / "film_sr.dcm").is_file() and not (out / "photo_sr.dcm").exists()
+    for f in ("photo.json", "photo.mrk.json", "photo_overlay.png"):
+        assert (out / f).is_file(), f
+    photo = json.loads((out / "photo.json").read_text())
+    assert photo["parameters"]["CA"]["value"] == pytest.approx(math.degrees(math.atan2(10, 200)))
+    sr_warnings = [w for w in photo["warnings"] if "DICOM SR" in w]
+    assert sr_warnings == ["photo.png: is not a DICOM file, so no DICOM SR can reference it; "
+                           "its other outputs are written."]
+    assert not any("DICOM SR" in w for w in json.loads((out / "film.json").read_text())["warnings"])
+    capsys.readouterr()
+    assert cli_main(args) == 0  # resume: both films complete, nothing re-analysed
+    assert json.loads(capsys.readouterr().out)["skipped"] == 2
+
+
 def test_non_dicom_input_gets_one_sentence(tmp_path, capsys):
     from PIL import Image
 
