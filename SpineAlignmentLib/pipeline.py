@@ -371,8 +371,12 @@ def measure_dict(
     ``spacing_mm`` given here overrides it as ``manual:user``; ``patient_orientation`` overrides the file's.
 
     Raises:
-        LandmarkError, ProtocolError, CalibrationError: input that cannot be used (naming ``source``).
+        LandmarkError, ProtocolError, CalibrationError: input that cannot be used (naming ``source``), such as
+            a file of another protocol than ``protocol`` (as ``batch --landmarks-dir`` refuses one).
     """
+    if protocol and data.get("protocol") not in (None, "", protocol):
+        raise LandmarkError(f"{source}: landmarks are for protocol '{data['protocol']}', not '{protocol}'; "
+                            f"pass --protocol {data['protocol']} or give a {protocol} file.")
     protocol = protocol or data.get("protocol")
     if not protocol:
         raise LandmarkError(f"{source}: no 'protocol' field; add one or pass --protocol.")

@@ -262,3 +262,19 @@ def test_absurd_coordinates_are_refused(tmp_path, capsys, point):
     assert main(["measure", str(f)]) == 2
     err = capsys.readouterr().err
     assert "T1_TL" in err and "a.json" in err and "Traceback" not in err
+
+
+def test_another_protocols_file_is_refused(tmp_path, rng, capsys):
+    """A sagittal-whole-spine file measured as lumbar-dynamic: one sentence, exit 2; among several, one error row."""
+    sag = _write(tmp_path / "sag.json", "sagittal-whole-spine", select(lateral_spine(rng), "sagittal-whole-spine"))
+    assert main(["measure", "--protocol", "lumbar-dynamic", str(sag)]) == 2
+    err = capsys.readouterr().err
+    assert "sag.json: landmarks are for protocol 'sagittal-whole-spine', not 'lumbar-dynamic'" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    good = _write(tmp_path / "cor.json", "coronal-spine", coronal_spine([0] * 17), image_size=[900, 800])
+    assert main(["measure", "--protocol", "coronal-spine", str(good), str(sag), str(good)]) == 2
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["schema"] for x in lines] == ["spinealignment.result/1", "spinealignment.error/1", "spinealignment.result/1"]
+    assert lines[0]["parameters"] and "not 'coronal-spine'" in lines[1]["error"]
+    # the same file with its own protocol is measured
+    assert main(["measure", "--protocol", "sagittal-whole-spine", str(sag)]) == 0
