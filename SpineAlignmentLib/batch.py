@@ -1080,6 +1080,10 @@ class BatchRunner:
             items, bad_rows = pair_items(self.pairs, opts)  # each film's landmark file matched there
         else:
             items = make_items([Path(os.path.abspath(p)) for p in collect_inputs(self.inputs, exclude=out)])
+            if not items:
+                raise SpineAlignmentError(
+                    f"{', '.join(str(p) for p in self.inputs)}: no image found (DICOM, PNG, JPEG, TIFF, NRRD); "
+                    "give the folder that holds the films, or the files themselves.")
         failures_path = out / FAILURES_CSV
         old_failures = {} if self.force else read_failures(failures_path)
         failures: dict[str, dict[str, str]] = {}
@@ -1119,9 +1123,7 @@ class BatchRunner:
         if n_stale:
             message += f" ({n_stale} of them had a result made differently: " + "; ".join(
                 f"{n} {why}" for why, n in sorted(stale.items(), key=lambda kv: -kv[1])) + ")"
-        progress(BatchEvent.STARTED, message=message)
-        if n_stale:
-            log.info("%s", message)
+        progress(BatchEvent.STARTED, message=message)  # said once: the progress line (and the summary JSON)
         for item, why in skipped:
             counts["skipped"] += 1
             progress(BatchEvent.SKIPPED, item.image, why)
