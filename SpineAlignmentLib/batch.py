@@ -568,6 +568,7 @@ def analyze_one(
     min_curve_deg: float | None = None,
     write_masks: bool = False,
     level_anchor: Any = None,
+    sr_only_for_dicom: bool = False,
 ) -> Result:
     """Analyse one radiograph and write its files.
 
@@ -586,6 +587,8 @@ def analyze_one(
         write_overlay: write the overlay PNG.
         write_dicom_sr: write ``<name>_sr.dcm``, a DICOM SR (TID 1500) referencing the film (DICOM input only).
         write_masks: write ``<name>.seg.nrrd`` when the model segments (label map on the input's grid).
+        sr_only_for_dicom: with ``write_dicom_sr``, a non-DICOM film gets its other outputs and a warning that no
+            SR can reference it (a batch over a mixed folder) instead of being refused.
         patient_orientation: e.g. ``"L,F"`` when the file does not say.
         name: output file stem (default: the image's stem).
         min_confidence: landmarks below this confidence are not trusted (default: the pipeline's).
@@ -605,7 +608,10 @@ def analyze_one(
     path = Path(path)
     extra_kw = {k: v for k, v in (("min_confidence", min_confidence), ("min_curve_deg", min_curve_deg))
                 if v is not None}
-    radiograph = read_film(path, spacing=spacing, patient_orientation=patient_orientation, dicom=write_dicom_sr)
+    radiograph = read_film(path, spacing=spacing, patient_orientation=patient_orientation,
+                           dicom=write_dicom_sr and not sr_only_for_dicom)
+    no_sr = write_dicom_sr and radiograph.metadata.get("format") != "dicom"
+    write_dicom_sr = write_dicom_sr and not no_sr
     film = film_landmarks(path, radiograph, protocol, model=model, landmarks_path=landmarks_path, flip_tta=flip_tta)
     if level_anchor is not None:
         from .io.level_anchors import anchor_film
@@ -619,6 +625,8 @@ def analyze_one(
         **extra_kw,
     )
     result.warnings[:0] = film.warnings
+    if no_sr:
+        result.warnings.append(f"{not_dicom(path.name)}; its other outputs are written.")
     result.dicom, result.levels, result.segmentation = view.dicom, film.levels, film.segmentation
     result.fingerprint = fingerprint
     if out_dir is not None:
@@ -652,9 +660,13 @@ def read_film(path: str | Path, *, spacing: Sequence[float] | None = None, patie
                                  patient_orientation=patient_orientation)
     if dicom and radiograph.metadata.get("format") != "dicom":
         # said before any work is done, not after the model ran
-        raise RadiographError(f"{path}: is not a DICOM file, so no DICOM SR can reference it; "
-                              "leave out --dicom-sr for PNG/JPEG/TIFF/NRRD input.")
+        raise RadiographError(f"{not_dicom(path)}; leave out --dicom-sr for PNG/JPEG/TIFF/NRRD input.")
     return radiograph
+
+
+def not_dicom(path: str | Path) -> str:
+    """The sentence (without its end) for a film that no DICOM SR can reference."""
+    return f"{path}: is not a DICOM file, so no DICOM SR can reference it"
 
 
 @dataclass
@@ -828,7 +840,7 @@ def _task(item: BatchItem, options: BatchOptions, fingerprint: dict[str, Any] | 
                 landmarks_path=landmarks_path, flip_tta=options.flip_tta, write_markups=options.write_markups,
                 write_overlay=options.write_overlay, patient_orientation=options.patient_orientation,
                 name=item.name, min_confidence=options.min_confidence, fingerprint=fingerprint,
-                write_dicom_sr=options.write_dicom_sr, write_masks=options.write_masks,
+                write_dicom_sr=options.write_dicom_sr, write_masks=options.write_masks, sr_only_for_dicom=True,
                 level_anchor=item.level_anchor,
             )
     except OutputError as exc:  # the output folder, not the image: the runner stops the batch
@@ -873,8 +885,8 @@ def result_state(item: BatchItem, options: BatchOptions, fingerprint: dict[str, 
         return "absent", "no .mrk.json"
     if options.write_overlay and not all(p.is_file() for p in item.overlay_paths(options.out_dir)):
         return "absent", "no overlay"
-    if options.write_dicom_sr and not item.dicom_sr_path(options.out_dir).is_file():
-        return "absent", "no DICOM SR"
+    if options.write_dicom_sr and data.get("dicom") and not item.dicom_sr_path(options.out_dir).is_file():
+        return "absent", "no DICOM SR"  # a non-DICOM film of a mixed folder has no SR (and no "dicom" UIDs)
     if options.write_dicom_sr and (data.get("masks") or {}).get("dicom_seg") \
             and not item.dicom_seg_path(options.out_dir).is_file():
         return "absent", "no DICOM SEG"
@@ -1083,6 +1095,10 @@ class BatchRunner:
             items, bad_rows = pair_items(self.pairs, opts)  # each film's landmark file matched there
         else:
             items = make_items([Path(os.path.abspath(p)) for p in collect_inputs(self.inputs, exclude=out)])
+            if not items:
+                raise SpineAlignmentError(
+                    f"{', '.join(str(p) for p in self.inputs)}: no image found (DICOM, PNG, JPEG, TIFF, NRRD); "
+                    "give the folder that holds the films, or the files themselves.")
         failures_path = out / FAILURES_CSV
         old_failures = {} if self.force else read_failures(failures_path)
         failures: dict[str, dict[str, str]] = {}
@@ -1124,9 +1140,7 @@ class BatchRunner:
         if n_stale:
             message += f" ({n_stale} of them had a result made differently: " + "; ".join(
                 f"{n} {why}" for why, n in sorted(stale.items(), key=lambda kv: -kv[1])) + ")"
-        progress(BatchEvent.STARTED, message=message)
-        if n_stale:
-            log.info("%s", message)
+        progress(BatchEvent.STARTED, message=message)  # said once: the progress line (and the summary JSON)
         for item, why in skipped:
             counts["skipped"] += 1
             progress(BatchEvent.SKIPPED, item.image, why)

@@ -67,7 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.debug else (logging.WARNING if args.quiet else logging.INFO)
-    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    # third-party libraries (highdicom: 16 INFO lines per SR) speak only at WARNING unless --debug
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s: %(message)s",
+                        stream=sys.stderr)
+    log.setLevel(level)
     if args.command is None:
         parser.print_help()
         return 2

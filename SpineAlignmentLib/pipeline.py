@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .errors import CalibrationError, LandmarkError
+from .errors import CalibrationError, LandmarkError, ProtocolError
 from .geometry.context import Context
 from .geometry.frame import FrameInfo, coronal_frame, lateral_frame
 from .geometry.orientation import parse_patient_orientation
 from .imaging.calibration import validate_spacing as _validate_spacing
-from .geometry.measurement import Measurement
+from .geometry.measurement import Measurement, format_value
 from .protocols import Protocol, get_protocol, measuring_routine
 from .result import Landmark, Result, View, parse_landmarks, validate_image_size
 
@@ -154,6 +154,19 @@ class MeasureJob:
         self.paired_lateral = paired_lateral
         self.frame_error: LandmarkError | None = None
 
+    def frame_failure(self, exc: LandmarkError, landmarks: Mapping[str, Landmark],
+                      points: Mapping[str, np.ndarray]) -> LandmarkError:
+        """Why no frame could be built, the untrusted landmarks first when some were set aside: their low
+        confidence is the cause, not the orientation the frame then lacked."""
+        untrusted = [k for k in landmarks if k not in points]
+        if not untrusted:
+            return exc
+        names = ", ".join(untrusted[:8]) + (f" and {len(untrusted) - 8} more" if len(untrusted) > 8 else "")
+        which = "no landmark is trusted" if not points else "landmarks not trusted"
+        text = str(exc)
+        return LandmarkError(f"{which} (confidence below {self.min_confidence:g}: {names}), so "
+                             f"{text[:1].lower()}{text[1:]}")
+
     def trusted(self, landmarks: Mapping[str, Landmark], warnings: list[str]) -> dict[str, np.ndarray]:
         """Positions of the landmarks confident enough to use; the others are named in ``warnings``."""
         return _trusted(landmarks, self.min_confidence, warnings)
@@ -173,6 +186,7 @@ class MeasureJob:
             ctx = self.context(points, self.proto.view, r.spacing_mm, r.calibration, r.patient_orientation,
                                r.image_size, r.warnings)
         except LandmarkError as exc:
+            exc = self.frame_failure(exc, r.landmarks, points)
             for p in self.proto.parameters:
                 r.omitted[p.id] = str(exc)
             r.warnings.append(f"No parameter computed: {exc}")
@@ -217,7 +231,7 @@ class MeasureJob:
             return self.context(pts, self.proto.view, spacing, label, view.patient_orientation, view.image_size,
                                 warnings)
         except LandmarkError as exc:
-            warnings.append(f"no parameter computed: {exc}")
+            warnings.append(f"no parameter computed: {self.frame_failure(exc, view.landmarks, pts)}")
             return None
 
     def paired_lateral_context(self, parameter_ids: list[str]) -> Context | None:
@@ -346,11 +360,33 @@ def measure(
     job = MeasureJob(proto, result, source=source, min_confidence=min_confidence, min_curve_deg=min_curve_deg,
                      views=views, paired_lateral=paired_lateral)
     measuring_routine(proto)(proto, job)
+    _implausible_warnings(result, proto)
     if job.frame_error is None:
         for role, view in (result.views or {"": View(lms, image_size=size)}).items():
             _outside_warnings(result, outside_image(view.landmarks, validate_image_size(view.image_size, source)),
                               view.image_size, role)
     return result
+
+
+def _implausible_warnings(result: Result, proto: Protocol) -> None:
+    """A value outside its parameter's plausible range (protocol table) keeps its value and gets a warning
+    naming the landmarks it came from (a misplaced point is the usual cause)."""
+    roles = tuple(result.views or ())
+    for pid, m in result.parameters.items():
+        base = next((pid[: -len(r) - 1] for r in roles if pid.endswith(f"_{r}")), pid)
+        try:
+            spec = proto.parameter(base)
+        except ProtocolError:
+            continue
+        if spec.plausible is None or m.unit != spec.unit:  # px instead of mm: no range in pixels
+            continue
+        low, high = spec.plausible
+        if not low <= m.value <= high:
+            m.warnings.append(
+                f"{pid} = {format_value(m.value, m.unit)} is outside the plausible range "
+                f"{format_value(low, m.unit)} to {format_value(high, m.unit)}; check the landmarks it comes from: "
+                f"{', '.join(m.landmarks)}."
+            )
 
 
 def measure_dict(
@@ -371,8 +407,12 @@ def measure_dict(
     ``spacing_mm`` given here overrides it as ``manual:user``; ``patient_orientation`` overrides the file's.
 
     Raises:
-        LandmarkError, ProtocolError, CalibrationError: input that cannot be used (naming ``source``).
+        LandmarkError, ProtocolError, CalibrationError: input that cannot be used (naming ``source``), such as
+            a file of another protocol than ``protocol`` (as ``batch --landmarks-dir`` refuses one).
     """
+    if protocol and data.get("protocol") not in (None, "", protocol):
+        raise LandmarkError(f"{source}: landmarks are for protocol '{data['protocol']}', not '{protocol}'; "
+                            f"pass --protocol {data['protocol']} or give a {protocol} file.")
     protocol = protocol or data.get("protocol")
     if not protocol:
         raise LandmarkError(f"{source}: no 'protocol' field; add one or pass --protocol.")

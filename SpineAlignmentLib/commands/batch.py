@@ -53,12 +53,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dicom-sr", action="store_true",
                         help="also write <name>_sr.dcm, a DICOM SR measurement report (TID 1500) referencing the "
                              "film, for PACS, and with a segmentation model <name>_seg.dcm, its masks as a DICOM SEG "
-                             "(DICOM input only; other images are recorded as failures)")
+                             "(DICOM films only; another image gets its other outputs and a warning)")
     parser.add_argument("--no-retry-failures", action="store_true", help="skip images listed in failures.csv")
     parser.add_argument("--force", action="store_true",
                         help="analyse every image again (default: re-use results made with the same fingerprint)")
     parser.add_argument("--progress", choices=("text", "jsonl", "none"), default="text",
-                        help="progress on stderr as text lines or JSON Lines (default text)")
+                        help="progress on stderr as text lines or JSON Lines (default text; -q: none as text)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,10 +79,12 @@ def run(args: argparse.Namespace) -> int:
         write_dicom_sr=args.dicom_sr, write_masks=args.save_masks, level_anchors=args.level_anchors,
     )
 
+    quiet = getattr(args, "quiet", False)
+
     def report(p) -> None:
         if args.progress == "jsonl":
             print(json.dumps(progress_dict(p)), file=sys.stderr, flush=True)
-        elif args.progress == "text" and p.event in (BatchEvent.DONE, BatchEvent.FAILED, BatchEvent.STARTED,
+        elif args.progress == "text" and not quiet and p.event in (BatchEvent.DONE, BatchEvent.FAILED, BatchEvent.STARTED,
                                                       BatchEvent.CANCELLED, BatchEvent.FINISHED):
             where = f" {p.image}" if p.image else ""
             extra = f": {p.message}" if p.message else ""

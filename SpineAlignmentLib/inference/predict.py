@@ -167,14 +167,17 @@ def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False, refine: 
     return pts, c
 
 
-def plausibility_warnings(points: np.ndarray, confidence: np.ndarray, ids, low_confidence: float) -> list[str]:
-    """Image-level warnings for four-corner vertebra landmarks (sequences of TL, TR, BL, BR)."""
+def plausibility_warnings(points: np.ndarray, confidence: np.ndarray, ids, low_confidence: float,
+                          film: str = "a spine radiograph") -> list[str]:
+    """Image-level warnings for a model's landmarks; ``film`` is the protocol table's kind of radiograph
+    ("an AP/PA spine radiograph"), named when the confidence is low overall. The order checks apply to
+    four-corner vertebra landmarks (sequences of TL, TR, BL, BR)."""
     warns: list[str] = []
     mean_conf = float(np.mean(confidence))
     n_low = int(np.sum(confidence < low_confidence))
     if mean_conf < low_confidence:
-        warns.append(f"Low landmark confidence (mean {mean_conf:.2f} < {low_confidence:.2f}): this may not be an AP spine "
-                     "radiograph, or the spine is hard to see; check every landmark before using the values.")
+        warns.append(f"Low landmark confidence (mean {mean_conf:.2f} < {low_confidence:.2f}): this may not be {film}, "
+                     "or the spine is hard to see; check every landmark before using the values.")
     elif n_low:
         names = [ids[i] for i in np.where(confidence < low_confidence)[0]]
         warns.append(f"{n_low} landmark(s) with low confidence ({', '.join(names[:6])}{'...' if n_low > 6 else ''}); check them.")
@@ -250,6 +253,8 @@ def predict_landmarks(radiograph_or_array: Any, model, *, flip_tta: bool = False
         conf = np.minimum(conf, 0.05)
     ids = model.landmark_ids
     low = float(model.metadata["decoding"]["low_confidence"])
-    warns += plausibility_warnings(pts, conf, ids, low)
+    from ..protocols import get_protocol
+
+    warns += plausibility_warnings(pts, conf, ids, low, get_protocol(model.metadata["protocol"]).film)
     landmarks = {lid: Landmark(float(p[0]), float(p[1]), float(c)) for lid, p, c in zip(ids, pts, conf)}
     return landmarks, warns

@@ -13,7 +13,7 @@ image, in a format the project already writes:
   the geometry Slicer gives the image file (:mod:`..slicerio.geometry`).
 
 Optional tables: ``pairs.csv`` (``pair,role,image``; roles from the protocol's
-``image_roles``, or ``main``/``lateral`` for a coronal film with its lateral)
+``image_roles``, or ``coronal``/``lateral`` for a coronal film with its lateral)
 and ``patients.csv`` (``image,patient``; images of one patient stay on one side
 of a training split; default: each image is its own patient).
 

@@ -78,9 +78,27 @@ def _code(value: str, scheme: str, meaning: str):
     return CodedConcept(value=value, scheme_designator=scheme, meaning=meaning)
 
 
+def _report_code(key: str) -> tuple[str, str, str]:
+    """(code value, scheme, meaning) of a report item: ``[value, meaning]`` in the project scheme, or a
+    standard ``[value, scheme, meaning]`` where PS3.16 has one (``dicom_codes.json``)."""
+    entry = code_table()["report"][key]
+    return (entry[0], SCHEME, entry[1]) if len(entry) == 2 else (entry[0], entry[1], entry[2])
+
+
 def _project(key: str):
-    value, meaning = code_table()["report"][key]
-    return _code(value, SCHEME, meaning)
+    return _code(*_report_code(key))
+
+
+def short_meaning(text: str, limit: int = 64) -> str:
+    """A Code Meaning (LO, 64 characters) from a title: whole words, a trailing parenthesis dropped rather
+    than cut ("Radiographic shoulder height, bony surrogate (lateral clavicle ends)" -> "... bony surrogate")."""
+    if len(text) <= limit:
+        return text
+    base = re.sub(r"\s*\([^()]*\)\s*$", "", text)
+    if base and len(base) <= limit:
+        return base
+    cut = base[:limit + 1].rsplit(" ", 1)[0].rstrip(" ,;:(")
+    return cut[:limit]
 
 
 def _base_id(parameter_id: str, roles: tuple[str, ...]) -> tuple[str, str | None]:
@@ -104,7 +122,7 @@ def concept_for(parameter_id: str, protocol: str) -> tuple[str, str, str]:
         return std[0], std[1], std[2]
     titles = {p.id: p.title for p in get_protocol(protocol).parameters}
     title = titles.get(parameter_id, parameter_id)
-    return parameter_id, SCHEME, title if len(title) <= 64 else title[:63].rstrip() + "."  # LO: 64 characters
+    return parameter_id, SCHEME, short_meaning(title)  # LO: 64 characters
 
 
 def _finding_site(parameter_id: str):
@@ -372,9 +390,30 @@ def new_instance(series_number: int, instance_number: int, description: str) -> 
             "series_description": description}
 
 
+#: Specific Character Set of an SR/SEG with any non-ASCII text: UTF-8, so a warning with "°", "≥" or "é" is valid.
+CHARACTER_SET = "ISO_IR 192"
+
+
+def _has_non_ascii(ds: Dataset) -> bool:
+    """True if any text value of ``ds`` (nested sequences included) has a character outside ASCII."""
+    for elem in ds.iterall():
+        if elem.VR in ("SH", "LO", "ST", "LT", "UT", "PN", "UC") and elem.value is not None:
+            values = elem.value if elem.VM > 1 else [elem.value]
+            if any(not str(v).isascii() for v in values):
+                return True
+    return False
+
+
 def save_atomically(ds: Dataset, path: str | Path) -> Path:
-    """Write a Part 10 file through ``<path>.part`` (an interrupted write never leaves a half file)."""
+    """Write a Part 10 file through ``<path>.part`` (an interrupted write never leaves a half file).
+
+    A dataset with any non-ASCII text is written as UTF-8 (Specific Character Set ``ISO_IR 192``): warnings
+    carry degrees and other non-ASCII characters, and the copied patient module may too. An all-ASCII one
+    keeps the default repertoire (DCMTK's VR checker does not cover ISO_IR 192).
+    """
     path = Path(path)
+    if _has_non_ascii(ds):
+        ds.SpecificCharacterSet = CHARACTER_SET
     tmp = path.with_name(path.name + ".part")
     ds.save_as(tmp, enforce_file_format=True)
     tmp.replace(path)
@@ -392,7 +431,8 @@ def _meaning_key(item: Dataset) -> tuple[str, str]:
 
 
 def _key_of(key: str) -> tuple[str, str]:
-    return code_table()["report"][key][0], SCHEME
+    value, scheme, _ = _report_code(key)
+    return value, scheme
 
 
 def read_measurement_report(path: str | Path) -> Result:

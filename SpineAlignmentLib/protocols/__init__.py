@@ -93,6 +93,8 @@ class ParameterSpec:
         convention: sign convention in words.
         flags: extra switches from the table (``pair``, ``per_image``, ``paired_lateral``,
             ``needs_image_size``, ``dynamic_landmarks``).
+        plausible: ``(low, high)`` in ``unit``: values outside it are reported with a warning (ranges from
+            the studies' populations and definitions.md); None: no check.
     """
 
     id: str
@@ -102,6 +104,7 @@ class ParameterSpec:
     definition: str
     convention: str = ""
     flags: frozenset[str] = frozenset()
+    plausible: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,8 @@ class Protocol:
     What models and inference need from the protocol is here too: ``model_kinds`` (of
     :data:`MODEL_KINDS`; the first is what ``spine-align train`` builds), ``flip_pairs`` (landmarks a left-right mirror swaps; None: derived
     from the ``L``/``R``, ``TL``/``TR``, ``BL``/``BR`` suffixes), ``image_roles`` (the films of a pair; empty:
-    one film) and ``view`` (``lateral`` films are normalised to one facing direction).
+    one film) and ``view`` (``lateral`` films are normalised to one facing direction). ``film`` names the kind
+    of radiograph in messages ("an AP/PA spine radiograph").
     """
 
     id: str
@@ -131,6 +135,7 @@ class Protocol:
     image_roles: tuple[str, ...] = ()
     extra_landmarks: tuple[LandmarkSpec, ...] = field(default=())
     segments: tuple[SegmentSpec, ...] = field(default=())
+    film: str = ""
 
     @property
     def landmark_ids(self) -> tuple[str, ...]:
@@ -211,6 +216,12 @@ def _parse(data: dict, source: str = "protocol table") -> Protocol:
     for p in data["parameters"]:
         if p["unit"] not in UNITS:
             raise ProtocolError(f"Protocol table '{data['id']}': parameter {p['id']} has unknown unit {p['unit']!r}.")
+        rng = p.get("plausible")
+        if rng is not None and not (isinstance(rng, list) and len(rng) == 2
+                                    and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng)
+                                    and rng[0] < rng[1]):
+            raise ProtocolError(f"{source}: parameter {p['id']}: 'plausible' must be [low, high] with low < high, "
+                                f"got {rng!r}.")
         params.append(
             ParameterSpec(
                 id=p["id"],
@@ -220,6 +231,7 @@ def _parse(data: dict, source: str = "protocol table") -> Protocol:
                 definition=p["definition"],
                 convention=p.get("convention", ""),
                 flags=frozenset(k for k in _FLAG_KEYS if p.get(k)),
+                plausible=(float(rng[0]), float(rng[1])) if rng is not None else None,
             )
         )
     ids = {d["id"] for d in data["landmarks"]}
@@ -254,6 +266,7 @@ def _parse(data: dict, source: str = "protocol table") -> Protocol:
                         color=tuple(float(c) for c in d["color"]), mirror=d.get("mirror", ""),
                         landmarks=tuple(d.get("landmarks", ())), aliases=tuple(d.get("aliases", ())))
             for d in data.get("segments", ())),
+        film=str(data.get("film") or f"a {data['title']} radiograph"),
     )
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -261,6 +260,14 @@ def _predict_stage1(net, films: list[_Film], batch: int = 8) -> list[tuple[np.nd
     return out
 
 
+def epoch_figure(row: dict) -> str:
+    """``": val median 12.3 px"`` for an epoch that was validated, else ``" (not validated this epoch)"``: never nan."""
+    val = row.get("val_median_error_px")
+    if val is None or not np.isfinite(val):
+        return " (not validated this epoch)"
+    return f": val median {val:.1f} px"
+
+
 def _unmirror(film: _Film, pts: np.ndarray) -> np.ndarray:
     return _mirror_x(pts, film.shape[1]) if film.mirrored else pts
 
@@ -410,7 +417,7 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
                                         "landmark_ids": list(ids)})
         with open(out / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(row) + "\n")
-        log.info("stage 1 epoch %d: val median %.1f px", epoch + 1, row.get("val_median_error_px", float("nan")))
+        log.info("stage 1 epoch %d%s", epoch + 1, epoch_figure(row))
         save_checkpoint(out / "last.pt", {"stage": 1, "model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
                                 "config": asdict(cfg), "best": best, "landmark_ids": list(ids)})
         if cfg.time_limit_min is not None and (time.time() - t_start) / 60.0 >= cfg.time_limit_min:
@@ -447,7 +454,7 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
                 row.update({f"val_{k}": v for k, v in m.items()})
             with open(out / "metrics.jsonl", "a") as fh:
                 fh.write(json.dumps(row) + "\n")
-            log.info("stage 2 epoch %d: val median %.1f px", epoch + 1, row.get("val_median_error_px", float("nan")))
+            log.info("stage 2 epoch %d%s", epoch + 1, epoch_figure(row))
             save_checkpoint(out / "last.pt", {"stage": 2, "stage1": stage1_state, "model": rnet.state_dict(),
                                     "optimizer": ropt.state_dict(), "epoch": epoch, "config": asdict(cfg), "best": best,
                                     "landmark_ids": list(ids), "parts": parts})

@@ -262,3 +262,53 @@ def test_absurd_coordinates_are_refused(tmp_path, capsys, point):
     assert main(["measure", str(f)]) == 2
     err = capsys.readouterr().err
     assert "T1_TL" in err and "a.json" in err and "Traceback" not in err
+
+
+def test_another_protocols_file_is_refused(tmp_path, rng, capsys):
+    """A sagittal-whole-spine file measured as lumbar-dynamic: one sentence, exit 2; among several, one error row."""
+    sag = _write(tmp_path / "sag.json", "sagittal-whole-spine", select(lateral_spine(rng), "sagittal-whole-spine"))
+    assert main(["measure", "--protocol", "lumbar-dynamic", str(sag)]) == 2
+    err = capsys.readouterr().err
+    assert "sag.json: landmarks are for protocol 'sagittal-whole-spine', not 'lumbar-dynamic'" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    good = _write(tmp_path / "cor.json", "coronal-spine", coronal_spine([0] * 17), image_size=[900, 800])
+    assert main(["measure", "--protocol", "coronal-spine", str(good), str(sag), str(good)]) == 2
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["schema"] for x in lines] == ["spinealignment.result/1", "spinealignment.error/1", "spinealignment.result/1"]
+    assert lines[0]["parameters"] and "not 'coronal-spine'" in lines[1]["error"]
+    # the same file with its own protocol is measured
+    assert main(["measure", "--protocol", "sagittal-whole-spine", str(sag)]) == 0
+
+
+def test_implausible_values_are_reported_with_a_warning_naming_their_landmarks():
+    """Femoral heads placed off the pelvis: PI and PT outside the table's ranges keep their values and warn."""
+    from SpineAlignmentLib.protocols import get_protocol
+
+    pts = select(lateral_spine(np.random.default_rng(0)), "sagittal-whole-spine")  # a spine with plausible values
+    good = measure(pts, "sagittal-whole-spine", spacing_mm=(0.2, 0.2))
+    assert not any("plausible" in w for m in good.parameters.values() for w in m.warnings)
+    moved = {**pts, "FH_1": (pts["FH_1"][0] - 150, pts["FH_1"][1]), "FH_2": (pts["FH_2"][0] - 150, pts["FH_2"][1])}
+    res = measure(moved, "sagittal-whole-spine", spacing_mm=(0.2, 0.2))
+    proto = get_protocol("sagittal-whole-spine")
+    assert proto.parameter("PI").plausible == (20.0, 100.0) and proto.parameter("PT").plausible == (-15.0, 60.0)
+    assert res.value("PI") < 20 and res.value("PT") < -15  # still reported
+    for pid in ("PI", "PT"):
+        (w,) = [w for w in res.parameters[pid].warnings if "plausible" in w]
+        assert w.startswith(f"{pid} = {res.value(pid):.1f}° is outside the plausible range")
+        assert w.endswith("S1_AS, S1_PS, FH_1, FH_2.")
+    assert not [w for w in res.parameters["SS"].warnings if "plausible" in w]  # SS does not use the heads
+    # a distance in pixels (no spacing) is not held to a range in mm
+    px = measure({**moved, "C7c": (moved["C7c"][0] + 5000, moved["C7c"][1])}, "sagittal-whole-spine")
+    assert px.parameters["SVA"].unit == "px" and not any("plausible" in w for w in px.parameters["SVA"].warnings)
+
+
+def test_every_untrusted_landmark_is_named_as_the_cause(rng):
+    pts = select(lateral_spine(rng), "sagittal-whole-spine")
+    res = measure({k: (x, y, 0.01) for k, (x, y) in pts.items()}, "sagittal-whole-spine")
+    assert not res.parameters
+    reason = res.omitted["PI"]
+    assert reason.startswith("no landmark is trusted (confidence below 0.3: OD, C2_AI")
+    assert reason.index("trusted") < reason.index("which way")  # the cause first
+    # some trusted: the frame comes from them, no such message
+    some = {k: (x, y, 0.01 if k.startswith("C") else 0.9) for k, (x, y) in pts.items()}
+    assert "PI" in measure(some, "sagittal-whole-spine").parameters

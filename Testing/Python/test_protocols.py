@@ -76,3 +76,35 @@ def test_json_export_round_trip():
     for p in list_protocols():
         d = json.loads(json.dumps(p.to_dict()))
         assert [lm["id"] for lm in d["landmarks"]] == list(p.landmark_ids)
+
+
+def test_every_parameter_has_a_plausible_range_and_every_table_names_its_film():
+    """Ranges and film kinds are data in the tables (issue 24): the pipeline and the model warnings read them."""
+    import numpy as np
+
+    from SpineAlignmentLib.inference.predict import plausibility_warnings
+    from SpineAlignmentLib.protocols import PROTOCOL_IDS
+
+    films = set()
+    for pid in PROTOCOL_IDS:
+        proto = get_protocol(pid)
+        films.add(proto.film)
+        for p in proto.parameters:
+            assert p.plausible is not None and p.plausible[0] < p.plausible[1], p.id
+        conf = np.full(4, 0.05)
+        (w,) = plausibility_warnings(np.zeros((4, 2)), conf, ["A", "B", "C", "D"], 0.3, proto.film)
+        assert f"this may not be {proto.film}," in w
+    assert get_protocol("sagittal-whole-spine").film == "a lateral whole-spine radiograph"
+    assert "AP" not in get_protocol("lumbar-dynamic").film and len(films) == len(PROTOCOL_IDS)
+
+
+def test_a_bad_plausible_range_is_refused():
+    from pathlib import Path
+
+    import SpineAlignmentLib.protocols as protocols_pkg
+    from SpineAlignmentLib.protocols import _parse
+
+    data = json.loads((Path(protocols_pkg.__file__).parent / "coronal-shoulder.json").read_text())
+    data["parameters"][0]["plausible"] = [5, -5]
+    with pytest.raises(ProtocolError, match="'plausible' must be \\[low, high\\]"):
+        _parse(data, "x.json")
