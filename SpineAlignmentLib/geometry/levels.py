@@ -33,7 +33,7 @@ _LEVEL_RE = re.compile(r"^([CTLS])(\d{1,2})(?:_|c$)")
 #: Index of the first vertebra of each region, and its number of vertebrae (L6 and T13 occur).
 _REGIONS = {"C": (0, 7), "T": (7, 13), "L": (20, 6), "S": (26, 5)}
 #: the typical spine (what a neighbour of a chain's end is called): 7 cervical, 12 thoracic, 5 lumbar, 5 sacral
-_TYPICAL = tuple(f"{region}{n}" for region, count in (("C", 7), ("T", 12), ("L", 5), ("S", 5))
+SPINE_LEVELS = tuple(f"{region}{n}" for region, count in (("C", 7), ("T", 12), ("L", 5), ("S", 5))
                  for n in range(1, count + 1))
 
 
@@ -63,10 +63,10 @@ def adjacent_level(name: str, step: int) -> str | None:
 
     ``adjacent_level("T1", -1) == "C7"``, ``adjacent_level("L5", 1) == "S1"``.
     """
-    if name not in _TYPICAL:
+    if name not in SPINE_LEVELS:
         return None
-    k = _TYPICAL.index(name) + step
-    return _TYPICAL[k] if 0 <= k < len(_TYPICAL) else None
+    k = SPINE_LEVELS.index(name) + step
+    return SPINE_LEVELS[k] if 0 <= k < len(SPINE_LEVELS) else None
 
 
 def vertebra_chain(landmark_ids: Sequence[str]) -> tuple[str, ...]:

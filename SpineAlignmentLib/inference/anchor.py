@@ -23,20 +23,19 @@ vertebra candidate, an unknown level name, a chain pushed past the film) raises
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from ..errors import LandmarkError
+from ..geometry.levels import SPINE_LEVELS
 from ..result import Landmark
+from .chain import ChainState
+from .levels import anchor_text
 
 __all__ = ["SPINE_LEVELS", "LevelAnchor", "ChainState", "level_position", "walk", "anchored_chain",
            "shifted_chain", "apply_level_anchor", "confirmed_levels", "anchor_text"]
-
-#: level names along the spine, top to bottom (an anchor's level is placed by its distance from the chain's names)
-SPINE_LEVELS = (*(f"C{i}" for i in range(1, 8)), *(f"T{i}" for i in range(1, 13)), *(f"L{i}" for i in range(1, 6)),
-                *(f"S{i}" for i in range(1, 6)))
 
 #: the spacing penalty's weight and its hard limits (a step this much shorter or longer than expected is no step);
 #: weights 1 to 6 name the same validation chains right (Testing/Python/benchmark_level_anchor.py)
@@ -68,51 +67,6 @@ class LevelAnchor:
         if self.shift is not None:
             return {"by": self.by, "shift": int(self.shift)}
         return {"by": self.by, "level": self.level, "x": round(float(self.x), 2), "y": round(float(self.y), 2)}
-
-
-@dataclass
-class ChainState:
-    """What a level anchor needs from a vertebra-centres model's first pass on one film (in memory only).
-
-    Attributes:
-        centers, corners, scores: (n, 2), (n, 4, 2), (n,) the first stage's candidates (network-input pixels).
-        chain: (V,) candidate indices of the film's chain, top to bottom.
-        corner_prob: (4, h, w) corner-type probabilities; ``stride``, ``search``, ``radius`` the decoding's.
-        geo: the letterbox (:class:`~SpineAlignmentLib.inference.preprocess.Letterbox`).
-        points, confidence: (4V, 2) original pixels and (4V,) the chain's landmarks as the result has them.
-        model: the loaded model (second stage, calibration, landmark IDs).
-        roi_image: the image resized for the second stage and its scale ``(resized, f)``, or None.
-        flip_tta: the second stage averaged with mirrored patches.
-        levels: the model's own ``levels`` assessment of the first pass (None without one).
-        image_warnings: the film's image problems (blank, tiny) that every result of it keeps.
-        read_warnings, detection_warnings: what reading the film and the model's detection warned of
-            (an anchored result keeps the first and replaces the second).
-    """
-
-    centers: np.ndarray
-    corners: np.ndarray
-    scores: np.ndarray
-    chain: np.ndarray
-    corner_prob: np.ndarray
-    stride: int
-    search: int
-    radius: int
-    geo: Any
-    points: np.ndarray
-    confidence: np.ndarray
-    model: Any
-    roi_image: tuple[np.ndarray, tuple[float, float]] | None = None
-    flip_tta: bool = False
-    levels: dict | None = None
-    image_warnings: list[str] = field(default_factory=list)
-    read_warnings: list[str] = field(default_factory=list)
-    detection_warnings: list[str] = field(default_factory=list)
-
-    @property
-    def names(self) -> list[str]:
-        """The chain's vertebra names (``T1`` ... ``L5``), from the model's landmark IDs."""
-        ids = self.model.landmark_ids
-        return [ids[i].rsplit("_", 1)[0] for i in range(0, len(ids), 4)]
 
 
 def level_position(level: str, names: list[str]) -> int:
@@ -258,13 +212,6 @@ def shifted_chain(state: ChainState, shift: int) -> np.ndarray:
     if new is None:
         raise LandmarkError(f"shift {shift:+d} pushes the chain past the film: no vertebra candidate for a new {end}.")
     return np.array(new, dtype=int)
-
-
-def anchor_text(anchor: dict[str, Any]) -> str:
-    """``"T1 at (512, 140)"`` or ``"shift -1"`` for a ``levels.anchor`` dict."""
-    if anchor.get("shift") is not None:
-        return f"shift {int(anchor['shift']):+d}"
-    return f"{anchor.get('level')} at ({float(anchor['x']):.0f}, {float(anchor['y']):.0f})"
 
 
 def confirmed_levels(anchor: LevelAnchor, model_levels: dict | None) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from typing import Any, Callable
 import numpy as np
 
 __all__ = ["SHIFTS", "FEATURES", "chain_features", "level_probabilities_from_features", "assess_levels",
-           "incomplete_chain", "alternative_names", "levels_may_be", "levels_line", "level_warning"]
+           "incomplete_chain", "alternative_names", "levels_may_be", "levels_line", "level_warning", "anchor_text"]
 
 #: the hypotheses, as the level shift of the chain: -1 one level too high (C7..L4), 0 right, +1 too low (T2..S1)
 SHIFTS = (-1, 0, 1)
@@ -200,7 +200,6 @@ def levels_line(levels: dict[str, Any]) -> str:
     ``" (uncertain: may be C7-L4)"`` or ``" (incomplete (5 of 17 weak))"`` when the levels are uncertain, or
     ``"level confidence 1.00 (confirmed by user: T1 at (512, 140))"`` when a level anchor confirmed them."""
     if levels.get("confirmed"):
-        from .anchor import anchor_text
 
         anchor = levels.get("anchor") or {}
         return f"level confidence {levels['confidence']:.2f} (confirmed by {anchor.get('by', 'user')}: {anchor_text(anchor)})"
@@ -257,3 +256,10 @@ def model_level_features(model, out, chain_input: np.ndarray, geo, norm: np.ndar
     ends = identification_end_probabilities(model, norm, to_original(np.asarray(chain_input)))
     floor = model.metadata.get("levels", {}).get("vertebra_score_floor")
     return chain_features(prob, chain_input, model.stride, rows, end_probabilities=ends, score_floor=floor)
+
+
+def anchor_text(anchor: dict[str, Any]) -> str:
+    """``"T1 at (512, 140)"`` or ``"shift -1"`` for a ``levels.anchor`` dict."""
+    if anchor.get("shift") is not None:
+        return f"shift {int(anchor['shift']):+d}"
+    return f"{anchor.get('level')} at ({float(anchor['x']):.0f}, {float(anchor['y']):.0f})"

@@ -157,7 +157,7 @@ def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False, refine: 
         # within the stated tolerance (fitted on the validation split at export).
         c = np.interp(c, cal["raw"], cal["calibrated"])
     if info is not None and dec["method"] == "vertebra-centres" and not mirrored:
-        from .anchor import ChainState
+        from .chain import ChainState
 
         first = candidates[0]
         info["chain"] = ChainState(first["centers"], first["corners"], first["scores"], first["chain"],

@@ -79,30 +79,41 @@ def partial_framing(points: np.ndarray, kind: str, rng: np.random.Generator) -> 
 
 def collect_records(model, samples, *, framings: int = 0, seed: int = 0, original: bool = True,
                     partial: tuple[str, ...] = (), refine: bool = False, progress: bool = False,
-                    complete: int = 0) -> list[dict]:
+                    complete: int = 0, neck: int = 0, neck_margin: tuple[float, float] | None = None) -> list[dict]:
     """Predict each sample's film (as it is, ``framings`` re-framed copies, ``complete`` re-framed copies that
-    keep all 17 vertebrae (:func:`~SpineAlignmentLib.training.framing.complete_framing`), and one film of each ``partial``
-    kind) with the model (its first stage, and its second with ``refine``: the names are the first stage's
-    either way, the corners the Cobb end vertebrae are measured on are not) and record the chain's level
-    features and its real naming."""
+    keep all 17 vertebrae (:func:`~SpineAlignmentLib.training.framing.complete_framing`), ``neck`` copies with a
+    synthetic neck above T1 whose top lies ``neck_margin`` T1-T2 spacings above T1
+    (:func:`~SpineAlignmentLib.training.neck.add_neck`; default the neck-visible validation framing), and one
+    film of each ``partial`` kind) with the model (its first stage, and its second with ``refine``: the names
+    are the first stage's either way, the corners the Cobb end vertebrae are measured on are not) and record
+    the chain's level features and its real naming."""
     from PIL import Image
     from tqdm import tqdm
 
     from ..inference.predict import predict_array
     from .framing import complete_framing, random_framing, reframe
+    from .neck import VALIDATION_MARGIN, add_neck
     from ..evaluation.levels import level_shift, named_right
 
+    margin = neck_margin or VALIDATION_MARGIN
     records: list[dict] = []
     for i, s in enumerate(tqdm(samples, desc="level features", disable=not progress)):
         with Image.open(s.image_path) as im:
             pixels = np.asarray(im.convert("L"), dtype=np.float32)
         rng = np.random.default_rng((seed, i))
-        films = [("original", None)] if original else []
-        films += [("reframed", random_framing(s.points, rng)) for _ in range(framings)]
-        films += [("complete", complete_framing(s.points, rng)) for _ in range(complete)]
-        films += [(k, partial_framing(s.points, k, rng)) for k in partial]
-        for kind, frame in films:
-            film, truth = (pixels, s.points) if frame is None else reframe(pixels, s.points, *frame)
+
+        def framed(frame):
+            return lambda: reframe(pixels, s.points, *frame)
+
+        films = [("original", lambda: (pixels, s.points))] if original else []
+        films += [("reframed", framed(random_framing(s.points, rng))) for _ in range(framings)]
+        films += [("complete", framed(complete_framing(s.points, rng))) for _ in range(complete)]
+        films += [(k, framed(partial_framing(s.points, k, rng))) for k in partial]
+        for _ in range(neck):
+            m, nrng = float(rng.uniform(*margin)), np.random.default_rng(rng.integers(1 << 62))
+            films.append(("neck", lambda m=m, nrng=nrng: add_neck(pixels, s.points, m, nrng)))
+        for kind, make in films:
+            film, truth = make()
             info: dict = {}
             pred, _ = predict_array(film, model, refine=refine, info=info)
             records.append(film_record(name=s.name, kind=kind, features=info["level_features"], pred=pred,
@@ -198,24 +209,31 @@ def _features_for(model) -> tuple[str, ...]:
 
 
 def _cached(path: Path | None, make):
-    """``make()``, or its result pickled at ``path`` by an earlier call (a scratch cache of predicted films)."""
-    import pickle
-
+    """``make()``, or the records kept as JSON at ``path`` by an earlier call (a scratch cache of predicted
+    films; JSON, so a cache folder someone hands you cannot run code)."""
     if path is not None and path.exists():
-        return pickle.loads(path.read_bytes())
+        records = json.loads(path.read_text())
+        for r in records:
+            r["pred"], r["truth"] = np.asarray(r["pred"], dtype=float), np.asarray(r["truth"], dtype=float)
+            r["right"], r["shift"] = bool(r["right"]), int(r["shift"])
+        return records
     value = make()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(pickle.dumps(value))
+        path.write_text(json.dumps([{k: (np.asarray(v).tolist() if k in ("pred", "truth") else v) for k, v in r.items()}
+                                    for r in value], default=float))
     return value
 
 
-def fit_levels_block(model, train_samples, *, framings: int = 3, seed: int = 0, progress: bool = False,
+def fit_levels_block(model, train_samples, *, framings: int = 3, necks: int = 1, seed: int = 0, progress: bool = False,
                      cache: Path | None = None) -> dict:
-    """The ``levels`` metadata block fitted on ``train_samples`` (as they are and ``framings`` re-framed copies);
-    ``cache``: a folder where the predicted films are kept for a re-run with the same model."""
-    records = _cached(cache and cache / f"train_f{framings}_s{seed}.pkl", lambda: collect_records(
-        model, train_samples, framings=framings, seed=seed, progress=progress))
+    """The ``levels`` metadata block fitted on ``train_samples`` (as they are, ``framings`` re-framed copies and
+    ``necks`` copies with a synthetic neck above T1, top 0.8-3 spacings above T1); ``cache``: a folder where
+    the predicted films are kept for a re-run with the same model."""
+    from .neck import TRAIN_MARGIN
+
+    records = _cached(cache and cache / f"train_f{framings}_n{necks}_s{seed}.json", lambda: collect_records(
+        model, train_samples, framings=framings, neck=necks, neck_margin=TRAIN_MARGIN, seed=seed, progress=progress))
     block = fit_level_model(records, _features_for(model))
     conf, _ = _confidences(records, block)
     right = np.array([r["right"] for r in records])
@@ -233,30 +251,39 @@ def fit_levels_block(model, train_samples, *, framings: int = 3, seed: int = 0, 
         "warn_below": round(thr, 4),
         "warn_rule": (f"{100 * FALSE_ALARM_FRACTION:g}th percentile of the level confidence of the training films whose "
                       "17 vertebrae are all named right"),
-        "fitted_on": (f"{len(train_samples)} training-split images as they are and {framings} re-framed copies of each "
-                      "(top between C4 and T3, bottom between L4 and below the sacrum; seed "
-                      f"{seed}): {len(records)} films, {int(right.sum())} named right"),
+        "fitted_on": (f"{len(train_samples)} training-split images as they are, {framings} re-framed copies of each "
+                      "(top between C4 and T3, bottom between L4 and below the sacrum) and "
+                      f"{necks} with a synthetic neck above T1 (top {TRAIN_MARGIN[0]:g}-{TRAIN_MARGIN[1]:g} T1-T2 spacings "
+                      f"above T1; seed {seed}): {len(records)} films, {int(right.sum())} named right"),
     })
     block["training"] = measure_records(records, block)
     return block
 
 
-def levels_block(model, train, val, *, framings: int = 3, seed: int = 0, command: str = "", progress: bool = False,
-                 cache: Path | None = None) -> dict:
+def levels_block(model, train, val, *, framings: int = 3, necks: int = 1, seed: int = 0, command: str = "",
+                 progress: bool = False, cache: Path | None = None) -> dict:
     """The ``levels`` metadata block: fitted on the ``train`` samples (:func:`fit_levels_block`), measured on
     the ``val`` samples as they are and re-framed (end to end, both stages, with the Cobb end vertebrae) and
     on partial films cut from them (first stage)."""
     model.metadata.pop("levels", None)
-    block = fit_levels_block(model, train, framings=framings, seed=seed, progress=progress, cache=cache)
-    plain = _cached(cache and cache / "val.pkl", lambda: collect_records(model, val, refine=True, progress=progress))
-    framed = _cached(cache and cache / f"val_f{framings}_s{seed + 1}.pkl", lambda: collect_records(
+    from .neck import VALIDATION_MARGIN
+
+    block = fit_levels_block(model, train, framings=framings, necks=necks, seed=seed, progress=progress, cache=cache)
+    plain = _cached(cache and cache / "val.json", lambda: collect_records(model, val, refine=True, progress=progress))
+    framed = _cached(cache and cache / f"val_f{framings}_s{seed + 1}.json", lambda: collect_records(
         model, val, framings=framings, seed=seed + 1, original=False, refine=True, progress=progress))
-    whole = _cached(cache and cache / f"val_complete_f{framings}_s{seed + 3}.pkl", lambda: collect_records(
+    whole = _cached(cache and cache / f"val_complete_f{framings}_s{seed + 3}.json", lambda: collect_records(
         model, val, complete=framings, seed=seed + 3, original=False, refine=True, progress=progress))
-    partial = _cached(cache and cache / f"val_partial_s{seed + 2}.pkl", lambda: collect_records(
+    partial = _cached(cache and cache / f"val_partial_s{seed + 2}.json", lambda: collect_records(
         model, val, seed=seed + 2, original=False, partial=("thoracic-only", "lumbar-only"), progress=progress))
+    neck = _cached(cache and cache / f"val_neck2_s{seed + 4}.json", lambda: collect_records(
+        model, val, neck=2, seed=seed + 4, original=False, refine=True, progress=progress))
     block["validation"] = {
         "original": measure_records(plain, block, cobb=True),
+        "neck_visible": {**measure_records(neck, block, cobb=True),
+                         "framing": (f"2 copies of each validation image with a synthetic neck above T1 (training/neck.py), "
+                                     f"top {VALIDATION_MARGIN[0]:g}-{VALIDATION_MARGIN[1]:g} T1-T2 spacings above T1 "
+                                     f"(the clinical films' framing; seed {seed + 4})")},
         "reframed": {**measure_records(framed, block, cobb=True),
                      "framing": (f"{framings} re-framed copies of each validation image (top between C4 and T3, bottom "
                                  f"between L4 and below the sacrum; seed {seed + 1})")},
