@@ -535,7 +535,7 @@ def read_landmarks_file(path: str | Path, protocol: str, image_path: str | Path 
         landmarks, model = markups_landmarks(path, ijk_to_ras_for_file(image_path), protocol)
         return landmarks, {"model": model}
     data = load_json(path)
-    check_fields(data, str(path))
+    check_fields(data, str(path), protocol_given=True)
     if not isinstance(data, dict) or "landmarks" not in data:
         raise LandmarkError(f"{path}: no 'landmarks' object; give a landmark JSON file (protocols.md result format).")
     if data.get("protocol") not in (None, protocol):
@@ -627,6 +627,9 @@ def write_or_stop(item: BatchItem, out_dir: str | Path, what: str, write: Callab
             f"{out_dir}: cannot write the results of {what} ({describe_os_error(exc)}); free space or fix "
             "the folder's permissions, then run again (finished results are kept)."
         ) from None
+    except BaseException:  # any other failure while writing (a refusal, a bug, Ctrl-C) leaves no .part behind
+        remove_part_files(item, out_dir)
+        raise
 
 
 def read_film(path: str | Path, *, spacing: Sequence[float] | None = None, patient_orientation: str | None = None,
