@@ -597,6 +597,8 @@ def analyze_one(
     extra_kw = {k: v for k, v in (("min_confidence", min_confidence), ("min_curve_deg", min_curve_deg))
                 if v is not None}
     radiograph = read_film(path, spacing=spacing, patient_orientation=patient_orientation, dicom=write_dicom_sr)
+    source_problems = dicom_source_problems([path], [radiograph]) if write_dicom_sr else []
+    write_dicom_sr = write_dicom_sr and not source_problems  # said before inference; the other outputs still come
     film = film_landmarks(path, radiograph, protocol, model=model, landmarks_path=landmarks_path, flip_tta=flip_tta)
     view = film.view
     result = measure(
@@ -605,7 +607,7 @@ def analyze_one(
         patient_orientation=view.patient_orientation, image=view.image, model=film.model, source=film.source,
         **extra_kw,
     )
-    result.warnings[:0] = film.warnings
+    result.warnings[:0] = film.warnings + source_problems
     result.dicom, result.levels, result.segmentation = view.dicom, film.levels, film.segmentation
     result.fingerprint = fingerprint
     if out_dir is not None:
@@ -645,6 +647,17 @@ def read_film(path: str | Path, *, spacing: Sequence[float] | None = None, patie
         raise RadiographError(f"{path}: is not a DICOM file, so no DICOM SR can reference it; "
                               "leave out --dicom-sr for PNG/JPEG/TIFF/NRRD input.")
     return radiograph
+
+
+def dicom_source_problems(paths: Sequence[str | Path], radiographs: Sequence[Any]) -> list[str]:
+    """One sentence (also logged) per DICOM film whose header a DICOM SR/SEG cannot carry
+    (:func:`~SpineAlignmentLib.io.dicom_sr.check_source`); checked after the film is read, before inference."""
+    from .io.dicom_sr import check_source
+
+    problems = [check_source(p) for p, rg in zip(paths, radiographs) if rg.metadata.get("format") == "dicom"]
+    for problem in filter(None, problems):
+        log.warning("%s", problem)
+    return [p for p in problems if p]
 
 
 @dataclass
@@ -838,6 +851,13 @@ def _task(item: BatchItem, options: BatchOptions, fingerprint: dict[str, Any] | 
 # resume state
 
 
+def _sr_refused(item: BatchItem) -> bool:
+    """Whether a film of ``item`` has a header no DICOM SR can carry (so its result is complete without one)."""
+    from .io.dicom_sr import check_source
+
+    return any(check_source(f.image) for f in item.films) if item.films else bool(check_source(item.image))
+
+
 def result_state(item: BatchItem, options: BatchOptions, fingerprint: dict[str, Any] | None = None) -> tuple[str, str]:
     """``("complete", "")``, ``("absent", why)`` or ``("stale", why)`` for the item's result.
 
@@ -861,7 +881,7 @@ def result_state(item: BatchItem, options: BatchOptions, fingerprint: dict[str, 
         return "absent", "no .mrk.json"
     if options.write_overlay and not all(p.is_file() for p in item.overlay_paths(options.out_dir)):
         return "absent", "no overlay"
-    if options.write_dicom_sr and not item.dicom_sr_path(options.out_dir).is_file():
+    if options.write_dicom_sr and not item.dicom_sr_path(options.out_dir).is_file() and not _sr_refused(item):
         return "absent", "no DICOM SR"
     if options.write_dicom_sr and (data.get("masks") or {}).get("dicom_seg") \
             and not item.dicom_seg_path(options.out_dir).is_file():

@@ -13,6 +13,7 @@ import importlib
 import logging
 import os
 import sys
+import warnings
 
 from . import __version__
 from .errors import SpineAlignmentError
@@ -67,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.debug else (logging.WARNING if args.quiet else logging.INFO)
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    if not args.debug:
+        # pydicom repeats a header problem (an unknown character set, a malformed UID) at every access; the
+        # readers say what matters in one sentence, and --debug shows pydicom's own lines.
+        logging.getLogger("pydicom").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\.|$)")
     if args.command is None:
         parser.print_help()
         return 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 
 
@@ -105,6 +106,14 @@ def input_side(text: str) -> int:
 def add_min_confidence(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-confidence", type=probability, default=None, metavar="C",
                         help="landmarks with a model confidence below C (0..1) are not trusted (default 0.3)")
+
+
+def note_save_masks(args: argparse.Namespace, protocol) -> None:
+    """Say once, before any work, that ``--save-masks`` writes nothing for a protocol without a segmentation model."""
+    if getattr(args, "save_masks", False) and "segmentation" not in protocol.model_kinds:
+        logging.getLogger("SpineAlignmentLib").warning(
+            "--save-masks: protocol '%s' takes %s models, not a segmentation model, so no masks are written.",
+            protocol.id, " or ".join(protocol.model_kinds))
 
 
 def add_image_options(parser: argparse.ArgumentParser) -> None:

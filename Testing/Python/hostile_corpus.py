@@ -689,9 +689,9 @@ def build_boundary_cases(root: Path, add, good_png: Path) -> None:
     _json(pairs / "flex.json", {"protocol": "lumbar-dynamic", "landmarks": lumbar_landmarks(1)})
     _json(pairs / "ext.json", {"protocol": "lumbar-dynamic", "landmarks": lumbar_landmarks(2, -1)})
     for name, rows, why in (
-        ("same-file", "P1,flexion,flex.png,flex.json\nP1,extension,flex.png,flex.json\n", "same"),
+        ("same-file", "P1,flexion,flex.png,flex.json\nP1,extension,flex.png,flex.json\n", "one file"),
         ("same-content", "P1,flexion,flex.png,flex.json\nP1,extension,copy.png,ext.json\n", "same"),
-        ("same-landmarks", "P1,flexion,flex.png,flex.json\nP1,extension,ext.png,flex.json\n", "same"),
+        ("same-landmarks", "P1,flexion,flex.png,flex.json\nP1,extension,ext.png,flex.json\n", "one landmark file"),
     ):
         m = _bytes(pairs / f"{name}.csv", ("pair,role,image,landmarks\n" + rows).encode())
         add(f"pairs-{name}", "silent", ["batch", "--pairs", m, "--protocol", "lumbar-dynamic", "--out",
@@ -725,9 +725,9 @@ def build_boundary_cases(root: Path, add, good_png: Path) -> None:
 
     odd = {"charset-999": ({"SpecificCharacterSet": "ISO_IR 999"}, "character set"),
            "studydate-text": ({"StudyDate": "notadate"}, "studydate"),
-           "sop-class-not-image": ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.481.5"}, "sop class"),
+           "sop-class-not-image": ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.481.5"}, "not a dicom image"),
            "patient-name-3": ({"PatientName": "A\\B\\C"}, "patientname"),
-           "sop-instance-not-uid": ({"SOPInstanceUID": "not a uid!"}, "sop instance uid")}
+           "sop-instance-not-uid": ({"SOPInstanceUID": "not a uid!"}, "sopinstanceuid")}
     for name, (tags, why) in odd.items():
         path = dcm / f"{name}.dcm"
         ds = dicom_dataset(700, 800, StudyInstanceUID="1.2.3.4", SeriesInstanceUID="1.2.3.4.5")
