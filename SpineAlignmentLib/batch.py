@@ -541,7 +541,7 @@ def read_landmarks_file(path: str | Path, protocol: str, image_path: str | Path 
         landmarks, model = markups_landmarks(path, ijk_to_ras_for_file(image_path), protocol)
         return landmarks, {"model": model}
     data = load_json(path)
-    check_fields(data, str(path))
+    check_fields(data, str(path), protocol_given=True)
     if not isinstance(data, dict) or "landmarks" not in data:
         raise LandmarkError(f"{path}: no 'landmarks' object; give a landmark JSON file (protocols.md result format).")
     if data.get("protocol") not in (None, protocol):
@@ -611,7 +611,8 @@ def analyze_one(
     radiograph = read_film(path, spacing=spacing, patient_orientation=patient_orientation,
                            dicom=write_dicom_sr and not sr_only_for_dicom)
     no_sr = write_dicom_sr and radiograph.metadata.get("format") != "dicom"
-    write_dicom_sr = write_dicom_sr and not no_sr
+    source_problems = dicom_source_problems([path], [radiograph]) if write_dicom_sr and not no_sr else []
+    write_dicom_sr = write_dicom_sr and not no_sr and not source_problems  # said before inference; the rest still comes
     film = film_landmarks(path, radiograph, protocol, model=model, landmarks_path=landmarks_path, flip_tta=flip_tta)
     if level_anchor is not None:
         from .io.level_anchors import anchor_film
@@ -624,7 +625,7 @@ def analyze_one(
         patient_orientation=view.patient_orientation, image=view.image, model=film.model, source=film.source,
         **extra_kw,
     )
-    result.warnings[:0] = film.warnings
+    result.warnings[:0] = film.warnings + source_problems
     if no_sr:
         result.warnings.append(f"{not_dicom(path.name)}; its other outputs are written.")
     result.dicom, result.levels, result.segmentation = view.dicom, film.levels, film.segmentation
@@ -648,6 +649,9 @@ def write_or_stop(item: BatchItem, out_dir: str | Path, what: str, write: Callab
             f"{out_dir}: cannot write the results of {what} ({describe_os_error(exc)}); free space or fix "
             "the folder's permissions, then run again (finished results are kept)."
         ) from None
+    except BaseException:  # any other failure while writing (a refusal, a bug, Ctrl-C) leaves no .part behind
+        remove_part_files(item, out_dir)
+        raise
 
 
 def read_film(path: str | Path, *, spacing: Sequence[float] | None = None, patient_orientation: str | None = None,
@@ -667,6 +671,17 @@ def read_film(path: str | Path, *, spacing: Sequence[float] | None = None, patie
 def not_dicom(path: str | Path) -> str:
     """The sentence (without its end) for a film that no DICOM SR can reference."""
     return f"{path}: is not a DICOM file, so no DICOM SR can reference it"
+
+
+def dicom_source_problems(paths: Sequence[str | Path], radiographs: Sequence[Any]) -> list[str]:
+    """One sentence (also logged) per DICOM film whose header a DICOM SR/SEG cannot carry
+    (:func:`~SpineAlignmentLib.io.dicom_sr.check_source`); checked after the film is read, before inference."""
+    from .io.dicom_sr import check_source
+
+    problems = [check_source(p) for p, rg in zip(paths, radiographs) if rg.metadata.get("format") == "dicom"]
+    for problem in filter(None, problems):
+        log.warning("%s", problem)
+    return [p for p in problems if p]
 
 
 @dataclass
@@ -862,6 +877,13 @@ def _task(item: BatchItem, options: BatchOptions, fingerprint: dict[str, Any] | 
 # resume state
 
 
+def _sr_refused(item: BatchItem) -> bool:
+    """Whether a film of ``item`` has a header no DICOM SR can carry (so its result is complete without one)."""
+    from .io.dicom_sr import check_source
+
+    return any(check_source(f.image) for f in item.films) if item.films else bool(check_source(item.image))
+
+
 def result_state(item: BatchItem, options: BatchOptions, fingerprint: dict[str, Any] | None = None) -> tuple[str, str]:
     """``("complete", "")``, ``("absent", why)`` or ``("stale", why)`` for the item's result.
 
@@ -885,7 +907,8 @@ def result_state(item: BatchItem, options: BatchOptions, fingerprint: dict[str, 
         return "absent", "no .mrk.json"
     if options.write_overlay and not all(p.is_file() for p in item.overlay_paths(options.out_dir)):
         return "absent", "no overlay"
-    if options.write_dicom_sr and data.get("dicom") and not item.dicom_sr_path(options.out_dir).is_file():
+    if options.write_dicom_sr and data.get("dicom") and not item.dicom_sr_path(options.out_dir).is_file() \
+            and not _sr_refused(item):
         return "absent", "no DICOM SR"  # a non-DICOM film of a mixed folder has no SR (and no "dicom" UIDs)
     if options.write_dicom_sr and (data.get("masks") or {}).get("dicom_seg") \
             and not item.dicom_seg_path(options.out_dir).is_file():

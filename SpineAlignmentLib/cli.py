@@ -13,6 +13,7 @@ import importlib
 import logging
 import os
 import sys
+import warnings
 
 from . import __version__
 from .errors import SpineAlignmentError
@@ -71,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s: %(message)s",
                         stream=sys.stderr)
     log.setLevel(level)
+    if not args.debug:
+        # pydicom repeats a header problem (an unknown character set, a malformed UID) at every access; the
+        # readers say what matters in one sentence, and --debug shows pydicom's own lines.
+        logging.getLogger("pydicom").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\.|$)")
     if args.command is None:
         parser.print_help()
         return 2

@@ -39,12 +39,13 @@ import hashlib
 import io
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .batch import (BatchItem, BatchOptions, PairFilm, _stem, film_landmarks, find_landmarks_file,
-                    landmarks_file_fingerprint, make_items, match_landmarks, read_film, write_or_stop)
+from .batch import (BatchItem, BatchOptions, PairFilm, _stem, dicom_source_problems, film_landmarks,
+                    find_landmarks_file, landmarks_file_fingerprint, make_items, match_landmarks, read_film,
+                    write_or_stop)
 from .errors import LandmarkError, ManifestError, SpineAlignmentError
 from .geometry.orientation import parse_patient_orientation
 from .pairs import film_landmark_ids, film_result, measure_pair, pair_roles
@@ -234,6 +235,33 @@ def pair_fingerprint(base: dict[str, Any], item: BatchItem) -> dict[str, Any]:
     return fp
 
 
+def check_two_films(item: BatchItem) -> None:
+    """Refuse a pair whose two films are one film: the same file, or two files with the same bytes (a pair of
+    one film measures no motion: IROM 0 at every level, with no word of why).
+
+    Raises:
+        ManifestError: the same film (or landmark file) is given for both roles.
+        SpineAlignmentError: a film that is not a readable regular file (checked without opening it).
+    """
+    from .errors import RadiographError
+    from .models.registry import sha256_file
+    from .safefiles import check_input_file
+
+    first, second = item.films
+    sizes = [check_input_file(f.image, RadiographError, what="image file").st_size for f in (first, second)]
+    roles = f"the {first.role} and {second.role} films"
+    if os.path.samefile(first.image, second.image):
+        why = f"{roles} are one file ({first.listed})"
+    elif sizes[0] == sizes[1] and sha256_file(Path(first.image)) == sha256_file(Path(second.image)):
+        why = f"{roles} are one film ({first.listed} and {second.listed} have the same bytes)"
+    elif first.landmarks and second.landmarks and os.path.samefile(first.landmarks, second.landmarks):
+        why = f"{roles} share one landmark file ({Path(first.landmarks).name})"
+    else:
+        return
+    raise ManifestError(f"pair {item.image}: {why}; a pair of one film measures no motion, so give each role its own "
+                        "film and landmark file.")
+
+
 def analyze_pair(item: BatchItem, options: BatchOptions, fingerprint: dict[str, Any] | None = None) -> Result:
     """Measure one pair of films and write its files (the result JSON last).
 
@@ -243,6 +271,7 @@ def analyze_pair(item: BatchItem, options: BatchOptions, fingerprint: dict[str, 
     """
     proto = get_protocol(options.protocol)
     roles = pair_roles(proto)
+    check_two_films(item)
     films, radiographs, warnings = {}, {}, []
     for f in item.films:
         if f.landmarks is None and options.landmarks_dir:
@@ -253,6 +282,13 @@ def analyze_pair(item: BatchItem, options: BatchOptions, fingerprint: dict[str, 
                                 "file; give it in the manifest's landmarks column or in --landmarks-dir.")
         radiographs[f.role] = read_film(f.image, spacing=options.spacing, dicom=options.write_dicom_sr,
                                         patient_orientation=f.patient_orientation or options.patient_orientation)
+    source_problems = (dicom_source_problems([f.image for f in item.films], [radiographs[f.role] for f in item.films])
+                       if options.write_dicom_sr else [])
+    if source_problems:  # said before inference; the pair's other outputs still come
+        options = replace(options, write_dicom_sr=False)
+    warnings.extend(source_problems)
+    for f in item.films:
+        ids = film_landmark_ids(proto, f.role)
         film = film_landmarks(f.image, radiographs[f.role], proto.id, model=options.model, flip_tta=options.flip_tta,
                               landmarks_path=f.landmarks)
         foreign = sorted(set(film.view.landmarks) - set(ids))

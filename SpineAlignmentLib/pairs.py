@@ -15,7 +15,7 @@ from dataclasses import replace
 from .errors import LandmarkError, ProtocolError
 from .pipeline import measure
 from .protocols import Protocol, get_protocol, list_protocols
-from .result import Result, View
+from .result import Result, View, parse_landmarks
 
 __all__ = ["PAIRED_LATERAL_ROLES", "film_landmark_ids", "film_of", "film_result", "measure_pair", "pair_roles"]
 
@@ -96,6 +96,9 @@ def measure_pair(protocol: str | Protocol, films: Mapping[str, View], *, model: 
                             f"got {', '.join(films) or 'none'}.")
     kw = {k: v for k, v in (("min_confidence", min_confidence), ("min_curve_deg", min_curve_deg)) if v is not None}
     first, second = films[roles[0]], films[roles[1]]
+    if first.landmarks and _same_points(first.landmarks, second.landmarks):
+        raise LandmarkError(f"{source}: the {roles[0]} and {roles[1]} films carry the same landmarks at the same "
+                            "places, so they are one film given twice; give each film its own landmarks.")
     if proto.image_roles:
         result = measure(None, proto.id, views={r: films[r] for r in roles}, model=model, source=source, **kw)
         return result
@@ -108,6 +111,14 @@ def measure_pair(protocol: str | Protocol, films: Mapping[str, View], *, model: 
     result.dicom = dict(first.dicom) if first.dicom else None
     result.paired_lateral = replace(second, landmarks=dict(second.landmarks))
     return result
+
+
+def _same_points(a: Mapping, b: Mapping) -> bool:
+    """The same IDs at the same pixel positions (two films never agree to the last digit)."""
+    if set(a) != set(b):
+        return False
+    pa, pb = parse_landmarks(dict(a)), parse_landmarks(dict(b))
+    return all((pa[k].x, pa[k].y) == (pb[k].x, pb[k].y) for k in pa)
 
 
 def film_result(result: Result, role: str) -> Result:

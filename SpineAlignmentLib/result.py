@@ -239,18 +239,20 @@ _JSON_NAMES = {dict: "an object", list: "an array", str: "a string", int: "a num
                bool: "true/false", type(None): "null"}
 
 
-def check_fields(d: Any, source: str, fields: dict[str, tuple[type, ...]] = _FIELDS) -> None:
+def check_fields(d: Any, source: str, fields: dict[str, tuple[type, ...]] = _FIELDS, *,
+                 protocol_given: bool = False) -> None:
     """Raise one :class:`LandmarkError` naming the file and the field whose JSON type is wrong.
 
-    ``protocol`` may not be null; other fields may. Unknown fields are allowed
-    (later schema versions may add some).
+    ``protocol`` may not be null, unless ``protocol_given`` (the command names the protocol, so a
+    landmark file may hold only ``landmarks``, as protocols.md allows); other fields may. Unknown
+    fields are allowed (later schema versions may add some).
     """
     if not isinstance(d, dict):
         raise LandmarkError(f"{source}: must be a JSON object, not {_JSON_NAMES.get(type(d), type(d).__name__)}; "
                             "fix the file.")
     for name, types in fields.items():
         value = d.get(name)
-        if value is None and name != "protocol":
+        if value is None and (name != "protocol" or protocol_given):
             continue
         if not isinstance(value, types) or isinstance(value, bool):
             want = " or ".join(dict.fromkeys(_JSON_NAMES[t] for t in types))

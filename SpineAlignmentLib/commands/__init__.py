@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 
 
@@ -43,9 +44,76 @@ def degrees(text: str) -> float:
     return value
 
 
+def _whole(text: str, least: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"{text!r} is less than {least}")
+    return value
+
+
+def count(text: str) -> int:
+    """argparse type: a whole number of at least 1 (epochs, images per step, threads)."""
+    return _whole(text, 1)
+
+
+def count0(text: str) -> int:
+    """argparse type: a whole number of at least 0."""
+    return _whole(text, 0)
+
+
+def positive(text: str) -> float:
+    """argparse type: a finite number above 0 (a learning rate, minutes)."""
+    value = _number(text)
+    if value <= 0.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not above 0")
+    return value
+
+
+def positive0(text: str) -> float:
+    """argparse type: a finite number of at least 0 (warm-up epochs, a loss weight)."""
+    value = _number(text)
+    if value < 0.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative")
+    return value
+
+
+def open_fraction(text: str) -> float:
+    """argparse type: a fraction strictly between 0 and 1 (a validation split)."""
+    value = _number(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction between 0 and 1 (both excluded)")
+    return value
+
+
+#: Network input sides are multiples of this (the generic network halves the image 6 times).
+INPUT_MULTIPLE = 64
+#: Largest network input side accepted (a 4096 x 4096 input already needs tens of GB to train).
+MAX_INPUT_SIDE = 4096
+
+
+def input_side(text: str) -> int:
+    """argparse type: one network input side: a multiple of :data:`INPUT_MULTIPLE` up to :data:`MAX_INPUT_SIDE`."""
+    value = _whole(text, 0)
+    if value == 0 or value % INPUT_MULTIPLE or value > MAX_INPUT_SIDE:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a multiple of {INPUT_MULTIPLE} between {INPUT_MULTIPLE} "
+                                         f"and {MAX_INPUT_SIDE} (the network halves its input 6 times), e.g. 512 256")
+    return value
+
+
 def add_min_confidence(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-confidence", type=probability, default=None, metavar="C",
                         help="landmarks with a model confidence below C (0..1) are not trusted (default 0.3)")
+
+
+def note_save_masks(args: argparse.Namespace, protocol) -> None:
+    """Say once, before any work, that ``--save-masks`` writes nothing for a protocol without a segmentation model."""
+    if getattr(args, "save_masks", False) and "segmentation" not in protocol.model_kinds:
+        logging.getLogger("SpineAlignmentLib").warning(
+            "--save-masks: protocol '%s' takes %s models, not a segmentation model, so no masks are written.",
+            protocol.id, " or ".join(protocol.model_kinds))
 
 
 def add_image_options(parser: argparse.ArgumentParser) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import OutputError, SpineAlignmentError
 from ..safefiles import check_output_dir, describe_os_error
-from . import add_image_options
+from . import add_image_options, note_save_masks
 
 HELP = "analyse radiographs with a packaged model: result JSON, overlay PNG (and .mrk.json) per image, summary CSV"
 
@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from ..protocols import get_protocol
 
     protocol = get_protocol(args.protocol)
+    note_save_masks(args, protocol)
     items = make_items(collect_inputs(args.images))
     if not items:
         raise SpineAlignmentError(f"No image found in {' '.join(args.images)}; give image files or folders.")

@@ -25,7 +25,7 @@ import json
 import signal
 import sys
 
-from . import add_image_options
+from . import add_image_options, note_save_masks
 
 HELP = "analyse many radiographs (files or folders): result JSON, .mrk.json and overlay per image, summary.csv, resumable"
 
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import SpineAlignmentError
 
-    get_protocol(args.protocol)  # an unknown protocol fails before any work
+    note_save_masks(args, get_protocol(args.protocol))  # an unknown protocol fails before any work
     if bool(args.inputs) == bool(args.pairs):
         raise SpineAlignmentError("give image files or folders to analyse, or --pairs MANIFEST.csv for pairs of "
                                   "films (not both).")

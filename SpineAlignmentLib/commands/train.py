@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from . import count, count0, input_side, open_fraction, positive, positive0, probability
+
 HELP = "train a protocol's landmark (or segmentation) model on a dataset folder (resumable run folder with metrics and checkpoints)"
 
 
@@ -22,19 +24,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "or the AASCE layout images/ + labels/ (coronal vertebra network), or the clavicle-mask layout")
     parser.add_argument("--out", required=True, help="run folder (created); holds checkpoints, metrics.jsonl, split.json, hygiene.json")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    parser.add_argument("--epochs", type=int, default=60, help="total epochs (default 60)")
-    parser.add_argument("--batch-size", type=int, default=None, help="images per step (default 8; 4 for segmentation)")
-    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW, cosine schedule)")
-    parser.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("ROWS", "COLS"),
+    parser.add_argument("--epochs", type=count, default=60, help="total epochs (default 60)")
+    parser.add_argument("--batch-size", type=count, default=None, help="images per step (default 8; 4 for segmentation)")
+    parser.add_argument("--lr", type=positive, default=2e-3, help="peak learning rate (AdamW, cosine schedule)")
+    parser.add_argument("--input-size", type=input_side, nargs=2, default=None, metavar=("ROWS", "COLS"),
                         help="network input (letterbox) size, divisible by 64 (default 512 256; 512 512 for segmentation)")
-    parser.add_argument("--val-fraction", type=float, default=None,
+    parser.add_argument("--val-fraction", type=open_fraction, default=None,
                         help="fraction of images held out by patient (default 0.2; 0.15 for segmentation, which also "
                              "keeps 0.15 apart as a test split)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--time-limit", type=float, default=None, metavar="MIN",
+    parser.add_argument("--threads", type=count, default=2, help="torch CPU threads")
+    parser.add_argument("--time-limit", type=positive, default=None, metavar="MIN",
                         help="stop after the epoch that passes this many minutes (resume later)")
-    parser.add_argument("--max-images", type=int, default=None, help="use only the first N usable images (smoke tests)")
+    parser.add_argument("--max-images", type=count, default=None, help="use only the first N usable images (smoke tests)")
     parser.add_argument("--representation", choices=("vertebra", "landmark"), default="vertebra",
                         help="vertebra: centre heatmap + corner offsets + corner heatmaps (default); "
                              "landmark: one DSNT heatmap per corner")
@@ -45,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--anchors", action="store_true",
                         help="vertebra representation: also learn T1 and L5 anchor maps, used to choose the first and "
                              "last vertebra (experimental: in a 10-epoch fine-tune they did not help yet)")
-    parser.add_argument("--warmup", type=float, default=None, metavar="EPOCHS",
+    parser.add_argument("--warmup", type=positive0, default=None, metavar="EPOCHS",
                         help="linear warm-up epochs (default: 2 for landmarks, 1 for refine and levels)")
     parser.add_argument("--stage", choices=("landmarks", "refine", "levels"), default="landmarks",
                         help="landmarks: the whole-image first stage (default); refine: the second-stage ROI "
@@ -56,12 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage1", default="coronal-spine-landmarks", metavar="MODEL",
                         help="--stage refine or levels: packaged first-stage model (name or folder) whose validation "
                              "predictions the network is evaluated on (default coronal-spine-landmarks)")
-    parser.add_argument("--tilt-weight", type=float, default=0.0, metavar="W",
+    parser.add_argument("--tilt-weight", type=positive0, default=0.0, metavar="W",
                         help="--stage refine: add W x the mid-line angle error (degrees) to the loss (default 0)")
-    parser.add_argument("--framings", type=int, default=0, metavar="N",
+    parser.add_argument("--framings", type=count0, default=0, metavar="N",
                         help="--stage levels: also mine first-stage candidates on N re-framed copies of each training "
                              "image (top moved between C4 and T3, bottom between L4 and below the sacrum; default 0)")
-    parser.add_argument("--reframe", type=float, default=0.0, metavar="P",
+    parser.add_argument("--reframe", type=probability, default=0.0, metavar="P",
                         help="coronal vertebra network: re-frame each training film with probability P (its top moved "
                              "between C4 and T3, its bottom between L4 and below the sacrum), so that the network cannot "
                              "learn 'the topmost vertebra is T1'; default 0; a 20-epoch fine-tune of the shipped "
@@ -73,19 +75,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto (default): the AASCE layout trains the coronal vertebra network, a dataset-format "
                              "folder the generic landmark model; generic/vertebra force one")
     g = parser.add_argument_group("generic landmark trainer (dataset-format folders)")
-    g.add_argument("--refine-epochs", type=int, default=None,
+    g.add_argument("--refine-epochs", type=count0, default=None,
                    help="epochs of the second stage (one ROI per vertebral level; default 30, 0 = none)")
     g.add_argument("--val-list", default=None, metavar="FILE",
                    help="validation images named in FILE (one per line, or a split.json) instead of a patient split")
-    g.add_argument("--train-images", type=int, default=None, metavar="N",
+    g.add_argument("--train-images", type=count, default=None, metavar="N",
                    help="train on N training films only (whole patients; for learning curves)")
-    g.add_argument("--val-every", type=int, default=None, metavar="N", help="validate every N epochs (default 1)")
+    g.add_argument("--val-every", type=count, default=None, metavar="N", help="validate every N epochs (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def check_inputs(args: argparse.Namespace) -> None:
+    """The files and folders named on the command line, checked before any film is read or any epoch runs.
+
+    Raises:
+        SpineAlignmentError: ``--data`` is not a folder, or ``--val-list`` / ``--init-from`` is not a readable
+            regular file (a FIFO is refused without being opened, so nothing blocks).
+    """
+    import os
+    import stat
+
+    from ..errors import SpineAlignmentError
+    from ..safefiles import check_input_file, describe_os_error
+
+    try:
+        st = os.stat(args.data)
+    except OSError as exc:  # missing, a name too long, a link loop
+        raise SpineAlignmentError(f"{args.data}: the dataset folder {describe_os_error(exc)}; check the path given "
+                                  "with --data.") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise SpineAlignmentError(f"{args.data}: is not a folder; give the dataset folder with --data.")
+    if getattr(args, "val_list", None):
+        check_input_file(args.val_list, what="validation list (--val-list: one image name a line, or a split.json)")
+    if getattr(args, "init_from", None):
+        check_input_file(args.init_from, what="checkpoint (--init-from)")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..protocols import get_protocol
 
+    check_inputs(args)
     if get_protocol(args.protocol).model_kinds[0] == "segmentation":
         # Protocols whose table's first model kind is segmentation learn masks (landmarks follow from the masks).
         from ..training.segmentation import SegConfig, train_segmentation

@@ -294,6 +294,13 @@ def compare_results(
             f"no image name is present in both truth ({len(t_map)} results) and prediction ({len(p_map)}); "
             "check that both folders hold results of the same images (matched by the 'image' field's "
             "basename without extension, else the JSON file name).")
+    differ = [k for k in matched if t_map[k].get("protocol") and p_map[k].get("protocol")
+              and t_map[k]["protocol"] != p_map[k]["protocol"]]
+    if differ:  # measured against another protocol's landmarks, every parameter would count as 100 % wrong
+        k = differ[0]
+        raise EvaluationError(
+            f"truth and prediction of {len(differ)} film(s) are for different protocols (e.g. {k}: truth "
+            f"'{t_map[k]['protocol']}', prediction '{p_map[k]['protocol']}'); compare results of one protocol.")
     notes: list[str] = []
     if only_truth:
         notes.append(f"{len(only_truth)} ground-truth film(s) have no prediction file (refused or not run); they "

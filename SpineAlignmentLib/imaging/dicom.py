@@ -116,9 +116,7 @@ def read_dicom_header(path: str | Path) -> Dataset:
     try:
         return pydicom.dcmread(path, stop_before_pixels=True)
     except InvalidDicomError:
-        raise RadiographError(
-            f"{path}: is not a DICOM file (no DICOM header); give a DICOM, PNG, JPEG, TIFF or NRRD radiograph."
-        ) from None
+        return _read_without_preamble(path)  # an old file without preamble is still DICOM when it holds an image
     except (EOFError, OSError, ValueError, KeyError, TypeError, NotImplementedError) as exc:
         raise RadiographError(
             f"{path}: cannot be read as DICOM ({_short(exc)}); the file may be truncated or damaged, so export it again."

@@ -27,7 +27,7 @@ from .calibration import ManualCalibration, resolve_calibration
 from ..geometry.orientation import parse_patient_orientation
 from .image import Radiograph, check_finite_pixels
 
-__all__ = ["read_raster", "pixels_from_array"]
+__all__ = ["read_raster", "pixels_from_array", "pillow_size"]
 
 log = logging.getLogger(__name__)
 
@@ -61,20 +61,53 @@ def _gray_from_channels(arr: np.ndarray, where: str, mode: str) -> np.ndarray:
     return colour[..., 0]
 
 
-def _read_pillow(path: Path, where: str) -> tuple[np.ndarray, dict[str, Any], list[str]]:
+def _too_many_pixels(where: str) -> RadiographError:
+    return RadiographError(
+        f"{where}: the header announces more than {MAX_IMAGE_PIXELS // 1_000_000} megapixels, more than "
+        "SpineAlignment reads; downsample the image or check that it is a radiograph."
+    )
+
+
+def _open_pillow(path: Path):
+    """``PIL.Image.open`` with PIL's decompression-bomb guard at our limit (it raises on the header alone)."""
     import warnings as _warnings
 
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    # The size is checked from the header below (check_image_size) with our own limit and message;
+    # The size is checked from the header (check_image_size) with our own limit and message;
     # PIL's bomb check stays as a second guard at the same limit.
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(path)
+
+
+def pillow_size(path: Path, where: str) -> tuple[int, int]:
+    """``(rows, cols)`` from the header of a PNG/JPEG/TIFF/BMP file, within the size limits; no pixel is decoded.
+
+    Raises:
+        RadiographError: not an image, or a header announcing more than the limits (a decompression bomb).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with _open_pillow(path) as im:
+            cols, rows = im.size
+    except Image.DecompressionBombError:
+        raise _too_many_pixels(where) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
+        raise RadiographError(f"{where}: cannot be read as an image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                              "export it again.") from None
+    check_image_size(where, rows, cols, RadiographError)
+    return rows, cols
+
+
+def _read_pillow(path: Path, where: str) -> tuple[np.ndarray, dict[str, Any], list[str]]:
+    from PIL import Image, UnidentifiedImageError
+
     warnings: list[str] = []
     try:
-        with _warnings.catch_warnings():
-            _warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im_ctx = Image.open(path)
-        with im_ctx as im:
+        with _open_pillow(path) as im:
             cols, rows = im.size
             check_image_size(where, rows, cols, RadiographError)
             frames = int(getattr(im, "n_frames", 1) or 1)
@@ -98,10 +131,7 @@ def _read_pillow(path: Path, where: str) -> tuple[np.ndarray, dict[str, Any], li
     except RadiographError:
         raise
     except Image.DecompressionBombError:
-        raise RadiographError(
-            f"{where}: the header announces more than {MAX_IMAGE_PIXELS // 1_000_000} megapixels, more than "
-            "SpineAlignment reads; downsample the image or check that it is a radiograph."
-        ) from None
+        raise _too_many_pixels(where) from None
     except MemoryError:
         raise RadiographError(f"{where}: the image does not fit in memory; downsample it.") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:

@@ -346,8 +346,8 @@ def _read_labels(path: Path) -> _Labels:
     try:
         data = load_json_file(path, LandmarkError, what="landmark JSON file",
                               object_pairs_hook=_reject_duplicates_hook(lab.duplicates))
-        if isinstance(data, dict) and "protocol" in data:
-            check_fields(data, str(path))
+        if isinstance(data, dict):
+            check_fields(data, str(path), protocol_given=True)  # --protocol names it; a file may omit it
         if not isinstance(data, dict) or not ("landmarks" in data or "views" in data):
             raise LandmarkError(f"{path}: is not a landmark file (no 'landmarks' object); give a result JSON "
                                 "(docs/protocols.md) or remove it from the dataset")
@@ -420,13 +420,9 @@ def _image_facts(path: Path, check_images: bool) -> _ImageFacts:
         size = reader.GetSize()
         cols, rows = int(size[0]), int(size[1]) if len(size) > 1 else 1
     else:
-        from PIL import Image, UnidentifiedImageError
+        from ..imaging.raster import pillow_size
 
-        try:
-            with Image.open(path) as im:
-                cols, rows = im.size
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise RadiographError(f"{path}: cannot be read as an image ({exc}); export it again.") from None
+        rows, cols = pillow_size(path, str(path))  # a decompression bomb is refused from its header
     check_image_size(str(path), rows, cols, RadiographError)
     spacing, label = calibration_of_file(path)
     return _ImageFacts((rows, cols), spacing, label, orientation)
@@ -444,8 +440,15 @@ def _read_table(path: Path, columns: Sequence[str], findings: list[Finding]) -> 
     except (SpineAlignmentError, UnicodeDecodeError) as exc:
         findings.append(Finding(path, "warning", "unreadable_table", f"{str(exc).rstrip('.')}; the table was ignored."))
         return []
-    rows = list(csv.DictReader(io.StringIO(text)))
-    header = set(rows[0]) if rows else set(csv.DictReader(io.StringIO(text)).fieldnames or ())
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        rows = list(reader)
+    except csv.Error as exc:  # e.g. a cell longer than the csv module's field limit (131,072 characters)
+        findings.append(Finding(path, "warning", "unreadable_table",
+                                f"{path}: not a CSV table (line {reader.line_num}: {exc}); the table was ignored, "
+                                "fix it."))
+        return []
+    header = set(rows[0]) if rows else set(reader.fieldnames or ())
     missing = [c for c in columns if c not in header]
     if missing:
         findings.append(Finding(path, "warning", "unreadable_table",

@@ -170,6 +170,79 @@ def read_source_dataset(path: str | Path) -> Dataset:
     return ds
 
 
+#: Attributes copied from the source into a report, by value representation, that must parse as such.
+_COPIED_DATES = ("StudyDate", "PatientBirthDate", "SeriesDate", "ContentDate")
+_COPIED_TIMES = ("StudyTime", "SeriesTime", "ContentTime")
+_COPIED_NAMES = ("PatientName", "ReferringPhysicianName")
+_REFERENCED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID")
+
+
+def source_problem(ds: Dataset) -> str | None:
+    """Why a DICOM SR/SEG cannot reference or copy from this source header, in a few words; None when it can.
+
+    Checked before any inference, so that a film whose header a report cannot carry is still analysed
+    (its other outputs written) instead of failing after the model ran, or giving a report with invalid
+    attributes (a malformed UID copied into the SR fails every DICOM validator).
+    """
+    from pydicom.charset import python_encoding
+    from pydicom.uid import UID
+    from pydicom.valuerep import DA, TM
+
+    charsets = ds.get("SpecificCharacterSet") or []
+    for cs in [charsets] if isinstance(charsets, str) else list(charsets):
+        if str(cs).strip() not in python_encoding:
+            return f"its Specific Character Set {str(cs)[:40]!r} is not a DICOM character set"
+    for kw in _REFERENCED_UIDS:
+        value = ds.get(kw)
+        if value and not UID(str(value)).is_valid:
+            return f"its {kw} {str(value)[:64]!r} is not a valid DICOM UID"
+    sop_class = str(ds.get("SOPClassUID") or "")
+    if sop_class:
+        try:
+            from highdicom._standard_utils import does_iod_have_pixel_data
+
+            image = does_iod_have_pixel_data(sop_class)
+        except KeyError:  # a private or retired SOP Class: no image IOD known
+            image = False
+        except ImportError:  # pragma: no cover - highdicom is what writes the report
+            image = True
+        if not image:
+            return f"its SOP Class {sop_class} is not a DICOM image storage class"
+    for kws, parse, what in ((_COPIED_DATES, DA, "date (YYYYMMDD)"), (_COPIED_TIMES, TM, "time (HHMMSS)")):
+        for kw in kws:
+            value = ds.get(kw)
+            if value not in (None, ""):
+                try:
+                    parse(str(value))
+                except (ValueError, TypeError):
+                    return f"its {kw} {str(value)[:40]!r} is not a DICOM {what}"
+    for kw in _COPIED_NAMES:
+        if kw in ds and ds.data_element(kw).VM > 1:
+            return f"its {kw} holds {ds.data_element(kw).VM} names where DICOM allows one"
+    return None
+
+
+def check_source(path: str | Path) -> str | None:
+    """One sentence saying why no DICOM SR/SEG is written for the film at ``path`` (see :func:`source_problem`),
+    or None when a report can reference it, or when it is not DICOM at all (that is said where the film is read)."""
+    from ..imaging.dicom import read_dicom_header
+    from ..imaging.radiograph import detect_format
+    from ..safefiles import check_input_file
+
+    try:
+        check_input_file(path, RadiographError)  # never opens a FIFO or a device
+        if detect_format(path) != "dicom":
+            return None
+        ds = read_dicom_header(Path(path))
+    except (RadiographError, OSError):
+        return None
+    problem = source_problem(ds)
+    if problem is None:
+        return None
+    return (f"{path}: no DICOM SR/SEG was written because {problem}; the other outputs were written, so fix the "
+            "source's header (or leave out --dicom-sr) to get one.")
+
+
 def _sources(result: Result, sources: Dataset | Mapping[str, Dataset]) -> dict[str, Dataset]:
     """Role -> dataset ("" for a single image); checks them against the UIDs the result carries."""
     if isinstance(sources, Dataset):

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -44,6 +45,8 @@ SCHEMA_PATH = Path(__file__).with_name("metadata.schema.json")
 MODELS_ENV = "SPINEALIGN_MODELS"
 #: Overrides the per-user models folder (an empty value: no per-user folder).
 USER_MODELS_ENV = "SPINEALIGN_USER_MODELS"
+
+log = logging.getLogger(__name__)
 
 
 def shipped_models_dir() -> Path:
@@ -64,6 +67,9 @@ def user_models_dir() -> Path | None:
     return Path.home() / ".spinealignment" / "models"
 
 
+_REPORTED_MISSING: set[str] = set()
+
+
 def model_search_path() -> list[Path]:
     """Model folders in search order: ``$SPINEALIGN_MODELS`` entries, the per-user folder, the shipped folder.
 
@@ -71,6 +77,11 @@ def model_search_path() -> list[Path]:
     (a listing says where it looked).
     """
     folders = [Path(p).expanduser() for p in os.environ.get(MODELS_ENV, "").split(os.pathsep) if p.strip()]
+    for f in folders:
+        if not f.is_dir() and str(f) not in _REPORTED_MISSING:  # said once per process, not at every look-up
+            _REPORTED_MISSING.add(str(f))
+            log.warning("%s names %s, which is not an existing folder; its models are not found (check the "
+                        "variable).", MODELS_ENV, f)
     user = user_models_dir()
     folders += ([user] if user is not None else []) + [shipped_models_dir()]
     seen: set[str] = set()
@@ -174,6 +185,12 @@ def _scan(protocol: str | None) -> tuple[list[dict], list[str]]:
             continue
         if protocol is None or md["protocol"] == protocol:
             good.append({**md, "folder": str(folder), "hidden": [str(h) for h in entry["hidden"]]})
+        else:
+            hides = [h for h in entry["hidden"] if _declared_protocol(h) == protocol]
+            if hides or folder.name != md["name"]:  # another protocol's model copied under this one's name
+                broken.append(f"Model folder {folder} holds '{md['name']}', a model for protocol '{md['protocol']}', "
+                              f"not '{protocol}'" + (f", and hides the '{protocol}' model in {hides[0]}" if hides else "")
+                              + "; give it a folder of its own name, or put the protocol's model back.")
     return good, broken
 
 

@@ -36,7 +36,7 @@ import numpy as np
 from ..pipeline import measure
 from ..protocols import get_protocol
 from ..result import Landmark, Result
-from .geometry import ijk_to_ras_from_volume_node, pixels_to_ras, ras_to_pixels
+from .geometry import OFF_PLANE_SLICES, ijk_to_ras_from_volume_node, pixels_to_ras, ras_to_pixels
 from .live import LiveMeasurement
 from .markups_json import write_markups_json
 from .mrml_classes import vtk
@@ -225,7 +225,7 @@ class SceneAnalysis(LiveMeasurement):
             return {}, warnings
         keys = list(ras_by_id)
         xy, k = ras_to_pixels(self.ijk_to_ras, np.array([ras_by_id[key] for key in keys]), return_k=True)
-        off = [key for key, kk in zip(keys, k) if abs(kk) > 0.5]
+        off = [key for key, kk in zip(keys, k) if abs(kk) > OFF_PLANE_SLICES]
         if off:
             warnings.append(f"{', '.join(off)} lie off the image plane and were projected onto it.")
         old = self.result.landmarks

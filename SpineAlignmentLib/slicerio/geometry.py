@@ -50,6 +50,10 @@ def pixels_to_ras(ijk_to_ras: Any, xy: Any) -> np.ndarray:
     return (ijk1 @ m.T)[:, :3]
 
 
+#: A point more than this many slices (k) from the film's plane was not placed on that film.
+OFF_PLANE_SLICES = 0.5
+
+
 def ras_to_pixels(ijk_to_ras: Any, ras: Any, *, return_k: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """RAS positions to pixel coordinates (inverse of :func:`pixels_to_ras`).
 

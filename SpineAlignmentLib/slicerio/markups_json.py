@@ -33,7 +33,7 @@ import numpy as np
 from ..errors import LandmarkError
 from ..result import Landmark
 from ..safefiles import load_json_file
-from .geometry import pixels_to_ras, ras_to_pixels
+from .geometry import OFF_PLANE_SLICES, pixels_to_ras, ras_to_pixels
 
 #: Schema Slicer 5.x writes and reads (older readers ignore unknown newer fields).
 SCHEMA = "https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/Resources/Schema/markups-schema-v1.0.3.json#"
@@ -209,21 +209,52 @@ def read_markups_json(path: str | Path) -> list[MarkupsPoint]:
     system = markup.get("coordinateSystem", "LPS")
     if system not in COORDINATE_SYSTEMS:
         raise LandmarkError(f"{path}: coordinateSystem {system!r} is neither LPS nor RAS.")
+    kind = markup.get("type", "Fiducial")
+    if kind != "Fiducial":
+        raise LandmarkError(f"{path}: is a {str(kind)[:40]!r} markup, not a point list (type 'Fiducial'); export the "
+                            "landmarks as a point list from Slicer.")
+    units = markup.get("coordinateUnits", "mm")
+    if units != "mm":
+        raise LandmarkError(f"{path}: coordinateUnits is {str(units)[:40]!r}; SpineAlignment reads positions in mm "
+                            "(Slicer's default), so save the point list with mm units.")
+    points = markup.get("controlPoints")
+    if points is not None and not isinstance(points, list):
+        raise LandmarkError(f"{path}: 'controlPoints' is not a list of control points; export the landmarks from "
+                            "Slicer again.")
     flip = np.array([-1.0, -1.0, 1.0]) if system == "LPS" else np.ones(3)
     out = []
-    for i, cp in enumerate(markup.get("controlPoints") or []):
-        try:
-            pos = cp.get("position")
-            defined = cp.get("positionStatus", "defined") == "defined" and pos is not None
-            ras = tuple(float(c) for c in (np.asarray(pos, dtype=float).reshape(3) * flip)) if pos is not None \
-                else (math.nan,) * 3
-        except (AttributeError, TypeError, ValueError):
-            raise LandmarkError(f"{path}: control point {i + 1} is not an object with a 3-number 'position'; "
-                                "export the landmarks from Slicer again.") from None
+    for i, cp in enumerate(points or []):
+        if not isinstance(cp, dict):
+            raise LandmarkError(f"{path}: control point {i + 1} of 'controlPoints' is not an object with a 3-number "
+                                "'position'; export the landmarks from Slicer again.")
+        pos = cp.get("position")
+        defined = cp.get("positionStatus", "defined") == "defined" and pos is not None
+        ras = tuple((_position(pos, path, i, cp.get("id")) * flip).tolist()) if pos is not None else (math.nan,) * 3
         description, tag = parse_description(str(cp.get("description", "")))
         out.append(MarkupsPoint(str(cp.get("id", "")), str(cp.get("label", "")), description, ras, defined,
                                 tag or None))
     return out
+
+
+#: Largest position coordinate read (mm): a film of 20,000 px at 10 mm a pixel spans 200,000 mm.
+MAX_POSITION_MM = 1e6
+
+
+def _position(pos: Any, path: Path, i: int, cp_id: Any) -> np.ndarray:
+    """A control point's ``position``: 3 finite JSON numbers (not strings or true/false) within reach of a film."""
+    name = f"control point {i + 1}" + (f" ({str(cp_id)[:40]})" if cp_id else "")
+    if not (isinstance(pos, list) and len(pos) == 3
+            and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in pos)):
+        raise LandmarkError(f"{path}: {name} has no 3-number 'position' (it is {json.dumps(pos)[:40]}); export the "
+                            "landmarks from Slicer again.")
+    xyz = np.array(pos, dtype=float)
+    if not np.all(np.isfinite(xyz)):
+        raise LandmarkError(f"{path}: {name} has a position that is not a finite number ({json.dumps(pos)[:60]}); "
+                            "place the point again in Slicer.")
+    if np.any(np.abs(xyz) > MAX_POSITION_MM):
+        raise LandmarkError(f"{path}: {name} lies far outside any film (a coordinate beyond {MAX_POSITION_MM:g} mm); "
+                            "place the point again in Slicer.")
+    return xyz
 
 
 def _confidence(tag: Mapping[str, Any] | None, x: float, y: float) -> float | None:
@@ -266,9 +297,19 @@ def markups_landmarks(path: str | Path, ijk_to_ras: Any, protocol: str) -> tuple
             f"{path}: control point IDs {', '.join(unknown[:5])} are not landmarks of '{protocol}'; "
             "this file was not written by SpineAlignment for this protocol."
         )
+    seen: set[str] = set()
+    twice = sorted({p.id for p in points if p.id in seen or seen.add(p.id)})
+    if twice:  # which of the two is meant cannot be told; the last one winning moved Cobb angles by 40 degrees
+        raise LandmarkError(f"{path}: landmark {', '.join(twice[:5])} is placed twice; delete the wrong point in "
+                            "Slicer and save the point list again.")
     if not points:
         return {}, model_of(p.provenance for p in points)
-    xy = ras_to_pixels(ijk_to_ras, np.array([p.ras for p in points]))
+    xy, k = ras_to_pixels(ijk_to_ras, np.array([p.ras for p in points]), return_k=True)
+    off = [p.id for p, kk in zip(points, k) if not abs(kk) <= OFF_PLANE_SLICES]
+    if off:
+        raise LandmarkError(f"{path}: {', '.join(off[:5])} lie{'s' if len(off) == 1 else ''} off the film's plane "
+                            f"(more than {OFF_PLANE_SLICES:g} slice from it); the points were placed on another "
+                            "image, so give the film they belong to.")
     landmarks = {p.id: Landmark(float(x), float(y), _confidence(p.provenance, float(x), float(y)))
                  for p, (x, y) in zip(points, xy)}
     return landmarks, model_of(p.provenance for p in points)

@@ -177,7 +177,13 @@ def _cache_film(item, ids, mirrored: bool, shape_in, roi: LandmarkRoi, with_roi:
 
 
 def _read_val_list(path: str) -> set[str]:
-    text = Path(path).read_text(encoding="utf-8")
+    from ..safefiles import MAX_JSON_BYTES, read_limited
+
+    try:  # a FIFO or a device is refused without being opened; a missing file is named as such
+        text = read_limited(path, MAX_JSON_BYTES, what="validation list (--val-list)").decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SpineAlignmentError(f"{path}: is not UTF-8 text (byte {exc.start}); give a validation list of image "
+                                  "names.") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError:

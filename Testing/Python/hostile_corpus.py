@@ -551,7 +551,224 @@ def build_corpus(root: Path) -> list[Case]:
                                         PROTO, "--out", out / "a-big"], "refused", "megapixels")
     add("analyze-tiff-nan", "silent", ["analyze", f / "float-nan.tif", "--protocol", PROTO, "--out", out / "a-nan"],
         "refused", "nan or infinite", needs_model=True)
+    build_boundary_cases(root, add, mixed / "case0.png")
     return cases
+
+
+def lumbar_landmarks(seed: int = 0, facing: int = +1) -> dict[str, list[float]]:
+    """A lumbar-dynamic landmark set (pixels of a 1800 x 1200 film)."""
+    sys.path.insert(0, str(HERE))
+    from spines import lateral_spine, select
+
+    return {k: list(v) for k, v in select(lateral_spine(np.random.default_rng(seed), facing), "lumbar-dynamic").items()}
+
+
+def _mrk(points: list[dict], **markup) -> dict:
+    return {"markups": [{"type": "Fiducial", "coordinateSystem": "RAS", "coordinateUnits": "mm", **markup,
+                         "controlPoints": points}]}
+
+
+def build_boundary_cases(root: Path, add, good_png: Path) -> None:
+    """Issue 26: training and export arguments, dataset check, markups, pairs, DICOM sources, landmark files
+    as documented, model folders. Every file generated (no model needed: landmark files everywhere)."""
+    b = root / "i26"
+    b.mkdir()
+    out = b / "out"
+    out.mkdir()
+    lms = coronal_landmarks()
+
+    # --- training and export inputs: one sentence each, exit 2, before any epoch
+    data = b / "train-data"
+    data.mkdir()
+    os.mkfifo(b / "val-fifo.txt")
+    train = ["train", "--data", data, "--out"]
+    for name, extra, why in (("batch-size-0", ["--batch-size", "0"], "--batch-size"),
+                             ("batch-size-neg", ["--batch-size", "-3"], "--batch-size"),
+                             ("input-size-100", ["--input-size", "100", "100"], "multiple of 64"),
+                             ("input-size-0", ["--input-size", "0", "256"], "multiple of 64"),
+                             ("lr-nan", ["--lr", "nan"], "--lr"), ("lr-0", ["--lr", "0"], "--lr"),
+                             ("epochs-0", ["--epochs", "0"], "--epochs"),
+                             ("val-fraction-1", ["--val-fraction", "1"], "--val-fraction"),
+                             ("threads-0", ["--threads", "0"], "--threads"),
+                             ("val-list-fifo", ["--val-list", b / "val-fifo.txt"], "named pipe"),
+                             ("val-list-missing", ["--val-list", b / "absent.txt"], "not found"),
+                             ("init-from-missing", ["--init-from", b / "absent.pt"], "not found"),
+                             ("data-missing", None, "does not exist")):
+        argv = (["train", "--data", b / "no-data", "--out", out / f"t-{name}"] if extra is None
+                else [*train, out / f"t-{name}", *extra])
+        add(f"train-{name}", "crash", argv, "refused", why)
+    add("export-run-missing", "crash", ["export", "--run", b / "no-run", "--out", out / "x1"], "refused",
+        "not a training run folder")
+    add("export-run-is-file", "crash", ["export", "--run", good_png, "--out", out / "x2"], "refused",
+        "not a training run folder")
+
+    # --- dataset check: each hostile file is one per-file error in the report, the check goes on
+    def dataset(name: str) -> Path:
+        d = b / f"ds-{name}"
+        d.mkdir()
+        for k in range(2):
+            png_gray(d / f"good{k}.png", 700, 800, seed=k)
+            _json(d / f"good{k}.json", {"protocol": PROTO, "landmarks": coronal_landmarks(k)})
+        png_gray(d / "bad.png", 700, 800)
+        return d
+
+    for name, value, why in (("views-array", {"views": [1, 2]}, "'views'"),
+                             ("views-string", {"views": "flexion"}, "'views'"),
+                             ("views-number-protocol", {"protocol": PROTO, "views": 3}, "'views'")):
+        d = dataset(name)
+        _json(d / "bad.json", value)
+        add(f"dataset-{name}", "crash", ["dataset", "check", d, "--protocol", PROTO], "warning", why)
+    d = dataset("control-points-number")
+    _json(d / "bad.mrk.json", _mrk(5))
+    add("dataset-control-points-number", "crash", ["dataset", "check", d, "--protocol", PROTO], "warning",
+        "controlpoints")
+    d = dataset("patients-long-cell")
+    (d / "patients.csv").write_text("image,patient\ngood0.png," + "x" * 200_000 + "\n", encoding="utf-8")
+    add("dataset-patients-long-cell", "crash", ["dataset", "check", d, "--protocol", PROTO], "warning",
+        "patients.csv")
+    d = dataset("bomb")
+    png_header_only(d / "bad.png", 20000, 20000)
+    _json(d / "bad.json", {"protocol": PROTO, "landmarks": lms})
+    add("dataset-headers-only-bomb", "memory", ["dataset", "check", d, "--protocol", PROTO, "--headers-only"],
+        "warning", "header announces")
+    add("dataset-bomb", "memory", ["dataset", "check", d, "--protocol", PROTO], "warning", "header announces")
+
+    # --- .mrk.json read everywhere (batch --landmarks-dir, measure --image): refused in one sentence
+    img = b / "mrk-img"
+    img.mkdir()
+    film = png_gray(img / "case.png", 700, 800)
+    good_points = [{"id": k, "label": k, "position": [-x, -y, 0.0]} for k, (x, y) in lms.items()]
+
+    def points_with(first: dict) -> list[dict]:
+        return [{**good_points[0], **first}] + good_points[1:]
+
+    mrk_cases = {
+        "point-1e308": (_mrk(points_with({"position": [1e308, 1.0, 0.0]})), "far outside"),
+        "point-nan": (None, "not a finite"),
+        "position-bools": (_mrk(points_with({"position": [True, True, True]})), "3-number"),
+        "position-strings": (_mrk(points_with({"position": ["1", "2", "3"]})), "3-number"),
+        "duplicate-id": (_mrk(good_points + [{**good_points[5], "position": [-400.0, -300.0, 0.0]}]), "twice"),
+        "units-um": (_mrk(good_points, coordinateUnits="um"), "coordinateunits"),
+        "type-line": (_mrk(good_points, type="Line"), "line"),
+        "z-off-plane": (_mrk(points_with({"position": [good_points[0]["position"][0],
+                                                       good_points[0]["position"][1], 250.0]})), "plane"),
+        "control-points-number": (_mrk(7), "controlpoints"),
+        "control-points-object": (_mrk({"a": 1}), "controlpoints"),
+    }
+    for name, (value, why) in mrk_cases.items():
+        d = b / f"mrk-{name}"
+        d.mkdir()
+        p = d / "case.mrk.json"
+        if value is None:
+            text = json.dumps(_mrk(points_with({"position": [1.0, 2.0, 0.0]})))
+            p.write_text(text.replace("[1.0, 2.0, 0.0]", "[NaN, 2.0, 0.0]"), encoding="utf-8")
+        else:
+            _json(p, value)
+        add(f"batch-mrk-{name}", "silent", ["batch", film, "--protocol", PROTO, "--out", out / f"b-mrk-{name}",
+                                            "--landmarks-dir", d, "--progress", "none"], "recorded", why)
+        add(f"measure-mrk-{name}", "silent", ["measure", p, "--image", film, "--protocol", PROTO], "refused", why)
+    d = b / "mrk-good"
+    d.mkdir()
+    _json(d / "case.mrk.json", _mrk(good_points))
+    add("measure-mrk-valid", "valid", ["measure", d / "case.mrk.json", "--image", film, "--protocol", PROTO], "ok")
+
+    # --- landmark files as documented: only 'landmarks' (the command gives the protocol)
+    d = b / "only-landmarks"
+    d.mkdir()
+    _json(d / "case.json", {"landmarks": lms})
+    add("batch-only-landmarks", "valid", ["batch", film, "--protocol", PROTO, "--out", out / "b-only",
+                                          "--landmarks-dir", d, "--progress", "none"], "ok")
+    add("measure-only-landmarks-with-protocol", "valid", ["measure", d / "case.json", "--protocol", PROTO], "ok")
+
+    # --- pairs: one film (and one landmark file) given as both films; --save-masks without a segmentation model
+    pairs = b / "pairs"
+    pairs.mkdir()
+    png_gray(pairs / "flex.png", 1800, 1200, seed=1)
+    (pairs / "copy.png").write_bytes((pairs / "flex.png").read_bytes())
+    png_gray(pairs / "ext.png", 1800, 1200, seed=2)
+    _json(pairs / "flex.json", {"protocol": "lumbar-dynamic", "landmarks": lumbar_landmarks(1)})
+    _json(pairs / "ext.json", {"protocol": "lumbar-dynamic", "landmarks": lumbar_landmarks(2, -1)})
+    for name, rows, why in (
+        ("same-file", "P1,flexion,flex.png,flex.json\nP1,extension,flex.png,flex.json\n", "one file"),
+        ("same-content", "P1,flexion,flex.png,flex.json\nP1,extension,copy.png,ext.json\n", "same"),
+        ("same-landmarks", "P1,flexion,flex.png,flex.json\nP1,extension,ext.png,flex.json\n", "one landmark file"),
+    ):
+        m = _bytes(pairs / f"{name}.csv", ("pair,role,image,landmarks\n" + rows).encode())
+        add(f"pairs-{name}", "silent", ["batch", "--pairs", m, "--protocol", "lumbar-dynamic", "--out",
+                                        out / f"p-{name}", "--progress", "none"], "recorded", why)
+    m = _bytes(pairs / "good.csv", b"pair,role,image,landmarks\nP1,flexion,flex.png,flex.json\n"
+                                   b"P1,extension,ext.png,ext.json\n")
+    add("pairs-valid", "valid", ["batch", "--pairs", m, "--protocol", "lumbar-dynamic", "--out", out / "p-good",
+                                 "--progress", "none"], "ok")
+    # a coronal film and its paired lateral whose landmark file holds only 'landmarks'
+    ids = [lm_id for lm_id in ("T4_AS", "T4_PS", "T12_AI", "T12_PI", "L1_AS", "L1_PS", "L5_AI", "L5_PI")]
+    sys.path.insert(0, str(HERE))
+    from spines import lateral_spine
+
+    lat = lateral_spine(np.random.default_rng(3))
+    _json(pairs / "lateral.json", {"landmarks": {k: [float(lat[k][0]), float(lat[k][1])] for k in ids}})
+    _json(pairs / "coronal.json", {"protocol": PROTO, "landmarks": lms})
+    m = _bytes(pairs / "coronal.csv", f"pair,role,image,landmarks\nS1,coronal,{good_png},coronal.json\n"
+                                      "S1,lateral,ext.png,lateral.json\n".encode())
+    add("pairs-lateral-only-landmarks", "valid", ["batch", "--pairs", m, "--protocol", PROTO, "--out", out / "p-lat",
+                                                  "--progress", "none"], "ok")
+    add("batch-save-masks-no-segmentation", "silent", ["batch", film, "--protocol", PROTO, "--out", out / "b-masks",
+                                                       "--landmarks-dir", d, "--progress", "none", "--save-masks"],
+        "warning", "segmentation")
+
+    # --- DICOM outputs on odd sources: one sentence, the other outputs still written
+    dcm = b / "dcm"
+    dcm.mkdir()
+    dlm = b / "dcm-lm"
+    dlm.mkdir()
+    from pydicom.uid import SecondaryCaptureImageStorage  # noqa: F401  (an image class, for contrast)
+
+    odd = {"charset-999": ({"SpecificCharacterSet": "ISO_IR 999"}, "character set"),
+           "studydate-text": ({"StudyDate": "notadate"}, "studydate"),
+           "sop-class-not-image": ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.481.5"}, "not a dicom image"),
+           "patient-name-3": ({"PatientName": "A\\B\\C"}, "patientname"),
+           "sop-instance-not-uid": ({"SOPInstanceUID": "not a uid!"}, "sopinstanceuid")}
+    for name, (tags, why) in odd.items():
+        path = dcm / f"{name}.dcm"
+        ds = dicom_dataset(700, 800, StudyInstanceUID="1.2.3.4", SeriesInstanceUID="1.2.3.4.5")
+        for k, v in tags.items():
+            setattr(ds, k, v)
+        write_dicom(path, ds, (np.arange(700 * 800, dtype=np.uint32) % 4000).astype(np.uint16).tobytes())
+        _json(dlm / f"{name}.json", {"protocol": PROTO, "landmarks": lms})
+        add(f"batch-dicom-sr-{name}", "crash", ["batch", path, "--protocol", PROTO, "--out", out / f"d-{name}",
+                                                "--landmarks-dir", dlm, "--dicom-sr", "--progress", "none"],
+            "warning", why)
+    ds = dicom_dataset(700, 800, StudyInstanceUID="1.2.3.4", SeriesInstanceUID="1.2.3.4.5")
+    plain = write_dicom(dcm / "plain.dcm", ds, (np.arange(700 * 800, dtype=np.uint32) % 4000).astype(np.uint16)
+                        .tobytes())
+    raw = plain.read_bytes()
+    nopre = _bytes(dcm / "no-preamble.dcm", raw[132:])
+    _bytes(dcm / "no-preamble-noext", raw[132:])
+    _json(dlm / "no-preamble.json", {"protocol": PROTO, "landmarks": lms})
+    add("info-dicom-no-preamble", "valid", ["info", nopre], "ok")
+    add("info-dicom-no-preamble-noext", "valid", ["info", dcm / "no-preamble-noext"], "ok")
+    add("batch-dicom-sr-no-preamble", "valid", ["batch", nopre, "--protocol", PROTO, "--out", out / "d-nopre",
+                                                "--landmarks-dir", dlm, "--dicom-sr", "--progress", "none"], "ok")
+
+    # --- evaluate: truth and prediction of different protocols for the same film
+    truth, pred = b / "eval-truth", b / "eval-pred"
+    truth.mkdir()
+    pred.mkdir()
+    _json(truth / "img0.json", {"protocol": PROTO, "image": "img0.png", "landmarks": lms})
+    _json(pred / "img0.json", {"protocol": "lumbar-dynamic", "image": "img0.png", "landmarks": lumbar_landmarks(0)})
+    add("evaluate-protocols-differ", "silent", ["evaluate", "--truth", truth, "--pred", pred, "--out", out / "ev"],
+        "refused", "protocol")
+
+    # --- model folders: a shoulder model copied under the spine model's name; SPINEALIGN_MODELS naming nothing
+    shoulder = REPO / "Resources" / "Models" / "coronal-shoulder-clavicles"
+    wrong = b / "models-wrong" / "coronal-spine-landmarks"
+    wrong.mkdir(parents=True)
+    for f in shoulder.iterdir():
+        (wrong / f.name).symlink_to(f)
+    add("analyze-model-other-protocol", "model", ["analyze", good_png, "--protocol", PROTO, "--out", out / "m-wrong"],
+        "refused", "coronal-shoulder", env={"SPINEALIGN_MODELS": str(wrong.parent)})
+    add("models-env-missing", "model", ["models"], "warning", "spinealign_models",
+        env={"SPINEALIGN_MODELS": str(b / "no-such-models")})
 
 
 def _bytes(path: Path, blob: bytes) -> Path:
