@@ -71,6 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--neck", type=float, default=0.0, metavar="P",
                         help="coronal-spine first stage: give a training film a synthetic neck above T1 (cervical "
                              "vertebrae without ribs, built from the film's own T1) with probability P")
+    parser.add_argument("--neck-copies", type=int, default=0, metavar="N",
+                        help="--stage levels: N copies of each training image with a synthetic neck above T1 join the "
+                             "training set (the identification network then sees C7 and C6 without ribs; default 0)")
     parser.add_argument("--trainer", choices=("auto", "generic", "vertebra"), default="auto",
                         help="auto (default): the AASCE layout trains the coronal vertebra network, a dataset-format "
                              "folder the generic landmark model; generic/vertebra force one")
@@ -142,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
             time_limit_min=args.time_limit, max_images=args.max_images,
             **({"val_fraction": args.val_fraction} if args.val_fraction is not None else {}),
             **({"warmup_epochs": args.warmup} if args.warmup is not None else {}),
-            **({"tilt_weight": args.tilt_weight} if args.stage == "refine" else {"framings": args.framings}))
+            **({"tilt_weight": args.tilt_weight} if args.stage == "refine" else
+               {"framings": args.framings, "neck": args.neck_copies}))
         print(json.dumps(train_stage(scfg, resume=args.resume, progress=not args.no_progress), indent=1))
         return 0
     if args.trainer == "generic" or (args.trainer == "auto" and not _aasce_layout(args.data)):

@@ -72,6 +72,7 @@ class LevelsConfig(RunConfig):
     extra: int = 3  # decoding: up to this many candidates beyond 17
     min_extra_score: float = 0.25  # decoding: centre score an extra candidate needs
     framings: int = 0  # candidates are also mined on this many re-framed copies of each training image
+    neck: int = 0  # this many copies of each training image with a synthetic neck above T1 join the training set
     net: dict = field(default_factory=lambda: {"channels": [16, 32, 64, 128, 128], "num_res_units": 1, "dropout": 0.1})
 
 
@@ -148,6 +149,38 @@ class _LevelSet(torch.utils.data.Dataset):
 def _collate(batch):
     xs, ys = zip(*batch)
     return torch.cat(xs), torch.cat(ys), None
+
+
+def neck_samples(train: list[Sample], copies: int, seed: int, folder: Path, progress: bool = False) -> list[Sample]:
+    """``copies`` copies of each training sample with a synthetic neck above T1
+    (:func:`~SpineAlignmentLib.training.neck.add_neck`, top 0.8-3 T1-T2 spacings above T1), written once as
+    PNG files in ``folder``: the "above" class then shows cervical vertebrae without ribs (on the AASCE films
+    as they are, the region above T1 is mostly off the film)."""
+    import zlib
+
+    from PIL import Image
+    from tqdm import tqdm
+
+    from .neck import TRAIN_MARGIN, add_neck
+
+    if copies <= 0:
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for s in tqdm(train, desc="neck copies", disable=not progress):
+        rng = np.random.default_rng((seed, zlib.crc32(s.name.encode()), 7))
+        pixels = None
+        for k in range(copies):
+            margin, nrng = float(rng.uniform(*TRAIN_MARGIN)), np.random.default_rng(rng.integers(1 << 62))
+            path = folder / f"{Path(s.name).stem}.neck{k}.png"
+            if pixels is None:
+                with Image.open(s.image_path) as im:
+                    pixels = np.asarray(im.convert("L"))
+            film, points = add_neck(pixels, s.points, margin, nrng)
+            if not path.exists():
+                Image.fromarray(film).save(path)
+            out.append(Sample(f"{s.name}#neck{k}", path, s.label_path, points, tuple(film.shape), s.reference_angles))
+    return out
 
 
 def _ce_loss(logits: torch.Tensor, labels: torch.Tensor, _valid=None):
@@ -298,6 +331,7 @@ def train_levels(cfg: LevelsConfig, resume: bool = False, progress: bool = True)
     cfg, state, out = open_run(cfg, resume)
     spec = RoiSpec(cfg.patch_size, cfg.extent)
     train, val = split_samples(cfg, out)
+    train = train + neck_samples(train, cfg.neck, cfg.seed, out / "neck_films", progress)
     train_items = [_cache_train(s, spec) for s in tqdm(train, desc="caching", disable=not progress)]
     val_items = [_cache_train(s, spec) for s in val]
     stage1 = _Stage1Val(cfg, val, spec)

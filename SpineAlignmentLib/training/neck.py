@@ -13,8 +13,9 @@ disc) with a neck built from the film itself:
 * **soft tissue**: a column centred on the spine line extrapolated upwards
   (1.2-2.0 T1 widths either side), at the film's own paraspinal intensity just
   below the cut, with soft edges and the film's own noise level, over air
-  (the film's dark level) on both sides; the real film fades into it over a
-  fraction of a spacing, so shoulders and lung apices end there;
+  (the film's dark level) on both sides; beside the spine its lowest rows fade
+  into the film's top row, so the seam is no cue (the film itself, T1 and its
+  first ribs, is never changed);
 * **cervical vertebrae without ribs**: copies of the film's own T1 body
   (sampled in T1's frame), narrowed to 0.70-0.85 of T1's width with a soft
   window that keeps the body and drops the rib heads beside it, each level up
@@ -152,15 +153,14 @@ def add_neck(image: np.ndarray, points: np.ndarray, margin: float, rng: np.rando
     out = np.empty((out_h, w), dtype=np.float32)
     out[:add] = np.clip(neck, lo, max(hi, a.max()))
     out[add:] = keep
-    # fade the real film's top into the neck over 0.3-1.2 spacings, everywhere but the spine itself, so that
-    # the film's edge is no cue (shoulders and lung apices end here; T1 and its rib heads stay)
-    fade = max(int(rng.uniform(0.3, 1.2) * spacing), 1)
-    fade = min(fade, keep.shape[0] - 1)
-    if fade > 0 and add:
-        t = _smoothstep((np.arange(fade) + 0.5) / fade)[:, None]
+    # the neck's lowest rows fade into the film's first kept row over 0.3-1.2 spacings, beside the spine
+    # only, so that the seam is no cue; the film itself (T1 and its first ribs) is never touched
+    fade = min(max(int(rng.uniform(0.3, 1.2) * spacing), 1), add)
+    if fade > 0 and keep.shape[0]:
+        t = _smoothstep((np.arange(fade) + 0.5) / fade)[:, None]  # 0 at the top of the fade, 1 at the cut
         spine_band = _smoothstep((0.75 * t1_width - np.abs(xs - origin[0])) / max(0.2 * t1_width, 1.0))[None, :]
-        mix = (1.0 - spine_band) * (1.0 - t)
-        out[add:add + fade] = out[add:add + fade] * (1 - mix) + out[add - 1:add] * mix
+        mix = (1.0 - spine_band) * t
+        out[add - fade:add] = out[add - fade:add] * (1 - mix) + keep[:1] * mix
     film = out.astype(np.asarray(image).dtype) if np.issubdtype(np.asarray(image).dtype, np.floating) else \
         np.clip(np.round(out), np.iinfo(np.asarray(image).dtype).min, np.iinfo(np.asarray(image).dtype).max).astype(
             np.asarray(image).dtype)
