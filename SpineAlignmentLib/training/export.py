@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import SpineAlignmentError
 from ..evaluation.levels import level_shift
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,22 @@ def _save_weights(model_state: dict, wpath: Path, fp16: bool) -> dict:
             "size_bytes": wpath.stat().st_size}
 
 
+def _refinement_from_model(folder: Path, out: Path) -> dict:
+    """The second stage of an exported model folder, unchanged: its weights file copied into ``out`` (checked
+    against its SHA-256) and its metadata ``refinement`` entry (a new first stage with the shipped second stage)."""
+    import shutil
+
+    from ..models.registry import sha256_file
+
+    entry = json.loads((Path(folder) / "metadata.json").read_text())["refinement"]
+    src = Path(folder) / entry["weights"]["file"]
+    if sha256_file(src) != entry["weights"]["sha256"]:
+        raise SpineAlignmentError(f"{src}: does not match its SHA-256 in {folder}/metadata.json; restore the model folder.")
+    if src.resolve() != (out / src.name).resolve():
+        shutil.copyfile(src, out / src.name)
+    return entry
+
+
 def _roi_error_text(cfg: dict) -> str:
     """The simulated first-stage frame error of a ROI stage's training patches (refiner, identification)."""
     return (f"centre shift N(0, {cfg['shift_sd']}) vertebra widths per axis, width x exp(N(0, {cfg['scale_sd']})), "
@@ -257,10 +274,12 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
            low_confidence: float = 0.3, confidence_radius: float = 3.0, window: int = 3,
            checkpoint: str = "best.pt", auto_low_confidence: bool = True, refiner_run: Path | None = None,
            refiner_checkpoint: str = "last.pt", refine_iterations: int = 1, levels_run: Path | None = None,
-           levels_checkpoint: str = "last.pt", change: str | None = None, levels_framings: int = 3) -> dict:
+           levels_checkpoint: str = "last.pt", change: str | None = None, levels_framings: int = 3,
+           refiner_model: Path | None = None) -> dict:
     """Write ``out/model.pt`` (``out/refine.pt`` for a second stage, ``out/levels.pt`` for
     vertebra identification) and ``out/metadata.json``
-    from ``run_dir/<checkpoint>``; returns the metadata.
+    from ``run_dir/<checkpoint>``; returns the metadata. ``refiner_model``: take the second stage unchanged
+    from this exported model folder instead of a ``refiner_run``.
 
     ``change`` is this version's changelog line; earlier entries of an existing
     ``out/metadata.json`` are kept. A vertebra-centres model also gets its naming figures
@@ -373,8 +392,9 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
         "validation": {"split": "patient-held-out validation split of the AASCE training data", "n_images": len(split["val"]),
                        "mean_error_px": -1.0, "smape_pct": -1.0, "cmae_deg": -1.0, "command": cmd},
     }
-    if refiner_run is not None:
-        md["refinement"] = _refinement_entry(Path(refiner_run), refiner_checkpoint, out, fp16, refine_iterations)
+    if refiner_run is not None or refiner_model is not None:
+        md["refinement"] = (_refinement_entry(Path(refiner_run), refiner_checkpoint, out, fp16, refine_iterations)
+                            if refiner_run is not None else _refinement_from_model(Path(refiner_model), out))
         r = md["refinement"]
         md["description"] += (f" A second network refines each vertebra's four corners in a {r['roi']['size']}x"
                               f"{r['roi']['size']} ROI rotated to the vertebra (DSNT heatmaps).")
@@ -455,7 +475,7 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
                                     command=cmd + f" --levels-framings {levels_framings}")
     md["validation"]["flip_tta"] = {k: tta[k] for k in ("mean_error_px", "mean_error_pct_width", "smape_pct", "cmae_deg",
                                                         "midline_tilt_mae_deg")}
-    if refiner_run is not None:
+    if "refinement" in md:
         md["refinement"]["training"]["selection"] = _pass_selection(model, plain, refine_iterations, data_dir, val, points, refs)
     # Speed figures belong to weights: keep those measured on exactly these weights (benchmark_inference.py --record).
     bench = old_md.get("benchmark")
@@ -684,6 +704,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="mean confidence below which a warning is given (default: derived from the validation split)")
     p.add_argument("--refiner", default=None, metavar="RUN", help="second-stage run folder (spine-align train --stage refine)")
     p.add_argument("--refiner-checkpoint", default="last.pt")
+    p.add_argument("--refiner-model", default=None, metavar="FOLDER",
+                   help="take the second stage unchanged from this exported model folder (instead of --refiner)")
     p.add_argument("--refine-iterations", type=int, default=1)
     p.add_argument("--levels", default=None, metavar="RUN", help="identification run folder (spine-align train --stage levels)")
     p.add_argument("--levels-checkpoint", default="last.pt")
@@ -714,7 +736,7 @@ def main(argv: list[str] | None = None) -> int:
                 auto_low_confidence=a.low_confidence is None, refiner_run=Path(a.refiner) if a.refiner else None,
                 refiner_checkpoint=a.refiner_checkpoint, refine_iterations=a.refine_iterations,
                 levels_run=Path(a.levels) if a.levels else None, levels_checkpoint=a.levels_checkpoint, change=a.change,
-                levels_framings=a.levels_framings)
+                levels_framings=a.levels_framings, refiner_model=Path(a.refiner_model) if a.refiner_model else None)
     print(json.dumps(md["validation"], indent=1))
     return 0
 
