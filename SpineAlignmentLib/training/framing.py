@@ -22,10 +22,12 @@ from __future__ import annotations
 import numpy as np
 from monai.transforms import MapTransform, RandomizableTransform
 
+from .warp import apply_to_points, warp_image
+
 from ..geometry.levels import CERVICAL_SPACING, SACRUM_LEVELS, level_rows
 
 __all__ = ["CERVICAL_SPACING", "SACRUM_LEVELS", "OUTSIDE", "level_rows", "reframe", "random_framing", "complete_framing",
-           "framing_matrix", "RandFramingd"]
+           "framing_matrix", "WholeChainTransform", "RandFramingd"]
 
 
 def reframe(pixels: np.ndarray, points: np.ndarray, top: float, bottom: float) -> tuple[np.ndarray, np.ndarray]:
@@ -79,7 +81,30 @@ def framing_matrix(shape: tuple[int, int], top: float, bottom: float) -> np.ndar
     return np.array([[s, 0.0, cx - s * cx], [0.0, s, -s * top], [0.0, 0.0, 1.0]])
 
 
-class RandFramingd(RandomizableTransform, MapTransform):
+class WholeChainTransform(RandomizableTransform, MapTransform):
+    """Base of the random transforms that re-frame a coronal film along its spine: applied with probability
+    ``prob``, and only to a film whose T1..L5 corners (``points_key``, network-input pixels) are all known."""
+
+    def __init__(self, keys, points_key: str = "points", prob: float = 0.5) -> None:
+        MapTransform.__init__(self, keys)
+        RandomizableTransform.__init__(self, prob)
+        self.points_key = points_key
+
+    def chain(self, data) -> tuple[dict, np.ndarray | None]:
+        """``(copy of data, (K, 2) corners)`` when this call transforms, ``(copy of data, None)`` when it does not
+        (not drawn, or a corner already unknown or off the film: leave such a film as it is)."""
+        d = dict(data)
+        self.randomize(None)
+        if not self._do_transform:
+            return d, None
+        pts = np.asarray(d[self.points_key], dtype=np.float64)
+        h, w = np.asarray(d[self.keys[0]]).shape[-2:]
+        if not np.isfinite(pts).all() or (pts < 0).any() or (pts[:, 0] > w - 1).any() or (pts[:, 1] > h - 1).any():
+            return d, None
+        return d, pts
+
+
+class RandFramingd(WholeChainTransform):
     """With probability ``prob``, re-frame a letterboxed coronal film (network-input pixels) as
     :func:`random_framing` does: its top row moves to a level between C4 and T3 and its bottom row to one
     between L4 and below the sacrum, the image and the (68, 2) T1..L5 corners alike. Corners that end up
@@ -87,21 +112,10 @@ class RandFramingd(RandomizableTransform, MapTransform):
     them back onto the (cut) image; the validity mask follows from that.
     """
 
-    def __init__(self, keys, points_key: str = "points", prob: float = 0.5) -> None:
-        MapTransform.__init__(self, keys)
-        RandomizableTransform.__init__(self, prob)
-        self.points_key = points_key
-
     def __call__(self, data):
-        from .transforms import apply_to_points, warp_image
-
-        d = dict(data)
-        self.randomize(None)
-        if not self._do_transform:
+        d, pts = self.chain(data)
+        if pts is None:
             return d
-        pts = np.asarray(d[self.points_key], dtype=np.float64)
-        if not np.isfinite(pts).all() or (pts < 0).any():
-            return d  # already incomplete: leave it as it is
         top, bottom = random_framing(pts, self.R)  # the transform's own RandomState (seeded by Compose)
         first = np.asarray(d[self.keys[0]])
         h, w = first.shape[-2:]

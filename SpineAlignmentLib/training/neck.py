@@ -32,8 +32,9 @@ move with the film, nothing above T1 is labelled.
 from __future__ import annotations
 
 import numpy as np
-from monai.transforms import MapTransform, RandomizableTransform
 from scipy import ndimage
+
+from .framing import WholeChainTransform
 
 __all__ = ["add_neck", "neck_margin", "RandNeckd", "TRAIN_MARGIN", "VALIDATION_MARGIN"]
 
@@ -169,7 +170,7 @@ def add_neck(image: np.ndarray, points: np.ndarray, margin: float, rng: np.rando
     return film, moved
 
 
-class RandNeckd(RandomizableTransform, MapTransform):
+class RandNeckd(WholeChainTransform):
     """With probability ``prob``, give a letterboxed coronal training film (network-input pixels,
     ``(1, H, W)``) a synthetic neck (:func:`add_neck`, top margin drawn from :data:`TRAIN_MARGIN`) and fit the
     taller film back into the input (scaled about the centre column; the aspect is kept, empty columns are 0).
@@ -177,22 +178,16 @@ class RandNeckd(RandomizableTransform, MapTransform):
 
     def __init__(self, keys, points_key: str = "points", prob: float = 0.5,
                  margin: tuple[float, float] = TRAIN_MARGIN) -> None:
-        MapTransform.__init__(self, keys)
-        RandomizableTransform.__init__(self, prob)
-        self.points_key = points_key
+        super().__init__(keys, points_key, prob)
         self.margin = margin
 
     def __call__(self, data):
-        d = dict(data)
-        self.randomize(None)
-        if not self._do_transform:
+        d, pts = self.chain(data)
+        if pts is None:
             return d
-        pts = np.asarray(d[self.points_key], dtype=np.float64)
         key = self.keys[0]
         img = np.asarray(d[key], dtype=np.float32)
         h, w = img.shape[-2:]
-        if not np.isfinite(pts).all() or (pts < 0).any() or (pts[:, 0] > w - 1).any() or (pts[:, 1] > h - 1).any():
-            return d
         # content columns/rows of the letterbox (padding is exactly 0)
         rows = np.flatnonzero(img[0].max(axis=1) > 0)
         cols = np.flatnonzero(img[0].max(axis=0) > 0)

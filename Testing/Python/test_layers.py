@@ -43,8 +43,6 @@ BACK_IMPORTS: dict[tuple[str, str], str] = {}
 #: house") splits batch/pairbatch; the training circles go with the training split of the same issue.
 KNOWN_CIRCLES: list[frozenset[str]] = [
     frozenset({"SpineAlignmentLib.batch", "SpineAlignmentLib.pairbatch"}),  # issue 25, batch split
-    frozenset({"SpineAlignmentLib.training.export", "SpineAlignmentLib.training.level_confidence"}),  # issue 25, training
-    frozenset({"SpineAlignmentLib.training.framing", "SpineAlignmentLib.training.transforms"}),  # issue 25, training
 ]
 
 
