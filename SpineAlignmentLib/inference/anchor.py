@@ -188,15 +188,19 @@ def shifted_chain(state: ChainState, shift: int) -> np.ndarray:
     level too high, +1 one level too low): every vertebra keeps its candidate, each name moves by ``|shift|``
     vertebrae, and the freed end takes the next candidates along the spine.
 
+    A shift of 0 confirms the chain as it is named (its candidates unchanged).
+
     Raises:
-        LandmarkError: a shift of 0 or one that pushes the chain past the film.
+        LandmarkError: a shift that pushes the chain past the film.
     """
     shift = int(shift)
     names = state.names
     n = len(names)
-    if shift == 0 or abs(shift) >= n:
+    if shift == 0:
+        return np.asarray(state.chain, dtype=int).copy()
+    if abs(shift) >= n:
         raise LandmarkError(f"shift {shift} is not a level shift; give -1 (the chain is named one level too high: "
-                            "its T1 is C7) or +1 (one level too low: its T1 is T2).")
+                            "its T1 is C7), +1 (one level too low: its T1 is T2) or 0 (named right).")
     chain = [int(j) for j in state.chain]
     pool = _pool(state)
     heights = _heights(state.corners)

@@ -4,7 +4,8 @@ One row per film, the first row naming the columns (any order, names case-insens
 
 * ``image,level,x,y``: the vertebra at ``x, y`` (original image pixels, x right, y down) is ``level``
   (``T1``; any of C1..C7, T1..T12, L1..L5, S1..S5 the film's candidates support);
-* ``image,shift``: the chain's level error as the result's ``levels.alternative.shift`` gives it:
+* ``image,shift``: the chain's level error as the result's ``levels.alternative.shift`` gives it (0: the
+  naming is confirmed as it is, as ``spine-align review`` writes a confirmation):
   ``-1`` the chain is named one level too high (its T1 is C7), ``+1`` one level too low (its T1 is T2).
 
 A file may hold both kinds of rows (all four columns plus ``shift``; a row fills one kind). ``image``
@@ -68,10 +69,8 @@ def _row_anchor(cell: dict[str, str], by: str) -> tuple[LevelAnchor | None, str]
         try:
             s = int(shift)
         except ValueError:
-            return None, f"shift '{shift}' is not -1 or +1"
-        if s == 0:
-            return None, "shift 0 changes nothing; give -1 (chain one level too high) or +1 (one level too low)"
-        return LevelAnchor(by, shift=s), ""
+            return None, f"shift '{shift}' is not -1, 0 or +1"
+        return LevelAnchor(by, shift=s), ""  # 0: the naming is confirmed as it is (the review page's "confirm")
     if not level:
         return None, "it gives neither a level with x, y nor a shift"
     try:

@@ -47,6 +47,7 @@ def test_shift_moves_every_name_exactly_one_vertebra():
     assert shifted_chain(st, -1).tolist() == list(range(2, 19))  # named too high: T1 was C7, one more below
     assert shifted_chain(st, +1).tolist() == list(range(0, 17))  # named too low: T1 was T2, one more above
     assert shifted_chain(st, -2).tolist() == list(range(3, 20))
+    assert shifted_chain(st, 0).tolist() == st.chain.tolist()  # confirmed as named
 
 
 def test_shift_past_the_film_is_refused():
@@ -94,7 +95,7 @@ def test_level_anchor_file_rows(tmp_path):
     assert rows[1].anchor.to_dict() == {"by": "file:anchors.csv", "shift": -1}
     assert "'T13' is not a vertebra level" in rows[2].problem
     assert "must be pixel coordinates" in rows[3].problem
-    assert "shift 0 changes nothing" in rows[4].problem
+    assert rows[4].anchor.to_dict() == {"by": "file:anchors.csv", "shift": 0}  # the review page's "confirm"
     items = [SimpleNamespace(image=str(tmp_path / "in" / "a.png"), name="a"),
              SimpleNamespace(image=str(tmp_path / "in" / "b.png"), name="b")]
     matched, problems = match_level_anchors(rows, items, tmp_path)
@@ -148,6 +149,9 @@ def test_reanchor_on_the_sample(sample_result):
                 assert new.landmarks[f"{v}_{c}"] == res.landmarks[f"{NAMES[k + 1]}_{c}"]
     assert down.levels["anchor"] == {"by": "user", "level": "T1", "x": round(_centre(res, "T2")[0], 2),
                                      "y": round(_centre(res, "T2")[1], 2)}
+    confirmed = reanchor(res, LevelAnchor("file:level-anchors.csv", shift=0))  # the review page's "confirm"
+    assert confirmed.levels["confirmed"] and confirmed.levels["anchor"] == {"by": "file:level-anchors.csv", "shift": 0}
+    assert {k: (lm.x, lm.y) for k, lm in confirmed.landmarks.items()} == {k: (lm.x, lm.y) for k, lm in res.landmarks.items()}
     back = reanchor(up, LevelAnchor("user", shift=1))  # and back: the first chain again (T1 refined on its own)
     for k, lm in res.landmarks.items():
         assert (back.landmarks[k].x, back.landmarks[k].y) == pytest.approx((lm.x, lm.y), abs=1e-3)
