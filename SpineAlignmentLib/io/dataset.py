@@ -40,6 +40,7 @@ import numpy as np
 
 from ..errors import LandmarkError, SpineAlignmentError
 from ..geometry.levels import level_name, spine_level
+from .naming import IMAGE_EXTENSIONS, image_stem
 
 __all__ = [
     "DatasetError", "LabelledImage", "Finding", "DatasetReport", "read_dataset", "write_labelled_image",
@@ -226,9 +227,7 @@ def order_problems(landmarks: Mapping[str, tuple[float, float]], u_sup: tuple[fl
 
 
 def _image_stem(name: str) -> str:
-    from ..batch import _stem
-
-    return _stem(Path(name))
+    return image_stem(Path(name))
 
 
 def _label_stem(name: str) -> str | None:
@@ -251,7 +250,6 @@ def _has_dicom_preamble(path: Path) -> bool:
 
 def _walk(folder: Path, findings: list[Finding]) -> tuple[list[Path], list[Path], list[Path]]:
     """(image candidates, extension-less files, label files) below ``folder``, sorted; links to folders not followed."""
-    from ..batch import IMAGE_EXTENSIONS
     from ..safefiles import describe_os_error
 
     images, bare, labels = [], [], []
@@ -697,15 +695,15 @@ def read_dataset(folder: str | os.PathLike, protocol: str, *, check_images: bool
                 "(spine-align protocols).", chosen)
             raw = {k: v for k, v in raw.items() if k not in unknown}
         # calibration: the image's own first, else the landmark file's (as analyze/batch do)
-        from ..batch import _landmark_file_calibration
+        from ..batch.landmarks import landmark_file_calibration
 
-        class _Shape:  # what _landmark_file_calibration reads of a radiograph
+        class _Shape:  # what landmark_file_calibration reads of a radiograph
             shape = facts.size
             spacing_mm = facts.spacing_mm
             calibration = facts.calibration
 
         try:
-            spacing, label, cal_warnings = _landmark_file_calibration(extra, chosen, _Shape, img)
+            spacing, label, cal_warnings = landmark_file_calibration(extra, chosen, _Shape, img)
         except SpineAlignmentError as exc:
             add("error", "image_size", f"{str(exc).rstrip('.')}.", chosen)
             continue

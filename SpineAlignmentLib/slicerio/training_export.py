@@ -21,7 +21,7 @@ __all__ = ["export_for_training", "training_name"]
 
 def training_name(source_file: str | Path | None, volume_node: Any) -> str:
     """The dataset stem of a film: its source file's output name (as ``batch`` names it), else the volume's name."""
-    from ..batch import output_name
+    from ..io.naming import output_name
     from ..safefiles import output_stem
 
     if source_file:

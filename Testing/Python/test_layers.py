@@ -40,9 +40,8 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
 BACK_IMPORTS: dict[tuple[str, str], str] = {}
 
 #: Import circles that other work removes (the lead shrinks this; never add to it). Issue 25 ("the
-#: house") splits batch/pairbatch; the training circles go with the training split of the same issue.
+#: house"): the training circles go with the training split of that issue.
 KNOWN_CIRCLES: list[frozenset[str]] = [
-    frozenset({"SpineAlignmentLib.batch", "SpineAlignmentLib.pairbatch"}),  # issue 25, batch split
     frozenset({"SpineAlignmentLib.training.export", "SpineAlignmentLib.training.level_confidence"}),  # issue 25, training
     frozenset({"SpineAlignmentLib.training.framing", "SpineAlignmentLib.training.transforms"}),  # issue 25, training
 ]
