@@ -57,11 +57,7 @@ from .outputs import write_or_stop
 
 #: Columns a pairs manifest must have, and the optional one.
 MANIFEST_COLUMNS = ("pair", "role", "image")
-
-
 OPTIONAL_COLUMNS = ("landmarks", "patient_orientation")
-
-
 #: Largest manifest accepted (a row is about 100 bytes: 160,000 films).
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 

@@ -19,11 +19,7 @@ from ..safefiles import output_stem
 #: Image files a folder input contributes (DICOM files often have no extension: see ``include_extensionless``).
 IMAGE_EXTENSIONS = (".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".nrrd", ".nhdr", ".mha",
                     ".mhd", ".nii", ".nii.gz")
-
-
 SUMMARY_CSV = "summary.csv"
-
-
 FAILURES_CSV = "failures.csv"
 
 
