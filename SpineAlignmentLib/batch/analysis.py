@@ -14,6 +14,7 @@ from .outputs import write_or_stop, write_outputs
 
 log = logging.getLogger(__name__)
 
+
 def analyze_one(
     path: str | Path,
     protocol: str,

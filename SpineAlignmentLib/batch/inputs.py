@@ -14,6 +14,7 @@ from ..safefiles import describe_os_error
 
 log = logging.getLogger(__name__)
 
+
 def _is_image(p: Path) -> bool:
     name = p.name.lower()
     return any(name.endswith(ext) for ext in IMAGE_EXTENSIONS)

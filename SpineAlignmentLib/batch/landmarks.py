@@ -19,6 +19,7 @@ from .resume import default_model
 
 log = logging.getLogger(__name__)
 
+
 def find_landmarks_file(landmarks_dir: str | Path, name: str | BatchItem) -> Path | None:
     """``<name>.json`` (result format) or ``<name>.mrk.json`` in ``landmarks_dir``, else None.
 

@@ -1,4 +1,5 @@
-"""What a batch is asked to do (:class:`BatchOptions`) and what it reports (:class:`Progress`, :class:`BatchSummary`)."""
+"""What a batch is asked to do (:class:`BatchOptions`) and what it reports (:class:`Progress` events,
+:class:`BatchSummary`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import enum
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
 
 class BatchEvent(enum.Enum):
     """What a :class:`Progress` report is about."""

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 STALE_SUFFIX = ".stale"
 
+
 def default_model(protocol: str) -> str | None:
     """The first registered model for a protocol, or None (manual protocols, or no registry)."""
     try:

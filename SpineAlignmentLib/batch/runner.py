@@ -24,6 +24,7 @@ from .workers import _InlineExecutor, _task, _wait_first, _worker_init
 
 log = logging.getLogger(__name__)
 
+
 class BatchRunner:
     """Run a batch with progress events, cancel and resume.
 

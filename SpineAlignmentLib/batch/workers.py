@@ -19,6 +19,7 @@ from .options import BatchOptions
 
 log = logging.getLogger(__name__)
 
+
 def _error_name(exc: BaseException) -> str:
     """The public class name of an error (a private subclass reports its public parent)."""
     for cls in type(exc).__mro__:

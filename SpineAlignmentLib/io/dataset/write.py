@@ -14,6 +14,7 @@ from ...errors import LandmarkError
 from .files import (PAIRS_CSV, PATIENTS_CSV, _image_stem, _protocol_ids, _read_table, _valid_roles,
                     image_facts)
 
+
 def _upsert_table(path: Path, columns: Sequence[str], key: str, row: Mapping[str, str]) -> None:
     """Replace the row whose ``key`` column equals ``row[key]`` (or append it); atomic rewrite."""
     rows: list[dict[str, str]] = []
