@@ -15,7 +15,7 @@ tables (a second Ctrl-C aborts).
 ``--pairs MANIFEST.csv`` (instead of inputs) measures pairs of films, one result per
 pair: a flexion and an extension film (``lumbar-dynamic``), or a coronal film and its
 paired lateral (``coronal-spine``); the manifest format is in
-:mod:`SpineAlignmentLib.pairbatch` and the README.
+:mod:`SpineAlignmentLib.batch.pairs` and the README.
 """
 
 from __future__ import annotations

@@ -133,7 +133,7 @@ def match_level_anchors(rows: Sequence[AnchorRow], items: Sequence[Any], base: s
                         ) -> tuple[dict[str, AnchorRow], list[str]]:
     """The anchor row of each film (by its output name), and one sentence per row that anchors no film.
 
-    ``items`` are :class:`~SpineAlignmentLib.batch.BatchItem` (``image`` path, ``name`` output stem); a row
+    ``items`` are :class:`~SpineAlignmentLib.io.naming.BatchItem` (``image`` path, ``name`` output stem); a row
     names a film by its path, its file name or its output name; ``base`` is the CSV's folder.
     """
     keys: dict[str, list[str]] = {}
@@ -164,7 +164,7 @@ def match_level_anchors(rows: Sequence[AnchorRow], items: Sequence[Any], base: s
 
 
 def anchor_film(film: Any, row: AnchorRow):
-    """A batch film's landmarks (:class:`~SpineAlignmentLib.batch.FilmLandmarks`) re-named by its anchor row.
+    """A batch film's landmarks (:class:`~SpineAlignmentLib.batch.landmarks.FilmLandmarks`) re-named by its anchor row.
 
     A row that cannot be applied (its problem, a film without a model chain, an anchor outside the film or
     on no vertebra, a chain pushed past the film) leaves the film as it was, with one warning naming the row.

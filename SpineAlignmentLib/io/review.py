@@ -38,6 +38,7 @@ import numpy as np
 from ..errors import OutputError, SpineAlignmentError
 from ..geometry.levels import adjacent_level, level_rows, vertebra_chain
 from ..result import SCHEMA, Result, load_json
+from .naming import SUMMARY_CSV, make_items
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +146,6 @@ def _result_files(out_dir: Path) -> list[Path]:
 
 def source_films(out_dir: Path) -> dict[str, Path]:
     """Result stem -> the film path ``summary.csv`` names for it (batch's naming rule over the table's films)."""
-    from ..batch import SUMMARY_CSV, make_items
-
     table = out_dir / SUMMARY_CSV
     if not table.is_file():
         return {}

@@ -21,7 +21,7 @@ __all__ = ["export_for_training", "training_name"]
 
 def training_name(source_file: str | Path | None, volume_node: Any) -> str:
     """The dataset stem of a film: its source file's output name (as ``batch`` names it), else the volume's name."""
-    from ..batch import output_name
+    from ..io.naming import output_name
     from ..safefiles import output_stem
 
     if source_file:
@@ -49,7 +49,8 @@ def export_for_training(node: Any, folder: str | Path, *, protocol: str | None =
         LandmarkError: no landmark placed, or the node has no protocol / volume.
         SpineAlignmentError: the folder cannot be written or the source file cannot be read.
     """
-    from ..io.dataset import _image_facts, write_labelled_image
+    from ..io.dataset import write_labelled_image
+    from ..io.dataset.files import image_facts
     from .mrml import SceneAnalysis, analysis_for_node, volume_image_size, volume_pixels
 
     analysis = node if isinstance(node, SceneAnalysis) else analysis_for_node(node, protocol, volume_node)
@@ -61,7 +62,7 @@ def export_for_training(node: Any, folder: str | Path, *, protocol: str | None =
     image: Any = None
     if source_file is not None and Path(source_file).is_file():
         try:
-            if _image_facts(Path(source_file), check_images=False).size == size:
+            if image_facts(Path(source_file), check_images=False).size == size:
                 image = Path(source_file)
         except SpineAlignmentError:
             image = None  # an unreadable source: the displayed pixels are exported instead

@@ -567,3 +567,29 @@ def test_measure_reads_a_markups_file_back_with_its_provenance(tmp_path, capsys)
     assert res["model"] == model and res["landmarks"]["T7_TL"]["confidence"] == 0.1
     assert "AASCE_1" not in res["parameters"] and "not trusted T7_TL" in res["omitted"]["AASCE_1"]
     assert res["calibration"] == "manual:user" and res["image_size"] == list(SIZE)
+
+
+def test_a_name_set_on_the_package_reaches_the_modules_that_call_it(tmp_path, monkeypatch):
+    """The tests above replace ``batch.analyze_one``, ``default_model``, ``_task`` and ``film_landmarks`` on the package;
+    the code calling them lives in its modules, which must see the replacement (and get the original back)."""
+    from SpineAlignmentLib.batch import analysis, landmarks, pairs, resume, runner, workers
+
+    real_default, real_task = resume.default_model, runner._task
+    opts = BatchOptions(protocol=PROTO, out_dir=str(tmp_path))
+
+    def fake_default(protocol):
+        return "no-such-model"
+
+    with monkeypatch.context() as m:
+        m.setattr(batch_mod, "default_model", fake_default)
+        assert resume.default_model is fake_default and landmarks.default_model is fake_default
+        assert resume.batch_fingerprint(opts)["model"] == {"name": "no-such-model", "version": None, "weights": None}
+        m.setattr(batch_mod, "_task", len)
+        assert runner._task is len and workers._task is len
+        other = object()  # a module holding another object under the name is left alone
+        m.setattr(pairs, "film_landmarks", other)
+        m.setattr(batch_mod, "film_landmarks", print)
+        assert analysis.film_landmarks is print and landmarks.film_landmarks is print and pairs.film_landmarks is other
+    assert resume.default_model is real_default and landmarks.default_model is real_default
+    assert runner._task is real_task and workers._task is real_task and batch_mod._task is real_task
+    assert pairs.film_landmarks is landmarks.film_landmarks is analysis.film_landmarks is batch_mod.film_landmarks

@@ -39,10 +39,8 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
 #: Imports allowed to run upwards, (importer, imported), each with its reason. At most one, ever.
 BACK_IMPORTS: dict[tuple[str, str], str] = {}
 
-#: Import circles that other work removes (the lead shrinks this; never add to it). Issue 25 ("the
-#: house") splits batch/pairbatch; the training circles go with the training split of the same issue.
+#: Import circles that other work removes (the lead shrinks this; never add to it). Empty: none is known.
 KNOWN_CIRCLES: list[frozenset[str]] = [
-    frozenset({"SpineAlignmentLib.batch", "SpineAlignmentLib.pairbatch"}),  # issue 25, batch split
 ]
 
 
