@@ -49,6 +49,8 @@ def levels_card(md: dict) -> list[str]:
         *([f"- Re-framed keeping all 17 vertebrae ({val['reframed_complete']['framing']}; "
            f"{val['reframed_complete']['n_images']} films): {ident(val['reframed_complete'])}."]
           if "reframed_complete" in val else []),
+        *([f"- Neck visible ({val['neck_visible']['framing']}; {val['neck_visible']['n_images']} films): "
+           f"{ident(val['neck_visible'])}."] if "neck_visible" in val else []),
         "",
         f"Level confidence (`result.levels`): the probability that all 17 vertebrae are named right, from "
         f"{', '.join(lv['features'])} ({lv['method']}; fitted on {lv['fitted_on']}). Below {lv['warn_below']:.2f} "
@@ -62,6 +64,7 @@ def levels_card(md: dict) -> list[str]:
         f"- Validation re-framed: {warn(val['reframed'])}.",
         *([f"- Validation re-framed keeping all 17 vertebrae: {warn(val['reframed_complete'])}."]
           if "reframed_complete" in val else []),
+        *([f"- Neck visible: {warn(val['neck_visible'])}."] if "neck_visible" in val else []),
         *[f"- Partial films ({k}, {part[k]['n_images']} cut from the validation images): the warning fires on "
           f"{100.0 * part[k]['warning']['n_warned'] / max(part[k]['warning']['n_images'], 1):.0f} % of them."
           for k in part],
