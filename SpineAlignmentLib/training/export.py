@@ -380,7 +380,13 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
                           "heatmap px, softmax heatmap)")),
                 "augmentation": ("rotation +-10 deg, scale 0.85-1.15 (+-6 % anisotropy), shift +-8 %/6 %, "
                                  "horizontal flip p=0.5 with TL<->TR and BL<->BR swap, gamma 0.6-1.6, intensity "
-                                 "scale/shift, Gaussian smoothing, Gaussian noise (MONAI dictionary transforms)"),
+                                 "scale/shift, Gaussian smoothing, Gaussian noise (MONAI dictionary transforms)"
+                                 + (f"; first, with p={cfg['neck']:g}, a synthetic neck above T1 (training/neck.py: "
+                                    "cervical vertebrae without ribs built from the film's own T1, in soft tissue; top "
+                                    "0.8-3 T1-T2 spacings above T1)" if cfg.get("neck") else "")
+                                 + (f"; with p={cfg['reframe']:g}, a re-framing (top C4..T3, bottom L4..below the "
+                                    "sacrum)" if cfg.get("reframe") else "")),
+                **({"init_from": f"{cfg['init_from']} (fine-tuned from these weights)"} if cfg.get("init_from") else {}),
                 "seed": cfg["seed"], "threads": cfg["threads"], "hardware": "2-core CPU, no GPU",
                 "checkpoint": f"{checkpoint} (epoch {taken_epoch})",
             },
