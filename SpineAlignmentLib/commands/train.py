@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from . import add_progress_option, shows_progress
+
 HELP = "train a protocol's landmark (or segmentation) model on a dataset folder (resumable run folder with metrics and checkpoints)"
 
 
@@ -80,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--train-images", type=int, default=None, metavar="N",
                    help="train on N training films only (whole patients; for learning curves)")
     g.add_argument("--val-every", type=int, default=None, metavar="N", help="validate every N epochs (default 1)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         if args.val_fraction is not None:
             kw["val_fraction"] = args.val_fraction
         cfg = SegConfig(protocol=args.protocol, data=str(args.data), out=str(args.out), **kw)
-        print(json.dumps(train_segmentation(cfg, resume=args.resume, progress=not args.no_progress), indent=1))
+        print(json.dumps(train_segmentation(cfg, resume=args.resume, progress=shows_progress(args)), indent=1))
         return 0
     if args.stage in ("refine", "levels"):
         if args.stage == "refine":
@@ -114,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
             **({"val_fraction": args.val_fraction} if args.val_fraction is not None else {}),
             **({"warmup_epochs": args.warmup} if args.warmup is not None else {}),
             **({"tilt_weight": args.tilt_weight} if args.stage == "refine" else {"framings": args.framings}))
-        print(json.dumps(train_stage(scfg, resume=args.resume, progress=not args.no_progress), indent=1))
+        print(json.dumps(train_stage(scfg, resume=args.resume, progress=shows_progress(args)), indent=1))
         return 0
     if args.trainer == "generic" or (args.trainer == "auto" and not _aasce_layout(args.data)):
         return _run_generic(args)
@@ -131,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         **({"warmup_epochs": args.warmup} if args.warmup is not None else {}),
         anchors=args.anchors, reframe=args.reframe, neck=args.neck,
     )
-    best = train(cfg, resume=args.resume, progress=not args.no_progress)
+    best = train(cfg, resume=args.resume, progress=shows_progress(args))
     print(json.dumps(best, indent=1))
     return 0
 
@@ -154,5 +156,5 @@ def _run_generic(args: argparse.Namespace) -> int:
         kw["input_shape"] = tuple(args.input_size)
     cfg = GenericConfig(protocol=args.protocol, data=str(args.data), out=str(args.out), epochs=args.epochs, lr=args.lr,
                         seed=args.seed, threads=args.threads, **kw)
-    print(json.dumps(train_generic(cfg, resume=args.resume, progress=not args.no_progress), indent=1))
+    print(json.dumps(train_generic(cfg, resume=args.resume, progress=shows_progress(args)), indent=1))
     return 0
