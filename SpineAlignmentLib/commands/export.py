@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from . import add_progress_option, shows_progress
+
 HELP = "write a model folder (metadata, weights with SHA-256, card with measured validation figures) from a training run"
 
 
@@ -18,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None, help="dataset folder, when it moved since training (default: the run's)")
     parser.add_argument("--license-weights", default=None, help="licence of the exported weights (recorded in the card)")
     parser.add_argument("--license-data", default=None, help="licence of the training films (recorded in the card)")
+    add_progress_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,9 +30,9 @@ def run(args: argparse.Namespace) -> int:
 
     md = export_run(Path(args.run), Path(args.out), name=args.name, version=args.version,
                     data=Path(args.data) if args.data else None, license_weights=args.license_weights,
-                    license_data=args.license_data)
+                    license_data=args.license_data, progress=shows_progress(args))
     v = md["validation"]
     print(json.dumps({"model": md["name"], "version": md["version"], "folder": str(Path(args.out)),
-                      **{k: v[k] for k in ("n_images", "median_error_px", "mean_error_px", "median_error_mm",
+                      **{k: v[k] for k in ("n_images", "n_points", "median_error_px", "mean_error_px", "median_error_mm",
                                           "smape_pct", "cmae_deg", "named_right_pct") if k in v}}, indent=1))
     return 0

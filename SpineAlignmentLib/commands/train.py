@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from . import count, count0, input_side, open_fraction, positive, positive0, probability
+from . import add_progress_option, count, count0, input_side, open_fraction, positive, positive0, probability, shows_progress
 
 HELP = "train a protocol's landmark (or segmentation) model on a dataset folder (resumable run folder with metrics and checkpoints)"
 
@@ -85,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--train-images", type=count, default=None, metavar="N",
                    help="train on N training films only (whole patients; for learning curves)")
     g.add_argument("--val-every", type=count, default=None, metavar="N", help="validate every N epochs (default 1)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_option(parser)
 
 
 def check_inputs(args: argparse.Namespace) -> None:
@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         if args.val_fraction is not None:
             kw["val_fraction"] = args.val_fraction
         cfg = SegConfig(protocol=args.protocol, data=str(args.data), out=str(args.out), **kw)
-        print(json.dumps(train_segmentation(cfg, resume=args.resume, progress=not args.no_progress), indent=1))
+        print(json.dumps(train_segmentation(cfg, resume=args.resume, progress=shows_progress(args)), indent=1))
         return 0
     if args.stage in ("refine", "levels"):
         if args.stage == "refine":
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
             **({"warmup_epochs": args.warmup} if args.warmup is not None else {}),
             **({"tilt_weight": args.tilt_weight} if args.stage == "refine" else
                {"framings": args.framings, "neck": args.neck_copies}))
-        print(json.dumps(train_stage(scfg, resume=args.resume, progress=not args.no_progress), indent=1))
+        print(json.dumps(train_stage(scfg, resume=args.resume, progress=shows_progress(args)), indent=1))
         return 0
     if args.trainer == "generic" or (args.trainer == "auto" and not _aasce_layout(args.data)):
         return _run_generic(args)
@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
         **({"warmup_epochs": args.warmup} if args.warmup is not None else {}),
         anchors=args.anchors, reframe=args.reframe, neck=args.neck,
     )
-    best = train(cfg, resume=args.resume, progress=not args.no_progress)
+    best = train(cfg, resume=args.resume, progress=shows_progress(args))
     print(json.dumps(best, indent=1))
     return 0
 
@@ -187,5 +187,5 @@ def _run_generic(args: argparse.Namespace) -> int:
         kw["input_shape"] = tuple(args.input_size)
     cfg = GenericConfig(protocol=args.protocol, data=str(args.data), out=str(args.out), epochs=args.epochs, lr=args.lr,
                         seed=args.seed, threads=args.threads, **kw)
-    print(json.dumps(train_generic(cfg, resume=args.resume, progress=not args.no_progress), indent=1))
+    print(json.dumps(train_generic(cfg, resume=args.resume, progress=shows_progress(args)), indent=1))
     return 0

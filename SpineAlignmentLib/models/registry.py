@@ -304,11 +304,20 @@ def _load_network(net: dict, w: dict, folder: Path):
         state = torch.load(wpath, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a bad archive
         raise ModelError(f"Weights file {wpath} cannot be read ({exc}); restore it (expected SHA-256 {w['sha256']}).") from None
+    return network_from_state(net, state, f"Weights file {wpath}")
+
+
+def network_from_state(net: dict, state: dict, source: str):
+    """Build a metadata ``network`` entry with the weights of ``state`` (stored tensors widened to float32; eval mode).
+
+    The one way weights enter a network for inference: a model folder's files (:func:`load_model`) and a
+    training run's in-memory weights (:func:`~SpineAlignmentLib.training.generic_model.run_model`).
+    """
     network = build_network({"network": net})
     try:
         network.load_state_dict({k: v.float() for k, v in state.items()})
     except RuntimeError as exc:
-        raise ModelError(f"Weights file {wpath} does not fit the network in metadata.json ({str(exc).splitlines()[0]}); reinstall the model.") from None
+        raise ModelError(f"{source} does not fit the network in metadata.json ({str(exc).splitlines()[0]}); reinstall the model.") from None
     return network.eval()
 
 
@@ -334,27 +343,31 @@ def load_model(name: str, *, folder: Path | None = None):
         known = ", ".join(m["name"] for m in list_models()) or "none"
         raise ModelError(f"Model '{name}' not found in {folder.parent} (installed: {known}); check the model name.")
     md = read_metadata(folder)
-    from .refine import RoiSpec
-
     try:
-        network = _load_network(md["network"], md["weights"], folder)
-        stages = {}
-        for key in ("refinement", "identification"):
-            if key in md:
-                st = md[key]
-                stages[key] = (_load_network(st["network"], st["weights"], folder),
-                               RoiSpec(int(st["roi"]["size"]), float(st["roi"]["extent"])))
-        if "landmark_refinement" in md:
-            from .landmark_roi import LandmarkRoi
-
-            st = md["landmark_refinement"]
-            stages["landmark_refinement"] = (_load_network(st["network"], st["weights"], folder),
-                                             LandmarkRoi(int(st["roi"]["size"]), float(st["roi"]["fraction"]),
-                                                         float(st["roi"]["extent"]) if "extent" in st["roi"] else None))
+        return assemble_model(md, folder, lambda net, w: _load_network(net, w, folder))
     except ModelError as exc:
         if str(folder) in str(exc):
             raise
         raise ModelError(f"Model folder {folder} (metadata.json): {exc}") from None
+
+
+def assemble_model(md: dict, folder: Path, load) -> LoadedModel:
+    """A :class:`LoadedModel` from metadata, every network built by ``load(network entry, weights entry)``."""
+    from .refine import RoiSpec
+
+    network = load(md["network"], md["weights"])
+    stages = {}
+    for key in ("refinement", "identification"):
+        if key in md:
+            st = md[key]
+            stages[key] = (load(st["network"], st["weights"]), RoiSpec(int(st["roi"]["size"]), float(st["roi"]["extent"])))
+    if "landmark_refinement" in md:
+        from .landmark_roi import LandmarkRoi
+
+        st = md["landmark_refinement"]
+        stages["landmark_refinement"] = (load(st["network"], st["weights"]),
+                                         LandmarkRoi(int(st["roi"]["size"]), float(st["roi"]["fraction"]),
+                                                     float(st["roi"]["extent"]) if "extent" in st["roi"] else None))
     refiner, roi = stages.get("refinement", (None, None))
     levels, levels_roi = stages.get("identification", (None, None))
     landmark_refiner, landmark_roi = stages.get("landmark_refinement", (None, None))

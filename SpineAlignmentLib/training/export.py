@@ -108,18 +108,22 @@ def error_analysis(collect: dict) -> str:
 
 
 def evaluate_end_to_end(model, data_dir: Path, names: list[str], points: dict, refs: dict, *, flip_tta: bool,
-                        collect: dict | None = None, refine: bool = True) -> dict:
+                        collect: dict | None = None, refine: bool = True, progress: bool = False,
+                        what: str = "validation films") -> dict:
     """Run the public inference path on the named images and compute the validation metrics.
 
     ``collect`` (optional dict) receives per-corner ``conf``, ``error_pct_width``, per-image ``mean_conf``,
     ``image_mean_error_px``, ``level_shift``, and the ``preds``, ``heights`` and ``ref_angles`` the metrics used.
+    ``progress``: a bar over the films on stderr, ``measuring <what>``.
     """
+    from tqdm import tqdm
+
     from ..imaging import read_radiograph
     from ..inference import predict_landmarks
     from .metrics import landmark_metrics
 
     preds, truths, heights, ref_angles, times, confs = [], [], [], [], [], []
-    for n in names:
+    for n in tqdm(names, desc=f"measuring {what}", unit="film", disable=not progress, leave=False):
         rg = read_radiograph(data_dir / "images" / n)
         t0 = time.perf_counter()
         lms, _ = predict_landmarks(rg, model, flip_tta=flip_tta, refine=refine)
@@ -145,13 +149,18 @@ def evaluate_end_to_end(model, data_dir: Path, names: list[str], points: dict, r
     return m
 
 
+def stored_weights(model_state: dict, fp16: bool) -> dict:
+    """The state dict as a model folder stores it: floating tensors in fp16 when ``fp16``."""
+    return {k: (v.half() if fp16 and v.is_floating_point() else v) for k, v in model_state.items()}
+
+
 def _save_weights(model_state: dict, wpath: Path, fp16: bool) -> dict:
-    """Save a state dict (floating tensors in fp16 when ``fp16``); the metadata ``weights`` entry."""
+    """Save a state dict (:func:`stored_weights`); the metadata ``weights`` entry."""
     import torch
 
     from ..models.registry import sha256_file
 
-    torch.save({k: (v.half() if fp16 and v.is_floating_point() else v) for k, v in model_state.items()}, wpath)
+    torch.save(stored_weights(model_state, fp16), wpath)
     return {"file": wpath.name, "sha256": sha256_file(wpath), "dtype": "float16" if fp16 else "float32",
             "size_bytes": wpath.stat().st_size}
 
@@ -249,13 +258,15 @@ def _refinement_entry(refiner_run: Path, checkpoint: str, out: Path, fp16: bool,
 
 
 def _pass_selection(model, plain: dict, iterations: int, data_dir: Path, names: list[str], points: dict,
-                    refs: dict) -> str:
+                    refs: dict, progress: bool = False) -> str:
     """Measure the alternatives to the exported number of refinement passes (the first stage alone and one
     pass more) on the same validation images, and say so: the pass count is chosen on this split."""
-    first = evaluate_end_to_end(model, data_dir, names, points, refs, flip_tta=False, refine=False)
+    first = evaluate_end_to_end(model, data_dir, names, points, refs, flip_tta=False, refine=False, progress=progress,
+                                what="validation films, first stage alone")
     model.metadata["refinement"]["iterations"] = iterations + 1
     try:
-        more = evaluate_end_to_end(model, data_dir, names, points, refs, flip_tta=False)
+        more = evaluate_end_to_end(model, data_dir, names, points, refs, flip_tta=False, progress=progress,
+                                   what=f"validation films, {iterations + 1} refinement passes")
     finally:
         model.metadata["refinement"]["iterations"] = iterations
 
@@ -276,7 +287,7 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
            checkpoint: str = "best.pt", auto_low_confidence: bool = True, refiner_run: Path | None = None,
            refiner_checkpoint: str = "last.pt", refine_iterations: int = 1, levels_run: Path | None = None,
            levels_checkpoint: str = "last.pt", change: str | None = None, levels_framings: int = 3,
-           refiner_model: Path | None = None) -> dict:
+           refiner_model: Path | None = None, progress: bool = False) -> dict:
     """Write ``out/model.pt`` (``out/refine.pt`` for a second stage, ``out/levels.pt`` for
     vertebra identification) and ``out/metadata.json``
     from ``run_dir/<checkpoint>``; returns the metadata. ``refiner_model``: take the second stage unchanged
@@ -286,7 +297,8 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
     ``out/metadata.json`` are kept. A vertebra-centres model also gets its naming figures
     (``validation.identification``, ``validation.end_vertebrae``) and its level confidence
     (the ``levels`` block, :func:`~SpineAlignmentLib.training.level_confidence.levels_block`, fitted on the
-    training split with ``levels_framings`` re-framed copies of each image).
+    training split with ``levels_framings`` re-framed copies of each image). ``progress``: bars over the films
+    measured, on stderr.
     """
     import monai
     import torch
@@ -437,7 +449,7 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
     refs = {s.name: s.reference_angles for s in samples}
     val = [n for n in split["val"] if n in points]
     raw: dict = {}
-    plain = evaluate_end_to_end(model, data_dir, val, points, refs, flip_tta=False, collect=raw)
+    plain = evaluate_end_to_end(model, data_dir, val, points, refs, flip_tta=False, collect=raw, progress=progress)
     if rep == "vertebra":
         # Raw heatmap peaks are not probabilities; calibrate them so that the pipeline's trust threshold
         # (a landmark below it is not used) means what it says.
@@ -457,7 +469,8 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
         validate_metadata(md, "(export)")
         (out / "metadata.json").write_text(json.dumps(md, indent=1))
         model = load_model(name, folder=out)
-    tta = evaluate_end_to_end(model, data_dir, val, points, refs, flip_tta=True)
+    tta = evaluate_end_to_end(model, data_dir, val, points, refs, flip_tta=True, progress=progress,
+                              what="validation films with flip TTA")
     md["validation"].update({k: plain[k] for k in ("n_images", "mean_error_px", "median_error_px", "mean_error_pct_width",
                                                    "smape_pct", "cmae_deg", "midline_tilt_mae_deg", "mean_confidence")})
     if all(r is not None for r in raw["ref_angles"]):
@@ -479,11 +492,12 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
         train_names = set(split["train"])
         md["levels"] = levels_block(model, [s for s in samples if s.name in train_names],
                                     [s for s in samples if s.name in set(val)], framings=levels_framings,
-                                    command=cmd + f" --levels-framings {levels_framings}")
+                                    command=cmd + f" --levels-framings {levels_framings}", progress=progress)
     md["validation"]["flip_tta"] = {k: tta[k] for k in ("mean_error_px", "mean_error_pct_width", "smape_pct", "cmae_deg",
                                                         "midline_tilt_mae_deg")}
     if "refinement" in md:
-        md["refinement"]["training"]["selection"] = _pass_selection(model, plain, refine_iterations, data_dir, val, points, refs)
+        md["refinement"]["training"]["selection"] = _pass_selection(model, plain, refine_iterations, data_dir, val, points,
+                                                                    refs, progress)
     # Speed figures belong to weights: keep those measured on exactly these weights (benchmark_inference.py --record).
     bench = old_md.get("benchmark")
     if bench and bench.get("weights_sha256") == weights_checksums(md):
@@ -516,11 +530,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--levels-framings", type=int, default=3,
                    help="re-framed copies per image for the level-confidence fit and its measurement (default 3)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr (no progress bar)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar over the films measured")
     a = p.parse_args(argv)
+    from ..commands import shows_progress
+
+    progress = shows_progress(a)
     import torch
 
     torch.set_num_threads(a.threads)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING if a.quiet else logging.INFO, format="%(levelname)s: %(message)s")
     logging.getLogger("SpineAlignmentLib.training.hygiene").setLevel(logging.ERROR)
     from ..protocols import get_protocol
 
@@ -531,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
         md = export_segmentation(Path(a.run), Path(a.data), Path(a.out), name=a.name, version=a.version,
                                  fp16=not a.fp32, checkpoint="last.pt" if a.checkpoint == "best.pt" else a.checkpoint,
                                  command="python -m SpineAlignmentLib.training.export " + " ".join(
-                                     sys.argv[1:] if argv is None else argv))
+                                     sys.argv[1:] if argv is None else argv), progress=progress)
         print(json.dumps({k: v for k, v in md["validation"].items() if k != "per_image"}, indent=1))
         return 0
     md = export(Path(a.run), Path(a.data), Path(a.out), name=a.name, version=a.version, fp16=not a.fp32,
@@ -539,7 +558,8 @@ def main(argv: list[str] | None = None) -> int:
                 auto_low_confidence=a.low_confidence is None, refiner_run=Path(a.refiner) if a.refiner else None,
                 refiner_checkpoint=a.refiner_checkpoint, refine_iterations=a.refine_iterations,
                 levels_run=Path(a.levels) if a.levels else None, levels_checkpoint=a.levels_checkpoint, change=a.change,
-                levels_framings=a.levels_framings, refiner_model=Path(a.refiner_model) if a.refiner_model else None)
+                levels_framings=a.levels_framings, progress=progress,
+                refiner_model=Path(a.refiner_model) if a.refiner_model else None)
     print(json.dumps(md["validation"], indent=1))
     return 0
 

@@ -15,84 +15,18 @@ import json
 import logging
 import math
 import random
-import time
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import SpineAlignmentError
+from .generic_model import CORRECT_FRACTION, evaluate_films, model_blocks
 
-__all__ = ["export_run", "evaluate_films", "write_card"]
+__all__ = ["export_run", "write_card"]
 
 log = logging.getLogger(__name__)
 
 
-def _num(v):
-    """JSON-safe float (None for NaN)."""
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
-def evaluate_films(model, items, protocol: str) -> dict:
-    """Figures of ``model`` on labelled films (dataset items): what the card and the learning curve report.
-
-    Returns:
-        ``{"n_images", "median_error_px", "mean_error_px", ["median_error_mm"], "parameters": {id: {unit, n, mae}},
-        ["smape_pct", "cmae_deg"], ["named_right_pct"], "seconds_per_image", "confidences", "errors"}``.
-    """
-    from ..evaluation.compare import compare_results
-    from ..imaging.radiograph import read_radiograph
-    from ..models.landmark_roi import landmark_span
-    from ..pipeline import analyze, measure
-
-    truths, preds, conf, err, tol = {}, {}, [], [], []
-    t0 = time.time()
-    for it in items:
-        name = Path(it.image).name
-        rg = read_radiograph(it.image, spacing=it.spacing_mm) if it.spacing_mm else read_radiograph(it.image)
-        res = analyze(rg, protocol, model=model)
-        truth = measure(it.landmarks, protocol, spacing_mm=it.spacing_mm, calibration=it.calibration if it.spacing_mm else None,
-                        image_size=tuple(rg.shape), patient_orientation=rg.patient_orientation, image=name, source=name)
-        preds[name], truths[name] = res.to_dict(), truth.to_dict()
-        span = landmark_span(np.array(list(it.landmarks.values()), dtype=float))
-        for lid, (x, y) in it.landmarks.items():
-            p = res.landmarks.get(lid)
-            if p is not None:
-                err.append(math.hypot(p.x - x, p.y - y))
-                conf.append(p.confidence if p.confidence is not None else 1.0)
-                tol.append(CORRECT_FRACTION * span)
-    seconds = (time.time() - t0) / max(len(items), 1)
-    rep = compare_results(truths, preds, {}, failed=[])
-    lm = rep.landmarks
-    figs = {"n_images": len(items), "seconds_per_image": round(seconds, 3),
-            "median_error_px": _num(np.median(err)) if err else None, "mean_error_px": _num(np.mean(err)) if err else None}
-    if len(lm) and "error_mm_median" in lm and (lm["landmark"] == "ALL").any():
-        mm = _num(lm[lm["landmark"] == "ALL"].iloc[0]["error_mm_median"])
-        if mm is not None:
-            figs["median_error_mm"] = mm
-    params = {}
-    for _, r in rep.parameters.iterrows():
-        if int(r.get("n_pairs") or 0):
-            params[str(r["parameter"])] = {"unit": str(r["unit"]), "n": int(r["n_pairs"]), "mae": _num(r["abs_error_mean"])}
-    figs["parameters"] = params
-    for _, r in (rep.cobb if rep.cobb is not None else []).iterrows():
-        if str(r["set"]) == "AASCE":
-            figs["smape_pct"], figs["cmae_deg"] = _num(r["smape_pct"]), _num(r["circular_mae"])
-            figs["aasce_images_complete"] = int(r["n_images_complete"])
-            figs["smape_pct_missing_as_failure"] = _num(r["smape_pct_missing_as_failure"])
-    if (rep.levels or {}).get("n_images"):
-        figs["named_right_pct"] = _num(rep.levels["all_named_right_pct"])
-        figs["level_shifts"] = rep.levels["shift_counts"]
-    figs["_confidence"], figs["_errors"], figs["_tolerance"] = conf, err, tol
-    return figs
-
-
-#: a landmark counts as found when its error is at most this fraction of the film's landmark span
-#: (about half a vertebral body on a whole-spine film); the confidence is calibrated to that probability
-CORRECT_FRACTION = 0.02
 #: training films the confidence is calibrated on (never validation films)
 CALIBRATION_FILMS = 60
 
@@ -111,8 +45,10 @@ def _calibration(figs: dict) -> dict:
 
 def export_run(run: Path, out: Path, *, name: str | None = None, version: str = "1.0.0", data: Path | None = None,
                license_weights: str | None = None, license_data: str | None = None, fp16: bool = True,
-               items_loader=None) -> dict:
+               items_loader=None, progress: bool = False) -> dict:
     """Write the model folder ``out`` from a finished generic run; returns the metadata.
+
+    ``progress``: a bar on stderr over the films measured (calibration films, then validation films).
 
     Raises:
         SpineAlignmentError: not a finished generic run (resume it first), or ``out`` holds another model.
@@ -121,7 +57,6 @@ def export_run(run: Path, out: Path, *, name: str | None = None, version: str = 
     import torch
     from .checkpoint import load_checkpoint
 
-    from ..models.landmark_roi import landmark_parts
     from ..models.registry import load_model, validate_metadata
     from ..protocols import get_protocol
     from .export import _save_weights
@@ -152,9 +87,13 @@ def export_run(run: Path, out: Path, *, name: str | None = None, version: str = 
         if old.get("name") != name:
             raise SpineAlignmentError(f"{out} already holds model '{old.get('name')}'; choose another --out.")
     stage1 = ck["stage1"] if ck["stage"] == 2 else ck["model"]
-    w1 = _save_weights(stage1, out / "model.pt", fp16)
+    stage2 = ck["model"] if ck["stage"] == 2 else None
     split = json.loads((run / "split.json").read_text())
     rows, cols = (int(v) for v in cfg.input_shape)
+    blocks = model_blocks(cfg, ids, stage1, stage2)
+    blocks["weights"] = _save_weights(stage1, out / "model.pt", fp16)
+    if stage2 is not None:
+        blocks["landmark_refinement"]["weights"] = _save_weights(stage2, out / "refine.pt", fp16)
     md = {
         "schema": "spinealignment.model-metadata/1",
         "name": name,
@@ -172,20 +111,7 @@ def export_run(run: Path, out: Path, *, name: str | None = None, version: str = 
                     "training_data": license_data or "not stated (the user's own annotated films)"},
         "pytorch_version": torch.__version__.split("+")[0],
         "monai_version": monai.__version__,
-        "network": {"class": "SpineAlignmentLib.models.network.SpineLandmarkNet",
-                    "args": {"in_channels": 1, "out_channels": len(ids), **cfg.net}, "stride": 2,
-                    "parameters": int(sum(v.numel() for v in stage1.values() if v.is_floating_point())),
-                    "coarse_to_fine": "stage 1 on the whole film, stage 2 one ROI per landmark"},
-        "weights": w1,
-        "network_data_format": {
-            "inputs": {"image": {"type": "image", "format": "grayscale, bone bright (MONOCHROME2)", "num_channels": 1,
-                                 "spatial_shape": [rows, cols], "dtype": "float32", "value_range": [0.0, 1.0],
-                                 "intensity": {"method": "percentile-minmax", "low_percentile": 0.5, "high_percentile": 99.5},
-                                 "resize": "letterbox-centred"}},
-            "outputs": {"pred": {"type": "heatmap", "format": "logits", "num_channels": len(ids)}}},
-        "landmarks": ids,
-        "decoding": {"method": "local-soft-argmax", "window": 3, "confidence_radius": 2.0, "low_confidence": 0.3,
-                     "flip_tta_default": False},
+        **blocks,
         "training": {
             "data": {"name": Path(cfg.data).name, "license": license_data or "not stated", "citation": "not stated",
                      "n_images": len(split["train"]) + len(split["val"])},
@@ -197,20 +123,6 @@ def export_run(run: Path, out: Path, *, name: str | None = None, version: str = 
         "validation": {"split": "the run's validation split", "n_images": max(len(split["val"]), 1),
                        "mean_error_px": float("nan"), "command": ""},
     }
-    if proto.view == "lateral":
-        from .generic import CANONICAL_FACING
-
-        md["decoding"]["facing"] = {"normalised_to": CANONICAL_FACING, "method": "confidence"}
-    if ck["stage"] == 2:
-        parts, part_index, _ = landmark_parts(ids, proto.flip_pairs)
-        w2 = _save_weights(ck["model"], out / "refine.pt", fp16)
-        md["landmark_refinement"] = {
-            "network": {"class": "SpineAlignmentLib.models.network.SpineLandmarkNet",
-                        "args": {"in_channels": 1, "out_channels": len(parts), **cfg.refine_net}, "stride": 2,
-                        "parameters": int(sum(v.numel() for v in ck["model"].values() if v.is_floating_point()))},
-            "weights": w2, "roi": {"size": int(cfg.roi_size), "fraction": float(cfg.roi_fraction),
-                                                  **({"extent": float(cfg.roi_extent)} if cfg.roi_extent else {})},
-            "parts": parts, "part_index": [int(i) for i in part_index]}
     # Measure the validation split with the exported weights (end to end), then write the final metadata.
     val_names = set(split["val"])
     figs: dict = {}
@@ -221,14 +133,15 @@ def export_run(run: Path, out: Path, *, name: str | None = None, version: str = 
         train_names = set(split["train"])
         cal_items = [it for it in items if Path(it.image).name in train_names]
         random.Random(cfg.seed).shuffle(cal_items)
-        cal = evaluate_films(load_model(name, folder=out), cal_items[:CALIBRATION_FILMS], proto.id)
+        cal = evaluate_films(load_model(name, folder=out), cal_items[:CALIBRATION_FILMS], proto.id, parameters=False,
+                             progress=progress, what="calibration films")
         md["decoding"]["calibration"] = _calibration(cal)
         md["decoding"]["low_confidence"] = 0.5  # calibrated: below it a landmark is more likely wrong than right
         (out / "metadata.json").write_text(json.dumps(md, indent=1))
         model = load_model(name, folder=out)
         val_items = [it for it in items if Path(it.image).name in val_names]
-        figs = evaluate_films(model, val_items, proto.id)
-        for k in ("_confidence", "_errors", "_tolerance"):
+        figs = evaluate_films(model, val_items, proto.id, progress=progress)
+        for k in ("_confidence", "_errors", "_tolerance", "_predictions"):
             figs.pop(k)
     cmd = f"spine-align export --run {run.as_posix()} --out {out.as_posix()} --name {name} --version {version}"
     md["validation"] = {"split": f"the run's validation split ({'named in ' + Path(cfg.val_list).name if cfg.val_list else 'whole patients held out'})",

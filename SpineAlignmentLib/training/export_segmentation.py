@@ -73,8 +73,12 @@ def run_lineage(run_dir: Path) -> list[dict]:
     return out[::-1]
 
 
-def evaluate_folder(model, data_dir: Path, names: list[str], cfg, flip_tta: bool = False) -> tuple[dict, list[dict]]:
-    """Analyse films by name through the public path and compare with their reference masks."""
+def evaluate_folder(model, data_dir: Path, names: list[str], cfg, flip_tta: bool = False, progress: bool = False,
+                    what: str = "validation films") -> tuple[dict, list[dict]]:
+    """Analyse films by name through the public path and compare with their reference masks
+    (``progress``: a bar over the films on stderr, ``measuring <what>``)."""
+    from tqdm import tqdm
+
     from ..imaging import read_radiograph
     from ..pipeline import analyze
     from ..protocols import get_protocol
@@ -84,7 +88,7 @@ def evaluate_folder(model, data_dir: Path, names: list[str], cfg, flip_tta: bool
     items = {n: (p, m) for n, p, m in discover(data_dir, segs)[0]}
     rows = []
     times = []
-    for name in names:
+    for name in tqdm(names, desc=f"measuring {what}", unit="film", disable=not progress, leave=False):
         path, masks = items[name]
         t = time.perf_counter()
         rg = read_radiograph(path, spacing=(cfg["spacing_mm"], cfg["spacing_mm"]), patient_orientation=cfg["orientation"])
@@ -98,14 +102,15 @@ def evaluate_folder(model, data_dir: Path, names: list[str], cfg, flip_tta: bool
 
 
 def export_segmentation(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str, fp16: bool = True,
-                        checkpoint: str = "last.pt", command: str = "") -> dict:
-    """Write the model folder and return its metadata."""
+                        checkpoint: str = "last.pt", command: str = "", progress: bool = False) -> dict:
+    """Write the model folder and return its metadata (``progress``: bars over the films measured, on stderr)."""
     import monai
     import torch
     from .checkpoint import load_checkpoint
 
     from ..models.registry import LoadedModel, _load_network, load_model, sha256_file, validate_metadata
     from ..protocols import get_protocol
+    from .export import stored_weights
     from .segmentation import SegConfig, build_seg_network
 
     state = load_checkpoint(run_dir / checkpoint)
@@ -115,7 +120,7 @@ def export_segmentation(run_dir: Path, data_dir: Path, out: Path, *, name: str, 
     net = build_seg_network(cfg)
     net.load_state_dict(state["model"])
     out.mkdir(parents=True, exist_ok=True)
-    sd = {k: (v.half() if fp16 and v.is_floating_point() else v) for k, v in net.state_dict().items()}
+    sd = stored_weights(net.state_dict(), fp16)
     wpath = out / "model.pt"
     torch.save(sd, wpath)
     n_params = sum(p.numel() for p in net.parameters())
@@ -185,9 +190,10 @@ def export_segmentation(run_dir: Path, data_dir: Path, out: Path, *, name: str, 
     model = LoadedModel(name=name, version=version, metadata=md, network=_load_network(md["network"], md["weights"], out),
                         landmark_ids=tuple(md["landmarks"]), input_shape=tuple(cfg.input_shape), stride=1, folder=out)
     cfg_d = {"spacing_mm": cfg.spacing_mm, "orientation": cfg.orientation}
-    val, val_rows = evaluate_folder(model, data_dir, split["val"], cfg_d)
-    test, test_rows = evaluate_folder(model, data_dir, split["test"], cfg_d)
-    val_tta, _ = evaluate_folder(model, data_dir, split["val"], cfg_d, flip_tta=True)
+    val, val_rows = evaluate_folder(model, data_dir, split["val"], cfg_d, progress=progress)
+    test, test_rows = evaluate_folder(model, data_dir, split["test"], cfg_d, progress=progress, what="test films")
+    val_tta, _ = evaluate_folder(model, data_dir, split["val"], cfg_d, flip_tta=True, progress=progress,
+                                 what="validation films with flip TTA")
     md["validation"] = {
         "split": f"validation split ({len(split['val'])} films held out by image; nothing was chosen on it)",
         "n_images": val["n_images"], "metrics": val,

@@ -20,10 +20,17 @@ coarse-to-fine design):
 
 Run folder (same layout and ``--resume`` as the other trainers): ``config.json``, ``split.json``,
 ``dataset.json`` (the dataset check's findings and every skipped file with its reason),
-``metrics.jsonl`` (a ``stage`` field per row), ``last.pt`` (the resume checkpoint: stage 1, then stage 2
-with the final stage-1 weights beside it; the export reads it, so the last epoch is what ships),
-``best.pt`` (stage-1 weights of the epoch with the lowest validation error, for inspection only),
-``final_metrics.json`` and ``val_predictions.json`` (the validation films' landmarks after both stages).
+``metrics.jsonl`` (a ``stage`` field per row; the last row, ``"final": true``, holds the figures of the
+model the export ships), ``last.pt`` (the resume checkpoint: stage 1, then stage 2 with the final stage-1
+weights beside it; the export reads it, so the last epoch is what ships), ``best.pt`` (stage-1 weights of
+the epoch with the lowest validation error, for inspection only), ``final_metrics.json`` and
+``val_predictions.json`` (the validation films' landmarks from the final model).
+
+Validation (every ``val_every`` epochs, and the final row) is the export's own measurement,
+:func:`~SpineAlignmentLib.training.generic_model.evaluate_films`: each validation film read from its file
+and analysed end to end by the model the run's weights make at that point (stage 1 alone during stage 1),
+facing chosen by the network on lateral views as for a new film, weights rounded to float16 as the export
+stores them. So the final row's ``val_median_error_px`` is the ``median_error_px`` of the exported card.
 """
 
 from __future__ import annotations
@@ -40,9 +47,8 @@ import torch
 
 from ..errors import SpineAlignmentError
 from ..geometry.frame import lateral_frame
-from ..inference.decode import decode_heatmaps
 from ..inference.preprocess import Letterbox, letterbox, normalise_intensity
-from ..models.landmark_roi import LandmarkRoi, group_centres, landmark_groups, landmark_parts, refine_landmarks
+from ..models.landmark_roi import LandmarkRoi, group_centres, landmark_groups, landmark_parts
 from ..models.landmarks import flip_permutation
 from ..models.network import SpineLandmarkNet
 from ..models.refine import _scale_points, normalise_patches, roi_grid, sample_rois, to_roi
@@ -50,11 +56,12 @@ from ..protocols import get_protocol
 from .losses import DsntLoss
 from .refiner import augment_intensity
 from .checkpoint import save_checkpoint
+from .generic_model import LANDMARK_FIGURES, evaluate_films, run_model
 from .trainer import LandmarkDataset, RunConfig, open_run, optimizer_for, train_epoch
 from .transforms import build_train_transforms
 
 __all__ = ["GenericConfig", "train_generic", "build_stage1", "build_stage2", "mirrors_for_facing",
-           "auto_input_shape", "landmark_errors"]
+           "auto_input_shape", "validation_row"]
 
 log = logging.getLogger(__name__)
 
@@ -118,11 +125,6 @@ def auto_input_shape(sizes: list[tuple[int, int]], rows: int = 512, multiple: in
     return rows, cols
 
 
-def landmark_errors(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """(K,) Euclidean errors in pixels; NaN where the reference landmark is absent."""
-    return np.linalg.norm(np.asarray(pred, float) - np.asarray(truth, float), axis=-1)
-
-
 @dataclass
 class _Film:
     name: str
@@ -131,13 +133,9 @@ class _Film:
     image: np.ndarray  # stage 1: (rows, cols) uint8 letterboxed input
     points: np.ndarray  # (K, 2) input pixels, NaN for absent landmarks
     geometry: Letterbox
-    original: np.ndarray  # (K, 2) original pixels (as labelled), NaN for absent
-    shape: tuple[int, int]
-    spacing_mm: tuple[float, float] | None
     roi_image: np.ndarray | None = None  # stage 2: film resized for its ROI side (uint8, facing-normalised)
     roi_points: np.ndarray | None = None  # (K, 2) in roi_image pixels
     roi_side: float = 0.0  # ROI side in roi_image pixels
-    full: np.ndarray | None = None  # validation films: the facing-normalised film (uint8), as inference sees it
 
 
 def _read_pixels(path: Path) -> np.ndarray:
@@ -156,23 +154,21 @@ def _mirror_x(points: np.ndarray, cols: int) -> np.ndarray:
     return p
 
 
-def _cache_film(item, ids, mirrored: bool, shape_in, roi: LandmarkRoi, with_roi: bool, keep_full: bool = False) -> _Film:
+def _cache_film(item, ids, mirrored: bool, shape_in, roi: LandmarkRoi, with_roi: bool) -> _Film:
     pts = _points_array(ids, item.landmarks)
     norm = normalise_intensity(_read_pixels(item.image))
-    rows, cols = norm.shape
+    cols = norm.shape[1]
     work = norm[:, ::-1] if mirrored else norm
     wpts = _mirror_x(pts, cols) if mirrored else pts
     img, geo = letterbox(np.ascontiguousarray(work), shape_in)
     film = _Film(Path(item.image).name, item.patient, mirrored, np.clip(np.rint(img * 255), 0, 255).astype(np.uint8),
-                 geo.to_input(wpts).astype(np.float32), geo, pts, (rows, cols), item.spacing_mm)
+                 geo.to_input(wpts).astype(np.float32), geo)
     if with_roi:
         side = roi.side(wpts, landmark_groups(ids))
         r, f = roi.resize(np.ascontiguousarray(work), side)
         film.roi_image = np.clip(np.rint(r * 255), 0, 255).astype(np.uint8)
         film.roi_points = _scale_points(wpts, f)
         film.roi_side = side * f[0]
-    if keep_full:
-        film.full = np.clip(np.rint(work * 255), 0, 255).astype(np.uint8)
     return film
 
 
@@ -252,20 +248,6 @@ def _load_items(cfg: GenericConfig, out: Path | None):
     return report.items
 
 
-def _predict_stage1(net, films: list[_Film], batch: int = 8) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(points in facing-normalised original pixels, confidence) per film."""
-    net.eval()
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(films), batch):
-            chunk = films[i:i + batch]
-            x = torch.from_numpy(np.stack([f.image[None].astype(np.float32) / 255.0 for f in chunk]))
-            coords, conf, _ = decode_heatmaps(net(x), net.stride)
-            for f, c, k in zip(chunk, coords.numpy(), conf.numpy()):
-                out.append((f.geometry.to_original(c), k))
-    return out
-
-
 def epoch_figure(row: dict) -> str:
     """``": val median 12.3 px"`` for an epoch that was validated, else ``" (not validated this epoch)"``: never nan."""
     val = row.get("val_median_error_px")
@@ -274,24 +256,10 @@ def epoch_figure(row: dict) -> str:
     return f": val median {val:.1f} px"
 
 
-def _unmirror(film: _Film, pts: np.ndarray) -> np.ndarray:
-    return _mirror_x(pts, film.shape[1]) if film.mirrored else pts
-
-
-def _error_summary(films: list[_Film], preds: list[np.ndarray]) -> dict:
-    errs = np.concatenate([landmark_errors(p, f.original) for f, p in zip(films, preds)])
-    errs = errs[np.isfinite(errs)]
-    mm = []
-    for f, p in zip(films, preds):
-        if f.spacing_mm:
-            d = (np.asarray(p) - f.original) * np.array([f.spacing_mm[1], f.spacing_mm[0]])
-            e = np.linalg.norm(d, axis=-1)
-            mm.append(e[np.isfinite(e)])
-    res = {"median_error_px": float(np.median(errs)) if errs.size else float("nan"),
-           "mean_error_px": float(np.mean(errs)) if errs.size else float("nan"), "n_points": int(errs.size)}
-    if mm and np.concatenate(mm).size:
-        res["median_error_mm"] = float(np.median(np.concatenate(mm)))
-    return res
+def validation_row(figs: dict) -> dict:
+    """The ``val_*`` fields of a ``metrics.jsonl`` row from :func:`evaluate_films` figures: the landmark
+    figures only (the parameters depend on the confidence calibration the export adds), None never written."""
+    return {f"val_{k}": figs[k] for k in LANDMARK_FIGURES if figs.get(k) is not None}
 
 
 class _Patches(torch.utils.data.Dataset):
@@ -344,13 +312,6 @@ def _collate(batch):
     return torch.cat(x), torch.cat(t), torch.cat(v)
 
 
-def _refine_films(net, films: list[_Film], coarse: list[np.ndarray], part_index, groups, roi: LandmarkRoi) -> list[np.ndarray]:
-    """Stage 2 on validation films exactly as inference runs it: coarse facing-normalised points -> refined."""
-    net.eval()
-    return [refine_landmarks(net, f.full.astype(np.float32) / 255.0, c, part_index, groups, roi, stride=net.stride)[0]
-            for f, c in zip(films, coarse)]
-
-
 def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = True) -> dict:
     """Train (or resume) both stages of a generic landmark model; returns the final validation figures.
 
@@ -374,7 +335,7 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
     roi = LandmarkRoi(cfg.roi_size, cfg.roi_fraction, cfg.roi_extent)
     with_roi = cfg.refine_epochs > 0
 
-    def cache(its, what, keep_full=False):
+    def cache(its, what):
         from tqdm import tqdm
 
         films = []
@@ -384,24 +345,38 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
                 log.warning("skipped %s: its facing direction cannot be read from the landmarks (no vertebra "
                             "with both anterior and posterior corners)", it.image)
                 continue
-            films.append(_cache_film(it, ids, mirrored, cfg.input_shape, roi, with_roi and not keep_full, keep_full and with_roi))
+            films.append(_cache_film(it, ids, mirrored, cfg.input_shape, roi, with_roi))
         return films
 
-    train_films, val_films = cache(train_items, "training films"), cache(val_items, "validation films", keep_full=True)
+    def validate(stage1: dict, stage2: dict | None) -> dict:
+        """The export's end-to-end figures of the model these weights make, on every validation film."""
+        t0 = time.time()
+        with torch.random.fork_rng(devices=[]):  # building the networks draws random weights: training stays as it was
+            figs = evaluate_films(run_model(cfg, ids, stage1, stage2), val_items, proto.id, parameters=False,
+                                  progress=progress)
+        figs["val_time_s"] = round(time.time() - t0, 1)
+        return figs
+
+    def write_row(row: dict) -> None:
+        with open(out / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+    train_films = cache(train_items, "training films")
     if not train_films:
         raise SpineAlignmentError(f"No training film left in {cfg.data} after the split; add films or lower --val-fraction.")
-    log.info("train %d films, validation %d films, input %s", len(train_films), len(val_films), cfg.input_shape)
+    log.info("train %d films, validation %d films, input %s", len(train_films), len(val_items), cfg.input_shape)
 
     # ---- stage 1 ----
     net = build_stage1(cfg, len(ids))
     opt, start = optimizer_for(net, cfg, state if state is not None and state.get("stage", 1) == 1 else None)
-    best = (state or {}).get("best", {"median_error_px": float("inf")})
+    best = (state or {}).get("best") or {}
     if state is not None and state.get("stage", 1) == 2:
         net.load_state_dict(state["stage1"])
         start = cfg.epochs
     loss_fn = DsntLoss(net.stride, cfg.sigma, cfg.coord_weight, cfg.js_weight)
     perm = flip_permutation(ids, proto.flip_pairs) if proto.view != "lateral" else None
     t_start = time.time()
+    final = None  # figures of the final model, once measured
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
         net.train()
@@ -413,16 +388,17 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
                                 lambda b: (b["image"], torch.nan_to_num(b["points"]), b["valid"]))
         row = {"stage": 1, "epoch": epoch + 1, "lr": lr, "train_time_s": round(time.time() - t0, 1),
                **{f"train_{k}": v for k, v in means.items()}}
-        if val_films and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
-            preds = [_unmirror(f, p) for f, (p, _) in zip(val_films, _predict_stage1(net, val_films))]
-            m = _error_summary(val_films, preds)
-            row.update({f"val_{k}": v for k, v in m.items()})
-            if m["median_error_px"] < best.get("median_error_px", float("inf")):
+        if val_items and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
+            figs = validate(net.state_dict(), None)
+            m = {k: figs[k] for k in LANDMARK_FIGURES if figs.get(k) is not None}
+            row.update(validation_row(figs), val_time_s=figs["val_time_s"])
+            if m.get("median_error_px", float("inf")) < best.get("median_error_px", float("inf")):
                 best = {**m, "epoch": epoch + 1}
                 save_checkpoint(out / "best.pt", {"model": net.state_dict(), "config": asdict(cfg), "epoch": epoch + 1, "metrics": m,
                                         "landmark_ids": list(ids)})
-        with open(out / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps(row) + "\n")
+            if epoch + 1 == cfg.epochs and not with_roi:
+                final = figs
+        write_row(row)
         log.info("stage 1 epoch %d%s", epoch + 1, epoch_figure(row))
         save_checkpoint(out / "last.pt", {"stage": 1, "model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
                                 "config": asdict(cfg), "best": best, "landmark_ids": list(ids)})
@@ -430,9 +406,8 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
             log.info("time limit reached after stage-1 epoch %d; resume with --resume", epoch + 1)
             return {"stopped": "time limit", "stage": 1, "epoch": epoch + 1, "best": best}
     stage1_state = net.state_dict()
+    stage2_state = None
     result = {"stage1": best, "input_shape": list(cfg.input_shape)}
-    coarse = [p for p, _ in _predict_stage1(net, val_films)] if val_films else []
-    final = coarse
 
     # ---- stage 2 ----
     if with_roi:
@@ -454,12 +429,10 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
             means, lr = train_epoch(rnet, loader, rloss, ropt, rcfg, epoch, progress, lambda b: b)
             row = {"stage": 2, "epoch": epoch + 1, "lr": lr, "train_time_s": round(time.time() - t0, 1),
                    **{f"train_{k}": v for k, v in means.items()}}
-            if val_films and (epoch + 1) % cfg.val_every == 0 and epoch + 1 < cfg.refine_epochs:
-                final = _refine_films(rnet, val_films, coarse, part_index, groups, roi)
-                m = _error_summary(val_films, [_unmirror(f, p) for f, p in zip(val_films, final)])
-                row.update({f"val_{k}": v for k, v in m.items()})
-            with open(out / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(row) + "\n")
+            if val_items and (epoch + 1) % cfg.val_every == 0 and epoch + 1 < cfg.refine_epochs:
+                figs = validate(stage1_state, rnet.state_dict())
+                row.update(validation_row(figs), val_time_s=figs["val_time_s"])
+            write_row(row)
             log.info("stage 2 epoch %d%s", epoch + 1, epoch_figure(row))
             save_checkpoint(out / "last.pt", {"stage": 2, "stage1": stage1_state, "model": rnet.state_dict(),
                                     "optimizer": ropt.state_dict(), "epoch": epoch, "config": asdict(cfg), "best": best,
@@ -467,15 +440,17 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
             if cfg.time_limit_min is not None and (time.time() - t_start) / 60.0 >= cfg.time_limit_min:
                 log.info("time limit reached after stage-2 epoch %d; resume with --resume", epoch + 1)
                 return {"stopped": "time limit", "stage": 2, "epoch": epoch + 1, "best": best}
-        if val_films:  # the final second stage on the validation films (also after a resume past the last epoch)
-            final = _refine_films(rnet, val_films, coarse, part_index, groups, roi)
-            with open(out / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps({"stage": 2, "epoch": cfg.refine_epochs, "final": True, **{
-                    f"val_{k}": v for k, v in _error_summary(val_films, [_unmirror(f, p) for f, p in zip(val_films, final)]).items()}}) + "\n")
-    if val_films:
-        preds = [_unmirror(f, p) for f, p in zip(val_films, final)]
-        result["final"] = _error_summary(val_films, preds)
-        (out / "val_predictions.json").write_text(json.dumps({
-            f.name: {lid: [float(x), float(y)] for lid, (x, y) in zip(ids, p)} for f, p in zip(val_films, preds)}))
+        stage2_state = rnet.state_dict()
+    if val_items:
+        # The final model (also after a resume past the last epoch), measured as the export measures it: the
+        # last row of metrics.jsonl and the figures the export writes in the card agree.
+        if final is None:
+            final = validate(stage1_state, stage2_state)
+        row = {"stage": 2 if with_roi else 1, "epoch": cfg.refine_epochs if with_roi else cfg.epochs, "final": True,
+               **validation_row(final), "val_time_s": final["val_time_s"]}
+        write_row(row)
+        log.info("final model (as the export measures it)%s", epoch_figure(row))
+        result["final"] = {k: final[k] for k in LANDMARK_FIGURES if final.get(k) is not None}
+        (out / "val_predictions.json").write_text(json.dumps(final["_predictions"]))
     (out / "final_metrics.json").write_text(json.dumps(result, indent=1))
     return result

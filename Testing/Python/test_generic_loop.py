@@ -21,7 +21,7 @@ from synthetic_lateral import write_dataset
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 #: small and quick: the synthetic films are simple; these settings train in well under a minute on 2 cores
-FAST = dict(input_shape=None, input_rows=128, epochs=50, refine_epochs=6, batch_size=8, roi_size=32,
+FAST = dict(input_shape=None, input_rows=128, epochs=50, refine_epochs=6, batch_size=8, roi_size=32, val_every=10,
             lr=3e-3, warmup_epochs=1, threads=2, val_fraction=0.25,
             net={"stem_channels": [8, 16], "channels": [16, 32, 64], "num_res_units": 1, "features": 32},
             refine_net={"stem_channels": [8, 16], "channels": [16, 32], "num_res_units": 1, "features": 16})
