@@ -68,10 +68,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "between C4 and T3, its bottom between L4 and below the sacrum), so that the network cannot "
                              "learn 'the topmost vertebra is T1'; default 0; a 20-epoch fine-tune of the shipped "
                              "first stage with 0.5 did not name more validation images right: 75 of 94 against 76)")
-    parser.add_argument("--neck", type=float, default=0.0, metavar="P",
+    parser.add_argument("--neck", type=probability, default=0.0, metavar="P",
                         help="coronal-spine first stage: give a training film a synthetic neck above T1 (cervical "
                              "vertebrae without ribs, built from the film's own T1) with probability P")
-    parser.add_argument("--neck-copies", type=int, default=0, metavar="N",
+    parser.add_argument("--neck-copies", type=count0, default=0, metavar="N",
                         help="--stage levels: N copies of each training image with a synthetic neck above T1 join the "
                              "training set (the identification network then sees C7 and C6 without ribs; default 0)")
     parser.add_argument("--trainer", choices=("auto", "generic", "vertebra"), default="auto",
