@@ -71,9 +71,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--neck", type=float, default=0.0, metavar="P",
                         help="coronal-spine first stage: give a training film a synthetic neck above T1 (cervical "
                              "vertebrae without ribs, built from the film's own T1) with probability P")
-    parser.add_argument("--trainer", choices=("auto", "generic", "vertebra"), default="auto",
+    parser.add_argument("--trainer", choices=("auto", "generic", "levels", "vertebra"), default="auto",
                         help="auto (default): the AASCE layout trains the coronal vertebra network, a dataset-format "
-                             "folder the generic landmark model; generic/vertebra force one")
+                             "folder the generic per-landmark model; generic: one heatmap per landmark; levels: the "
+                             "level-sequence family (one shared level-centre map, part offsets, landmarks off the film "
+                             "reported as not found; docs/training.md); vertebra forces the coronal network")
     g = parser.add_argument_group("generic landmark trainer (dataset-format folders)")
     g.add_argument("--refine-epochs", type=count0, default=None,
                    help="epochs of the second stage (one ROI per vertebral level; default 30, 0 = none)")
@@ -145,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
             **({"tilt_weight": args.tilt_weight} if args.stage == "refine" else {"framings": args.framings}))
         print(json.dumps(train_stage(scfg, resume=args.resume, progress=not args.no_progress), indent=1))
         return 0
-    if args.trainer == "generic" or (args.trainer == "auto" and not _aasce_layout(args.data)):
+    if args.trainer in ("generic", "levels") or (args.trainer == "auto" and not _aasce_layout(args.data)):
         return _run_generic(args)
     from ..training.trainer import TrainConfig, train
 
@@ -181,6 +183,8 @@ def _run_generic(args: argparse.Namespace) -> int:
                             "time_limit_min": args.time_limit}.items() if v is not None}
     if args.input_size is not None:
         kw["input_shape"] = tuple(args.input_size)
+    if args.trainer == "levels":
+        kw["family"] = "levels"
     cfg = GenericConfig(protocol=args.protocol, data=str(args.data), out=str(args.out), epochs=args.epochs, lr=args.lr,
                         seed=args.seed, threads=args.threads, **kw)
     print(json.dumps(train_generic(cfg, resume=args.resume, progress=not args.no_progress), indent=1))

@@ -197,6 +197,10 @@ def export_run(run: Path, out: Path, *, name: str | None = None, version: str = 
         "validation": {"split": "the run's validation split", "n_images": max(len(split["val"]), 1),
                        "mean_error_px": float("nan"), "command": ""},
     }
+    if cfg.family == "levels":  # the level-sequence family: same folder, its own first-stage head and decoding
+        from .level_family import family_metadata
+
+        family_metadata(md, ids)
     if proto.view == "lateral":
         from .generic import CANONICAL_FACING
 

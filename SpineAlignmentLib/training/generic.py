@@ -86,10 +86,26 @@ class GenericConfig(RunConfig):
     roi_scale_sd: float = 0.1
     refine_net: dict = field(default_factory=lambda: {
         "stem_channels": [16, 32], "channels": [32, 64, 128], "num_res_units": 1, "features": 32})
+    # first-stage design (training.level_family.FAMILIES): "landmarks", one heatmap per landmark; "levels", the
+    # level-sequence family (models.level_family: one shared level-centre map, part offsets, single landmarks)
+    family: str = "landmarks"
 
 
-def build_stage1(cfg: GenericConfig, n_landmarks: int) -> SpineLandmarkNet:
-    return SpineLandmarkNet(in_channels=1, out_channels=n_landmarks, **cfg.net)
+def build_stage1(cfg: GenericConfig, ids) -> SpineLandmarkNet:
+    """First-stage network of ``cfg.family`` for the landmark IDs ``ids``."""
+    if cfg.family == "levels":
+        from .level_family import build_family_net
+
+        return build_family_net(cfg.net, ids)
+    return SpineLandmarkNet(in_channels=1, out_channels=len(ids), **cfg.net)
+
+
+def stage1_loss(cfg: GenericConfig, net, ids):
+    if cfg.family == "levels":
+        from .level_family import family_loss
+
+        return family_loss(net, ids)
+    return DsntLoss(net.stride, cfg.sigma, cfg.coord_weight, cfg.js_weight)
 
 
 def build_stage2(cfg: GenericConfig, n_parts: int) -> SpineLandmarkNet:
@@ -252,8 +268,13 @@ def _load_items(cfg: GenericConfig, out: Path | None):
     return report.items
 
 
-def _predict_stage1(net, films: list[_Film], batch: int = 8) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(points in facing-normalised original pixels, confidence) per film."""
+def _predict_stage1(net, films: list[_Film], batch: int = 8, cfg: GenericConfig | None = None,
+                    ids=None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(points in facing-normalised original pixels, NaN where not found; confidence) per film."""
+    if cfg is not None and cfg.family == "levels":
+        from .level_family import predict_family
+
+        return predict_family(net, films, ids, batch)
     net.eval()
     out = []
     with torch.no_grad():
@@ -362,6 +383,10 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
     ids = proto.landmark_ids
     items = _load_items(cfg, out)
     train_items, val_items = split_items(items, cfg)
+    if cfg.family == "levels":
+        from .level_family import check_family_data
+
+        check_family_data(train_items, ids, cfg.data)
     if cfg.input_shape is None:
         cfg.input_shape = auto_input_shape([tuple(it.image_size) for it in train_items], cfg.input_rows)
     cfg.input_shape = tuple(cfg.input_shape)
@@ -393,13 +418,13 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
     log.info("train %d films, validation %d films, input %s", len(train_films), len(val_films), cfg.input_shape)
 
     # ---- stage 1 ----
-    net = build_stage1(cfg, len(ids))
+    net = build_stage1(cfg, ids)
     opt, start = optimizer_for(net, cfg, state if state is not None and state.get("stage", 1) == 1 else None)
     best = (state or {}).get("best", {"median_error_px": float("inf")})
     if state is not None and state.get("stage", 1) == 2:
         net.load_state_dict(state["stage1"])
         start = cfg.epochs
-    loss_fn = DsntLoss(net.stride, cfg.sigma, cfg.coord_weight, cfg.js_weight)
+    loss_fn = stage1_loss(cfg, net, ids)
     perm = flip_permutation(ids, proto.flip_pairs) if proto.view != "lateral" else None
     t_start = time.time()
     for epoch in range(start, cfg.epochs):
@@ -414,7 +439,7 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
         row = {"stage": 1, "epoch": epoch + 1, "lr": lr, "train_time_s": round(time.time() - t0, 1),
                **{f"train_{k}": v for k, v in means.items()}}
         if val_films and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
-            preds = [_unmirror(f, p) for f, (p, _) in zip(val_films, _predict_stage1(net, val_films))]
+            preds = [_unmirror(f, p) for f, (p, _) in zip(val_films, _predict_stage1(net, val_films, cfg=cfg, ids=ids))]
             m = _error_summary(val_films, preds)
             row.update({f"val_{k}": v for k, v in m.items()})
             if m["median_error_px"] < best.get("median_error_px", float("inf")):
@@ -431,7 +456,7 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
             return {"stopped": "time limit", "stage": 1, "epoch": epoch + 1, "best": best}
     stage1_state = net.state_dict()
     result = {"stage1": best, "input_shape": list(cfg.input_shape)}
-    coarse = [p for p, _ in _predict_stage1(net, val_films)] if val_films else []
+    coarse = [p for p, _ in _predict_stage1(net, val_films, cfg=cfg, ids=ids)] if val_films else []
     final = coarse
 
     # ---- stage 2 ----
