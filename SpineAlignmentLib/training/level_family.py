@@ -55,11 +55,13 @@ def predict_family(net, films, ids: Sequence[str], batch: int = 8) -> list[tuple
 
 
 def check_family_data(items, ids: Sequence[str], data: str) -> None:
-    """Refuse training data on which a level of the protocol is never labelled (one sentence, before any epoch).
+    """Refuse a protocol table that is no level sequence, or training data on which a level of the protocol is
+    never labelled (one sentence each, before any epoch).
 
     Raises:
-        SpineAlignmentError: naming the dataset and the levels no film labels.
+        SpineAlignmentError: naming the table's landmark, or the dataset and the levels no film labels.
     """
+    level_layout(ids)  # a table that is no level sequence is named here, before any film is cached
     never = never_labelled([it.landmarks for it in items], ids)
     if never:
         raise SpineAlignmentError(

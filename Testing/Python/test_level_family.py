@@ -192,3 +192,26 @@ def test_tiny_family_run_beats_the_mean_shape_and_round_trips_by_name(tmp_path, 
     truth = val[0].landmarks
     errs = [np.hypot(v["x"] - truth[k][0], v["y"] - truth[k][1]) for k, v in result["landmarks"].items() if k in truth]
     assert len(errs) >= len(truth) // 2 and np.median(errs) < 0.5 * baseline
+
+
+def test_train_and_dataset_check_name_a_level_never_labelled(tmp_path, capsys):
+    """A dataset where L3 is never labelled: 'dataset check' warns in one sentence, 'train --trainer levels'
+    refuses in one sentence before any epoch (exit 2, no traceback)."""
+    from synthetic_lateral import write_dataset
+
+    from SpineAlignmentLib.cli import main as cli
+
+    data = write_dataset(tmp_path / "data", "lumbar-dynamic", 3, seed=1)
+    for f in data.glob("*.json"):
+        d = json.loads(f.read_text())
+        d["landmarks"] = {k: v for k, v in d["landmarks"].items() if not k.startswith("L3")}
+        f.write_text(json.dumps(d))
+    assert cli(["dataset", "check", str(data), "--protocol", "lumbar-dynamic"]) == 0
+    out = capsys.readouterr().out
+    assert "no usable film labels level L3; a level-sequence model" in out
+    rc = cli(["train", "--protocol", "lumbar-dynamic", "--data", str(data), "--out", str(tmp_path / "run"),
+              "--trainer", "levels", "--no-progress", "--threads", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert "labels level L3, so the level family cannot learn to name it" in err
+    assert not (tmp_path / "run" / "last.pt").exists()  # refused before any epoch
