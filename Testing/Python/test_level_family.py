@@ -215,3 +215,31 @@ def test_train_and_dataset_check_name_a_level_never_labelled(tmp_path, capsys):
     assert rc == 2 and "Traceback" not in err
     assert "labels level L3, so the level family cannot learn to name it" in err
     assert not (tmp_path / "run" / "last.pt").exists()  # refused before any epoch
+
+
+def test_predict_leaves_undetected_levels_out_with_a_warning():
+    """A film showing C5..T9 only: predict_landmarks returns those levels under their own names and OD, leaves
+    every other landmark out (never stretches the names over the protocol) and says so in one warning."""
+    from SpineAlignmentLib.inference.predict import predict_landmarks
+    from SpineAlignmentLib.models.registry import LoadedModel
+
+    lay = level_layout(WHOLE)
+    chain = _chain(lay, list(range(3, 15)), y0=-20.0)
+    od = lay.singles.index(WHOLE.index("OD"))
+    out = _encode(lay, chain, {od: (40.3, 11.8)}, 180, 64)
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return out.expand(x.shape[0], -1, -1, -1)
+
+    md = {"protocol": "sagittal-whole-spine",
+          "network_data_format": {"inputs": {"image": {"intensity": {"low_percentile": 0.5, "high_percentile": 99.5}}}},
+          "decoding": {"method": "level-family", "window": 3, "min_score": 0.3, "low_confidence": 0.3}}
+    model = LoadedModel("fixed", "1.0.0", md, Fixed(), tuple(WHOLE), (360, 128), 2, Path("."))
+    image = np.random.default_rng(0).uniform(0, 1, (360, 128)).astype(np.float32)
+    landmarks, warns = predict_landmarks(image, model)
+    found = {lay.levels[lv] for lv in chain}
+    assert set(landmarks) == {k for k in WHOLE if k == "OD" or k.split("_")[0].rstrip("c") in found}
+    np.testing.assert_allclose([landmarks["T5c"].x, landmarks["T5c"].y], chain[10][lay.parts.index("c")], atol=1e-3)
+    missing = [w for w in warns if "not found on this film" in w]
+    assert len(missing) == 1 and "C2_AI" in missing[0] and "left out" in missing[0]
