@@ -112,10 +112,15 @@ def test_a_synthetic_chain_decodes_exactly_and_absent_landmarks_are_not_found():
 def test_the_chain_keeps_its_own_names_and_is_never_stretched():
     # regressed positions of 4 detected centres, one level missed between the 3rd and the 4th
     assert name_chain([3.2, 4.1, 4.9, 7.2], 10).tolist() == [3, 4, 5, 7]
-    # noisy positions that all say "level 0": still strictly increasing, n names for n centres
+    # every level found: the count names them, whatever the noise of the positions
+    assert name_chain([1.4, 0.9, 3.5, 2.6, 4.9, 4.1], 6).tolist() == [0, 1, 2, 3, 4, 5]
+    # noisy positions that all say "level 0": one name per centre, strictly increasing, from the top
     assert name_chain([0.1, 0.0, 0.2], 24).tolist() == [0, 1, 2]
-    # positions past the end: the chain is pushed back inside the protocol's levels
+    # positions past the protocol's last level: pushed back inside it, never past it
     assert name_chain([5.0, 6.0, 7.0], 6).tolist() == [3, 4, 5]
+    # with a finite cost of leaving a centre unnamed, a double detection of level 1 is left out (-1)
+    assert name_chain([0.1, 1.0, 1.2, 2.1, 3.0], 6, drop_cost=1.5, gap_cost=0.75).tolist() == [0, 1, -1, 2, 3]
+    assert name_chain([], 5).tolist() == []
 
 
 def test_the_loss_is_lowest_at_the_encoding_the_decoder_reads():
