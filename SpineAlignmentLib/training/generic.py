@@ -86,7 +86,7 @@ class GenericConfig(RunConfig):
     roi_scale_sd: float = 0.1
     refine_net: dict = field(default_factory=lambda: {
         "stem_channels": [16, 32], "channels": [32, 64, 128], "num_res_units": 1, "features": 32})
-    # first-stage design (training.level_family.FAMILIES): "landmarks", one heatmap per landmark; "levels", the
+    # first-stage design: "landmarks", one heatmap per landmark; "levels", the
     # level-sequence family (models.level_family: one shared level-centre map, part offsets, single landmarks)
     family: str = "landmarks"
 
@@ -272,17 +272,21 @@ def _predict_stage1(net, films: list[_Film], batch: int = 8, cfg: GenericConfig 
                     ids=None) -> list[tuple[np.ndarray, np.ndarray]]:
     """(points in facing-normalised original pixels, NaN where not found; confidence) per film."""
     if cfg is not None and cfg.family == "levels":
-        from .level_family import predict_family
+        from .level_family import family_decoder
 
-        return predict_family(net, films, ids, batch)
+        decode = family_decoder(net, ids)
+    else:
+        def decode(logits):
+            coords, conf, _ = decode_heatmaps(logits, net.stride)
+            return coords.numpy(), conf.numpy()
     net.eval()
     out = []
     with torch.no_grad():
         for i in range(0, len(films), batch):
             chunk = films[i:i + batch]
             x = torch.from_numpy(np.stack([f.image[None].astype(np.float32) / 255.0 for f in chunk]))
-            coords, conf, _ = decode_heatmaps(net(x), net.stride)
-            for f, c, k in zip(chunk, coords.numpy(), conf.numpy()):
+            coords, conf = decode(net(x))
+            for f, c, k in zip(chunk, coords, conf):
                 out.append((f.geometry.to_original(c), k))
     return out
 

@@ -11,18 +11,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from ..errors import SpineAlignmentError
 from ..models.level_family import HEAT_PRIOR, LevelFamilyLoss, decode_levels, level_layout, never_labelled
 from ..models.network import SpineLandmarkNet
 
-__all__ = ["FAMILIES", "MIN_SCORE", "build_family_net", "family_loss", "predict_family", "check_family_data",
+__all__ = ["MIN_SCORE", "build_family_net", "family_loss", "family_decoder", "check_family_data",
            "family_metadata"]
-
-#: first-stage designs of the generic trainer: one heatmap per landmark, or the level-sequence family
-FAMILIES = ("landmarks", "levels")
 
 
 def build_family_net(net_args: dict, ids: Sequence[str]) -> SpineLandmarkNet:
@@ -39,19 +35,11 @@ def family_loss(net, ids: Sequence[str]) -> LevelFamilyLoss:
     return LevelFamilyLoss(level_layout(ids), net.stride)
 
 
-def predict_family(net, films, ids: Sequence[str], batch: int = 8) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(points in facing-normalised original pixels, NaN where not found; confidence) per cached film."""
+def family_decoder(net, ids: Sequence[str]):
+    """``decode(output) -> (points (B, K, 2) input pixels, NaN where not found; confidence (B, K))`` of the family
+    network ``net`` for these landmark IDs (what the generic trainer's validation decodes with)."""
     layout = level_layout(ids)
-    net.eval()
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(films), batch):
-            chunk = films[i:i + batch]
-            x = torch.from_numpy(np.stack([f.image[None].astype(np.float32) / 255.0 for f in chunk]))
-            coords, conf = decode_levels(net(x), net.stride, layout)
-            for f, c, k in zip(chunk, coords, conf):
-                out.append((f.geometry.to_original(c), k))
-    return out
+    return lambda out: decode_levels(out, net.stride, layout)
 
 
 def check_family_data(items, ids: Sequence[str], data: str) -> None:
