@@ -40,7 +40,7 @@ from ..geometry.levels import SPINE_LEVELS
 from .landmark_roi import _LEVEL, landmark_groups, landmark_parts
 from .vertebra import OFFSET_SCALE, _pixel_index, _splat, focal_loss
 
-__all__ = ["LevelLayout", "level_layout", "never_labelled", "name_chain", "LevelFamilyLoss", "decode_levels", "INDEX_SCALE", "HEAT_PRIOR"]
+__all__ = ["LevelLayout", "level_layout", "is_level_sequence", "never_labelled", "name_chain", "LevelFamilyLoss", "decode_levels", "INDEX_SCALE", "HEAT_PRIOR"]
 
 #: levels per unit of the regressed level position (keeps the target near 1)
 INDEX_SCALE = 8.0
@@ -118,13 +118,21 @@ def level_layout(ids: Sequence[str]) -> LevelLayout:
     return LevelLayout(ids, tuple(n for n, _ in level_groups), tuple(parts), members, tuple(singles))
 
 
+def is_level_sequence(ids: Sequence[str]) -> bool:
+    """Whether the landmark IDs read as a level sequence (:func:`level_layout` accepts them)."""
+    try:
+        level_layout(ids)
+    except SpineAlignmentError:
+        return False
+    return True
+
+
 def never_labelled(labels: Sequence[dict], ids: Sequence[str]) -> list[str]:
     """Levels of the layout of ``ids`` that none of the films' ``labels`` (``{ID: point}`` each) labels at all
     (top to bottom); ``[]`` for a protocol without levels."""
-    try:
-        layout = level_layout(ids)
-    except SpineAlignmentError:
+    if not is_level_sequence(ids):
         return []
+    layout = level_layout(ids)
     return [lv for li, lv in enumerate(layout.levels)
             if not any(layout.ids[k] in lab for lab in labels for k in layout.members[li] if k >= 0)]
 

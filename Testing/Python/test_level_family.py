@@ -220,6 +220,10 @@ def test_train_and_dataset_check_name_a_level_never_labelled(tmp_path, capsys):
     assert rc == 2 and "Traceback" not in err
     assert "labels level L3, so the level family cannot learn to name it" in err
     assert not (tmp_path / "run" / "last.pt").exists()  # refused before any epoch
+    # the default trainer of a dataset-format folder is the family too (its levels name vertebrae)
+    assert cli(["train", "--protocol", "lumbar-dynamic", "--data", str(data), "--out", str(tmp_path / "run2"),
+                "--no-progress", "--threads", "1"]) == 2
+    assert "so the level family cannot learn to name it" in capsys.readouterr().err
 
 
 def test_predict_leaves_undetected_levels_out_with_a_warning():
