@@ -6,7 +6,9 @@ figures are *measured here*, end to end: every validation film of the run's spli
 dataset, passed through :func:`SpineAlignmentLib.pipeline.analyze` with the exported weights, and
 compared with the film's own labels measured by :func:`SpineAlignmentLib.pipeline.measure`
 (:func:`SpineAlignmentLib.evaluation.compare.compare_results`: landmark errors, every parameter's error,
-and for corner sets of T1..L5 the Cobb SMAPE / circular MAE and the levels named right).
+and for corner sets of T1..L5 the Cobb SMAPE / circular MAE and the levels named right). A run of the
+level-sequence family gets the same folder with its own first-stage head and decoding block
+(:func:`SpineAlignmentLib.training.level_family.family_metadata`).
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ coarse-to-fine design):
 1. **whole film** -- :class:`~SpineAlignmentLib.models.network.SpineLandmarkNet` on the letterboxed
    film (input shape from the films' median aspect ratio), one heatmap per landmark, DSNT decoding,
    loss :class:`~SpineAlignmentLib.training.losses.DsntLoss` over the landmarks *present* on each film
-   (a missing landmark is never invented; it just does not count);
+   (a missing landmark is never invented; it just does not count); or, with ``family="levels"``, the
+   level-sequence family's head, loss and decoding (:mod:`SpineAlignmentLib.training.level_family`: one
+   level-centre map, part offsets, absent landmarks learnt as absent) in the same loop;
 2. **one ROI per vertebral level** -- :mod:`SpineAlignmentLib.models.landmark_roi`: patches cut around
    each level's reference landmarks (side 1.6 level sizes) with a simulated first-stage error, one heatmap
    per landmark part.
