@@ -4,7 +4,9 @@ Which trainer runs follows from the protocol table and the data: a protocol whos
 ``segments`` trains a segmentation network (clavicle masks); a folder in the AASCE layout (``images/`` +
 ``labels/*.mat``) trains the specialised coronal vertebra network (the only layout it reads); any other
 folder is a dataset-format folder (docs/dataset-format.md) and trains the generic two-stage landmark
-model of :mod:`SpineAlignmentLib.training.generic`, for every protocol.
+model of :mod:`SpineAlignmentLib.training.generic`, for every protocol: by default its level-sequence first
+stage (:mod:`SpineAlignmentLib.models.level_family`) where the protocol's landmarks name vertebral levels,
+``--trainer generic`` for one heatmap per landmark.
 """
 
 from __future__ import annotations
@@ -74,9 +76,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--neck-copies", type=count0, default=0, metavar="N",
                         help="--stage levels: N copies of each training image with a synthetic neck above T1 join the "
                              "training set (the identification network then sees C7 and C6 without ribs; default 0)")
-    parser.add_argument("--trainer", choices=("auto", "generic", "vertebra"), default="auto",
+    parser.add_argument("--trainer", choices=("auto", "generic", "levels", "vertebra"), default="auto",
                         help="auto (default): the AASCE layout trains the coronal vertebra network, a dataset-format "
-                             "folder the generic landmark model; generic/vertebra force one")
+                             "folder the level-sequence family (levels) when the protocol's landmarks name vertebral "
+                             "levels, else the per-landmark model; levels: one shared level-centre map, part offsets, "
+                             "landmarks off the film reported as not found; generic: one heatmap per landmark (the "
+                             "design before the family; docs/training.md compares them); vertebra forces the coronal "
+                             "network")
     g = parser.add_argument_group("generic landmark trainer (dataset-format folders)")
     g.add_argument("--refine-epochs", type=count0, default=None,
                    help="epochs of the second stage (one ROI per vertebral level; default 30, 0 = none)")
@@ -149,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
                {"framings": args.framings, "neck": args.neck_copies}))
         print(json.dumps(train_stage(scfg, resume=args.resume, progress=shows_progress(args)), indent=1))
         return 0
-    if args.trainer == "generic" or (args.trainer == "auto" and not _aasce_layout(args.data)):
+    if args.trainer in ("generic", "levels") or (args.trainer == "auto" and not _aasce_layout(args.data)):
         return _run_generic(args)
     from ..training.trainer import TrainConfig, train
 
@@ -185,6 +191,14 @@ def _run_generic(args: argparse.Namespace) -> int:
                             "time_limit_min": args.time_limit}.items() if v is not None}
     if args.input_size is not None:
         kw["input_shape"] = tuple(args.input_size)
+    if args.trainer == "auto":
+        # measured better than one heatmap per landmark on synthetic whole-spine films (docs/training.md)
+        from ..models.level_family import is_level_sequence
+        from ..protocols import get_protocol
+
+        kw["family"] = "levels" if is_level_sequence(get_protocol(args.protocol).landmark_ids) else "landmarks"
+    else:
+        kw["family"] = "levels" if args.trainer == "levels" else "landmarks"
     cfg = GenericConfig(protocol=args.protocol, data=str(args.data), out=str(args.out), epochs=args.epochs, lr=args.lr,
                         seed=args.seed, threads=args.threads, **kw)
     print(json.dumps(train_generic(cfg, resume=args.resume, progress=shows_progress(args)), indent=1))

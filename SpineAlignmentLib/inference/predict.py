@@ -65,7 +65,8 @@ def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False, refine: 
 
     Returns:
         ``(points, confidence)``: (K, 2) ``(x, y)`` original pixels and (K,) in [0, 1]
-        (calibrated when the metadata has a ``decoding.calibration`` table).
+        (calibrated when the metadata has a ``decoding.calibration`` table); a landmark the model reports as
+        not found (a level-family model: its level or its own peak not detected) is NaN with confidence 0.
     """
     import torch
 
@@ -99,6 +100,10 @@ def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False, refine: 
         candidates: list = []
         coords, conf = decode_vertebrae(out, model.stride, len(model.landmark_ids) // 4, search=int(dec["window"]),
                                         radius=int(dec.get("refine_radius", 2)), candidates=candidates, **kw)
+    elif dec["method"] == "level-family":
+        from ..models.level_family import decode_levels, level_layout
+
+        coords, conf = decode_levels(out, model.stride, level_layout(model.landmark_ids), min_score=float(dec["min_score"]))
     else:
         c_t, conf_t, _ = decode_heatmaps(out, model.stride, window=int(dec["window"]),
                                          conf_radius=float(dec["confidence_radius"]))
@@ -155,7 +160,7 @@ def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False, refine: 
     if cal:
         # Isotonic map from the raw heatmap score to the observed probability that the corner is
         # within the stated tolerance (fitted on the validation split at export).
-        c = np.interp(c, cal["raw"], cal["calibrated"])
+        c = np.where(np.isfinite(pts).all(axis=1), np.interp(c, cal["raw"], cal["calibrated"]), 0.0)
     if info is not None and dec["method"] == "vertebra-centres" and not mirrored:
         from .chain import ChainState
 
@@ -228,7 +233,8 @@ def predict_landmarks(radiograph_or_array: Any, model, *, flip_tta: bool = False
 
     Returns:
         ``(landmarks, warnings)``: landmark ID -> :class:`~SpineAlignmentLib.result.Landmark`
-        (original pixels, with confidence), and image-level warnings a user can act on.
+        (original pixels, with confidence), and image-level warnings a user can act on. A landmark the model
+        reports as not found is left out, with a warning naming it.
 
     Raises:
         RadiographError: not a 2-D grayscale image.
@@ -251,10 +257,19 @@ def predict_landmarks(radiograph_or_array: Any, model, *, flip_tta: bool = False
     if warns:
         # A blank or tiny image must never look confident, whatever the network says.
         conf = np.minimum(conf, 0.05)
-    ids = model.landmark_ids
+    found = np.isfinite(pts).all(axis=1)
+    ids = [lid for lid, ok in zip(model.landmark_ids, found) if ok]
+    pts, conf = pts[found], conf[found]
     low = float(model.metadata["decoding"]["low_confidence"])
     from ..protocols import get_protocol
 
+    if not found.all():
+        missing = [lid for lid, ok in zip(model.landmark_ids, found) if not ok]
+        warns.append(f"{len(missing)} landmark(s) not found on this film ({', '.join(missing[:8])}"
+                     f"{'...' if len(missing) > 8 else ''}); they are left out, and the values that need them are not "
+                     "computed (place them by hand if they are on the film).")
+    if not len(ids):
+        return {}, warns
     warns += plausibility_warnings(pts, conf, ids, low, get_protocol(model.metadata["protocol"]).film)
     landmarks = {lid: Landmark(float(p[0]), float(p[1]), float(c)) for lid, p, c in zip(ids, pts, conf)}
     return landmarks, warns

@@ -140,7 +140,8 @@ def refine_landmarks(network: torch.nn.Module, image: np.ndarray, points: np.nda
 
     Returns:
         ``(points, mass)``: (K, 2) refined landmarks in original pixels and the heatmap probability mass
-        near each decoded point (K,) in [0, 1].
+        near each decoded point (K,) in [0, 1]; a group whose first-stage points are all NaN (not found)
+        stays NaN with mass 0.
     """
     pts = np.asarray(points, dtype=np.float64)
     side = roi.side(pts, groups)
@@ -148,11 +149,15 @@ def refine_landmarks(network: torch.nn.Module, image: np.ndarray, points: np.nda
     side_r = side * f[0]
     c = _scale_points(pts, f)
     centres = group_centres(c, groups)
-    prob = flat_softmax(network(roi.patches(resized, centres, side_r)))
+    found = np.where(np.isfinite(centres).all(axis=1))[0]  # a group not found in the first stage stays not found
+    out, m = c.copy(), np.zeros(len(c))
+    if not len(found):
+        return _scale_points(out, f, inverse=True), m
+    prob = flat_softmax(network(roi.patches(resized, centres[found], side_r)))
     uv = dsnt(prob, stride).numpy()  # (G, P, 2)
     mass = peak_mass(prob, torch.from_numpy(uv), stride).numpy()  # (G, P)
-    out, m = c.copy(), np.zeros(len(c))
-    for gi, g in enumerate(groups):
-        out[g] = roi.to_image(uv[gi, part_index[g]], centres[gi], side_r)
-        m[g] = mass[gi, part_index[g]]
+    for j, gi in enumerate(found):
+        g = groups[gi]
+        out[g] = roi.to_image(uv[j, part_index[g]], centres[gi], side_r)
+        m[g] = mass[j, part_index[g]]
     return _scale_points(out, f, inverse=True), m

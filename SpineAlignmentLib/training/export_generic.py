@@ -6,7 +6,10 @@ figures are *measured here*, end to end: every validation film of the run's spli
 dataset, passed through :func:`SpineAlignmentLib.pipeline.analyze` with the exported weights, and
 compared with the film's own labels measured by :func:`SpineAlignmentLib.pipeline.measure`
 (:func:`SpineAlignmentLib.evaluation.compare.compare_results`: landmark errors, every parameter's error,
-and for corner sets of T1..L5 the Cobb SMAPE / circular MAE and the levels named right).
+and for corner sets of T1..L5 the Cobb SMAPE / circular MAE and the levels named right). A run of the
+level-sequence family gets the same folder with its own first-stage head and decoding block
+(:func:`SpineAlignmentLib.training.level_family.family_blocks`, through
+:func:`~SpineAlignmentLib.training.generic_model.model_blocks`, as the trainer's validation builds it).
 """
 
 from __future__ import annotations
@@ -123,6 +126,10 @@ def export_run(run: Path, out: Path, *, name: str | None = None, version: str = 
         "validation": {"split": "the run's validation split", "n_images": max(len(split["val"]), 1),
                        "mean_error_px": float("nan"), "command": ""},
     }
+    if cfg.family == "levels":
+        from .level_family import family_description
+
+        md["description"] = family_description(proto.id, ids)
     # Measure the validation split with the exported weights (end to end), then write the final metadata.
     val_names = set(split["val"])
     figs: dict = {}

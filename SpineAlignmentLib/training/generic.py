@@ -13,7 +13,9 @@ coarse-to-fine design):
 1. **whole film** -- :class:`~SpineAlignmentLib.models.network.SpineLandmarkNet` on the letterboxed
    film (input shape from the films' median aspect ratio), one heatmap per landmark, DSNT decoding,
    loss :class:`~SpineAlignmentLib.training.losses.DsntLoss` over the landmarks *present* on each film
-   (a missing landmark is never invented; it just does not count);
+   (a missing landmark is never invented; it just does not count); or, with ``family="levels"``, the
+   level-sequence family's head, loss and decoding (:mod:`SpineAlignmentLib.training.level_family`: one
+   level-centre map, part offsets, absent landmarks learnt as absent) in the same loop;
 2. **one ROI per vertebral level** -- :mod:`SpineAlignmentLib.models.landmark_roi`: patches cut around
    each level's reference landmarks (side 1.6 level sizes) with a simulated first-stage error, one heatmap
    per landmark part.
@@ -93,10 +95,26 @@ class GenericConfig(RunConfig):
     roi_scale_sd: float = 0.1
     refine_net: dict = field(default_factory=lambda: {
         "stem_channels": [16, 32], "channels": [32, 64, 128], "num_res_units": 1, "features": 32})
+    # first-stage design: "landmarks", one heatmap per landmark; "levels", the
+    # level-sequence family (models.level_family: one shared level-centre map, part offsets, single landmarks)
+    family: str = "landmarks"
 
 
-def build_stage1(cfg: GenericConfig, n_landmarks: int) -> SpineLandmarkNet:
-    return SpineLandmarkNet(in_channels=1, out_channels=n_landmarks, **cfg.net)
+def build_stage1(cfg: GenericConfig, ids) -> SpineLandmarkNet:
+    """First-stage network of ``cfg.family`` for the landmark IDs ``ids``."""
+    if cfg.family == "levels":
+        from .level_family import build_family_net
+
+        return build_family_net(cfg.net, ids)
+    return SpineLandmarkNet(in_channels=1, out_channels=len(ids), **cfg.net)
+
+
+def stage1_loss(cfg: GenericConfig, net, ids):
+    if cfg.family == "levels":
+        from .level_family import family_loss
+
+        return family_loss(net, ids)
+    return DsntLoss(net.stride, cfg.sigma, cfg.coord_weight, cfg.js_weight)
 
 
 def build_stage2(cfg: GenericConfig, n_parts: int) -> SpineLandmarkNet:
@@ -323,6 +341,10 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
     ids = proto.landmark_ids
     items = _load_items(cfg, out)
     train_items, val_items = split_items(items, cfg)
+    if cfg.family == "levels":
+        from .level_family import check_family_data
+
+        check_family_data(train_items, ids, cfg.data)
     if cfg.input_shape is None:
         cfg.input_shape = auto_input_shape([tuple(it.image_size) for it in train_items], cfg.input_rows)
     cfg.input_shape = tuple(cfg.input_shape)
@@ -367,13 +389,13 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
     log.info("train %d films, validation %d films, input %s", len(train_films), len(val_items), cfg.input_shape)
 
     # ---- stage 1 ----
-    net = build_stage1(cfg, len(ids))
+    net = build_stage1(cfg, ids)
     opt, start = optimizer_for(net, cfg, state if state is not None and state.get("stage", 1) == 1 else None)
     best = (state or {}).get("best") or {}
     if state is not None and state.get("stage", 1) == 2:
         net.load_state_dict(state["stage1"])
         start = cfg.epochs
-    loss_fn = DsntLoss(net.stride, cfg.sigma, cfg.coord_weight, cfg.js_weight)
+    loss_fn = stage1_loss(cfg, net, ids)
     perm = flip_permutation(ids, proto.flip_pairs) if proto.view != "lateral" else None
     t_start = time.time()
     final = None  # figures of the final model, once measured

@@ -41,7 +41,8 @@ def _num(v):
 
 def model_blocks(cfg, ids, stage1: dict, stage2: dict | None) -> dict:
     """The metadata blocks inference reads (``network``, ``network_data_format``, ``landmarks``, ``decoding``
-    and, with a second stage, ``landmark_refinement``), their ``weights`` naming only the file."""
+    and, with a second stage, ``landmark_refinement``), their ``weights`` naming only the file; a run of the
+    level-sequence family (``cfg.family == "levels"``) gets the family's head and ``level-family`` decoding."""
     from ..models.landmark_roi import landmark_parts
     from ..protocols import get_protocol
 
@@ -67,6 +68,10 @@ def model_blocks(cfg, ids, stage1: dict, stage2: dict | None) -> dict:
         from .generic import CANONICAL_FACING
 
         md["decoding"]["facing"] = {"normalised_to": CANONICAL_FACING, "method": "confidence"}
+    if cfg.family == "levels":  # the level-sequence family: its own head and decoding
+        from .level_family import family_blocks
+
+        family_blocks(md, ids)
     if stage2 is not None:
         parts, part_index, _ = landmark_parts(ids, proto.flip_pairs)
         md["landmark_refinement"] = {

@@ -51,7 +51,7 @@ def main(argv=None) -> int:
         if not args.report_only and not (run / "final_metrics.json").exists():
             n = int(size) if size != "all" else int(args.n_all or 10 ** 6)
             cmd = [sys.executable, "-m", "SpineAlignmentLib.cli", "train", "--protocol", args.protocol, "--data", args.data,
-                   "--out", str(run), "--val-list", args.val_list, "--no-progress",
+                   "--out", str(run), "--val-list", args.val_list, "--no-progress", "--trainer", "generic",
                    "--epochs", str(_epochs(n, args.steps, 8, True)),
                    "--refine-epochs", str(_epochs(n, args.refine_steps, 4, False))]
             if size != "all":

@@ -589,14 +589,16 @@ def lumbar_pair(seed: int | np.random.Generator = 0, *, pose: Pose | None = None
 # ------------------------------------------------------------------ dataset folders
 def write_dataset(folder: str | Path, protocol: str, n: int, seed: int = 0, *, shape: tuple[int, int] | None = None,
                   image_format: str = "png", crop_fraction: float = 0.25, hide_fraction: float = 0.0,
-                  facing: int | None = None) -> Path:
+                  facing: int | None = None, metadata: dict | None = None) -> Path:
     """Write ``n`` films (``n`` flexion/extension pairs for ``lumbar-dynamic``) as a dataset folder.
 
     Written by the project's own writer (:func:`SpineAlignmentLib.io.dataset.write_labelled_image`): per film
     ``<stem>.png`` (pixels only) or ``<stem>.nrrd`` (``image_format="nrrd"``: the spacing in the header and in
     the label file, calibration ``manual:synthetic``) and ``<stem>.json``; ``patients.csv`` and, for lumbar
     pairs, ``pairs.csv``. A fraction of the films is cropped (``crop_fraction``) or has C7/T1 under a shoulder
-    shadow (``hide_fraction``; whole-spine and cervical).
+    shadow (``hide_fraction``; whole-spine and cervical). ``metadata``, when given, receives each film's
+    generator metadata by file stem (the exact parameter values, the absent landmarks: what a measurement
+    compares with).
     """
     from SpineAlignmentLib.io.dataset import write_labelled_image
 
@@ -611,6 +613,8 @@ def write_dataset(folder: str | Path, protocol: str, n: int, seed: int = 0, *, s
         write_labelled_image(folder, image, lms, protocol, name=stem, spacing_mm=spacing,
                              calibration=CALIBRATION if spacing else None, patient=patient,
                              pair=patient if role else None, role=role)
+        if metadata is not None:
+            metadata[stem] = meta
 
     for i in range(n):
         crop = CROPS[protocol][0] if rng.uniform() < crop_fraction else None

@@ -361,6 +361,15 @@ def read_dataset(folder: str | os.PathLike, protocol: str, *, check_images: bool
                 findings.append(Finding(p, "warning", "orphan_labels",
                                         f"{p}: no image {_label_stem(p.name)}.* beside it (nor one named by its "
                                         "'image' field); add the image or remove the file."))
+    if items:
+        from ...models.level_family import never_labelled
+
+        never = never_labelled([it.landmarks for it in items], proto.landmark_ids)
+        if never:
+            findings.append(Finding(root, "warning", "level_never_labelled",
+                                    f"{root}: no usable film labels level{'s' if len(never) > 1 else ''} "
+                                    f"{', '.join(never)}; a level-sequence model (spine-align train --trainer levels) "
+                                    "cannot learn to name it, so label it on some films."))
     summary = _summary(proto, images, items, findings, pairs, rows)
     return DatasetReport(protocol, root, items, findings, summary, rows)
 

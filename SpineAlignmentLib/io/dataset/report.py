@@ -62,7 +62,8 @@ class Finding:
         severity: ``"error"`` (the image is not usable) or ``"warning"``.
         check: machine name of the check (``unknown_ids``, ``duplicate_ids``, ``outside_image``,
             ``level_order``, ``facing``, ``spacing``, ``wrong_protocol``, ``missing_landmarks``,
-            ``no_labels``, ``orphan_labels``, ``unreadable_image``, ``unreadable_labels``, ...).
+            ``no_labels``, ``orphan_labels``, ``unreadable_image``, ``unreadable_labels``,
+            ``level_never_labelled``, ...).
         message: one sentence naming the file and what to do.
     """
 

@@ -1,0 +1,259 @@
+"""The level-sequence landmark family (models/level_family.py, training/level_family.py): layout read from the
+protocol table, hand-worked target/decoding geometry, absent landmarks, bad input, and a tiny train -> export ->
+analyze-by-name round trip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from SpineAlignmentLib.errors import SpineAlignmentError
+from SpineAlignmentLib.models.level_family import (INDEX_SCALE, LevelFamilyLoss, decode_levels, level_layout,
+                                                   name_chain, never_labelled)
+from SpineAlignmentLib.models.vertebra import OFFSET_SCALE
+from SpineAlignmentLib.protocols import get_protocol
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+WHOLE = get_protocol("sagittal-whole-spine").landmark_ids
+
+
+def test_layout_from_the_whole_spine_table():
+    lay = level_layout(WHOLE)
+    assert lay.levels[0] == "C2" and lay.levels[-1] == "S1" and len(lay.levels) == 24
+    assert [lay.ids[k] for k in lay.singles] == ["OD", "FH_1", "FH_2"]
+
+    def parts_of(level):
+        row = lay.members[lay.levels.index(level)]
+        return sorted(lay.parts[p] for p in range(len(lay.parts)) if row[p] >= 0)
+
+    assert parts_of("C2") == ["AI", "PI", "c"]  # fewer parts than T5
+    assert parts_of("T5") == ["AI", "AS", "PI", "PS", "c"]
+    assert parts_of("S1") == ["AS", "PS"]
+    assert lay.n_channels == 2 + 2 * 5 + 3 * 3
+    coronal = level_layout(get_protocol("coronal-spine").landmark_ids)
+    assert coronal.levels == tuple([f"T{i}" for i in range(1, 13)] + [f"L{i}" for i in range(1, 6)])
+    assert coronal.parts == ("TL", "TR", "BL", "BR") and coronal.singles == ()
+
+
+def test_a_table_that_is_no_level_sequence_is_one_sentence():
+    with pytest.raises(SpineAlignmentError, match=r"L6_AS names level L6, which is not a spine level"):
+        level_layout(["L5_AS", "L6_AS"])
+    with pytest.raises(SpineAlignmentError, match="name no vertebral level"):
+        level_layout(["OD", "FH_1"])
+
+
+def _encode(lay, levels_xy: dict[int, np.ndarray], singles: dict[int, tuple[float, float]], h: int, w: int,
+            stride: int = 2) -> torch.Tensor:
+    """Network output that a perfect first stage gives: centre peaks at the level centres' pixels, the exact
+    level positions and part offsets there, single-landmark peaks with their offsets."""
+    out = torch.full((1, lay.n_channels, h, w), -10.0)
+    off = (stride - 1) / 2.0
+    for lv, pts in levels_xy.items():  # pts (P, 2), NaN for parts the level does not have
+        centre = np.nanmean(pts, axis=0)
+        ix, iy = int(round((centre[0] - off) / stride)), int(round((centre[1] - off) / stride))
+        out[0, 0, iy, ix] = 5.0
+        for jy in (iy - 1, iy, iy + 1):  # the loss supervises the 3x3 pixels around the centre
+            for jx in (ix - 1, ix, ix + 1):
+                out[0, 1, jy, jx] = lv / INDEX_SCALE
+                pix = np.array([jx * stride + off, jy * stride + off])
+                for p in range(len(lay.parts)):
+                    if np.isfinite(pts[p]).all():
+                        out[0, 2 + 2 * p:4 + 2 * p, jy, jx] = torch.tensor((pts[p] - pix) / OFFSET_SCALE)
+    for j, (x, y) in singles.items():
+        ch = lay.single_channel(j)
+        ix, iy = int(round((x - off) / stride)), int(round((y - off) / stride))
+        out[0, ch, iy, ix] = 5.0
+        out[0, ch + 1:ch + 3, iy, ix] = torch.tensor((np.array([x, y]) - [ix * stride + off, iy * stride + off]) / OFFSET_SCALE)
+    return out
+
+
+def _chain(lay, levels, x0=60.0, y0=20.0, step=14.0):
+    """Corner-ish points of the given levels (a vertical chain): each part at a fixed offset from the centre."""
+    shifts = {"AS": (6, -4), "PS": (-6, -4), "AI": (6, 4), "PI": (-6, 4), "c": (0, 0)}
+    out = {}
+    for lv in levels:
+        c = np.array([x0 + 0.3 * lv, y0 + step * lv])
+        row = lay.members[lv]
+        pts = np.full((len(lay.parts), 2), np.nan)
+        for p, name in enumerate(lay.parts):
+            if row[p] >= 0:
+                pts[p] = c + shifts[name] + 0.37  # off the pixel grid: decoding must be exact, not snapped
+        out[lv] = pts
+    return out
+
+
+def test_a_synthetic_chain_decodes_exactly_and_absent_landmarks_are_not_found():
+    lay = level_layout(WHOLE)
+    h, w = 180, 64  # 360 x 128 input pixels
+    present = list(range(3, 15))  # C5..T9: a chain shorter than the protocol's (the film's top and bottom cut)
+    chain = _chain(lay, present, y0=-20.0)
+    od = lay.singles.index(WHOLE.index("OD"))
+    out = _encode(lay, chain, {od: (40.3, 11.8)}, h, w)
+    info: list = []
+    pts, conf = decode_levels(out, 2, lay, info=info)
+    assert info[0]["levels"] == [lay.levels[lv] for lv in present]
+    for lv, p in chain.items():
+        for part in range(len(lay.parts)):
+            k = lay.members[lv, part]
+            if k >= 0:
+                np.testing.assert_allclose(pts[0, k], p[part], atol=1e-4)
+                assert conf[0, k] > 0.99
+    np.testing.assert_allclose(pts[0, WHOLE.index("OD")], (40.3, 11.8), atol=1e-4)
+    # levels above C5 and below T9, and both femoral heads, are not on this "film": not found, never invented
+    for lid in ("C2_AI", "C2c", "C4c", "T10c", "L5c", "S1_AS", "FH_1", "FH_2"):
+        assert np.isnan(pts[0, WHOLE.index(lid)]).all() and conf[0, WHOLE.index(lid)] == 0.0
+
+
+def test_the_chain_keeps_its_own_names_and_is_never_stretched():
+    # regressed positions of 4 detected centres, one level missed between the 3rd and the 4th
+    assert name_chain([3.2, 4.1, 4.9, 7.2], 10).tolist() == [3, 4, 5, 7]
+    # every level found: the count names them, whatever the noise of the positions
+    assert name_chain([1.4, 0.9, 3.5, 2.6, 4.9, 4.1], 6).tolist() == [0, 1, 2, 3, 4, 5]
+    # noisy positions that all say "level 0": one name per centre, strictly increasing, from the top
+    assert name_chain([0.1, 0.0, 0.2], 24).tolist() == [0, 1, 2]
+    # positions past the protocol's last level: pushed back inside it, never past it
+    assert name_chain([5.0, 6.0, 7.0], 6).tolist() == [3, 4, 5]
+    # with a finite cost of leaving a centre unnamed, a double detection of level 1 is left out (-1)
+    assert name_chain([0.1, 1.0, 1.2, 2.1, 3.0], 6, drop_cost=1.5, gap_cost=0.75).tolist() == [0, 1, -1, 2, 3]
+    assert name_chain([], 5).tolist() == []
+
+
+def test_the_loss_is_lowest_at_the_encoding_the_decoder_reads():
+    lay = level_layout(WHOLE)
+    h, w = 180, 64
+    chain = _chain(lay, list(range(0, 10)))
+    pts = np.full((1, len(WHOLE), 2), np.nan, dtype=np.float32)
+    for lv, p in chain.items():
+        for part in range(len(lay.parts)):
+            if lay.members[lv, part] >= 0:
+                pts[0, lay.members[lv, part]] = p[part]
+    valid = torch.from_numpy(np.isfinite(pts).all(-1))
+    loss = LevelFamilyLoss(lay, stride=2)
+    good = _encode(lay, chain, {}, h, w)
+    bad = good.clone()
+    bad[:, 2:2 + 2 * len(lay.parts)] += 0.5  # every part offset 8 px off
+    l_good, parts_good = loss(good, torch.from_numpy(pts), valid)
+    l_bad, parts_bad = loss(bad, torch.from_numpy(pts), valid)
+    assert parts_good["err_px"] < 1e-3 and parts_bad["err_px"] > 5.0
+    assert parts_good["offset"] < 1e-6 and parts_good["index"] < 1e-6 and parts_bad["offset"] > 0.4
+    assert float(l_good) < float(l_bad)
+
+
+def test_a_level_never_labelled_is_named_before_training():
+    from SpineAlignmentLib.training.level_family import check_family_data
+
+    ids = get_protocol("lumbar-dynamic").landmark_ids
+    films = [{k: (1.0, 2.0) for k in ids if not k.startswith("L3")} for _ in range(3)]
+    assert never_labelled(films, ids) == ["L3"]
+
+    class Item:
+        def __init__(self, lm):
+            self.landmarks = lm
+
+    with pytest.raises(SpineAlignmentError, match=r"No film of DATA labels level L3, so the level family cannot"):
+        check_family_data([Item(f) for f in films], ids, "DATA")
+    check_family_data([Item({k: (1.0, 2.0) for k in ids})], ids, "DATA")  # every level labelled: no error
+
+
+FAST = dict(input_shape=None, input_rows=128, epochs=40, refine_epochs=4, batch_size=8, roi_size=32,
+            lr=3e-3, warmup_epochs=1, threads=1, val_fraction=0.25, family="levels",
+            net={"stem_channels": [8, 16], "channels": [16, 32, 64], "num_res_units": 1, "features": 32},
+            refine_net={"stem_channels": [8, 16], "channels": [16, 32], "num_res_units": 1, "features": 16})
+
+
+def test_tiny_family_run_beats_the_mean_shape_and_round_trips_by_name(tmp_path, monkeypatch):
+    from synthetic_lateral import write_dataset
+    from test_generic_loop import _mean_shape_errors
+
+    from SpineAlignmentLib.cli import main as cli
+    from SpineAlignmentLib.io.dataset import read_dataset
+    from SpineAlignmentLib.training.generic import GenericConfig, split_items, train_generic
+
+    protocol = "lumbar-dynamic"
+    data = write_dataset(tmp_path / "data", protocol, 16, seed=1)  # 32 films
+    cfg = GenericConfig(protocol=protocol, data=str(data), out=str(tmp_path / "run"), seed=0, **FAST)
+    res = train_generic(cfg, progress=False)
+    train, val = split_items(read_dataset(data, protocol).items, cfg)
+    baseline = float(np.median(_mean_shape_errors(protocol, train, val)))
+    assert res["final"]["median_error_px"] < 0.5 * baseline, (res["final"], baseline)
+
+    models = tmp_path / "models"
+    monkeypatch.setenv("SPINEALIGN_MODELS", str(models))
+    assert cli(["export", "--run", str(tmp_path / "run"), "--out", str(models / "my-levels")]) == 0
+    md = json.loads((models / "my-levels" / "metadata.json").read_text())
+    assert md["decoding"]["method"] == "level-family" and md["network"]["args"]["out_channels"] == level_layout(
+        get_protocol(protocol).landmark_ids).n_channels
+    assert "landmark_refinement" in md
+    # train's validation builds and decodes the family model as the export does: the same figures, to the bit
+    last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert md["validation"]["median_error_px"] == last["val_median_error_px"] == res["final"]["median_error_px"]
+    assert md["validation"]["n_points"] == last["val_n_points"] > 0
+    assert md["description"].startswith("Level-sequence landmark model for protocol lumbar-dynamic")
+    film = Path(val[0].image)
+    out = tmp_path / "out"
+    assert cli(["analyze", str(film), "--protocol", protocol, "--model", "my-levels", "--out", str(out)]) == 0
+    result = json.loads((out / f"{film.stem}.json").read_text())
+    assert result["model"]["name"] == "my-levels"
+    truth = val[0].landmarks
+    errs = [np.hypot(v["x"] - truth[k][0], v["y"] - truth[k][1]) for k, v in result["landmarks"].items() if k in truth]
+    assert len(errs) >= len(truth) // 2 and np.median(errs) < 0.5 * baseline
+
+
+def test_train_and_dataset_check_name_a_level_never_labelled(tmp_path, capsys):
+    """A dataset where L3 is never labelled: 'dataset check' warns in one sentence, 'train --trainer levels'
+    refuses in one sentence before any epoch (exit 2, no traceback)."""
+    from synthetic_lateral import write_dataset
+
+    from SpineAlignmentLib.cli import main as cli
+
+    data = write_dataset(tmp_path / "data", "lumbar-dynamic", 3, seed=1)
+    for f in data.glob("*.json"):
+        d = json.loads(f.read_text())
+        d["landmarks"] = {k: v for k, v in d["landmarks"].items() if not k.startswith("L3")}
+        f.write_text(json.dumps(d))
+    assert cli(["dataset", "check", str(data), "--protocol", "lumbar-dynamic"]) == 0
+    out = capsys.readouterr().out
+    assert "no usable film labels level L3; a level-sequence model" in out
+    rc = cli(["train", "--protocol", "lumbar-dynamic", "--data", str(data), "--out", str(tmp_path / "run"),
+              "--trainer", "levels", "--no-progress", "--threads", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert "labels level L3, so the level family cannot learn to name it" in err
+    assert not (tmp_path / "run" / "last.pt").exists()  # refused before any epoch
+    # the default trainer of a dataset-format folder is the family too (its levels name vertebrae)
+    assert cli(["train", "--protocol", "lumbar-dynamic", "--data", str(data), "--out", str(tmp_path / "run2"),
+                "--no-progress", "--threads", "1"]) == 2
+    assert "so the level family cannot learn to name it" in capsys.readouterr().err
+
+
+def test_predict_leaves_undetected_levels_out_with_a_warning():
+    """A film showing C5..T9 only: predict_landmarks returns those levels under their own names and OD, leaves
+    every other landmark out (never stretches the names over the protocol) and says so in one warning."""
+    from SpineAlignmentLib.inference.predict import predict_landmarks
+    from SpineAlignmentLib.models.registry import LoadedModel
+
+    lay = level_layout(WHOLE)
+    chain = _chain(lay, list(range(3, 15)), y0=-20.0)
+    od = lay.singles.index(WHOLE.index("OD"))
+    out = _encode(lay, chain, {od: (40.3, 11.8)}, 180, 64)
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return out.expand(x.shape[0], -1, -1, -1)
+
+    md = {"protocol": "sagittal-whole-spine",
+          "network_data_format": {"inputs": {"image": {"intensity": {"low_percentile": 0.5, "high_percentile": 99.5}}}},
+          "decoding": {"method": "level-family", "window": 3, "min_score": 0.3, "low_confidence": 0.3}}
+    model = LoadedModel("fixed", "1.0.0", md, Fixed(), tuple(WHOLE), (360, 128), 2, Path("."))
+    image = np.random.default_rng(0).uniform(0, 1, (360, 128)).astype(np.float32)
+    landmarks, warns = predict_landmarks(image, model)
+    found = {lay.levels[lv] for lv in chain}
+    assert set(landmarks) == {k for k in WHOLE if k == "OD" or k.split("_")[0].rstrip("c") in found}
+    np.testing.assert_allclose([landmarks["T5c"].x, landmarks["T5c"].y], chain[10][lay.parts.index("c")], atol=1e-3)
+    missing = [w for w in warns if "not found on this film" in w]
+    assert len(missing) == 1 and "C2_AI" in missing[0] and "left out" in missing[0]
