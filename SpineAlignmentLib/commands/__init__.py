@@ -6,6 +6,8 @@ import argparse
 import logging
 import math
 
+from ..progress import add_progress_option, shows_progress  # noqa: F401 (the commands import them from here)
+
 
 def _number(text: str) -> float:
     try:
@@ -135,13 +137,3 @@ def add_image_options(parser: argparse.ArgumentParser) -> None:
                         help="segmentation models (coronal-shoulder): also write <name>.seg.nrrd, the label map on the "
                              "input's pixel grid (0 background, then the protocol's segments; loads in Slicer as a "
                              "segmentation)")
-
-
-def add_progress_option(parser: argparse.ArgumentParser) -> None:
-    """``--no-progress`` of the commands that draw a progress bar on stderr (``-q`` silences it too)."""
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr (-q: none either)")
-
-
-def shows_progress(args: argparse.Namespace) -> bool:
-    """Whether a command draws its progress bar: not with ``-q`` (spine-align's own option) or ``--no-progress``."""
-    return not (getattr(args, "quiet", False) or getattr(args, "no_progress", False))

@@ -26,6 +26,7 @@ import numpy as np
 from ..errors import SpineAlignmentError
 from ..evaluation.levels import level_shift
 from .card import write_readme  # noqa: F401 (re-exported: scripts call export.write_readme)
+from .weights import save_weights
 
 log = logging.getLogger(__name__)
 
@@ -149,22 +150,6 @@ def evaluate_end_to_end(model, data_dir: Path, names: list[str], points: dict, r
     return m
 
 
-def stored_weights(model_state: dict, fp16: bool) -> dict:
-    """The state dict as a model folder stores it: floating tensors in fp16 when ``fp16``."""
-    return {k: (v.half() if fp16 and v.is_floating_point() else v) for k, v in model_state.items()}
-
-
-def _save_weights(model_state: dict, wpath: Path, fp16: bool) -> dict:
-    """Save a state dict (:func:`stored_weights`); the metadata ``weights`` entry."""
-    import torch
-
-    from ..models.registry import sha256_file
-
-    torch.save(stored_weights(model_state, fp16), wpath)
-    return {"file": wpath.name, "sha256": sha256_file(wpath), "dtype": "float16" if fp16 else "float32",
-            "size_bytes": wpath.stat().st_size}
-
-
 def _refinement_from_model(folder: Path, out: Path) -> dict:
     """The second stage of an exported model folder, unchanged: its weights file copied into ``out`` (checked
     against its SHA-256) and its metadata ``refinement`` entry (a new first stage with the shipped second stage)."""
@@ -201,7 +186,7 @@ def _identification_entry(levels_run: Path, checkpoint: str, out: Path, fp16: bo
         "network": {"class": "SpineAlignmentLib.models.levels.LevelClassifier",
                     "args": {"size": int(cfg["patch_size"]), **cfg["net"]}, "stride": 2 ** len(cfg["net"]["channels"]),
                     "parameters": int(sum(v.numel() for v in ck["model"].values()))},
-        "weights": _save_weights(ck["model"], out / "levels.pt", fp16),
+        "weights": save_weights(ck["model"], out / "levels.pt", fp16),
         "roi": {"size": int(cfg["patch_size"]), "extent": float(cfg["extent"])},
         "classes": list(LEVEL_CLASSES),
         "decoding": {"anchor_weight": float(cfg["anchor_weight"]), "extra": int(cfg["extra"]),
@@ -233,7 +218,7 @@ def _refinement_entry(refiner_run: Path, checkpoint: str, out: Path, fp16: bool,
 
     ck = load_checkpoint(refiner_run / checkpoint)
     cfg = ck["config"]
-    weights = _save_weights(ck["model"], out / "refine.pt", fp16)
+    weights = save_weights(ck["model"], out / "refine.pt", fp16)
     epochs_run = len((refiner_run / "metrics.jsonl").read_text().splitlines())
     return {
         "network": {"class": "SpineAlignmentLib.models.network.SpineLandmarkNet",
@@ -320,7 +305,7 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
     changelog = old_md.get("changelog", {})
     changelog[version] = change or changelog.get(version) or (
         "First release: trained from scratch on the AASCE 2019 training split (patient-held-out validation).")
-    weights = _save_weights(ck["model"], out / "model.pt", fp16)
+    weights = save_weights(ck["model"], out / "model.pt", fp16)
     ids = list(ck.get("landmark_ids") or protocol_landmark_ids(cfg["protocol"]))
     rep = cfg.get("representation", "landmark")
     n_out = int(ck["model"]["head.bias"].shape[0])
@@ -533,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr (no progress bar)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar over the films measured")
     a = p.parse_args(argv)
-    from ..commands import shows_progress
+    from ..progress import shows_progress
 
     progress = shows_progress(a)
     import torch

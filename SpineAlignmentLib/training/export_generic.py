@@ -62,7 +62,7 @@ def export_run(run: Path, out: Path, *, name: str | None = None, version: str = 
 
     from ..models.registry import load_model, validate_metadata
     from ..protocols import get_protocol
-    from .export import _save_weights
+    from .weights import save_weights
     from .generic import GenericConfig, _load_items
 
     run, out = Path(run), Path(out)
@@ -94,9 +94,9 @@ def export_run(run: Path, out: Path, *, name: str | None = None, version: str = 
     split = json.loads((run / "split.json").read_text())
     rows, cols = (int(v) for v in cfg.input_shape)
     blocks = model_blocks(cfg, ids, stage1, stage2)
-    blocks["weights"] = _save_weights(stage1, out / "model.pt", fp16)
+    blocks["weights"] = save_weights(stage1, out / "model.pt", fp16)
     if stage2 is not None:
-        blocks["landmark_refinement"]["weights"] = _save_weights(stage2, out / "refine.pt", fp16)
+        blocks["landmark_refinement"]["weights"] = save_weights(stage2, out / "refine.pt", fp16)
     md = {
         "schema": "spinealignment.model-metadata/1",
         "name": name,

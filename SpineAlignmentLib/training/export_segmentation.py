@@ -110,7 +110,7 @@ def export_segmentation(run_dir: Path, data_dir: Path, out: Path, *, name: str, 
 
     from ..models.registry import LoadedModel, _load_network, load_model, sha256_file, validate_metadata
     from ..protocols import get_protocol
-    from .export import stored_weights
+    from .weights import stored_weights
     from .segmentation import SegConfig, build_seg_network
 
     state = load_checkpoint(run_dir / checkpoint)

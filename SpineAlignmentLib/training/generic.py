@@ -58,7 +58,7 @@ from ..protocols import get_protocol
 from .losses import DsntLoss
 from .refiner import augment_intensity
 from .checkpoint import save_checkpoint
-from .generic_model import LANDMARK_FIGURES, evaluate_films, run_model
+from .generic_model import CANONICAL_FACING, LANDMARK_FIGURES, evaluate_films, run_model
 from .trainer import LandmarkDataset, RunConfig, open_run, optimizer_for, train_epoch
 from .transforms import build_train_transforms
 
@@ -67,8 +67,6 @@ __all__ = ["GenericConfig", "train_generic", "build_stage1", "build_stage2", "mi
 
 log = logging.getLogger(__name__)
 
-#: facing every lateral film is normalised to (definitions.md: the anterior direction on the image)
-CANONICAL_FACING = "image-right"
 
 
 @dataclass

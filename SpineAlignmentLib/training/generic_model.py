@@ -6,7 +6,7 @@ model the same way: :func:`evaluate_films` passes each labelled film through
 :func:`SpineAlignmentLib.pipeline.analyze` (facing chosen by the network's confidence on lateral views, as
 for a new film; no flip TTA, the model's default) and pools the landmark errors of all films. The model
 is assembled from the same metadata blocks (:func:`model_blocks`) and the weights as the model folder stores
-them (float16, :func:`~SpineAlignmentLib.training.export.stored_weights`) -- by :func:`run_model` in memory
+them (float16, :func:`~SpineAlignmentLib.training.weights.stored_weights`) -- by :func:`run_model` in memory
 during training, by :func:`~SpineAlignmentLib.models.registry.load_model` from the exported folder -- so the
 last validation row of a run's ``metrics.jsonl`` holds the landmark figures the export writes in the card.
 """
@@ -19,7 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CORRECT_FRACTION", "model_blocks", "run_model", "evaluate_films", "LANDMARK_FIGURES"]
+__all__ = ["CANONICAL_FACING", "CORRECT_FRACTION", "model_blocks", "run_model", "evaluate_films", "LANDMARK_FIGURES"]
+
+#: facing every lateral film is normalised to (definitions.md: the anterior direction on the image)
+CANONICAL_FACING = "image-right"
 
 #: a landmark counts as found when its error is at most this fraction of the film's landmark span
 #: (about half a vertebral body on a whole-spine film); the confidence is calibrated to that probability
@@ -65,8 +68,6 @@ def model_blocks(cfg, ids, stage1: dict, stage2: dict | None) -> dict:
                      "flip_tta_default": False},
     }
     if proto.view == "lateral":
-        from .generic import CANONICAL_FACING
-
         md["decoding"]["facing"] = {"normalised_to": CANONICAL_FACING, "method": "confidence"}
     if cfg.family == "levels":  # the level-sequence family: its own head and decoding
         from .level_family import family_blocks
@@ -89,7 +90,7 @@ def run_model(cfg, ids, stage1: dict, stage2: dict | None = None, *, fp16: bool 
     """The model a training run's weights make, in memory, exactly as its exported folder loads
     (weights stored as the export stores them, widened back by the registry's own loader)."""
     from ..models.registry import assemble_model, network_from_state
-    from .export import stored_weights
+    from .weights import stored_weights
 
     md = {"name": Path(cfg.out).name, "version": "training", "protocol": cfg.protocol, **model_blocks(cfg, ids, stage1, stage2)}
     states = {"model.pt": stored_weights(stage1, fp16), "refine.pt": stored_weights(stage2, fp16) if stage2 else None}

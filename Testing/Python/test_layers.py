@@ -20,7 +20,7 @@ LIB = "SpineAlignmentLib"
 #: Keep in step with the table in docs/architecture.md.
 FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("core", ("SpineAlignmentLib", "SpineAlignmentLib.errors", "SpineAlignmentLib.safefiles",
-              "SpineAlignmentLib.environment")),
+              "SpineAlignmentLib.environment", "SpineAlignmentLib.progress")),
     ("protocols", ("SpineAlignmentLib.protocols",)),
     ("geometry", ("SpineAlignmentLib.geometry",)),
     ("imaging", ("SpineAlignmentLib.imaging",)),
