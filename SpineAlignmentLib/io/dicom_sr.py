@@ -175,6 +175,8 @@ _COPIED_DATES = ("StudyDate", "PatientBirthDate", "SeriesDate", "ContentDate")
 _COPIED_TIMES = ("StudyTime", "SeriesTime", "ContentTime")
 _COPIED_NAMES = ("PatientName", "ReferringPhysicianName")
 _REFERENCED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID")
+#: the UIDs a report must copy or reference (the frame of reference is optional for a projection radiograph)
+_REQUIRED_UIDS = _REFERENCED_UIDS[:4]
 
 
 def source_problem(ds: Dataset) -> str | None:
@@ -194,6 +196,8 @@ def source_problem(ds: Dataset) -> str | None:
             return f"its Specific Character Set {str(cs)[:40]!r} is not a DICOM character set"
     for kw in _REFERENCED_UIDS:
         value = ds.get(kw)
+        if not value and kw in _REQUIRED_UIDS:
+            return f"it has no {kw}, which a report must reference"
         if value and not UID(str(value)).is_valid:
             return f"its {kw} {str(value)[:64]!r} is not a valid DICOM UID"
     sop_class = str(ds.get("SOPClassUID") or "")

@@ -100,6 +100,8 @@ def test_a_pair_of_one_film_is_refused_for_every_caller():
     ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.481.5"}, "is not a DICOM image storage class"),
     ({"PatientName": "A\\B\\C"}, "PatientName holds 3 names"),
     ({"SOPInstanceUID": "not a uid!"}, "SOPInstanceUID 'not a uid!' is not a valid DICOM UID"),
+    ({"StudyInstanceUID": ""}, "it has no StudyInstanceUID, which a report must reference"),
+    ({"SeriesInstanceUID": None}, "it has no SeriesInstanceUID, which a report must reference"),
     ({}, None),
 ])
 def test_dicom_sources_a_report_cannot_carry_are_named(tmp_path, tags, words):
