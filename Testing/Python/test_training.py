@@ -389,8 +389,8 @@ def test_export_of_a_two_stage_run_measures_its_pass_selection(tmp_path):
     assert v["end_vertebrae"]["n_curves"] >= 0
     lv = md["levels"]
     n_train = md["training"]["split"]["n_train"]
-    assert lv["fitted_on"].startswith(f"{n_train} training-split images as they are and 3 re-framed copies")
-    assert lv["training"]["n_images"] == 4 * n_train and 0.0 <= lv["warn_below"] <= 1.0
+    assert lv["fitted_on"].startswith(f"{n_train} training-split images as they are, 3 re-framed copies")
+    assert lv["training"]["n_images"] == 5 * n_train and 0.0 <= lv["warn_below"] <= 1.0  # as is, 3 re-framed, 1 neck
     assert lv["validation"]["original"]["n_images"] == v["n_images"]
     assert lv["validation"]["reframed"]["n_images"] == 3 * v["n_images"]
     assert set(lv["validation"]["partial"]) == {"thoracic-only", "lumbar-only"}
