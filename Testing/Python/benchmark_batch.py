@@ -7,7 +7,7 @@ Usage::
         [--model coronal-spine-landmarks] [--protocol coronal-spine]
 
 For ``--n`` films taken evenly from ``--images`` (default: the AASCE training films in
-``/work/shared/datasets/aasce-train/images``; they are read where they are, never copied), after start-up
+``../shared/datasets/aasce-train/images`` beside the repository; they are read where they are, never copied), after start-up
 (imports, model load and one warm-up film, timed separately) it measures per film:
 
 - **network**: the model's own landmark detection (``inference.predict``: preprocessing, both network
@@ -32,7 +32,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-DEFAULT_IMAGES = Path("/work/shared/datasets/aasce-train/images")
+DEFAULT_IMAGES = REPO.parent / "shared" / "datasets" / "aasce-train" / "images"  # ../shared/datasets beside the repository
 
 
 def main(argv=None) -> int:

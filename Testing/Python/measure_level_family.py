@@ -13,7 +13,7 @@ each exported model through :func:`SpineAlignmentLib.pipeline.analyze`. Reported
 * MAE of the chosen parameters against the generator's exact values, over the films where both exist, and on
   how many films the parameter was reported.
 
-    python Testing/Python/measure_level_family.py --out /tmp/lf --protocol sagittal-whole-spine \\
+    python Testing/Python/measure_level_family.py --out runs/lf --protocol sagittal-whole-spine \\
         --train 120 --test 30 --epochs 20 --refine-epochs 5 --threads 1
 
 Figures go to ``OUT/figures.json`` (docs/training.md quotes them).
