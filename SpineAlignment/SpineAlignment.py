@@ -232,7 +232,20 @@ class SpineAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.parameterTableView.connect("selectionChanged()", self.onTableSelectionChanged)
         self.ui.parameterTableView.setSelectionBehavior(qt.QAbstractItemView.SelectRows)
         self.ui.parameterTableView.setSelectionMode(qt.QAbstractItemView.SingleSelection)
-        self.setupLevelAnchor()
+        # level anchor: "T1 is here" and "Levels up/down" re-name the model's chain (no network re-run)
+        row = qt.QHBoxLayout()
+        self.levelT1Button = qt.QPushButton("T1 is here")
+        self.levelT1Button.toolTip = "Then click the vertebra that is T1: the 17 vertebrae are named again from it."
+        self.levelUpButton = qt.QPushButton("Levels \u2191")
+        self.levelUpButton.toolTip = "Every name moves one vertebra up (the chain was named one level too low: its T1 is T2)."
+        self.levelDownButton = qt.QPushButton("Levels \u2193")
+        self.levelDownButton.toolTip = "Every name moves one vertebra down (the chain was named one level too high: its T1 is C7)."
+        for button in (self.levelT1Button, self.levelUpButton, self.levelDownButton):
+            row.addWidget(button)
+        self.ui.resultsCollapsibleButton.layout().addLayout(row)
+        self.levelT1Button.connect("clicked(bool)", self.onLevelT1)
+        self.levelUpButton.connect("clicked(bool)", lambda: self.onLevelShift(1))
+        self.levelDownButton.connect("clicked(bool)", lambda: self.onLevelShift(-1))
 
         self.initializeParameterNode()
         self.onProtocolChanged()
@@ -461,22 +474,6 @@ class SpineAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updatePlacementButtons()
 
     # ---- level anchor: "T1 is here" and "Levels up/down" (SpineAlignmentLib.slicerio.level_anchor) ----------
-    def setupLevelAnchor(self) -> None:
-        """Three buttons under the results that re-name the model's vertebra chain (no network re-run)."""
-        row = qt.QHBoxLayout()
-        self.levelT1Button = qt.QPushButton("T1 is here")
-        self.levelT1Button.toolTip = "Then click the vertebra that is T1: the 17 vertebrae are named again from it."
-        self.levelUpButton = qt.QPushButton("Levels \u2191")
-        self.levelUpButton.toolTip = "Every name moves one vertebra up (the chain was named one level too low: its T1 is T2)."
-        self.levelDownButton = qt.QPushButton("Levels \u2193")
-        self.levelDownButton.toolTip = "Every name moves one vertebra down (the chain was named one level too high: its T1 is C7)."
-        for button in (self.levelT1Button, self.levelUpButton, self.levelDownButton):
-            row.addWidget(button)
-        self.ui.resultsCollapsibleButton.layout().addLayout(row)
-        self.levelT1Button.connect("clicked(bool)", self.onLevelT1)
-        self.levelUpButton.connect("clicked(bool)", lambda: self.onLevelShift(1))
-        self.levelDownButton.connect("clicked(bool)", lambda: self.onLevelShift(-1))
-
     def onLevelShift(self, shift) -> None:
         if self.analysis is not None:
             with slicer.util.tryWithErrorDisplay("Could not name the vertebrae again.", waitCursor=True):
