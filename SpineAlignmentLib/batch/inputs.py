@@ -46,7 +46,7 @@ def collect_inputs(inputs: Iterable[str | Path], *, include_extensionless: bool 
             is_dir = stat.S_ISDIR(os.stat(p).st_mode)
         except FileNotFoundError:
             if not os.path.lexists(p):
-                raise SpineAlignmentError(f"{p}: no such file or folder; check the batch input path.") from None
+                raise SpineAlignmentError(f"{p}: no such file or folder; check the input path.") from None
             is_dir = False  # a broken link: its reader says so
         except OSError:
             is_dir = False  # a link loop or an unreadable path: its reader says so, as this image's failure
