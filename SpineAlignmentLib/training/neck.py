@@ -36,7 +36,7 @@ from scipy import ndimage
 
 from .framing import WholeChainTransform
 
-__all__ = ["add_neck", "neck_margin", "RandNeckd", "TRAIN_MARGIN", "VALIDATION_MARGIN"]
+__all__ = ["add_neck", "RandNeckd", "TRAIN_MARGIN", "VALIDATION_MARGIN"]
 
 #: top margin (T1-T2 spacings above T1's top endplate) drawn for training films
 TRAIN_MARGIN = (0.8, 3.0)
@@ -49,11 +49,6 @@ LEVEL_SHRINK = 0.9
 def _smoothstep(t: np.ndarray) -> np.ndarray:
     t = np.clip(t, 0.0, 1.0)
     return t * t * (3 - 2 * t)
-
-
-def neck_margin(image_rows_above_t1: float, spacing: float) -> float:
-    """How many T1-T2 spacings of film lie above T1's top endplate (the framing the issue measures)."""
-    return float(image_rows_above_t1) / max(float(spacing), 1e-6)
 
 
 def add_neck(image: np.ndarray, points: np.ndarray, margin: float, rng: np.random.Generator,
@@ -86,10 +81,8 @@ def add_neck(image: np.ndarray, points: np.ndarray, margin: float, rng: np.rando
     cut = int(np.floor(t1_top - 0.4 * disc))  # rows above this are replaced (from inside the C7-T1 disc)
     new_top = t1_top - margin * spacing  # in old rows; may be < 0 (rows added) or > 0 (rows removed)
     add = int(round(max(cut - new_top, 1.0)))  # synthetic rows on top of the kept film
-    keep = a[max(cut, 0):]
-    if cut < 0:  # the film's edge is already below the cut: nothing of it lies above
-        keep = a
-        cut = 0
+    cut = max(cut, 0)  # below 0: the film's edge is already below the cut, nothing of it lies above
+    keep = a[cut:]
     out_h = add + keep.shape[0]
     off = add - cut  # new row = old row + off
     # ---- the neck: background, soft tissue column, vertebrae; in new-film pixels
@@ -119,15 +112,12 @@ def add_neck(image: np.ndarray, points: np.ndarray, margin: float, rng: np.rando
     gy, gx = np.mgrid[0:max(int(ph), 2), 0:max(int(pw), 2)].astype(np.float64)
     src = (top_mid - 0.5 * disc * fy)[:, None, None] + fx[:, None, None] * (gx - pw / 2) + fy[:, None, None] * gy
     patch = ndimage.map_coordinates(a, [src[1], src[0]], order=1, mode="nearest")
-    body_level = float(np.median(patch[int(0.5 * disc / max(ph, 1) * patch.shape[0]) + 1:
-                                       int((0.5 * disc + t1_height) / max(ph, 1) * patch.shape[0]) - 1]))
     disc_rows = np.r_[patch[: max(int(0.4 * disc), 1)], patch[-max(int(0.4 * disc), 1):]]
-    patch_bg = float(np.median(disc_rows)) if disc_rows.size else body_level
+    patch_bg = float(np.median(disc_rows))  # the discs above and below T1: the level a copied body stands on
     narrow = rng.uniform(0.70, 0.85)
     centre = origin.copy()
     level_h, level_w, gap = t1_height, t1_width * narrow, disc
     vert = np.zeros((add, w))
-    weight = np.zeros((add, w))
     for k in range(8):
         level_h, level_w, gap = level_h * LEVEL_SHRINK, level_w * (LEVEL_SHRINK if k else 1.0), gap * LEVEL_SHRINK
         bottom = centre + up * gap  # the bottom endplate of this level
@@ -146,7 +136,6 @@ def add_neck(image: np.ndarray, points: np.ndarray, margin: float, rng: np.rando
             _smoothstep((0.5 * level_h + 0.25 * gap - np.abs(v)) / max(0.12 * level_h, 1.0))
         sample = ndimage.map_coordinates(patch, [pv, pu], order=1, mode="nearest")
         vert += inside * (sample - patch_bg)
-        weight = np.maximum(weight, inside)
         centre = mid - np.array([bend * (t_mid / spacing) ** 2 * t1_width, 0.0]) + up * level_h / 2
     neck = neck + vert * rng.uniform(0.8, 1.1)
     if noise_sd > 0:
@@ -162,9 +151,10 @@ def add_neck(image: np.ndarray, points: np.ndarray, margin: float, rng: np.rando
         spine_band = _smoothstep((0.75 * t1_width - np.abs(xs - origin[0])) / max(0.2 * t1_width, 1.0))[None, :]
         mix = (1.0 - spine_band) * t
         out[add - fade:add] = out[add - fade:add] * (1 - mix) + keep[:1] * mix
-    film = out.astype(np.asarray(image).dtype) if np.issubdtype(np.asarray(image).dtype, np.floating) else \
-        np.clip(np.round(out), np.iinfo(np.asarray(image).dtype).min, np.iinfo(np.asarray(image).dtype).max).astype(
-            np.asarray(image).dtype)
+    dtype = np.asarray(image).dtype
+    if not np.issubdtype(dtype, np.floating):
+        out = np.clip(np.round(out), np.iinfo(dtype).min, np.iinfo(dtype).max)
+    film = out.astype(dtype)
     moved = np.asarray(points, dtype=np.float64).copy()
     moved[:, 1] += off
     return film, moved
