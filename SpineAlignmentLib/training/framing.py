@@ -92,14 +92,13 @@ class WholeChainTransform(RandomizableTransform, MapTransform):
 
     def chain(self, data) -> tuple[dict, np.ndarray | None]:
         """``(copy of data, (K, 2) corners)`` when this call transforms, ``(copy of data, None)`` when it does not
-        (not drawn, or a corner already unknown or off the film: leave such a film as it is)."""
+        (not drawn, or a corner already unknown: leave such a film as it is)."""
         d = dict(data)
         self.randomize(None)
         if not self._do_transform:
             return d, None
         pts = np.asarray(d[self.points_key], dtype=np.float64)
-        h, w = np.asarray(d[self.keys[0]]).shape[-2:]
-        if not np.isfinite(pts).all() or (pts < 0).any() or (pts[:, 0] > w - 1).any() or (pts[:, 1] > h - 1).any():
+        if not np.isfinite(pts).all() or (pts < 0).any():
             return d, None
         return d, pts
 

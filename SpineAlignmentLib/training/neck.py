@@ -178,6 +178,8 @@ class RandNeckd(WholeChainTransform):
         key = self.keys[0]
         img = np.asarray(d[key], dtype=np.float32)
         h, w = img.shape[-2:]
+        if (pts[:, 0] > w - 1).any() or (pts[:, 1] > h - 1).any():
+            return d  # a corner off the input: nothing to build a neck from
         # content columns/rows of the letterbox (padding is exactly 0)
         rows = np.flatnonzero(img[0].max(axis=1) > 0)
         cols = np.flatnonzero(img[0].max(axis=0) > 0)
