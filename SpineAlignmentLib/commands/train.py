@@ -76,6 +76,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--neck-copies", type=count0, default=0, metavar="N",
                         help="--stage levels: N copies of each training image with a synthetic neck above T1 join the "
                              "training set (the identification network then sees C7 and C6 without ribs; default 0)")
+    parser.add_argument("--crop", type=probability, default=None, metavar="P",
+                        help="generic and level-family trainers: show a training film cropped to part of its labelled "
+                             "span (30-80 %% of it, zoomed to fill the input) with probability P, so that a film framed on "
+                             "part of the spine is named by its anatomy, not by where it starts (default 0)")
     parser.add_argument("--trainer", choices=("auto", "generic", "levels", "vertebra"), default="auto",
                         help="auto (default): the AASCE layout trains the coronal vertebra network, a dataset-format "
                              "folder the level-sequence family (levels) when the protocol's landmarks name vertebral "
@@ -188,7 +192,7 @@ def _run_generic(args: argparse.Namespace) -> int:
     kw = {k: v for k, v in {"batch_size": args.batch_size, "val_fraction": args.val_fraction, "warmup_epochs": args.warmup,
                             "refine_epochs": args.refine_epochs, "val_list": args.val_list,
                             "train_images": args.train_images, "val_every": args.val_every,
-                            "time_limit_min": args.time_limit}.items() if v is not None}
+                            "time_limit_min": args.time_limit, "crop": args.crop}.items() if v is not None}
     if args.input_size is not None:
         kw["input_shape"] = tuple(args.input_size)
     if args.trainer == "auto":

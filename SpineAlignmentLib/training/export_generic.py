@@ -34,11 +34,21 @@ log = logging.getLogger(__name__)
 CALIBRATION_FILMS = 60
 
 
-def _calibration(figs: dict) -> dict:
-    """Isotonic map raw heatmap mass -> P(landmark within CORRECT_FRACTION of the span), from training films."""
+def _calibration(figs: dict, run: Path) -> dict:
+    """Isotonic map raw heatmap mass -> P(landmark within CORRECT_FRACTION of the span), from training films.
+
+    Raises:
+        SpineAlignmentError: the model finds no landmark on the calibration films (nothing to calibrate, and
+            nothing worth exporting).
+    """
     from .export import fit_calibration
 
     raw, err, tol = (np.asarray(figs[k], dtype=float) for k in ("_confidence", "_errors", "_tolerance"))
+    if raw.size == 0:
+        raise SpineAlignmentError(
+            f"The model of run {run} finds no landmark on the {figs['n_images']} training films its confidence is "
+            "calibrated on, so there is nothing worth exporting; train it longer (--epochs, then train --resume) "
+            "or on more films.")
     xs, ys = fit_calibration(raw, err <= tol)
     return {"raw": xs, "calibrated": ys,
             "definition": f"isotonic fit on {figs['n_images']} training films of P(landmark error <= "
@@ -142,7 +152,7 @@ def export_run(run: Path, out: Path, *, name: str | None = None, version: str = 
         random.Random(cfg.seed).shuffle(cal_items)
         cal = evaluate_films(load_model(name, folder=out), cal_items[:CALIBRATION_FILMS], proto.id, parameters=False,
                              progress=progress, what="calibration films")
-        md["decoding"]["calibration"] = _calibration(cal)
+        md["decoding"]["calibration"] = _calibration(cal, run)
         md["decoding"]["low_confidence"] = 0.5  # calibrated: below it a landmark is more likely wrong than right
         (out / "metadata.json").write_text(json.dumps(md, indent=1))
         model = load_model(name, folder=out)

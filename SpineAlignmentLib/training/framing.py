@@ -27,7 +27,7 @@ from .warp import apply_to_points, warp_image
 from ..geometry.levels import CERVICAL_SPACING, SACRUM_LEVELS, level_rows
 
 __all__ = ["CERVICAL_SPACING", "SACRUM_LEVELS", "OUTSIDE", "level_rows", "reframe", "random_framing", "complete_framing",
-           "framing_matrix", "WholeChainTransform", "RandFramingd"]
+           "framing_matrix", "WholeChainTransform", "RandFramingd", "span_window", "RandSpanCropd"]
 
 
 def reframe(pixels: np.ndarray, points: np.ndarray, top: float, bottom: float) -> tuple[np.ndarray, np.ndarray]:
@@ -123,6 +123,66 @@ class RandFramingd(WholeChainTransform):
             d[key] = warp_image(np.asarray(d[key], dtype=np.float32), m)
         q = apply_to_points(m, pts)
         out = (q[:, 0] < 0) | (q[:, 0] > w - 1) | (q[:, 1] < 0) | (q[:, 1] > h - 1)
+        q[out] = OUTSIDE
+        d[self.points_key] = q.astype(np.float32)
+        return d
+
+
+def span_window(points: np.ndarray, rng, fraction: tuple[float, float] = (0.3, 0.8)) -> tuple[float, float, float] | None:
+    """``(top, bottom, centre column)`` of a window showing part of the labelled span: its height a random
+    ``fraction`` of the rows the labelled points span, placed anywhere along them (so it may keep the top or the
+    bottom of the chain, or neither), centred on the points it keeps. None with fewer than 4 labelled points.
+    Any protocol: it needs no level names, only the labelled points (``NaN`` rows: not labelled)."""
+    p = np.asarray(points, dtype=np.float64)
+    ok = np.isfinite(p).all(axis=1) & (p > OUTSIDE / 2).all(axis=1)
+    if ok.sum() < 4:
+        return None
+    y = p[ok, 1]
+    lo, hi = float(y.min()), float(y.max())
+    span = max(hi - lo, 1.0)
+    height = float(rng.uniform(*fraction)) * span
+    top = float(rng.uniform(lo - 0.05 * span, hi - height + 0.05 * span))
+    bottom = top + height
+    kept = ok & (p[:, 1] >= top) & (p[:, 1] <= bottom)
+    cx = float(p[kept, 0].mean()) if kept.any() else float(p[ok, 0].mean())
+    return top, bottom, cx
+
+
+class RandSpanCropd(RandomizableTransform, MapTransform):
+    """With probability ``prob``, show only part of the spine: the letterboxed film (network-input pixels) is
+    cropped to a :func:`span_window` and zoomed to fill the input (the aspect is kept, centred on the kept
+    points; content beyond the film is 0, the letterbox padding value), as a film framed on part of the
+    spine would be letterboxed. The landmarks that leave the input move to :data:`OUTSIDE`, so the validity
+    mask (and the level family's "absent" target) follows and no later affine brings them back.
+
+    Any protocol (``spine-align train --crop P``): real films of one protocol are framed differently (a
+    whole-spine film cut at T10, a cervical film without C7), and a first stage that only saw complete chains
+    learns "the topmost vertebra is the first level" instead of the anatomy.
+    """
+
+    def __init__(self, keys, points_key: str = "points", prob: float = 0.3,
+                 fraction: tuple[float, float] = (0.3, 0.8)) -> None:
+        MapTransform.__init__(self, keys)
+        RandomizableTransform.__init__(self, prob)
+        self.points_key, self.fraction = points_key, fraction
+
+    def __call__(self, data):
+        d = dict(data)
+        self.randomize(None)
+        if not self._do_transform:
+            return d
+        pts = np.asarray(d[self.points_key], dtype=np.float64)
+        win = span_window(pts, self.R, self.fraction)
+        if win is None:
+            return d
+        top, bottom, cx = win
+        h, w = np.asarray(d[self.keys[0]]).shape[-2:]
+        s = (h - 1) / max(bottom - top, 1e-6)
+        m = np.array([[s, 0.0, (w - 1) / 2.0 - s * cx], [0.0, s, -s * top], [0.0, 0.0, 1.0]])
+        for key in self.key_iterator(d):
+            d[key] = warp_image(np.asarray(d[key], dtype=np.float32), m)
+        q = apply_to_points(m, pts)
+        out = ~np.isfinite(q).all(axis=1) | (q[:, 0] < 0) | (q[:, 0] > w - 1) | (q[:, 1] < 0) | (q[:, 1] > h - 1)
         q[out] = OUTSIDE
         d[self.points_key] = q.astype(np.float32)
         return d

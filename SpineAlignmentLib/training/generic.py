@@ -96,6 +96,8 @@ class GenericConfig(RunConfig):
     # first-stage design: "landmarks", one heatmap per landmark; "levels", the
     # level-sequence family (models.level_family: one shared level-centre map, part offsets, single landmarks)
     family: str = "landmarks"
+    # probability that a training film shows only part of its labelled span (training.framing.RandSpanCropd)
+    crop: float = 0.0
 
 
 def build_stage1(cfg: GenericConfig, ids) -> SpineLandmarkNet:
@@ -400,7 +402,7 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
         net.train()
-        tf = build_train_transforms(perm, seed=cfg.seed * 1000 + epoch)  # perm None: lateral, never mirrored
+        tf = build_train_transforms(perm, seed=cfg.seed * 1000 + epoch, crop=cfg.crop)  # perm None: lateral, never mirrored
         g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         loader = torch.utils.data.DataLoader(LandmarkDataset(train_films, tf), batch_size=cfg.batch_size, shuffle=True,
                                              generator=g, num_workers=0, drop_last=len(train_films) > cfg.batch_size)

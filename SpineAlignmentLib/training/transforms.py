@@ -109,19 +109,23 @@ class RandAffineKeypointsd(RandomizableTransform, MapTransform):
         return d
 
 
-def build_train_transforms(flip_perm: Sequence[int], seed: int = 0, reframe: float = 0.0, neck: float = 0.0) -> Compose:
+def build_train_transforms(flip_perm: Sequence[int], seed: int = 0, reframe: float = 0.0, neck: float = 0.0,
+                           crop: float = 0.0) -> Compose:
     """The training augmentation: geometry with keypoints, then intensity (image only).
 
     ``reframe`` > 0 (coronal T1..L5 films): with this probability the film is first re-framed
     (:class:`~SpineAlignmentLib.training.framing.RandFramingd`: its top and bottom move along the spine).
     ``neck`` > 0 (coronal T1..L5 films): with this probability the film first gets a synthetic neck above T1
     (:class:`~SpineAlignmentLib.training.neck.RandNeckd`: cervical vertebrae without ribs in soft tissue).
+    ``crop`` > 0 (any protocol): with this probability the film shows only part of its labelled span
+    (:class:`~SpineAlignmentLib.training.framing.RandSpanCropd`).
     """
-    from .framing import RandFramingd
+    from .framing import RandFramingd, RandSpanCropd
     from .neck import RandNeckd
 
     framing = [RandNeckd(keys="image", points_key="points", prob=neck)] if neck > 0 else []
     framing += [RandFramingd(keys="image", points_key="points", prob=reframe)] if reframe > 0 else []
+    framing += [RandSpanCropd(keys="image", points_key="points", prob=crop)] if crop > 0 else []
     t = Compose([
         *framing,
         RandAffineKeypointsd(keys="image", points_key="points", flip_permutation=flip_perm),

@@ -1,14 +1,19 @@
-"""Learning curve of the generic landmark trainer: how many annotated films a protocol needs.
+"""Learning curve of the own-data landmark trainer: how many annotated films a protocol needs.
 
-Trains the generic two-stage model (``spine-align train``) on N training films for each N, with the same
-number of optimisation steps for every N (so a small set is not also a short training), exports each run
+Trains the two-stage model (``spine-align train --trainer levels``, the level-sequence family, or
+``--trainer generic``, one heatmap per landmark) on N training films for each N, with the same number of
+optimisation steps for every N (so a small set is not also a short training), exports each run
 (``spine-align export``, which measures the validation split end to end), and writes a table and a plot.
+Sizes listed in ``--seeded-sizes`` are trained once per ``--seeds`` value (another draw of the training
+patients and of the augmentation); the others with the first seed.
 
     python Testing/Python/learning_curve.py --data DATASET --protocol coronal-spine --val-list VAL.txt \\
-        --runs runs/lc --sizes 25 50 100 200 all --steps 1800 --refine-steps 450 --out docs/
+        --runs runs/lc --sizes 25 50 100 200 all --steps 1800 --refine-steps 450 --seeds 0 1 \\
+        --seeded-sizes 25 50 --out docs/learning-curve-levels.json
 
-``--report-only`` collects finished runs without training. The figures printed and written are measured
-on the validation films named in ``--val-list`` (never trained on).
+``--report-only`` collects finished runs without training; ``--run-all RUN`` takes an existing full-data run
+as the ``all`` point (its own epochs are reported). The figures printed and written are measured on the
+validation films named in ``--val-list`` (never trained on).
 """
 
 from __future__ import annotations
@@ -41,37 +46,51 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=1800, help="stage-1 optimisation steps per run (batch 8)")
     ap.add_argument("--refine-steps", type=int, default=450, help="stage-2 steps per run (4 films per step)")
     ap.add_argument("--n-all", type=int, default=None, help="training films of the full split (to plan 'all')")
+    ap.add_argument("--trainer", choices=("levels", "generic"), default="levels",
+                    help="stage-1 design (default: the level-sequence family, train's default)")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds of the sizes in --seeded-sizes")
+    ap.add_argument("--seeded-sizes", nargs="*", default=[], help="sizes trained once per seed")
+    ap.add_argument("--run-all", default=None, help="an existing full-data run folder to report as 'all'")
+    ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--report-only", action="store_true")
-    ap.add_argument("--out", default=None, help="write learning-curve.json here (the plot goes to Resources/Screenshots/learning-curve.png)")
+    ap.add_argument("--out", default=None, help="write the rows to this JSON file; the plot goes beside it as the "
+                                                "same name with .png, in Resources/Screenshots/")
     args = ap.parse_args(argv)
     runs, models = Path(args.runs), Path(args.models or Path(args.runs) / "models")
     rows = []
-    for size in args.sizes:
-        run = runs / f"n{size}"
+    todo = [(size, seed) for size in args.sizes for seed in (args.seeds if size in args.seeded_sizes else args.seeds[:1])]
+    for size, seed in todo:
+        tag = f"n{size}" + (f"-s{seed}" if seed else "")
+        run = Path(args.run_all) if size == "all" and args.run_all else runs / tag
         if not args.report_only and not (run / "final_metrics.json").exists():
             n = int(size) if size != "all" else int(args.n_all or 10 ** 6)
+            epochs = _epochs(n, args.steps, 8, True)
             cmd = [sys.executable, "-m", "SpineAlignmentLib.cli", "train", "--protocol", args.protocol, "--data", args.data,
-                   "--out", str(run), "--val-list", args.val_list, "--no-progress", "--trainer", "generic",
-                   "--epochs", str(_epochs(n, args.steps, 8, True)),
+                   "--out", str(run), "--val-list", args.val_list, "--no-progress", "--trainer", args.trainer,
+                   "--epochs", str(epochs), "--val-every", str(epochs), "--seed", str(seed),
                    "--refine-epochs", str(_epochs(n, args.refine_steps, 4, False))]
+            if args.threads:
+                cmd += ["--threads", str(args.threads)]
             if size != "all":
                 cmd += ["--train-images", size]
+            if (run / "last.pt").exists():
+                cmd += ["--resume"]
             subprocess.run(cmd, check=True)
-        model = models / f"lc-n{size}"
+        model = models / f"lc-{tag}"
         if not (model / "metadata.json").exists():
             subprocess.run([sys.executable, "-m", "SpineAlignmentLib.cli", "export", "--run", str(run), "--out", str(model),
                             "--data", args.data], check=True)
         md = json.loads((model / "metadata.json").read_text())
         v = md["validation"]
         rec = md["training"]["recipe"]
-        rows.append({"size": size, "n_train": _n_train(run), "epochs": rec["epochs"], "refine_epochs": rec["refine_epochs"],
+        rows.append({"size": size, "seed": seed, "trainer": args.trainer, "n_train": _n_train(run), "epochs": rec["epochs"], "refine_epochs": rec["refine_epochs"],
                      **{k: v.get(k) for k in ("n_images", "median_error_px", "mean_error_px", "smape_pct", "cmae_deg",
                                               "named_right_pct", "aasce_images_complete", "seconds_per_image")}})
         print(json.dumps(rows[-1]))
     if args.out:
         out = Path(args.out)
-        (out / "learning-curve.json").write_text(json.dumps(rows, indent=1))
-        _plot(rows, Path(__file__).resolve().parents[2] / "Resources" / "Screenshots" / "learning-curve.png")
+        out.write_text(json.dumps(rows, indent=1))
+        _plot(rows, Path(__file__).resolve().parents[2] / "Resources" / "Screenshots" / out.with_suffix(".png").name)
     return 0
 
 
@@ -81,15 +100,21 @@ def _plot(rows, path: Path) -> None:
 
     fig = Figure(figsize=(8, 3.2), dpi=110)
     FigureCanvasAgg(fig)
-    n = [r["n_train"] for r in rows]
+    sizes = list(dict.fromkeys(r["size"] for r in rows))
+    by = {sz: [r for r in rows if r["size"] == sz] for sz in sizes}
+    n = [sum(r["n_train"] for r in by[sz]) / len(by[sz]) for sz in sizes]
     for i, (key, label) in enumerate((("median_error_px", "median landmark error (px)"), ("smape_pct", "SMAPE, AASCE triple (%)"),
                                       ("named_right_pct", "all 17 levels named right (%)"))):
         ax = fig.add_subplot(1, 3, i + 1)
-        ax.plot(n, [r.get(key) if r.get(key) is not None else float("nan") for r in rows], "o-")
+        vals = [[r.get(key) for r in by[sz] if r.get(key) is not None] for sz in sizes]
+        ax.plot(n, [sum(v) / len(v) if v else float("nan") for v in vals], "o-")
+        for x, v in zip(n, vals):
+            if len(v) > 1:  # each seed of a seeded size
+                ax.plot([x] * len(v), v, "x", color="grey")
         ax.set_xscale("log")
         ax.minorticks_off()
         ax.set_xticks(n)
-        ax.set_xticklabels([str(x) for x in n], fontsize=7)
+        ax.set_xticklabels([str(round(x)) for x in n], fontsize=7)
         ax.set_xlabel("training films")
         ax.set_title(label, fontsize=9)
         ax.grid(alpha=0.3)

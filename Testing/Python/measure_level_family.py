@@ -32,8 +32,43 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-PARAMETERS = {"sagittal-whole-spine": ("PI", "PT", "SS", "LL"), "cervical-lateral": ("C2C7", "cSVA"),
+PARAMETERS = {"sagittal-whole-spine": ("PI", "PT", "SS", "LL"), "cervical-lateral": ("C2C7", "cSVA", "C0C2", "T1S"),
               "lumbar-dynamic": ("SA_L4L5", "SA_L5S1")}
+#: pair parameters of lumbar-dynamic compared per flexion/extension pair (the generator's ``pair_expected``)
+PAIR_PARAMETERS = ("IROM", "dST", "dST_pct")
+
+
+def _truth_value(it, protocol: str, name: str, expected: dict):
+    """The generator's exact value of a parameter, or (when the generator does not state it, e.g. cSVA) the
+    parameter measured on the film's true landmarks: the measurement is exact (tests), so the only error left
+    is the landmarks'. In px on films without a spacing, like the prediction."""
+    if name in expected:
+        return float(expected[name])
+    from SpineAlignmentLib.pipeline import measure
+
+    res = measure(dict(it.landmarks), protocol, image_size=tuple(it.image_size),
+                  patient_orientation=it.patient_orientation)
+    got = res.parameters.get(name)
+    return float(got.value) if got is not None and got.value is not None else None
+
+
+def level_naming(layout, truth: dict, pred: dict) -> tuple[bool, int]:
+    """Whether every level the model reports is the level it is on (the nearest labelled level centre to the
+    reported centre has its name), and how many reported levels are not."""
+    true_c, pred_c = {}, {}
+    for li, lv in enumerate(layout.levels):
+        ks = [layout.ids[k] for k in layout.members[li] if k >= 0]
+        t = [truth[k] for k in ks if k in truth]
+        q = [pred[k] for k in ks if k in pred]
+        if t:
+            true_c[lv] = np.mean(t, axis=0)
+        if q:
+            pred_c[lv] = np.mean(q, axis=0)
+    if not true_c:
+        return not pred_c, len(pred_c)
+    names, centres = list(true_c), np.array(list(true_c.values()))
+    wrong = sum(1 for lv, c in pred_c.items() if names[int(np.argmin(np.linalg.norm(centres - c, axis=1)))] != lv)
+    return wrong == 0, wrong
 
 
 def _mean_shape(protocol, train_items):
@@ -57,13 +92,25 @@ def measure_model(model_name: str, protocol: str, test_items, meta: dict, mean: 
     from SpineAlignmentLib.protocols import get_protocol
     from SpineAlignmentLib.training.generic import mirrors_for_facing
 
+    from SpineAlignmentLib.models.level_family import level_layout
+
     proto = get_protocol(protocol)
+    layout = level_layout(proto.landmark_ids)
     errs, base, missed, off_found, off_total, per_param = [], [], 0, 0, 0, {p: [] for p in PARAMETERS[protocol]}
-    worst = []
+    worst, named, named_cropped, level_warned, sa, none_reported = [], [], [], [], {}, 0
     for it in test_items:
         stem = Path(it.image).stem
         rg = read_radiograph(it.image)
         res = analyze(rg, protocol, model=model_name)
+        pred_xy = {k: (lm.x, lm.y) for k, lm in res.landmarks.items()}
+        ok, _ = level_naming(layout, it.landmarks, pred_xy)
+        ok = ok and bool(pred_xy)  # a film where nothing was reported names nothing right
+        none_reported += not pred_xy
+        named.append(ok)
+        if meta[stem].get("absent"):
+            named_cropped.append(ok)
+        level_warned.append(any("level" in w.lower() for w in res.warnings))
+        sa[stem] = res
         rows, cols = it.image_size
         m = mirrors_for_facing(proto, it.landmarks, it.patient_orientation)
         film_errs = []
@@ -85,11 +132,18 @@ def measure_model(model_name: str, protocol: str, test_items, meta: dict, mean: 
         expected = meta[stem]["expected"]
         for p in per_param:
             got = res.parameters.get(p)
-            if got is not None and p in expected and got.value is not None and np.isfinite(got.value):
-                per_param[p].append(abs(float(got.value) - float(expected[p])))
+            if got is not None and got.value is not None and np.isfinite(got.value):
+                truth_v = _truth_value(it, protocol, p, expected)
+                if truth_v is not None:
+                    per_param[p].append(abs(float(got.value) - truth_v))
         worst.append((float(np.max(film_errs)) if film_errs else float("nan"), stem))
     errs_a = np.asarray(errs)
+    pairs = _pair_errors(test_items, sa, meta) if protocol == "lumbar-dynamic" else {}
     return {
+        "films_levels_named_right": int(sum(named)), "films_cropped": len(named_cropped),
+        "films_cropped_levels_named_right": int(sum(named_cropped)),
+        "films_with_a_level_warning": int(sum(level_warned)), "films_with_nothing_reported": none_reported,
+        **({"pairs": pairs} if pairs else {}),
         "model": model_name, "n_films": len(test_items),
         "median_error_px": float(np.median(errs_a)), "p90_error_px": float(np.percentile(errs_a, 90)),
         "mean_error_px": float(np.mean(errs_a)), "mean_shape_median_px": float(np.median(base)),
@@ -100,6 +154,51 @@ def measure_model(model_name: str, protocol: str, test_items, meta: dict, mean: 
         "parameters": {p: {"n": len(v), "mae_deg_or_mm": float(np.mean(v)) if v else None} for p, v in per_param.items()},
         "films_with_a_landmark_over_10px": int(sum(1 for w, _ in worst if w > 10)),
     }
+
+
+def _pair_errors(test_items, results: dict, meta: dict) -> dict:
+    """MAE of IROM, dST (mm: the predicted px times the generator's spacing) and dST_pct per level over the test
+    pairs, from the two films' predicted SA/ST/ST_pct (the pair measurement's own differences, definitions §5)."""
+    by_patient: dict = {}
+    for it in test_items:
+        by_patient.setdefault(it.patient, {})[meta[Path(it.image).stem]["role"]] = Path(it.image).stem
+    errs: dict[str, list] = {}
+    for roles in by_patient.values():
+        if set(roles) != {"flexion", "extension"}:
+            continue
+        f, e = results[roles["flexion"]], results[roles["extension"]]
+        truth = meta[roles["flexion"]]["pair_expected"]
+        scale = float(meta[roles["flexion"]]["spacing_mm"][0])
+        for key in truth:
+            kind, lv = key.rsplit("_", 1)
+            src = {"IROM": "SA", "dST": "ST", "dST_pct": "ST_pct"}[kind]
+            pf, pe = f.parameters.get(f"{src}_{lv}"), e.parameters.get(f"{src}_{lv}")
+            if pf is None or pe is None or pf.value is None or pe.value is None:
+                continue
+            got = (pe.value - pf.value) if kind == "IROM" else (pf.value - pe.value)
+            if kind == "dST" and pf.unit == "px":
+                got *= scale
+            errs.setdefault(kind, []).append(abs(float(got) - float(truth[key])))
+    return {k: {"n": len(v), "mae": float(np.mean(v))} for k, v in errs.items()}
+
+
+def _partial_films(out: Path, protocol: str, n: int, seed: int, meta: dict) -> list:
+    """``n`` extra test films cropped at T10 (T10..S1 and the femoral heads in view; never trained on): does the
+    model name the levels of a film that shows part of the spine?"""
+    from synthetic_lateral import lateral_film
+
+    from SpineAlignmentLib.io.dataset import read_dataset, write_labelled_image
+
+    folder = out / "partial"
+    if not (folder / "patients.csv").exists():
+        rng = np.random.default_rng(seed + 1000)
+        for i in range(n):
+            image, lms, m = lateral_film(protocol, rng, crop="t10", facing=int(rng.choice([-1, 1])))
+            write_labelled_image(folder, image, lms, protocol, name=f"T10CROP{i:03d}", patient=f"T10CROP{i:03d}")
+            meta[f"T10CROP{i:03d}"] = {"expected": m["expected"], "absent": m["absent"]}
+        (out / "partial_meta.json").write_text(json.dumps(meta, default=str))
+    meta.update(json.loads((out / "partial_meta.json").read_text()))
+    return sorted(read_dataset(folder, protocol).items, key=lambda it: Path(it.image).name)
 
 
 def main(argv=None) -> int:
@@ -113,6 +212,11 @@ def main(argv=None) -> int:
     ap.add_argument("--refine-epochs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--families", nargs="+", default=["levels", "landmarks"])
+    ap.add_argument("--crop", type=float, default=0.0,
+                    help="train with this probability of a film cropped to part of its span (RandSpanCropd); the "
+                         "runs and models get the suffix -cropP")
+    ap.add_argument("--partial", type=int, default=None,
+                    help="whole spine: extra test films cropped at T10 (default 20; 0: none)")
     ap.add_argument("--measure-only", action="store_true",
                     help="re-measure the models already exported under OUT/models (after a decoding change)")
     args = ap.parse_args(argv)
@@ -134,8 +238,9 @@ def main(argv=None) -> int:
     n = (args.train + args.test) // per
     if not (data / "patients.csv").exists():
         write_dataset(data, args.protocol, n, seed=args.seed, metadata=meta)
-        (out / "meta.json").write_text(json.dumps({k: {"expected": v["expected"], "absent": v["absent"]}
-                                                   for k, v in meta.items()}, default=str))
+        keep = ("expected", "absent", "role", "pair_expected", "spacing_mm")
+        (out / "meta.json").write_text(json.dumps({k: {f: v[f] for f in keep if f in v} for k, v in meta.items()},
+                                                  default=str))
     meta = json.loads((out / "meta.json").read_text())
     items = sorted(read_dataset(data, args.protocol).items, key=lambda it: Path(it.image).name)
     patients = sorted({it.patient for it in items})
@@ -144,15 +249,18 @@ def main(argv=None) -> int:
     train = [it for it in items if it.patient not in test_patients]
     (out / "test.txt").write_text("\n".join(Path(it.image).name for it in test) + "\n")
     mean = _mean_shape(args.protocol, train)
+    n_partial = args.partial if args.partial is not None else (20 if args.protocol == "sagittal-whole-spine" else 0)
+    partial = _partial_films(out, args.protocol, n_partial, args.seed, meta) if n_partial else []
     models = out / "models"
     os.environ["SPINEALIGN_MODELS"] = str(models)
     figures = json.loads((out / "figures.json").read_text()) if (out / "figures.json").exists() else {}
     for fam in args.families:
-        run = out / f"run-{fam}"
+        tag = fam + (f"-crop{args.crop:g}" if args.crop else "")
+        run = out / f"run-{tag}"
         cfg = GenericConfig(protocol=args.protocol, data=str(data), out=str(run), seed=0, epochs=args.epochs,
                             refine_epochs=args.refine_epochs, threads=args.threads, val_list=str(out / "test.txt"),
-                            val_every=max(args.epochs, 1), family=fam)
-        name = f"synthetic-{fam}"
+                            val_every=max(args.epochs, 1), family=fam, crop=args.crop)
+        name = f"synthetic-{tag}"
         fig = {}
         if not args.measure_only:
             t0 = time.time()
@@ -160,10 +268,13 @@ def main(argv=None) -> int:
             fig["train_minutes"] = round((time.time() - t0) / 60, 1)
             export_run(run, models / name, name=name)
         else:
-            fig["train_minutes"] = figures.get(fam, {}).get("train_minutes")
+            fig["train_minutes"] = figures.get(tag, {}).get("train_minutes")
         fig.update(measure_model(name, args.protocol, test, meta, mean))
-        fig.update({"family": fam, "n_train": len(train), "epochs": args.epochs, "refine_epochs": args.refine_epochs})
-        figures[fam] = fig
+        if partial:
+            fig["cropped_at_T10"] = measure_model(name, args.protocol, partial, meta, mean)
+        fig.update({"family": fam, "crop": args.crop, "n_train": len(train), "epochs": args.epochs,
+                    "refine_epochs": args.refine_epochs})
+        figures[tag] = fig
         (out / "figures.json").write_text(json.dumps(figures, indent=1))
         print(json.dumps(fig, indent=1), flush=True)
     return 0

@@ -43,9 +43,13 @@ CORNERS = ("AS", "PS", "AI", "PI")
 
 #: Films' default (rows, cols) per protocol.
 DEFAULT_SHAPE = {"sagittal-whole-spine": (512, 256), "cervical-lateral": (320, 256), "lumbar-dynamic": (320, 256)}
-#: Crops each protocol accepts: ``femoral_heads`` ends the film above the femoral-head centres, ``c7`` ends
-#: the film just above C7's upper end plate (C7 and T1 cut off).
-CROPS = {"sagittal-whole-spine": ("femoral_heads",), "cervical-lateral": ("c7",), "lumbar-dynamic": ("femoral_heads",)}
+#: Crops each protocol accepts (the first is the one :func:`write_dataset` draws): ``femoral_heads`` ends the film
+#: above the femoral-head centres, ``c7`` ends the film just above C7's upper end plate (C7 and T1 cut off),
+#: ``t10`` starts the film just above T10 (only T10..S1 and the femoral heads in view: a film showing part of
+#: the spine, for measuring level naming).
+CROPS = {"sagittal-whole-spine": ("femoral_heads", "t10"), "cervical-lateral": ("c7",), "lumbar-dynamic": ("femoral_heads",)}
+#: Crops that cut the top of the film (the others cut its bottom).
+TOP_CROPS = ("t10",)
 #: Calibration label written with a spacing: the generator knows its spacing exactly (definitions.md §7.4 manual:<where>).
 CALIBRATION = "manual:synthetic"
 
@@ -413,6 +417,8 @@ def _frame(protocol: str, pts: dict[str, np.ndarray], crop: str | None, rng: np.
         if crop == "femoral_heads":
             s1_low = min(pts["S1_AS"][1], pts["S1_PS"][1])
             bottom = min(max(pts["FH_1"][1], pts["FH_2"][1]) + u(3, 15), s1_low - 5)
+        elif crop == "t10":
+            top = max(pts["T10_AS"][1], pts["T10_PS"][1]) + u(3, 8)
     elif protocol == "cervical-lateral":
         top = max(pts["PNS"][1], pts["OCC"][1]) + u(25, 55)
         bottom = min(pts["T1_AS"][1], pts["T1_PS"][1]) - u(20, 45)
@@ -472,8 +478,11 @@ def render(an: Anatomy, protocol: str, rng: np.random.Generator, *, shape: tuple
     if (hi - lo) + 2 * margin > cols * cs:  # widen the field of view (zoom out) to keep every landmark in view
         f = ((hi - lo) + 2 * margin) / (cols * cs)
         rs, cs = rs * f, cs * f
-        # a crop keeps its bottom edge; otherwise the taller field of view stays centred
-        top = bottom + rows * rs if crop else top + (rows * rs - (top - bottom)) / 2
+        # a crop keeps the edge it cuts; otherwise the taller field of view stays centred
+        if crop in TOP_CROPS:
+            bottom = top - rows * rs
+        else:
+            top = bottom + rows * rs if crop else top + (rows * rs - (top - bottom)) / 2
     slack = cols * cs - (hi - lo) - 2 * margin
     a0 = lo - margin - rng.uniform(0.2, 0.8) * slack
     cv = _Canvas((rows, cols), a0, top, rs, cs)

@@ -116,3 +116,17 @@ def test_split_keeps_patients_apart_and_subsets_whole_patients():
     assert len(train) == 10
     full, _ = split_items(items, GenericConfig(val_fraction=0.2, seed=0))
     assert len(full) == 48 and {it.patient for it in train} <= {it.patient for it in full}
+
+
+def test_export_refuses_a_model_that_finds_no_landmark_on_its_calibration_films(tmp_path):
+    """A run whose model finds nothing on the training films has no confidence to calibrate: one sentence
+    naming the run, not an IndexError from the isotonic fit."""
+    from SpineAlignmentLib.errors import SpineAlignmentError
+    from SpineAlignmentLib.training.export_generic import _calibration
+
+    figs = {"_confidence": [], "_errors": [], "_tolerance": [], "n_images": 6}
+    with pytest.raises(SpineAlignmentError, match=r"run .*my-run finds no landmark on the 6 training films"):
+        _calibration(figs, tmp_path / "my-run")
+    figs = {"_confidence": [0.2, 0.9], "_errors": [30.0, 1.0], "_tolerance": [5.0, 5.0], "n_images": 1}
+    cal = _calibration(figs, tmp_path / "my-run")
+    assert np.interp(0.9, cal["raw"], cal["calibrated"]) == 1.0 and np.interp(0.2, cal["raw"], cal["calibrated"]) == 0.0

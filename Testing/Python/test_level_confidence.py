@@ -113,6 +113,39 @@ def test_training_framing_cuts_landmarks_off_for_good():
     assert "RandFramingd" not in names and names[0] == "RandAffineKeypointsd"
 
 
+def test_span_crop_shows_part_of_the_chain_and_moves_image_and_points_alike():
+    """RandSpanCropd (train --crop): the film shows 30-80 % of the labelled span, zoomed to fill the input and
+    centred on the kept points; the points it keeps move with the image (their pixels stay bright), the others
+    go to OUTSIDE for good; unlabelled (NaN) points stay unlabelled; sometimes the first or the last level is
+    kept, sometimes neither (the window is placed anywhere along the span)."""
+    from SpineAlignmentLib.training.framing import OUTSIDE, RandSpanCropd, span_window
+
+    box = np.array([[118, 0], [138, 0], [118, 16], [138, 16]], float)
+    chain = np.concatenate([box + [0, 40 + 26 * k] for k in range(17)])
+    chain[5] = np.nan  # one corner not labelled on this film
+    img = np.zeros((512, 256), np.uint8)
+    for x, y in chain[np.isfinite(chain).all(axis=1)]:
+        img[int(round(y)), int(round(x))] = 255
+    t = RandSpanCropd(keys="image", prob=1.0)
+    t.set_random_state(seed=3)
+    first = last = middle = 0
+    for _ in range(40):
+        out = t({"image": img[None].astype(np.float32) / 255.0, "points": chain.astype(np.float32)})
+        q = out["points"]
+        assert not np.isfinite(q[5]).all() or q[5, 0] == OUTSIDE  # never invented
+        inside = np.isfinite(q).all(axis=1) & (q[:, 0] > OUTSIDE / 2)
+        assert inside.sum() >= 4 * 2 and (~inside).sum() > 0
+        vals = out["image"][0][np.round(q[inside, 1]).astype(int), np.round(q[inside, 0]).astype(int)]
+        assert (vals > 0.2).mean() > 0.9
+        # zoomed to fill: the kept points span most of the input height; centred on them in x
+        assert np.ptp(q[inside, 1]) > 0.6 * 511 and abs(q[inside, 0].mean() - 127.5) < 1.0
+        first += inside[0]
+        last += inside[-1]
+        middle += not inside[0] and not inside[-1]
+    assert first and last and middle
+    assert span_window(np.full((68, 2), np.nan), np.random.default_rng(0)) is None
+
+
 # ---------------------------------------------------------------------------- naming figures
 
 def test_level_shift_and_named_right_on_chains_one_level_off():

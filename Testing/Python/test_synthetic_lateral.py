@@ -184,6 +184,7 @@ def _inside(xy, shape):
     ("sagittal-whole-spine", "femoral_heads", {"FH_1", "FH_2"}),
     ("lumbar-dynamic", "femoral_heads", set()),
     ("cervical-lateral", "c7", {"C7_AS", "C7_PS", "C7_AI", "C7_PI", "T1_AS", "T1_PS"}),
+    ("sagittal-whole-spine", "t10", {"OD", "C2c", "C7c", "T1c", "T9c"}),
 ])
 @pytest.mark.parametrize("seed", range(3))
 def test_crops_hide_exactly_the_landmarks_outside_the_film(protocol, crop, gone, seed):
@@ -194,7 +195,13 @@ def test_crops_hide_exactly_the_landmarks_outside_the_film(protocol, crop, gone,
         assert (k in lms) == _inside(xy, img.shape), k  # labelled exactly when inside the film
     assert gone <= set(meta["absent"]) and not gone & set(lms)
     assert all(reason == "outside the film" for reason in meta["absent"].values())
-    if protocol == "sagittal-whole-spine":  # cut above the femoral heads, below the sacral plate
+    if crop == "t10":  # the film starts just above T10: T10..S1 and the femoral heads, nothing higher
+        assert {"T10c", "T11c", "T12c", "L1_AS", "S1_AS", "FH_1", "FH_2"} <= set(lms)
+        assert not any(k.startswith(("C", "T1_", "T2", "T3", "T4", "T5", "T6", "T7", "T8", "T9", "OD")) for k in lms)
+        r = _measure(lms, meta)
+        for p in ("PI", "PT", "SS", "LL"):
+            assert r.value(p) == pytest.approx(meta["expected"][p], abs=1e-6)
+    elif protocol == "sagittal-whole-spine":  # cut above the femoral heads, below the sacral plate
         assert {"S1_AS", "S1_PS", "L5c"} <= set(lms)
         r = _measure(lms, meta)
         assert "PI" not in r.parameters and "FH_1" in r.omitted["PI"]
