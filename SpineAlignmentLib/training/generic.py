@@ -59,7 +59,7 @@ from .losses import DsntLoss
 from .refiner import augment_intensity
 from .checkpoint import save_checkpoint
 from .generic_model import CANONICAL_FACING, LANDMARK_FIGURES, evaluate_films, run_model
-from .trainer import LandmarkDataset, RunConfig, open_run, optimizer_for, train_epoch
+from .loop import LandmarkDataset, RunConfig, open_run, optimizer_for, train_epoch
 from .transforms import build_train_transforms
 
 __all__ = ["GenericConfig", "train_generic", "build_stage1", "build_stage2", "mirrors_for_facing",

@@ -46,7 +46,7 @@ from ..models.refine import RoiSpec, normalise_patches, resize_for_rois, roi_gri
 from .dataset import Sample
 from .metrics import landmark_metrics
 from .refiner import _cache_train, _Cached, _read_normalised, augment_intensity, jittered_frames, load_stage1, split_samples
-from .trainer import RunConfig, fit_patch_stage, open_run
+from .loop import RunConfig, fit_patch_stage, open_run
 
 __all__ = ["LevelsConfig", "train_levels", "build_level_classifier", "evaluate_identification", "label_candidates",
            "first_stage_candidates"]

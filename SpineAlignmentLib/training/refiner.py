@@ -40,7 +40,7 @@ from .dataset import Sample, load_samples, patient_id, patient_split
 from .hygiene import write_report
 from .losses import DsntLoss
 from .metrics import landmark_metrics
-from .trainer import RunConfig, fit_patch_stage, open_run  # same settings, run folder and schedule as the first stage
+from .loop import RunConfig, fit_patch_stage, open_run  # same settings, run folder and schedule as the first stage
 
 __all__ = ["RefinerConfig", "train_refiner", "build_refiner"]
 

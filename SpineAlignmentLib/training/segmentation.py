@@ -41,7 +41,7 @@ from ..inference.preprocess import letterbox, normalise_intensity
 from ..inference.segment import label_map, masks_to_landmarks, mirror_permutation, segment_array
 from ..protocols import get_protocol
 from .checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
-from .trainer import RunConfig, open_run, optimizer_for, train_epoch
+from .loop import RunConfig, open_run, optimizer_for, train_epoch
 
 __all__ = ["SegConfig", "SegSample", "load_mask_samples", "train_segmentation", "evaluate_segmentation", "film_row",
            "summarise"]

@@ -68,7 +68,8 @@ def test_the_payload_would_run_with_weights_only_false(evil_run):
 def test_resume_of_every_trainer_refuses_the_payload(evil_run):
     from SpineAlignmentLib.training.generic import GenericConfig
     from SpineAlignmentLib.training.segmentation import SegConfig
-    from SpineAlignmentLib.training.trainer import TrainConfig, open_run
+    from SpineAlignmentLib.training.loop import open_run
+    from SpineAlignmentLib.training.trainer import TrainConfig
 
     run, marker = evil_run
     for cfg in (TrainConfig(data="x", out=str(run)), GenericConfig(data="x", out=str(run), protocol="sagittal-whole-spine"),

@@ -79,7 +79,7 @@ def test_training_framing_cuts_landmarks_off_for_good():
     the affine augmentation, corners it keeps move with the image."""
     from SpineAlignmentLib.training.dataset import CachedSample
     from SpineAlignmentLib.training.framing import OUTSIDE, RandFramingd
-    from SpineAlignmentLib.training.trainer import LandmarkDataset
+    from SpineAlignmentLib.training.loop import LandmarkDataset
     from SpineAlignmentLib.training.transforms import build_train_transforms
 
     box = np.array([[118, 0], [138, 0], [118, 16], [138, 16]], float)  # 20 x 16 px vertebrae, 26 px apart
