@@ -1,14 +1,57 @@
-"""The model card (``README.md`` of an exported coronal model folder), written from its ``metadata.json``.
+"""The model cards (``README.md`` of an exported model folder), written from its ``metadata.json``.
 
-One writer for the export (:mod:`~SpineAlignmentLib.training.export`) and the level-confidence refit
-(:mod:`~SpineAlignmentLib.training.level_confidence`), below both.
+One writer for the coronal export (:mod:`~SpineAlignmentLib.training.export`) and the level-confidence refit
+(:mod:`~SpineAlignmentLib.training.level_confidence`), below both; the own-data export's card
+(:mod:`~SpineAlignmentLib.training.export_generic`) adds :func:`learning_curve_card`, the project's measured
+answer to "how many films".
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
-__all__ = ["levels_card", "write_readme"]
+__all__ = ["levels_card", "write_readme", "learning_curve_card", "LEARNING_CURVE"]
+
+#: the level family's learning curve on AASCE (rows written by Testing/Python/learning_curve.py) and its plot
+LEARNING_CURVE = Path(__file__).with_name("learning_curve.json")
+
+
+def learning_curve_card(out: Path, curve: Path = LEARNING_CURVE) -> list[str]:
+    """The "How many films?" section of an own-data model card: the learning curve this project measured
+    (the level family on the AASCE coronal films, a table per training-set size), with its plot copied into
+    the model folder (``learning-curve.png``). Empty when the package holds no curve."""
+    if not curve.is_file():
+        return []
+    rows = json.loads(curve.read_text())
+    if not rows:
+        return []
+
+    def f(v, nd=1):
+        return "–" if v is None else f"{v:.{nd}f}"
+
+    by: dict[str, list] = {}
+    for r in rows:
+        by.setdefault(str(r["size"]), []).append(r)
+    lines = ["## How many films? (measured by SpineAlignment, not on your data)", "",
+             "The same trainer and design (level family) on the AASCE coronal films, N training films drawn as whole "
+             f"patients, each measured end to end on the same {rows[0].get('n_images')} patient-held-out validation films "
+             "(a seed is another draw of the films and of the augmentation):", "",
+             "| training films | seed | epochs (stage 1 + 2) | median landmark error | SMAPE (films computed) | "
+             "all levels named right |", "|---|---|---|---|---|---|"]
+    for size, rs in by.items():
+        for r in rs:
+            lines.append(f"| {r['n_train']} | {r.get('seed', 0)} | {r['epochs']} + {r['refine_epochs']} | "
+                         f"{f(r.get('median_error_px'))} px | {f(r.get('smape_pct'), 2)} % ({r.get('aasce_images_complete')}) | "
+                         f"{f(r.get('named_right_pct'))} % |")
+    png = curve.with_suffix(".png")
+    if png.is_file():
+        shutil.copyfile(png, out / "learning-curve.png")
+        lines += ["", "![Learning curve](learning-curve.png)"]
+    lines += ["", "A protocol with fewer, more distinct levels may need fewer films; correct the model's landmarks "
+                  "in Slicer, export them for training and retrain.", ""]
+    return lines
 
 
 def _f(v, nd=1) -> str:

@@ -212,6 +212,9 @@ def write_card(md: dict, out: Path) -> Path:
               f"- Confidence: {md['decoding']['calibration']['definition']}; landmarks below "
               f"{md['decoding']['low_confidence']} are flagged." if "calibration" in md["decoding"] else "- Confidence: uncalibrated.",
               f"- Command: `{v['command']}`", ""]
+    from .card import learning_curve_card
+
+    lines += learning_curve_card(out)
     path = out / "README.md"
     path.write_text("\n".join(lines))
     return path

@@ -9,7 +9,7 @@ patients and of the augmentation); the others with the first seed.
 
     python Testing/Python/learning_curve.py --data DATASET --protocol coronal-spine --val-list VAL.txt \\
         --runs runs/lc --sizes 25 50 100 200 all --steps 1800 --refine-steps 450 --seeds 0 1 \\
-        --seeded-sizes 25 50 --out docs/learning-curve-levels.json
+        --seeded-sizes 25 50 --out SpineAlignmentLib/training/learning_curve.json
 
 ``--report-only`` collects finished runs without training; ``--run-all RUN`` takes an existing full-data run
 as the ``all`` point (its own epochs are reported). The figures printed and written are measured on the
@@ -53,8 +53,9 @@ def main(argv=None) -> int:
     ap.add_argument("--run-all", default=None, help="an existing full-data run folder to report as 'all'")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--report-only", action="store_true")
-    ap.add_argument("--out", default=None, help="write the rows to this JSON file; the plot goes beside it as the "
-                                                "same name with .png, in Resources/Screenshots/")
+    ap.add_argument("--out", default=None, help="write the rows to this JSON file and the plot beside it (.png); "
+                                                "SpineAlignmentLib/training/learning_curve.json is the curve every "
+                                                "exported own-data model card quotes")
     args = ap.parse_args(argv)
     runs, models = Path(args.runs), Path(args.models or Path(args.runs) / "models")
     rows = []
@@ -90,7 +91,7 @@ def main(argv=None) -> int:
     if args.out:
         out = Path(args.out)
         out.write_text(json.dumps(rows, indent=1))
-        _plot(rows, Path(__file__).resolve().parents[2] / "Resources" / "Screenshots" / out.with_suffix(".png").name)
+        _plot(rows, out.with_suffix(".png"))
     return 0
 
 

@@ -130,3 +130,28 @@ def test_export_refuses_a_model_that_finds_no_landmark_on_its_calibration_films(
     figs = {"_confidence": [0.2, 0.9], "_errors": [30.0, 1.0], "_tolerance": [5.0, 5.0], "n_images": 1}
     cal = _calibration(figs, tmp_path / "my-run")
     assert np.interp(0.9, cal["raw"], cal["calibrated"]) == 1.0 and np.interp(0.2, cal["raw"], cal["calibrated"]) == 0.0
+
+
+def test_card_quotes_the_learning_curve_and_copies_its_plot(tmp_path):
+    """An own-data model card's "How many films?" section is the packaged curve, row by row, with its plot copied
+    into the model folder; without a curve there is no section (nothing made up)."""
+    import json
+
+    from SpineAlignmentLib.training.card import learning_curve_card
+
+    curve = tmp_path / "curve.json"
+    curve.write_text(json.dumps([
+        {"size": "25", "seed": 0, "n_train": 25, "epochs": 600, "refine_epochs": 64, "n_images": 94,
+         "median_error_px": 31.25, "smape_pct": 15.5, "aasce_images_complete": 70, "named_right_pct": 40.0},
+        {"size": "25", "seed": 1, "n_train": 26, "epochs": 600, "refine_epochs": 64, "n_images": 94,
+         "median_error_px": 29.0, "smape_pct": None, "aasce_images_complete": 0, "named_right_pct": 38.3}]))
+    (tmp_path / "curve.png").write_bytes(b"\x89PNG\r\n\x1a\nfake")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    lines = learning_curve_card(folder, curve)
+    text = "\n".join(lines)
+    assert "on the same 94 patient-held-out validation films" in text
+    assert "| 25 | 0 | 600 + 64 | 31.2 px | 15.50 % (70) | 40.0 % |" in lines
+    assert "| 26 | 1 | 600 + 64 | 29.0 px | – % (0) | 38.3 % |" in lines
+    assert (folder / "learning-curve.png").read_bytes() == b"\x89PNG\r\n\x1a\nfake" and "![Learning curve](learning-curve.png)" in lines
+    assert learning_curve_card(folder, tmp_path / "none.json") == []
