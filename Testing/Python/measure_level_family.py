@@ -214,7 +214,7 @@ def main(argv=None) -> int:
     ap.add_argument("--families", nargs="+", default=["levels", "landmarks"])
     ap.add_argument("--crop", type=float, default=0.0,
                     help="train with this probability of a film cropped to part of its span (RandSpanCropd); the "
-                         "runs and models get the suffix -cropP")
+                         "runs and models get the suffix -crop<percent>")
     ap.add_argument("--partial", type=int, default=None,
                     help="whole spine: extra test films cropped at T10 (default 20; 0: none)")
     ap.add_argument("--measure-only", action="store_true",
@@ -255,7 +255,7 @@ def main(argv=None) -> int:
     os.environ["SPINEALIGN_MODELS"] = str(models)
     figures = json.loads((out / "figures.json").read_text()) if (out / "figures.json").exists() else {}
     for fam in args.families:
-        tag = fam + (f"-crop{args.crop:g}" if args.crop else "")
+        tag = fam + (f"-crop{round(args.crop * 100)}" if args.crop else "")
         run = out / f"run-{tag}"
         cfg = GenericConfig(protocol=args.protocol, data=str(data), out=str(run), seed=0, epochs=args.epochs,
                             refine_epochs=args.refine_epochs, threads=args.threads, val_list=str(out / "test.txt"),
