@@ -125,6 +125,7 @@ def check_inputs(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import SpineAlignmentError
     from ..protocols import get_protocol
 
     check_inputs(args)
@@ -161,6 +162,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.trainer in ("generic", "levels") or (args.trainer == "auto" and not _aasce_layout(args.data)):
         return _run_generic(args)
+    if args.crop is not None:
+        raise SpineAlignmentError("--crop is an option of the own-data trainers (a dataset-format folder, or "
+                                  "--trainer generic/levels); the coronal vertebra network re-frames with --reframe P.")
     from ..training.trainer import TrainConfig, train
 
     cfg = TrainConfig(

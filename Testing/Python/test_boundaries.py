@@ -177,3 +177,19 @@ def test_training_arguments_are_refused_by_the_parser(capsys):
         with pytest.raises(SystemExit) as exc:
             main(["train", "--data", "nowhere", "--out", "nowhere", *extra])
         assert exc.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_crop_is_refused_for_the_coronal_vertebra_trainer_and_out_of_range(tmp_path, capsys):
+    """--crop belongs to the own-data trainers: with the vertebra network it is one sentence and exit 2 before any
+    film is read, not silently ignored; a probability outside [0, 1] is refused by the parser."""
+    from SpineAlignmentLib.cli import main
+
+    data = tmp_path / "films"
+    data.mkdir()
+    rc = main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--trainer", "vertebra", "--crop", "0.3"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--crop is an option of the own-data trainers" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--crop", "1.5"])
+    assert exc.value.code == 2 and "--crop" in capsys.readouterr().err
