@@ -9,19 +9,18 @@ answer to "how many films".
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-__all__ = ["levels_card", "write_readme", "learning_curve_card", "LEARNING_CURVE"]
+__all__ = ["levels_card", "write_readme", "learning_curve_card", "plot_learning_curve", "LEARNING_CURVE"]
 
-#: the level family's learning curve on AASCE (rows written by Testing/Python/learning_curve.py) and its plot
+#: the level family's learning curve on AASCE (rows written by Testing/Python/learning_curve.py)
 LEARNING_CURVE = Path(__file__).with_name("learning_curve.json")
 
 
 def learning_curve_card(out: Path, curve: Path = LEARNING_CURVE) -> list[str]:
     """The "How many films?" section of an own-data model card: the learning curve this project measured
     (the level family on the AASCE coronal films, a table per training-set size), with its plot copied into
-    the model folder (``learning-curve.png``). Empty when the package holds no curve."""
+    the model folder (``learning-curve.png``, drawn from the rows). Empty when the package holds no curve."""
     if not curve.is_file():
         return []
     rows = json.loads(curve.read_text())
@@ -39,16 +38,14 @@ def learning_curve_card(out: Path, curve: Path = LEARNING_CURVE) -> list[str]:
              f"patients, each measured end to end on the same {rows[0].get('n_images')} patient-held-out validation films "
              "(a seed is another draw of the films and of the augmentation):", "",
              "| training films | seed | epochs (stage 1 + 2) | median landmark error | SMAPE (films computed) | "
-             "all levels named right |", "|---|---|---|---|---|---|"]
+             "all levels found and named right |", "|---|---|---|---|---|---|"]
     for size, rs in by.items():
         for r in rs:
             lines.append(f"| {r['n_train']} | {r.get('seed', 0)} | {r['epochs']} + {r['refine_epochs']} | "
                          f"{f(r.get('median_error_px'))} px | {f(r.get('smape_pct'), 2)} % ({r.get('aasce_images_complete')}) | "
-                         f"{f(r.get('named_right_pct'))} % |")
-    png = curve.with_suffix(".png")
-    if png.is_file():
-        shutil.copyfile(png, out / "learning-curve.png")
-        lines += ["", "![Learning curve](learning-curve.png)"]
+                         f"{f(r.get('named_right_of_all_pct'))} % |")
+    plot_learning_curve(rows, out / "learning-curve.png")
+    lines += ["", "![Learning curve](learning-curve.png)"]
     lines += ["", "A protocol with fewer, more distinct levels may need fewer films; correct the model's landmarks "
                   "in Slicer, export them for training and retrain.", ""]
     return lines
@@ -259,3 +256,33 @@ def write_readme(md: dict, out: Path) -> Path:
     path = Path(out) / "README.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def plot_learning_curve(rows: list[dict], path: Path) -> None:
+    """The learning curve's plot (PNG): median error, SMAPE and levels named right against the training films
+    (log scale; the mean over seeds, each seed's value as a grey cross)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 3.2), dpi=110)
+    FigureCanvasAgg(fig)
+    sizes = list(dict.fromkeys(r["size"] for r in rows))
+    by = {sz: [r for r in rows if r["size"] == sz] for sz in sizes}
+    n = [sum(r["n_train"] for r in by[sz]) / len(by[sz]) for sz in sizes]
+    for i, (key, label) in enumerate((("median_error_px", "median landmark error (px)"), ("smape_pct", "SMAPE, AASCE triple (%)"),
+                                      ("named_right_of_all_pct", "all 17 found and named right (%)"))):
+        ax = fig.add_subplot(1, 3, i + 1)
+        vals = [[r.get(key) for r in by[sz] if r.get(key) is not None] for sz in sizes]
+        ax.plot(n, [sum(v) / len(v) if v else float("nan") for v in vals], "o-")
+        for x, v in zip(n, vals):
+            if len(v) > 1:  # each seed of a seeded size
+                ax.plot([x] * len(v), v, "x", color="grey")
+        ax.set_xscale("log")
+        ax.minorticks_off()
+        ax.set_xticks(n)
+        ax.set_xticklabels([str(round(x)) for x in n], fontsize=7)
+        ax.set_xlabel("training films")
+        ax.set_title(label, fontsize=9)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)

@@ -199,7 +199,10 @@ def write_card(md: dict, out: Path) -> Path:
         lines.append(f"| circular MAE of the AASCE triple | {f(v.get('cmae_deg'), 2)}° |")
         lines.append(f"| films with all 68 corners trusted (AASCE triple computed) | {v.get('aasce_images_complete')} |")
     if v.get("named_right_pct") is not None:
-        lines.append(f"| films with every vertebra named right | {f(v['named_right_pct'])} % |")
+        found = sum((v.get("level_shifts") or {}).values())
+        lines.append(f"| films with every vertebra named right | {v.get('named_right_films')} of {v['n_images']} "
+                     f"({f(v.get('named_right_of_all_pct'))} %); of the {found} with every vertebra found: "
+                     f"{f(v['named_right_pct'])} % |")
     lines.append(f"| seconds per film (analyze, this machine) | {f(v.get('seconds_per_image'), 2)} |")
     params = v.get("parameters") or {}
     if params:

@@ -173,6 +173,11 @@ def _parameter_figures(truths: dict, preds: dict) -> dict:
             figs["aasce_images_complete"] = int(r["n_images_complete"])
             figs["smape_pct_missing_as_failure"] = _num(r["smape_pct_missing_as_failure"])
     if (rep.levels or {}).get("n_images"):
+        # named_right_pct: of the films whose every vertebra was found; named_right_of_all_pct: of every film
+        # compared (a film with a level left out is not named right), the figure to compare with a model that
+        # always reports every level
         figs["named_right_pct"] = _num(rep.levels["all_named_right_pct"])
+        figs["named_right_films"] = int(rep.levels["all_named_right"])
+        figs["named_right_of_all_pct"] = 100.0 * rep.levels["all_named_right"] / max(len(truths), 1)
         figs["level_shifts"] = rep.levels["shift_counts"]
     return figs

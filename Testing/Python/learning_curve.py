@@ -9,7 +9,8 @@ patients and of the augmentation); the others with the first seed.
 
     python Testing/Python/learning_curve.py --data DATASET --protocol coronal-spine --val-list VAL.txt \\
         --runs runs/lc --sizes 25 50 100 200 all --steps 1800 --refine-steps 450 --seeds 0 1 \\
-        --seeded-sizes 25 50 --out SpineAlignmentLib/training/learning_curve.json
+        --seeded-sizes 25 50 --out SpineAlignmentLib/training/learning_curve.json \\
+        --plot Resources/Screenshots/learning-curve-levels.png
 
 ``--report-only`` collects finished runs without training; ``--run-all RUN`` takes an existing full-data run
 as the ``all`` point (its own epochs are reported). The figures printed and written are measured on the
@@ -24,6 +25,8 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+
+from SpineAlignmentLib.training.card import plot_learning_curve
 
 
 def _epochs(n: int, steps: int, per_step: int, drop_last: bool) -> int:
@@ -53,9 +56,10 @@ def main(argv=None) -> int:
     ap.add_argument("--run-all", default=None, help="an existing full-data run folder to report as 'all'")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--report-only", action="store_true")
-    ap.add_argument("--out", default=None, help="write the rows to this JSON file and the plot beside it (.png); "
-                                                "SpineAlignmentLib/training/learning_curve.json is the curve every "
-                                                "exported own-data model card quotes")
+    ap.add_argument("--out", default=None, help="write the rows to this JSON file "
+                                                "(SpineAlignmentLib/training/learning_curve.json is the curve every "
+                                                "exported own-data model card quotes and plots)")
+    ap.add_argument("--plot", default=None, help="and the plot to this PNG (docs: Resources/Screenshots/learning-curve-levels.png)")
     args = ap.parse_args(argv)
     runs, models = Path(args.runs), Path(args.models or Path(args.runs) / "models")
     rows = []
@@ -86,41 +90,17 @@ def main(argv=None) -> int:
         rec = md["training"]["recipe"]
         rows.append({"size": size, "seed": seed, "trainer": args.trainer, "n_train": _n_train(run), "epochs": rec["epochs"], "refine_epochs": rec["refine_epochs"],
                      **{k: v.get(k) for k in ("n_images", "median_error_px", "mean_error_px", "smape_pct", "cmae_deg",
-                                              "named_right_pct", "aasce_images_complete", "seconds_per_image")}})
+                                              "named_right_pct", "aasce_images_complete", "seconds_per_image")},
+                     # of every validation film (a film with a level left out is not named right)
+                     "named_right_of_all_pct": (100.0 * v["level_shifts"].get("0", 0) / v["n_images"]
+                                                if v.get("level_shifts") else v.get("named_right_pct"))})
         print(json.dumps(rows[-1]))
     if args.out:
         out = Path(args.out)
         out.write_text(json.dumps(rows, indent=1))
-        _plot(rows, out.with_suffix(".png"))
+        if args.plot:
+            plot_learning_curve(rows, Path(args.plot))
     return 0
-
-
-def _plot(rows, path: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(8, 3.2), dpi=110)
-    FigureCanvasAgg(fig)
-    sizes = list(dict.fromkeys(r["size"] for r in rows))
-    by = {sz: [r for r in rows if r["size"] == sz] for sz in sizes}
-    n = [sum(r["n_train"] for r in by[sz]) / len(by[sz]) for sz in sizes]
-    for i, (key, label) in enumerate((("median_error_px", "median landmark error (px)"), ("smape_pct", "SMAPE, AASCE triple (%)"),
-                                      ("named_right_pct", "all 17 levels named right (%)"))):
-        ax = fig.add_subplot(1, 3, i + 1)
-        vals = [[r.get(key) for r in by[sz] if r.get(key) is not None] for sz in sizes]
-        ax.plot(n, [sum(v) / len(v) if v else float("nan") for v in vals], "o-")
-        for x, v in zip(n, vals):
-            if len(v) > 1:  # each seed of a seeded size
-                ax.plot([x] * len(v), v, "x", color="grey")
-        ax.set_xscale("log")
-        ax.minorticks_off()
-        ax.set_xticks(n)
-        ax.set_xticklabels([str(round(x)) for x in n], fontsize=7)
-        ax.set_xlabel("training films")
-        ax.set_title(label, fontsize=9)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
 
 
 if __name__ == "__main__":
