@@ -66,7 +66,7 @@ def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False, refine: 
     Returns:
         ``(points, confidence)``: (K, 2) ``(x, y)`` original pixels and (K,) in [0, 1]
         (calibrated when the metadata has a ``decoding.calibration`` table); a landmark the model reports as
-        not found (a level-family model: its level or its own peak not detected) is NaN with confidence 0.
+        not found (a level-family model: its level or its own peak not detected, or its point off the film) is NaN with confidence 0.
     """
     import torch
 
@@ -156,6 +156,12 @@ def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False, refine: 
         if mirrored:
             p[:, 0] = (cols - 1) - p[:, 0]
         pts = p
+    if dec["method"] == "level-family":
+        # This decoder reports a landmark that is not on the film as not found; a part of a level cut by the
+        # film's edge is placed from its centre's offsets, so the part that lands off the film is not on it.
+        rows, cols = norm.shape[:2]
+        off = ~((pts[:, 0] >= -0.5) & (pts[:, 0] <= cols - 0.5) & (pts[:, 1] >= -0.5) & (pts[:, 1] <= rows - 0.5))
+        pts[off], c = np.nan, np.where(off, 0.0, c)
     cal = dec.get("calibration")
     if cal:
         # Isotonic map from the raw heatmap score to the observed probability that the corner is
