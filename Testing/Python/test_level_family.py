@@ -257,3 +257,33 @@ def test_predict_leaves_undetected_levels_out_with_a_warning():
     np.testing.assert_allclose([landmarks["T5c"].x, landmarks["T5c"].y], chain[10][lay.parts.index("c")], atol=1e-3)
     missing = [w for w in warns if "not found on this film" in w]
     assert len(missing) == 1 and "C2_AI" in missing[0] and "left out" in missing[0]
+
+
+def test_predict_reports_a_part_that_lands_off_the_film_as_not_found():
+    """A level whose centre is on the film but whose upper corners the film's top edge cuts: the corners the
+    offsets place above the edge are not found (NaN, left out), the rest of the level is kept."""
+    from SpineAlignmentLib.inference.predict import predict_landmarks
+    from SpineAlignmentLib.models.registry import LoadedModel
+
+    lay = level_layout(WHOLE)
+    top = next(li for li in range(len(lay.levels)) if lay.members[li][lay.parts.index("AS")] >= 0)  # C7
+    # the first level's centre at row 2, its upper corners (4 px above the centre) at row -1.6: off the film
+    chain = _chain(lay, list(range(top, top + 8)), y0=2.0 - 14.0 * top)
+    out = _encode(lay, chain, {}, 180, 64)
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return out.expand(x.shape[0], -1, -1, -1)
+
+    md = {"protocol": "sagittal-whole-spine",
+          "network_data_format": {"inputs": {"image": {"intensity": {"low_percentile": 0.5, "high_percentile": 99.5}}}},
+          "decoding": {"method": "level-family", "window": 3, "min_score": 0.3, "low_confidence": 0.3}}
+    model = LoadedModel("fixed", "1.0.0", md, Fixed(), tuple(WHOLE), (360, 128), 2, Path("."))
+    image = np.random.default_rng(0).uniform(0, 1, (360, 128)).astype(np.float32)
+    landmarks, _ = predict_landmarks(image, model)
+    first = lay.members[top]
+    off = {WHOLE[k] for p, k in enumerate(first) if k >= 0 and chain[top][p][1] < -0.5}
+    on = {WHOLE[k] for p, k in enumerate(first) if k >= 0 and chain[top][p][1] >= -0.5}
+    assert off and on  # the test cuts the level, it does not remove it
+    assert not off & set(landmarks) and on <= set(landmarks)
+    assert all(np.isfinite([lm.x, lm.y]).all() for lm in landmarks.values())
