@@ -27,7 +27,7 @@ from .warp import apply_to_points, warp_image
 from ..geometry.levels import CERVICAL_SPACING, SACRUM_LEVELS, level_rows
 
 __all__ = ["CERVICAL_SPACING", "SACRUM_LEVELS", "OUTSIDE", "level_rows", "reframe", "random_framing", "complete_framing",
-           "framing_matrix", "WholeChainTransform", "RandFramingd", "span_window", "RandSpanCropd"]
+           "framing_matrix", "warp_sample", "WholeChainTransform", "RandFramingd", "span_window", "RandSpanCropd"]
 
 
 def reframe(pixels: np.ndarray, points: np.ndarray, top: float, bottom: float) -> tuple[np.ndarray, np.ndarray]:
@@ -81,6 +81,19 @@ def framing_matrix(shape: tuple[int, int], top: float, bottom: float) -> np.ndar
     return np.array([[s, 0.0, cx - s * cx], [0.0, s, -s * top], [0.0, 0.0, 1.0]])
 
 
+def warp_sample(transform: MapTransform, d: dict, m: np.ndarray, pts: np.ndarray) -> dict:
+    """Warp a sample's images (``transform``'s keys) and its ``transform.points_key`` points by the forward matrix
+    ``m``; a point that leaves the input (or was never labelled) moves to :data:`OUTSIDE` for good."""
+    h, w = np.asarray(d[transform.keys[0]]).shape[-2:]
+    for key in transform.key_iterator(d):
+        d[key] = warp_image(np.asarray(d[key], dtype=np.float32), m)
+    q = apply_to_points(m, pts)
+    out = ~np.isfinite(q).all(axis=1) | (q[:, 0] < 0) | (q[:, 0] > w - 1) | (q[:, 1] < 0) | (q[:, 1] > h - 1)
+    q[out] = OUTSIDE
+    d[transform.points_key] = q.astype(np.float32)
+    return d
+
+
 class WholeChainTransform(RandomizableTransform, MapTransform):
     """Base of the random transforms that re-frame a coronal film along its spine: applied with probability
     ``prob``, and only to a film whose T1..L5 corners (``points_key``, network-input pixels) are all known."""
@@ -118,14 +131,7 @@ class RandFramingd(WholeChainTransform):
         top, bottom = random_framing(pts, self.R)  # the transform's own RandomState (seeded by Compose)
         first = np.asarray(d[self.keys[0]])
         h, w = first.shape[-2:]
-        m = framing_matrix((h, w), top, bottom)
-        for key in self.key_iterator(d):
-            d[key] = warp_image(np.asarray(d[key], dtype=np.float32), m)
-        q = apply_to_points(m, pts)
-        out = (q[:, 0] < 0) | (q[:, 0] > w - 1) | (q[:, 1] < 0) | (q[:, 1] > h - 1)
-        q[out] = OUTSIDE
-        d[self.points_key] = q.astype(np.float32)
-        return d
+        return warp_sample(self, d, framing_matrix((h, w), top, bottom), pts)
 
 
 def span_window(points: np.ndarray, rng, fraction: tuple[float, float] = (0.3, 0.8)) -> tuple[float, float, float] | None:
@@ -178,11 +184,4 @@ class RandSpanCropd(RandomizableTransform, MapTransform):
         top, bottom, cx = win
         h, w = np.asarray(d[self.keys[0]]).shape[-2:]
         s = (h - 1) / max(bottom - top, 1e-6)
-        m = np.array([[s, 0.0, (w - 1) / 2.0 - s * cx], [0.0, s, -s * top], [0.0, 0.0, 1.0]])
-        for key in self.key_iterator(d):
-            d[key] = warp_image(np.asarray(d[key], dtype=np.float32), m)
-        q = apply_to_points(m, pts)
-        out = ~np.isfinite(q).all(axis=1) | (q[:, 0] < 0) | (q[:, 0] > w - 1) | (q[:, 1] < 0) | (q[:, 1] > h - 1)
-        q[out] = OUTSIDE
-        d[self.points_key] = q.astype(np.float32)
-        return d
+        return warp_sample(self, d, np.array([[s, 0.0, (w - 1) / 2.0 - s * cx], [0.0, s, -s * top], [0.0, 0.0, 1.0]]), pts)
