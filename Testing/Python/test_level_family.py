@@ -231,16 +231,11 @@ def test_train_and_dataset_check_name_a_level_never_labelled(tmp_path, capsys):
     assert "so the level family cannot learn to name it" in capsys.readouterr().err
 
 
-def test_predict_leaves_undetected_levels_out_with_a_warning():
-    """A film showing C5..T9 only: predict_landmarks returns those levels under their own names and OD, leaves
-    every other landmark out (never stretches the names over the protocol) and says so in one warning."""
+def _predict_fixed(out: torch.Tensor):
+    """predict_landmarks with a whole-spine level-family "model" whose network always returns ``out`` (a
+    360 x 128 input, stride 2), on a noise film: what the decoder and the rules after it make of that output."""
     from SpineAlignmentLib.inference.predict import predict_landmarks
     from SpineAlignmentLib.models.registry import LoadedModel
-
-    lay = level_layout(WHOLE)
-    chain = _chain(lay, list(range(3, 15)), y0=-20.0)
-    od = lay.singles.index(WHOLE.index("OD"))
-    out = _encode(lay, chain, {od: (40.3, 11.8)}, 180, 64)
 
     class Fixed(torch.nn.Module):
         def forward(self, x):
@@ -250,8 +245,17 @@ def test_predict_leaves_undetected_levels_out_with_a_warning():
           "network_data_format": {"inputs": {"image": {"intensity": {"low_percentile": 0.5, "high_percentile": 99.5}}}},
           "decoding": {"method": "level-family", "window": 3, "min_score": 0.3, "low_confidence": 0.3}}
     model = LoadedModel("fixed", "1.0.0", md, Fixed(), tuple(WHOLE), (360, 128), 2, Path("."))
-    image = np.random.default_rng(0).uniform(0, 1, (360, 128)).astype(np.float32)
-    landmarks, warns = predict_landmarks(image, model)
+    return predict_landmarks(np.random.default_rng(0).uniform(0, 1, (360, 128)).astype(np.float32), model)
+
+
+def test_predict_leaves_undetected_levels_out_with_a_warning():
+    """A film showing C5..T9 only: predict_landmarks returns those levels under their own names and OD, leaves
+    every other landmark out (never stretches the names over the protocol) and says so in one warning."""
+    lay = level_layout(WHOLE)
+    chain = _chain(lay, list(range(3, 15)), y0=-20.0)
+    od = lay.singles.index(WHOLE.index("OD"))
+    out = _encode(lay, chain, {od: (40.3, 11.8)}, 180, 64)
+    landmarks, warns = _predict_fixed(out)
     found = {lay.levels[lv] for lv in chain}
     assert set(landmarks) == {k for k in WHOLE if k == "OD" or k.split("_")[0].rstrip("c") in found}
     np.testing.assert_allclose([landmarks["T5c"].x, landmarks["T5c"].y], chain[10][lay.parts.index("c")], atol=1e-3)
@@ -262,25 +266,12 @@ def test_predict_leaves_undetected_levels_out_with_a_warning():
 def test_predict_reports_a_part_that_lands_off_the_film_as_not_found():
     """A level whose centre is on the film but whose upper corners the film's top edge cuts: the corners the
     offsets place above the edge are not found (NaN, left out), the rest of the level is kept."""
-    from SpineAlignmentLib.inference.predict import predict_landmarks
-    from SpineAlignmentLib.models.registry import LoadedModel
-
     lay = level_layout(WHOLE)
     top = next(li for li in range(len(lay.levels)) if lay.members[li][lay.parts.index("AS")] >= 0)  # C7
     # the first level's centre at row 2, its upper corners (4 px above the centre) at row -1.6: off the film
     chain = _chain(lay, list(range(top, top + 8)), y0=2.0 - 14.0 * top)
     out = _encode(lay, chain, {}, 180, 64)
-
-    class Fixed(torch.nn.Module):
-        def forward(self, x):
-            return out.expand(x.shape[0], -1, -1, -1)
-
-    md = {"protocol": "sagittal-whole-spine",
-          "network_data_format": {"inputs": {"image": {"intensity": {"low_percentile": 0.5, "high_percentile": 99.5}}}},
-          "decoding": {"method": "level-family", "window": 3, "min_score": 0.3, "low_confidence": 0.3}}
-    model = LoadedModel("fixed", "1.0.0", md, Fixed(), tuple(WHOLE), (360, 128), 2, Path("."))
-    image = np.random.default_rng(0).uniform(0, 1, (360, 128)).astype(np.float32)
-    landmarks, _ = predict_landmarks(image, model)
+    landmarks, _ = _predict_fixed(out)
     first = lay.members[top]
     off = {WHOLE[k] for p, k in enumerate(first) if k >= 0 and chain[top][p][1] < -0.5}
     on = {WHOLE[k] for p, k in enumerate(first) if k >= 0 and chain[top][p][1] >= -0.5}
