@@ -19,8 +19,8 @@ LEARNING_CURVE = Path(__file__).with_name("learning_curve.json")
 
 def learning_curve_card(out: Path, curve: Path = LEARNING_CURVE) -> list[str]:
     """The "How many films?" section of an own-data model card: the learning curve this project measured
-    (the level family on the AASCE coronal films, a table per training-set size), with its plot copied into
-    the model folder (``learning-curve.png``, drawn from the rows). Empty when the package holds no curve."""
+    (the level family on the AASCE coronal films, a table per training-set size), with its plot drawn into
+    the model folder (``learning-curve.png``). Empty when the package holds no curve."""
     if not curve.is_file():
         return []
     rows = json.loads(curve.read_text())
@@ -30,20 +30,15 @@ def learning_curve_card(out: Path, curve: Path = LEARNING_CURVE) -> list[str]:
     def f(v, nd=1):
         return "–" if v is None else f"{v:.{nd}f}"
 
-    by: dict[str, list] = {}
-    for r in rows:
-        by.setdefault(str(r["size"]), []).append(r)
     lines = ["## How many films? (measured by SpineAlignment, not on your data)", "",
              "The same trainer and design (level family) on the AASCE coronal films, N training films drawn as whole "
              f"patients, each measured end to end on the same {rows[0].get('n_images')} patient-held-out validation films "
              "(a seed is another draw of the films and of the augmentation):", "",
              "| training films | seed | epochs (stage 1 + 2) | median landmark error | SMAPE (films computed) | "
              "all levels found and named right |", "|---|---|---|---|---|---|"]
-    for size, rs in by.items():
-        for r in rs:
-            lines.append(f"| {r['n_train']} | {r.get('seed', 0)} | {r['epochs']} + {r['refine_epochs']} | "
-                         f"{f(r.get('median_error_px'))} px | {f(r.get('smape_pct'), 2)} % ({r.get('aasce_images_complete')}) | "
-                         f"{f(r.get('named_right_of_all_pct'))} % |")
+    lines += [f"| {r['n_train']} | {r.get('seed', 0)} | {r['epochs']} + {r['refine_epochs']} | "
+              f"{f(r.get('median_error_px'))} px | {f(r.get('smape_pct'), 2)} % ({r.get('aasce_images_complete')}) | "
+              f"{f(r.get('named_right_of_all_pct'))} % |" for r in rows]
     plot_learning_curve(rows, out / "learning-curve.png")
     lines += ["", "![Learning curve](learning-curve.png)"]
     lines += ["", "A protocol with fewer, more distinct levels may need fewer films; correct the model's landmarks "
