@@ -103,7 +103,9 @@ def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False, refine: 
     elif dec["method"] == "level-family":
         from ..models.level_family import decode_levels, level_layout
 
-        coords, conf = decode_levels(out, model.stride, level_layout(model.landmark_ids), min_score=float(dec["min_score"]))
+        coords, conf = decode_levels(out, model.stride, level_layout(model.landmark_ids), min_score=float(dec["min_score"]),
+                                     part_window=dec.get("part_window"), part_radius=int(dec.get("part_radius", 2)),
+                                     part_floor=float(dec.get("part_floor", 0.0)))
     else:
         c_t, conf_t, _ = decode_heatmaps(out, model.stride, window=int(dec["window"]),
                                          conf_radius=float(dec["confidence_radius"]))
@@ -158,9 +160,11 @@ def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False, refine: 
         pts = p
     if dec["method"] == "level-family":
         # This decoder reports a landmark that is not on the film as not found; a part of a level cut by the
-        # film's edge is placed from its centre's offsets, so the part that lands off the film is not on it.
+        # film's edge is placed from its centre's offsets, so the part that lands off the film is not on it, and
+        # a part its part map does not see (confidence 0, kept until its level's ROI was placed) is not found.
         rows, cols = norm.shape[:2]
         off = ~((pts[:, 0] >= -0.5) & (pts[:, 0] <= cols - 0.5) & (pts[:, 1] >= -0.5) & (pts[:, 1] <= rows - 0.5))
+        off |= ~(c > 0)
         pts[off], c = np.nan, np.where(off, 0.0, c)
     cal = dec.get("calibration")
     if cal:
@@ -222,6 +226,30 @@ def image_problems(pixels: np.ndarray, what: str) -> list[str]:
     return warns
 
 
+#: words every "levels unreliable" warning carries (tools that count such films look for them)
+LEVELS_UNRELIABLE = "its level names are unreliable"
+
+
+def short_chain_warning(found: np.ndarray, model) -> str | None:
+    """A level-family model's warning for a film on which fewer levels were found than on any film it learnt
+    from (``decoding.min_levels``, from its training films): the film shows a framing the model never saw (only
+    part of the spine), and the names it gives are read from the chain's order and positions alone. ``found``:
+    (K,) whether each landmark was found. None when there is nothing to say."""
+    dec = model.metadata["decoding"]
+    need = int(dec.get("min_levels", 0))
+    if dec["method"] != "level-family" or not need:
+        return None
+    from ..models.level_family import level_layout
+
+    layout = level_layout(model.landmark_ids)
+    levels = [lv for lv, row in zip(layout.levels, layout.members) if found[row[row >= 0]].any()]
+    if not levels or len(levels) >= need:
+        return None
+    return (f"Only {len(levels)} of the {len(layout.levels)} levels were found ({levels[0]}..{levels[-1]}), fewer than "
+            f"on any film the model learnt from ({need}): the film may show only part of the spine, and "
+            f"{LEVELS_UNRELIABLE}; check them before using the values.")
+
+
 def predict_landmarks(radiograph_or_array: Any, model, *, flip_tta: bool = False,
                       refine: bool = True, info: dict | None = None) -> tuple[dict[str, Landmark], list[str]]:
     """Predict a protocol's landmarks on a radiograph.
@@ -276,6 +304,9 @@ def predict_landmarks(radiograph_or_array: Any, model, *, flip_tta: bool = False
                      "computed (place them by hand if they are on the film).")
     if not len(ids):
         return {}, warns
+    short = short_chain_warning(found, model)
+    if short:
+        warns.append(short)
     warns += plausibility_warnings(pts, conf, ids, low, get_protocol(model.metadata["protocol"]).film)
     landmarks = {lid: Landmark(float(p[0]), float(p[1]), float(c)) for lid, p, c in zip(ids, pts, conf)}
     return landmarks, warns

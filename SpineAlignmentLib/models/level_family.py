@@ -15,12 +15,17 @@ Output channels of the first stage (a :class:`~SpineAlignmentLib.models.network.
   at each centre: what names a chain of detected centres;
 * ``2 .. 2 + 2P``: per part, ``(dx, dy) / OFFSET_SCALE`` from the centre pixel to the part's point;
 * then per landmark outside any level: a heatmap (focal loss; all-zero on a film where the landmark is not
-  labelled, so a landmark off the film is learnt as *absent*) and its ``(dx, dy)`` offset.
+  labelled, so a landmark off the film is learnt as *absent*) and its ``(dx, dy)`` offset;
+* then per part, a part heatmap shared by every level (focal loss on every labelled point of that part): the
+  offsets say roughly where a level's part is, the part's heatmap says exactly where (as the corner-type maps of
+  the specialised coronal network, :mod:`~SpineAlignmentLib.models.vertebra`, do).
 
 Decoding (:func:`decode_levels`): the centre peaks above ``min_score`` are the detected levels, ordered top to
 bottom; their names come from the chain's order, anchored by the regressed positions (a dynamic programme
 assigns strictly increasing levels, so a chain shorter than the protocol's keeps its own names and is never
-stretched over the protocol); the parts of each detected level are its centre plus the regressed offsets. A
+stretched over the protocol); the parts of each detected level are its centre plus the regressed offsets, each moved
+to the soft-argmax of its part heatmap's maximum within ``part_window`` output pixels (a model exported before
+the part maps has none and keeps the offsets). A
 level not detected, or a landmark whose heatmap peak is below ``min_score``, is *not found* (NaN), never
 invented. The second stage (:func:`~SpineAlignmentLib.models.landmark_roi.refine_landmarks`) then refines each
 found level in its ROI near the original resolution, as for the per-landmark model.
@@ -40,7 +45,8 @@ from ..geometry.levels import SPINE_LEVELS
 from .landmark_roi import _LEVEL, landmark_groups, landmark_parts
 from .vertebra import OFFSET_SCALE, _pixel_index, _splat, focal_loss
 
-__all__ = ["LevelLayout", "level_layout", "is_level_sequence", "never_labelled", "name_chain", "LevelFamilyLoss", "decode_levels", "INDEX_SCALE", "HEAT_PRIOR"]
+__all__ = ["LevelLayout", "level_layout", "is_level_sequence", "never_labelled", "name_chain", "LevelFamilyLoss", "decode_levels", "INDEX_SCALE", "HEAT_PRIOR",
+           "MIN_PART_PEAK"]
 
 #: levels per unit of the regressed level position (keeps the target near 1)
 INDEX_SCALE = 8.0
@@ -71,16 +77,21 @@ class LevelLayout:
 
     @property
     def n_channels(self) -> int:
-        """First-stage output channels: centre, position, 2 per part, 3 per single landmark."""
-        return 2 + 2 * len(self.parts) + 3 * len(self.singles)
+        """First-stage output channels: centre, position, 2 per part, 3 per single landmark, 1 per part map."""
+        return 2 + 3 * len(self.parts) + 3 * len(self.singles)
 
     @property
     def heat_channels(self) -> list[int]:
-        """Channels holding heatmap logits (the centre map and each single landmark's map)."""
-        return [0] + [self.single_channel(j) for j in range(len(self.singles))]
+        """Channels holding heatmap logits (the centre map, each single landmark's map, each part map)."""
+        return ([0] + [self.single_channel(j) for j in range(len(self.singles))]
+                + [self.part_channel(p) for p in range(len(self.parts))])
 
     def single_channel(self, j: int) -> int:
         return 2 + 2 * len(self.parts) + 3 * j
+
+    def part_channel(self, p: int) -> int:
+        """Channel of part ``p``'s heatmap (after the single landmarks' channels)."""
+        return 2 + 2 * len(self.parts) + 3 * len(self.singles) + p
 
 
 def level_layout(ids: Sequence[str]) -> LevelLayout:
@@ -174,15 +185,19 @@ class LevelFamilyLoss(torch.nn.Module):
     a (B, K) validity mask (labelled and inside the image). A level is a positive centre only when all its
     table parts are labelled; a partly labelled level (its edge cropped) is neither positive nor a full
     negative (its centre gets a 0.9 Gaussian, which the penalty-reduced focal loss nearly ignores). A single
-    landmark that is not labelled has an all-zero target: the network learns that it is absent.
+    landmark that is not labelled has an all-zero target: the network learns that it is absent. A part's
+    heatmap has a peak at every labelled point of that part, whatever its level (partly labelled levels too).
+    An output without the part maps' channels (``layout.n_channels - len(layout.parts)``) is trained without
+    them.
     Returns ``(loss, parts)`` as :class:`~SpineAlignmentLib.training.losses.DsntLoss` does.
     """
 
     def __init__(self, layout: LevelLayout, stride: int, sigma_center: float = 2.0, sigma_single: float = 1.5,
-                 offset_weight: float = 1.0) -> None:
+                 offset_weight: float = 1.0, sigma_part: float = 1.5) -> None:
         super().__init__()
         self.layout, self.stride = layout, stride
         self.sigma_center, self.sigma_single, self.offset_weight = sigma_center, sigma_single, offset_weight
+        self.sigma_part = sigma_part
 
     def forward(self, out: torch.Tensor, points: torch.Tensor, valid: torch.Tensor):
         lay, s = self.layout, self.stride
@@ -224,14 +239,22 @@ class LevelFamilyLoss(torch.nn.Module):
             gs = _gather(out, [ch + 1, ch + 2], fl)
             ds = F.smooth_l1_loss(gs, (p.expand(b, 9, 2) - ps) / OFFSET_SCALE, reduction="none", beta=0.1)
             l_soff = l_soff + (ds * us[..., None]).sum() / (us.sum() * 2).clamp_min(1)
-        loss = l_center + self.offset_weight * (l_off + l_index + l_soff) + l_single
+        # part maps: every labelled point of part p, at any level
+        l_part = out.new_zeros(())
+        if out.shape[1] >= lay.n_channels:
+            with torch.no_grad():
+                t_part = torch.stack([_splat(pts[:, :, p], ok[:, :, p], h, w, s, self.sigma_part)
+                                      for p in range(len(lay.parts))], 1)
+            l_part = focal_loss(out[:, [lay.part_channel(p) for p in range(len(lay.parts))]], t_part)
+        loss = l_center + self.offset_weight * (l_off + l_index + l_soff) + l_single + l_part
         with torch.no_grad():  # error of the parts at the exact centre pixel (a training-progress figure, input px)
             g0 = g.reshape(b, n_lv, 9, -1)[:, :, 4, 1:].reshape(b, n_lv, len(lay.parts), 2)
             pred = pos.reshape(b, n_lv, 9, 2)[:, :, 4, None, :] + g0 * OFFSET_SCALE
             mv = (ok & full[..., None]).float()
             err_px = float((torch.linalg.norm(pred - pts, dim=-1) * mv).sum() / mv.sum().clamp_min(1.0))
         return loss, {"center": float(l_center.detach()), "offset": float(l_off.detach()),
-                      "index": float(l_index.detach()), "single": float(l_single.detach()), "err_px": err_px}
+                      "index": float(l_index.detach()), "single": float(l_single.detach()),
+                      "part": float(l_part.detach()), "err_px": err_px}
 
 
 def _peaks(prob: torch.Tensor, min_score: float, limit: int) -> tuple[np.ndarray, np.ndarray]:
@@ -312,31 +335,48 @@ def name_chain(positions: np.ndarray, n_levels: int, *, drop_cost: float = DROP_
     return out
 
 
+#: a part heatmap's peak below this keeps the offsets' point (the map does not see the part there)
+MIN_PART_PEAK = 0.1
+
+
 @torch.no_grad()
 def decode_levels(out: torch.Tensor, stride: int, layout: LevelLayout, *, min_score: float = 0.3,
-                  min_separation: float = 0.5, info: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  min_separation: float = 0.5, part_window: int | None = 3, part_radius: int = 2,
+                  part_floor: float = 0.0, info: list | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Decode first-stage output into the protocol's landmarks.
 
     Args:
-        out: (B, C, h, w) network output (``layout.n_channels`` channels).
+        out: (B, C, h, w) network output (``layout.n_channels`` channels; a model exported before the part maps
+            has ``len(layout.parts)`` fewer and is decoded from its offsets alone).
         stride: input pixels per output pixel.
         layout: the protocol's :class:`LevelLayout`.
         min_score: a level centre or a single landmark's peak below this probability is not found.
         min_separation: two centre peaks closer than this fraction of the median distance between neighbouring
             peaks are one level (the weaker is dropped).
+        part_window, part_radius: a level's part moves from its offsets' point to the soft-argmax (``part_radius``
+            output pixels) around its part map's maximum within ``part_window`` output pixels (None or 0: the
+            offsets alone).
+        part_floor: with part maps, a level's part whose map peaks below this within the window is *not seen*:
+            its confidence is 0 (the caller reports it as not found, once the level's second stage has used the
+            point to place its ROI) while its point is kept.
         info: optional list that receives per image ``{"levels": [found level names, top to bottom]}``.
 
     Returns:
         ``(points, confidence)``: (B, K, 2) input pixels, NaN for a landmark not found; (B, K) the peak
-        probability of its level centre (or its own heatmap), 0 where not found.
+        probability of its level centre (or its own heatmap; with a part map, the geometric mean of the centre's
+        and the part's peaks), 0 where not found or not seen (``part_floor``).
     """
+    from .vertebra import refine_on_heatmap
+
     out = out.float()
     b, _, h, w = out.shape
     n_lv, n_parts = len(layout.levels), len(layout.parts)
     off = (stride - 1) / 2.0
     points = np.full((b, len(layout.ids), 2), np.nan)
     conf = np.zeros((b, len(layout.ids)))
-    heat = torch.sigmoid(out[:, layout.heat_channels])
+    n_singles = len(layout.singles)
+    use_parts = bool(part_window) and out.shape[1] >= layout.n_channels
+    heat = torch.sigmoid(out[:, layout.heat_channels[:1 + n_singles + (n_parts if use_parts else 0)]])
     for i in range(b):
         idx, score = _peaks(heat[i, 0], min_score, 3 * n_lv)
         xy = np.stack([(idx % w) * stride + off, (idx // w) * stride + off], axis=-1).astype(np.float64)
@@ -354,6 +394,7 @@ def decode_levels(out: torch.Tensor, stride: int, layout: LevelLayout, *, min_sc
         vals = out[i, 1:2 + 2 * n_parts].reshape(1 + 2 * n_parts, -1)[:, torch.from_numpy(idx)].numpy().T
         position = vals[:, 0] * INDEX_SCALE
         names = name_chain(position, n_lv)
+        part_prob = heat[i, 1 + n_singles:].numpy() if use_parts else None
         for j, lv in enumerate(names):
             if lv < 0:
                 continue
@@ -362,6 +403,11 @@ def decode_levels(out: torch.Tensor, stride: int, layout: LevelLayout, *, min_sc
                 if k >= 0:
                     points[i, k] = xy[j] + vals[j, 1 + 2 * p:3 + 2 * p] * OFFSET_SCALE
                     conf[i, k] = score[j]
+                    if part_prob is not None:
+                        x, y, peak = refine_on_heatmap(part_prob[p], *points[i, k], stride, part_window, part_radius)
+                        if peak >= MIN_PART_PEAK:
+                            points[i, k] = (x, y)
+                        conf[i, k] = float(np.sqrt(score[j] * max(peak, 0.0))) if peak >= part_floor else 0.0
         for j, k in enumerate(layout.singles):
             ch = layout.single_channel(j)
             pk = heat[i, 1 + j].reshape(-1)

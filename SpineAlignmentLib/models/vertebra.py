@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from .dsnt import heatmap_grid
 
 __all__ = ["N_CHANNELS", "OFFSET_SCALE", "ANCHORS", "VertebraLoss", "decode_vertebrae", "focal_loss",
-           "vertebra_candidates", "chain_points"]
+           "vertebra_candidates", "chain_points", "refine_on_heatmap"]
 
 N_CHANNELS = 15  # ANCHORS.stop (17) with the optional T1/L5 anchor maps
 OFFSET_SCALE = 16.0  # input pixels per offset unit (keeps regression targets around 1)
@@ -144,7 +144,7 @@ class VertebraLoss(torch.nn.Module):
         return loss, parts
 
 
-def _refine(hm: np.ndarray, x: float, y: float, stride: int, search: int, radius: int) -> tuple[float, float, float]:
+def refine_on_heatmap(hm: np.ndarray, x: float, y: float, stride: int, search: int, radius: int) -> tuple[float, float, float]:
     """Soft-argmax of ``hm`` (probabilities) around its maximum near input point (x, y).
 
     Returns (x, y, peak) in input pixels; the input point and peak 0 when the
@@ -331,7 +331,7 @@ def chain_points(corner_prob: np.ndarray, corners: np.ndarray, scores: np.ndarra
     for j in range(v):
         for k in range(4):
             x, y = corners[j, k]
-            rx, ry, peak = _refine(corner_prob[k], x, y, stride, search, radius)
+            rx, ry, peak = refine_on_heatmap(corner_prob[k], x, y, stride, search, radius)
             if peak >= min_corner_peak:
                 x, y = rx, ry
             points[4 * j + k] = (x, y)

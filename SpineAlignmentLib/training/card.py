@@ -30,15 +30,19 @@ def learning_curve_card(out: Path, curve: Path = LEARNING_CURVE) -> list[str]:
     def f(v, nd=1):
         return "–" if v is None else f"{v:.{nd}f}"
 
+    designs = list(dict.fromkeys(r.get("design", "level family") for r in rows))
     lines = ["## How many films? (measured by SpineAlignment, not on your data)", "",
-             "The same trainer and design (level family) on the AASCE coronal films, N training films drawn as whole "
+             "The level-family trainer on the AASCE coronal films, N training films drawn as whole "
              f"patients, each measured end to end on the same {rows[0].get('n_images')} patient-held-out validation films "
-             "(a seed is another draw of the films and of the augmentation):", "",
+             "(a seed is another draw of the films and of the augmentation; a row's design is the trainer's design "
+             "when it was measured):", "",
              "| training films | seed | epochs (stage 1 + 2) | median landmark error | SMAPE (films computed) | "
-             "all levels found and named right |", "|---|---|---|---|---|---|"]
+             "all levels found and named right | design |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['n_train']} | {r.get('seed', 0)} | {r['epochs']} + {r['refine_epochs']} | "
               f"{f(r.get('median_error_px'))} px | {f(r.get('smape_pct'), 2)} % ({r.get('aasce_images_complete')}) | "
-              f"{f(r.get('named_right_of_all_pct'))} % |" for r in rows]
+              f"{f(r.get('named_right_of_all_pct'))} % | {designs.index(r.get('design', 'level family')) + 1} |"
+              for r in rows]
+    lines += [""] + [f"Design {i + 1}: {d}." for i, d in enumerate(designs)]
     plot_learning_curve(rows, out / "learning-curve.png")
     lines += ["", "![Learning curve](learning-curve.png)"]
     lines += ["", "A protocol with fewer, more distinct levels may need fewer films; correct the model's landmarks "
@@ -259,23 +263,30 @@ def plot_learning_curve(rows: list[dict], path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(8, 3.2), dpi=110)
+    fig = Figure(figsize=(8, 3.4), dpi=110)
     FigureCanvasAgg(fig)
-    sizes = list(dict.fromkeys(r["size"] for r in rows))
-    by = {sz: [r for r in rows if r["size"] == sz] for sz in sizes}
-    n = [sum(r["n_train"] for r in by[sz]) / len(by[sz]) for sz in sizes]
+    designs = list(dict.fromkeys(r.get("design", "level family") for r in rows))
+    ticks = sorted({round(r["n_train"]) for r in rows})
     for i, (key, label) in enumerate((("median_error_px", "median landmark error (px)"), ("smape_pct", "SMAPE, AASCE triple (%)"),
                                       ("named_right_of_all_pct", "all 17 found and named right (%)"))):
         ax = fig.add_subplot(1, 3, i + 1)
-        vals = [[r.get(key) for r in by[sz] if r.get(key) is not None] for sz in sizes]
-        ax.plot(n, [sum(v) / len(v) if v else float("nan") for v in vals], "o-")
-        for x, v in zip(n, vals):
-            if len(v) > 1:  # each seed of a seeded size
-                ax.plot([x] * len(v), v, "x", color="grey")
+        for di, design in enumerate(designs):  # one line per design the rows were measured with
+            drows = [r for r in rows if r.get("design", "level family") == design]
+            sizes = list(dict.fromkeys(r["size"] for r in drows))
+            by = {sz: [r for r in drows if r["size"] == sz] for sz in sizes}
+            n = [sum(r["n_train"] for r in by[sz]) / len(by[sz]) for sz in sizes]
+            vals = [[r.get(key) for r in by[sz] if r.get(key) is not None] for sz in sizes]
+            ax.plot(n, [sum(v) / len(v) if v else float("nan") for v in vals], "o-" if di == 0 else "*",
+                    markersize=5 if di == 0 else 10, label=f"design {di + 1}")
+            for x, v in zip(n, vals):
+                if len(v) > 1:  # each seed of a seeded size
+                    ax.plot([x] * len(v), v, "x", color="grey")
+        if len(designs) > 1 and i == 0:
+            ax.legend(fontsize=7)
         ax.set_xscale("log")
         ax.minorticks_off()
-        ax.set_xticks(n)
-        ax.set_xticklabels([str(round(x)) for x in n], fontsize=7)
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([str(x) for x in ticks], fontsize=7)
         ax.set_xlabel("training films")
         ax.set_title(label, fontsize=9)
         ax.grid(alpha=0.3)

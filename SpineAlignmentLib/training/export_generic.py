@@ -82,8 +82,8 @@ def export_run(run: Path, out: Path, *, name: str | None = None, version: str = 
     ck = load_checkpoint(ck_path)
     cfg = GenericConfig(**ck["config"])
     if "stage" not in ck:
-        raise SpineAlignmentError(f"{run} was not trained by the generic landmark trainer; "
-                                  "use python -m SpineAlignmentLib.training.export for the coronal vertebra model.")
+        raise SpineAlignmentError(f"{run} was not trained by the generic landmark trainer; export it with "
+                                  "'spine-align export', which picks the exporter the run needs.")
     done = (ck["stage"] == 2 and int(ck["epoch"]) + 1 >= cfg.refine_epochs) or (
         ck["stage"] == 1 and cfg.refine_epochs == 0 and int(ck["epoch"]) + 1 >= cfg.epochs)
     if not done:
@@ -103,7 +103,7 @@ def export_run(run: Path, out: Path, *, name: str | None = None, version: str = 
     stage2 = ck["model"] if ck["stage"] == 2 else None
     split = json.loads((run / "split.json").read_text())
     rows, cols = (int(v) for v in cfg.input_shape)
-    blocks = model_blocks(cfg, ids, stage1, stage2)
+    blocks = model_blocks(cfg, ids, stage1, stage2, ck.get("fitted"))  # a family run's decoding choice, when it made one
     blocks["weights"] = save_weights(stage1, out / "model.pt", fp16)
     if stage2 is not None:
         blocks["landmark_refinement"]["weights"] = save_weights(stage2, out / "refine.pt", fp16)

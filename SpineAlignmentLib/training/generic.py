@@ -85,14 +85,19 @@ class GenericConfig(RunConfig):
     train_images: int | None = None  # learning curves: train on this many training images (whole patients, seeded)
     refine_epochs: int = 30  # stage 2 (0: no second stage)
     val_every: int = 1  # validate every N epochs (and after the last) in both stages
-    roi_size: int = 96
+    # stage 2: 128-px ROIs, every level of a coronal film per step, a simulated first-stage error of 0.07 ROI sides
+    # and a 4-level network. On the AASCE split-1 films (docs/training.md) these took the level family's median from
+    # 14.1 px (96-px ROIs, 12 per film, 0.15/0.1 error, 3 levels: worse than its first stage alone, 13.3 px) to the
+    # figure there; the part maps made the first stage accurate enough that the wider simulated error only blurred
+    # the second stage.
+    roi_size: int = 128
     roi_fraction: float = 0.08  # fallback: ROI side as a fraction of the landmark span (no level group of 2+)
     roi_extent: float | None = 1.6  # ROI side in median level-group sizes (None: the fraction of the span)
-    roi_per_image: int = 12  # level groups (ROIs) per film per stage-2 step
-    roi_shift_sd: float = 0.15  # simulated first-stage error, ROI sides (per axis)
-    roi_scale_sd: float = 0.1
+    roi_per_image: int = 17  # level groups (ROIs) per film per stage-2 step
+    roi_shift_sd: float = 0.07  # simulated first-stage error, ROI sides (per axis)
+    roi_scale_sd: float = 0.07
     refine_net: dict = field(default_factory=lambda: {
-        "stem_channels": [16, 32], "channels": [32, 64, 128], "num_res_units": 1, "features": 32})
+        "stem_channels": [16, 32], "channels": [32, 64, 128, 128], "num_res_units": 1, "features": 32})
     # first-stage design: "landmarks", one heatmap per landmark; "levels", the
     # level-sequence family (models.level_family: one shared level-centre map, part offsets, single landmarks)
     family: str = "landmarks"
@@ -370,11 +375,13 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
             films.append(_cache_film(it, ids, mirrored, cfg.input_shape, roi, with_roi))
         return films
 
+    fitted = None  # a family run's decoding, chosen on its training films once stage 1 is done
+
     def validate(stage1: dict, stage2: dict | None) -> dict:
         """The export's end-to-end figures of the model these weights make, on every validation film."""
         t0 = time.time()
         with torch.random.fork_rng(devices=[]):  # building the networks draws random weights: training stays as it was
-            figs = evaluate_films(run_model(cfg, ids, stage1, stage2), val_items, proto.id, parameters=False,
+            figs = evaluate_films(run_model(cfg, ids, stage1, stage2, fitted=fitted), val_items, proto.id, parameters=False,
                                   progress=progress)
         figs["val_time_s"] = round(time.time() - t0, 1)
         return figs
@@ -429,6 +436,22 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
             return {"stopped": "time limit", "stage": 1, "epoch": epoch + 1, "best": best}
     stage1_state = net.state_dict()
     stage2_state = None
+    if cfg.family == "levels":
+        # the family's centre threshold and part search, chosen once on the training films (kept with the weights)
+        fitted = (state or {}).get("fitted") if start >= cfg.epochs else None  # stage 1 trained on: choose again
+        if fitted is None:
+            from .level_family import fit_decoding
+
+            with torch.random.fork_rng(devices=[]):
+                fitted = fit_decoding(run_model(cfg, ids, stage1_state, None), train_films, cfg.seed)
+            log.info("decoding chosen on %s: centre threshold %s, part search %s", fitted["fitted_on"],
+                     fitted["min_score"], fitted["part_window"])
+            if state is not None and state.get("stage") == 2:  # a stage-2 checkpoint from before the choice: keep it
+                save_checkpoint(out / "last.pt", {**state, "fitted": fitted})
+            else:
+                save_checkpoint(out / "last.pt", {"stage": 1, "model": stage1_state, "optimizer": opt.state_dict(),
+                                                  "epoch": cfg.epochs - 1, "config": asdict(cfg), "best": best,
+                                                  "landmark_ids": list(ids), "fitted": fitted})
     result = {"stage1": best, "input_shape": list(cfg.input_shape)}
 
     # ---- stage 2 ----
@@ -458,7 +481,7 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
             log.info("stage 2 epoch %d%s", epoch + 1, epoch_figure(row))
             save_checkpoint(out / "last.pt", {"stage": 2, "stage1": stage1_state, "model": rnet.state_dict(),
                                     "optimizer": ropt.state_dict(), "epoch": epoch, "config": asdict(cfg), "best": best,
-                                    "landmark_ids": list(ids), "parts": parts})
+                                    "landmark_ids": list(ids), "parts": parts, "fitted": fitted})
             if cfg.time_limit_min is not None and (time.time() - t_start) / 60.0 >= cfg.time_limit_min:
                 log.info("time limit reached after stage-2 epoch %d; resume with --resume", epoch + 1)
                 return {"stopped": "time limit", "stage": 2, "epoch": epoch + 1, "best": best}

@@ -42,10 +42,11 @@ def _num(v):
     return f if math.isfinite(f) else None
 
 
-def model_blocks(cfg, ids, stage1: dict, stage2: dict | None) -> dict:
+def model_blocks(cfg, ids, stage1: dict, stage2: dict | None, fitted: dict | None = None) -> dict:
     """The metadata blocks inference reads (``network``, ``network_data_format``, ``landmarks``, ``decoding``
     and, with a second stage, ``landmark_refinement``), their ``weights`` naming only the file; a run of the
-    level-sequence family (``cfg.family == "levels"``) gets the family's head and ``level-family`` decoding."""
+    level-sequence family (``cfg.family == "levels"``) gets the family's head and ``level-family`` decoding,
+    with ``fitted`` (:func:`~SpineAlignmentLib.training.level_family.fit_decoding`) when the run chose it."""
     from ..models.landmark_roi import landmark_parts
     from ..protocols import get_protocol
 
@@ -72,7 +73,7 @@ def model_blocks(cfg, ids, stage1: dict, stage2: dict | None) -> dict:
     if cfg.family == "levels":  # the level-sequence family: its own head and decoding
         from .level_family import family_blocks
 
-        family_blocks(md, ids)
+        family_blocks(md, ids, fitted)
     if stage2 is not None:
         parts, part_index, _ = landmark_parts(ids, proto.flip_pairs)
         md["landmark_refinement"] = {
@@ -86,13 +87,14 @@ def model_blocks(cfg, ids, stage1: dict, stage2: dict | None) -> dict:
     return md
 
 
-def run_model(cfg, ids, stage1: dict, stage2: dict | None = None, *, fp16: bool = True):
+def run_model(cfg, ids, stage1: dict, stage2: dict | None = None, *, fp16: bool = True, fitted: dict | None = None):
     """The model a training run's weights make, in memory, exactly as its exported folder loads
-    (weights stored as the export stores them, widened back by the registry's own loader)."""
+    (weights stored as the export stores them, widened back by the registry's own loader; ``fitted``: a family
+    run's decoding choice)."""
     from ..models.registry import assemble_model, network_from_state
     from .weights import stored_weights
 
-    md = {"name": Path(cfg.out).name, "version": "training", "protocol": cfg.protocol, **model_blocks(cfg, ids, stage1, stage2)}
+    md = {"name": Path(cfg.out).name, "version": "training", "protocol": cfg.protocol, **model_blocks(cfg, ids, stage1, stage2, fitted)}
     states = {"model.pt": stored_weights(stage1, fp16), "refine.pt": stored_weights(stage2, fp16) if stage2 else None}
     return assemble_model(md, Path(cfg.out),
                           lambda net, w: network_from_state(net, states[w["file"]], f"Weights of run {cfg.out}"))

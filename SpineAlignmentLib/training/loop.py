@@ -31,7 +31,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .dataset import CachedSample
 
 __all__ = ["RunConfig", "LandmarkDataset", "seed_all", "lr_at", "train_epoch", "optimizer_for", "fit_patch_stage",
-           "open_run"]
+           "open_run", "run_kind"]
 
 log = logging.getLogger(__name__)
 
@@ -198,3 +198,26 @@ def open_run(cfg: RunConfig, resume: bool, keep: tuple[str, ...] = ("epochs", "t
     seed_all(cfg.seed)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
     return cfg, state, out
+
+
+def run_kind(run: Path) -> str:
+    """Which exporter a finished run folder needs: ``"segmentation"`` (a segmentation protocol's run),
+    ``"landmarks"`` (an own-data landmark run of the generic trainer, per-landmark or level family: its
+    checkpoint records its stage) or ``"vertebra"`` (the coronal vertebra network's trainer).
+
+    Raises:
+        SpineAlignmentError: no ``config.json`` and ``last.pt`` in ``run`` (not a run folder, or not finished).
+    """
+    from ..protocols import get_protocol
+
+    run = Path(run)
+    if not (run / "config.json").is_file() or not (run / "last.pt").is_file():
+        raise SpineAlignmentError(f"{run} is not a training run folder (no last.pt/config.json); pass --run runs/NAME.")
+    try:
+        cfg = json.loads((run / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise SpineAlignmentError(f"{run / 'config.json'} is not readable JSON ({exc}); pass the run folder "
+                                  "'spine-align train' wrote.") from None
+    if get_protocol(cfg.get("protocol", "coronal-spine")).model_kinds[0] == "segmentation":
+        return "segmentation"
+    return "landmarks" if "stage" in load_checkpoint(run / "last.pt") else "vertebra"

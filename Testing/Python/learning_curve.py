@@ -56,6 +56,8 @@ def main(argv=None) -> int:
     ap.add_argument("--run-all", default=None, help="an existing full-data run folder to report as 'all'")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--design", default=None, help="what the trainer's design was when the curve was measured (each "
+                                                   "row keeps it; the card names it)")
     ap.add_argument("--out", default=None, help="write the rows to this JSON file "
                                                 "(SpineAlignmentLib/training/learning_curve.json is the curve every "
                                                 "exported own-data model card quotes and plots)")
@@ -93,7 +95,8 @@ def main(argv=None) -> int:
                                               "named_right_pct", "aasce_images_complete", "seconds_per_image")},
                      # of every validation film (a film with a level left out is not named right)
                      "named_right_of_all_pct": (100.0 * v["level_shifts"].get("0", 0) / v["n_images"]
-                                                if v.get("level_shifts") else v.get("named_right_pct"))})
+                                                if v.get("level_shifts") else v.get("named_right_pct")),
+                     **({"design": args.design} if args.design else {})})
         print(json.dumps(rows[-1]))
     if args.out:
         out = Path(args.out)

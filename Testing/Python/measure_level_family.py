@@ -12,7 +12,8 @@ each exported model through :func:`SpineAlignmentLib.pipeline.analyze`. Reported
 * landmarks *not* on a film (cropped off) but reported as found, as a share of all such landmarks;
 * MAE of the chosen parameters against the generator's exact values (or, where the generator states none, e.g.
   cSVA, the value measured on the true landmarks), over the films where both exist, and on how many films;
-* films whose every reported level is the level it lies on, overall and among the cropped films;
+* films whose every reported level is the level it lies on, overall and among the cropped films, and those
+  named right *or* flagged "levels unreliable" (a chain shorter than on any training film);
 * lumbar pairs: MAE of IROM, dST (mm) and dST_pct per pair and level;
 * whole spine: the same figures on ``--partial`` extra films cropped at T10 (``cropped_at_T10``).
 
@@ -90,6 +91,7 @@ def _mean_shape(protocol, train_items):
 
 def measure_model(model_name: str, protocol: str, test_items, meta: dict, mean: dict) -> dict:
     from SpineAlignmentLib.imaging.radiograph import read_radiograph
+    from SpineAlignmentLib.inference.predict import LEVELS_UNRELIABLE
     from SpineAlignmentLib.pipeline import analyze
     from SpineAlignmentLib.protocols import get_protocol
     from SpineAlignmentLib.models.level_family import level_layout
@@ -99,16 +101,21 @@ def measure_model(model_name: str, protocol: str, test_items, meta: dict, mean: 
     layout = level_layout(proto.landmark_ids)
     errs, base, missed, off_found, off_total, per_param = [], [], 0, 0, 0, {p: [] for p in PARAMETERS[protocol]}
     worst, named, named_cropped, results, none_reported = [], [], [], {}, 0
+    flagged, named_or_flagged, cropped_or_flagged = [], [], []
     for it in test_items:
         stem = Path(it.image).stem
         rg = read_radiograph(it.image)
         res = analyze(rg, protocol, model=model_name)
         pred_xy = {k: (lm.x, lm.y) for k, lm in res.landmarks.items()}
         ok = level_naming(layout, it.landmarks, pred_xy)
+        flag = any(LEVELS_UNRELIABLE in w for w in res.warnings)
         none_reported += not pred_xy
         named.append(ok)
+        flagged.append(flag)
+        named_or_flagged.append(ok or flag)
         if meta[stem].get("absent"):
             named_cropped.append(ok)
+            cropped_or_flagged.append(ok or flag)
         results[stem] = res
         rows, cols = it.image_size
         m = mirrors_for_facing(proto, it.landmarks, it.patient_orientation)
@@ -141,6 +148,9 @@ def measure_model(model_name: str, protocol: str, test_items, meta: dict, mean: 
     return {
         "films_levels_named_right": int(sum(named)), "films_cropped": len(named_cropped),
         "films_cropped_levels_named_right": int(sum(named_cropped)),
+        "films_flagged_levels_unreliable": int(sum(flagged)),
+        "films_levels_named_right_or_flagged": int(sum(named_or_flagged)),
+        "films_cropped_levels_named_right_or_flagged": int(sum(cropped_or_flagged)),
         "films_with_nothing_reported": none_reported,
         **({"pairs": pairs} if pairs else {}),
         "model": model_name, "n_films": len(test_items),

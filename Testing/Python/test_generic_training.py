@@ -150,11 +150,19 @@ def test_card_quotes_the_learning_curve_and_copies_its_plot(tmp_path):
     lines = learning_curve_card(folder, curve)
     text = "\n".join(lines)
     assert "on the same 94 patient-held-out validation films" in text
-    assert "| 25 | 0 | 600 + 64 | 31.2 px | 15.50 % (70) | 40.0 % |" in lines
-    assert "| 26 | 1 | 600 + 64 | 29.0 px | – % (0) | 38.3 % |" in lines
+    assert "| 25 | 0 | 600 + 64 | 31.2 px | 15.50 % (70) | 40.0 % | 1 |" in lines
+    assert "| 26 | 1 | 600 + 64 | 29.0 px | – % (0) | 38.3 % | 1 |" in lines
+    assert "Design 1: level family." in lines
     from PIL import Image
 
     with Image.open(folder / "learning-curve.png") as im:  # the plot, drawn from the rows
         assert im.format == "PNG" and im.size[0] > 400
     assert "![Learning curve](learning-curve.png)" in lines
     assert learning_curve_card(folder, tmp_path / "none.json") == []
+    # rows measured with two designs: each row says which, each design is named once
+    rows = json.loads(curve.read_text())
+    rows[1]["design"] = "with part maps"
+    curve.write_text(json.dumps(rows))
+    lines = learning_curve_card(folder, curve)
+    assert lines[lines.index("| 25 | 0 | 600 + 64 | 31.2 px | 15.50 % (70) | 40.0 % | 1 |") + 1].endswith("| 2 |")
+    assert "Design 1: level family." in lines and "Design 2: with part maps." in lines

@@ -34,7 +34,7 @@ def test_layout_from_the_whole_spine_table():
     assert parts_of("C2") == ["AI", "PI", "c"]  # fewer parts than T5
     assert parts_of("T5") == ["AI", "AS", "PI", "PS", "c"]
     assert parts_of("S1") == ["AS", "PS"]
-    assert lay.n_channels == 2 + 2 * 5 + 3 * 3
+    assert lay.n_channels == 2 + 2 * 5 + 3 * 3 + 5  # centre, position, offsets, singles, one map per part
     coronal = level_layout(get_protocol("coronal-spine").landmark_ids)
     assert coronal.levels == tuple([f"T{i}" for i in range(1, 13)] + [f"L{i}" for i in range(1, 6)])
     assert coronal.parts == ("TL", "TR", "BL", "BR") and coronal.singles == ()
@@ -47,12 +47,32 @@ def test_a_table_that_is_no_level_sequence_is_one_sentence():
         level_layout(["OD", "FH_1"])
 
 
+def _logit(q):
+    return float(np.log(q / (1.0 - q)))
+
+
 def _encode(lay, levels_xy: dict[int, np.ndarray], singles: dict[int, tuple[float, float]], h: int, w: int,
-            stride: int = 2) -> torch.Tensor:
+            stride: int = 2, part_maps: bool = True) -> torch.Tensor:
     """Network output that a perfect first stage gives: centre peaks at the level centres' pixels, the exact
-    level positions and part offsets there, single-landmark peaks with their offsets."""
+    level positions and part offsets there, single-landmark peaks with their offsets, and part maps whose
+    soft-argmax is each part's exact point (bilinear weights over the 4 pixels around it, peak 0.9999).
+    ``part_maps=False``: the output of a model exported before the part maps (fewer channels)."""
     out = torch.full((1, lay.n_channels, h, w), -10.0)
     off = (stride - 1) / 2.0
+    for p in range(len(lay.parts)):
+        out[0, lay.part_channel(p)] = -20.0
+        for pts in levels_xy.values():
+            if not np.isfinite(pts[p]).all():
+                continue
+            u, v = (pts[p] - off) / stride
+            x0, y0 = int(np.floor(u)), int(np.floor(v))
+            fx, fy = u - x0, v - y0
+            wts = {(y0, x0): (1 - fx) * (1 - fy), (y0, x0 + 1): fx * (1 - fy), (y0 + 1, x0): (1 - fx) * fy,
+                   (y0 + 1, x0 + 1): fx * fy}
+            top = max(wts.values())
+            for (yy, xx), q in wts.items():
+                if 0 <= yy < h and 0 <= xx < w and q > 0:
+                    out[0, lay.part_channel(p), yy, xx] = _logit(0.9999 * q / top)
     for lv, pts in levels_xy.items():  # pts (P, 2), NaN for parts the level does not have
         centre = np.nanmean(pts, axis=0)
         ix, iy = int(round((centre[0] - off) / stride)), int(round((centre[1] - off) / stride))
@@ -69,7 +89,7 @@ def _encode(lay, levels_xy: dict[int, np.ndarray], singles: dict[int, tuple[floa
         ix, iy = int(round((x - off) / stride)), int(round((y - off) / stride))
         out[0, ch, iy, ix] = 5.0
         out[0, ch + 1:ch + 3, iy, ix] = torch.tensor((np.array([x, y]) - [ix * stride + off, iy * stride + off]) / OFFSET_SCALE)
-    return out
+    return out if part_maps else out[:, :lay.part_channel(0)]
 
 
 def _chain(lay, levels, x0=60.0, y0=20.0, step=14.0):
@@ -109,6 +129,114 @@ def test_a_synthetic_chain_decodes_exactly_and_absent_landmarks_are_not_found():
         assert np.isnan(pts[0, WHOLE.index(lid)]).all() and conf[0, WHOLE.index(lid)] == 0.0
 
 
+def test_part_maps_place_a_part_the_offsets_put_a_few_pixels_off():
+    """Offsets 3 input px off every part's point: the part maps move each part back onto its point (within the
+    search window); without part maps (an older model's output) the offsets' point is kept."""
+    lay = level_layout(WHOLE)
+    chain = _chain(lay, list(range(3, 15)), y0=-20.0)
+    exact = _encode(lay, chain, {}, 180, 64)
+    shifted = exact.clone()
+    shifted[:, 2:2 + 2 * len(lay.parts)] += 3.0 / OFFSET_SCALE  # every part 3 px right and 3 px down
+    pts, conf = decode_levels(shifted, 2, lay)
+    old_pts, old_conf = decode_levels(shifted[:, :lay.part_channel(0)], 2, lay)
+    for lv, p in chain.items():
+        for part in range(len(lay.parts)):
+            k = lay.members[lv, part]
+            if k >= 0:
+                np.testing.assert_allclose(pts[0, k], p[part], atol=1e-3)
+                np.testing.assert_allclose(old_pts[0, k], p[part] + 3.0, atol=1e-4)
+                assert conf[0, k] > 0.99 and old_conf[0, k] > 0.99
+    # a part map that sees nothing near the offsets' point keeps that point, and the landmark's confidence says so
+    blind = shifted.clone()
+    blind[:, lay.part_channel(0):] = -20.0
+    b_pts, b_conf = decode_levels(blind, 2, lay)
+    k = lay.members[10, 0]
+    np.testing.assert_allclose(b_pts[0, k], chain[10][0] + 3.0, atol=1e-4)
+    assert 0.0 < b_conf[0, k] < 0.01
+    # with a part floor, a part its map does not see has confidence 0 (not found) but keeps its point for the ROI
+    f_pts, f_conf = decode_levels(blind, 2, lay, part_floor=0.05)
+    np.testing.assert_allclose(f_pts[0, k], b_pts[0, k])
+    assert f_conf[0, k] == 0.0
+
+
+def _truth(lay, chain) -> np.ndarray:
+    """(K, 2) labels of the whole-spine table for a ``_chain`` (NaN for every landmark not in it)."""
+    pts = np.full((len(lay.ids), 2), np.nan)
+    for lv, p in chain.items():
+        for part in range(len(lay.parts)):
+            if lay.members[lv, part] >= 0:
+                pts[lay.members[lv, part]] = p[part]
+    return pts
+
+
+def test_level_errors_count_missed_and_wrong_levels():
+    from SpineAlignmentLib.training.level_family import level_errors
+
+    lay = level_layout(WHOLE)
+    truth = _truth(lay, _chain(lay, list(range(3, 13))))  # C5..T7 labelled, 14 px apart
+    assert level_errors(truth, truth, lay) == (0, 0)
+    pred = truth.copy()
+    pred[[k for k in lay.members[5] if k >= 0]] = np.nan  # C7 not found: missed
+    assert level_errors(pred, truth, lay) == (1, 0)
+    for k in lay.members[8]:  # T3 reported 9 px low (more than half the 14 px spacing): named as its neighbour
+        if k >= 0:
+            pred[k, 1] += 9.0
+    assert level_errors(pred, truth, lay) == (1, 1)
+    spurious = _truth(lay, _chain(lay, [13]))  # T8 reported, but the film does not show it
+    pred[np.isfinite(spurious).all(1)] = spurious[np.isfinite(spurious).all(1)]
+    assert level_errors(pred, truth, lay) == (1, 2)
+
+
+def test_the_decoding_is_chosen_on_training_films():
+    """Films whose true levels C5..T6 include one centre detected at 0.22 only, and a spurious centre (0.12)
+    below the chain: 0.1 reports the spurious level, 0.25 misses the weak one, 0.15 and 0.2 make no level error
+    and the higher of them is chosen. Offsets 3 px off and exact part maps: a part search is chosen over the
+    offsets alone."""
+    from types import SimpleNamespace
+
+    from SpineAlignmentLib.training.level_family import fit_decoding
+
+    lay = level_layout(WHOLE)
+    chain = _chain(lay, list(range(3, 12)))
+    out = _encode(lay, chain, {}, 180, 64)
+    out[:, 2:2 + 2 * len(lay.parts)] += 3.0 / OFFSET_SCALE
+    ix, iy = [int(v) for v in torch.nonzero(out[0, 0] > 4.0)[4].flip(0)]  # the 5th level's centre pixel (x, y)
+    out[0, 0, iy, ix] = _logit(0.22)
+    out[0, 0, 170, 30] = _logit(0.12)  # a spurious centre far below the chain
+    out[0, 1, 169:172, 29:32] = 12 / INDEX_SCALE
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return out.expand(x.shape[0], -1, -1, -1)
+
+    model = SimpleNamespace(network=Fixed(), stride=2, landmark_ids=tuple(WHOLE))
+    films = [SimpleNamespace(image=np.zeros((360, 128), np.uint8), points=_truth(lay, chain)) for _ in range(3)]
+    fit = fit_decoding(model, films)
+    cand = fit["candidates"]["min_score"]
+    assert cand["0.1"] == {"missed": 0, "wrong": 3} and cand["0.25"] == {"missed": 3, "wrong": 0}
+    assert cand["0.15"] == cand["0.2"] == {"missed": 0, "wrong": 0}
+    assert fit["min_score"] == 0.2 and fit["fitted_on"] == "3 training films"
+    assert fit["min_levels"] == 9  # C5..T6 labelled whole on every film
+    medians = fit["candidates"]["part_window_median_error_input_px"]
+    assert abs(medians["0"] - np.hypot(3, 3)) < 1e-3 and fit["part_window"] > 0 and medians[str(fit["part_window"])] < 0.01
+    # every part is seen by its map: no floor drops anything, and the lowest (0) is kept
+    assert fit["part_floor"] == 0.0 and all(v == {"dropped": 0, "unlabelled_reported": 0}
+                                            for v in fit["candidates"]["part_floor"].values())
+    # films on which one level's AS is not labelled (cut off) and its map sees nothing there: a floor drops it
+    p_as = lay.parts.index("AS")
+    lv = next(li for li in sorted(chain)[1:] if lay.members[li, p_as] >= 0)
+    k_as = lay.members[lv, p_as]
+    ux, uy = (chain[lv][p_as] - 0.5) / 2
+    out[0, lay.part_channel(p_as), int(uy) - 1:int(uy) + 3, int(ux) - 1:int(ux) + 3] = -20.0
+    cut = _truth(lay, chain)
+    cut[k_as] = np.nan
+    films = [SimpleNamespace(image=np.zeros((360, 128), np.uint8), points=cut) for _ in range(3)]
+    fit = fit_decoding(model, films)
+    assert fit["candidates"]["part_floor"]["0.0"] == {"dropped": 0, "unlabelled_reported": 3}
+    assert fit["part_floor"] == 0.05 and fit["candidates"]["part_floor"]["0.05"] == {"dropped": 0, "unlabelled_reported": 0}
+    assert fit["min_levels"] == 8  # one level lost its AS: 8 levels labelled whole
+
+
 def test_the_chain_keeps_its_own_names_and_is_never_stretched():
     # regressed positions of 4 detected centres, one level missed between the 3rd and the 4th
     assert name_chain([3.2, 4.1, 4.9, 7.2], 10).tolist() == [3, 4, 5, 7]
@@ -142,6 +270,14 @@ def test_the_loss_is_lowest_at_the_encoding_the_decoder_reads():
     assert parts_good["err_px"] < 1e-3 and parts_bad["err_px"] > 5.0
     assert parts_good["offset"] < 1e-6 and parts_good["index"] < 1e-6 and parts_bad["offset"] > 0.4
     assert float(l_good) < float(l_bad)
+    # part maps: the loss counts them, and a map with its peaks moved 4 output px away costs more
+    moved = good.clone()
+    moved[:, lay.part_channel(0):] = torch.roll(good[:, lay.part_channel(0):], 4, dims=-1)
+    l_moved, parts_moved = loss(moved, torch.from_numpy(pts), valid)
+    assert parts_moved["part"] > parts_good["part"] > 0.0 and float(l_moved) > float(l_good)
+    # an output without part maps (an older model) is trained without them
+    _, parts_old = loss(good[:, :lay.part_channel(0)], torch.from_numpy(pts), valid)
+    assert parts_old["part"] == 0.0 and parts_old["offset"] == parts_good["offset"]
 
 
 def test_a_level_never_labelled_is_named_before_training():
@@ -172,6 +308,7 @@ def test_tiny_family_run_beats_the_mean_shape_and_round_trips_by_name(tmp_path, 
 
     from SpineAlignmentLib.cli import main as cli
     from SpineAlignmentLib.io.dataset import read_dataset
+    from SpineAlignmentLib.training.checkpoint import load_checkpoint
     from SpineAlignmentLib.training.generic import GenericConfig, split_items, train_generic
 
     protocol = "lumbar-dynamic"
@@ -189,6 +326,10 @@ def test_tiny_family_run_beats_the_mean_shape_and_round_trips_by_name(tmp_path, 
     assert md["decoding"]["method"] == "level-family" and md["network"]["args"]["out_channels"] == level_layout(
         get_protocol(protocol).landmark_ids).n_channels
     assert "landmark_refinement" in md
+    # the run chose its centre threshold and part search on its training films, and the export kept the choice
+    ck = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert md["decoding"]["min_score"] == ck["fitted"]["min_score"] and "training films" in md["decoding"]["chosen_on"]
+    assert md["decoding"]["part_window"] == ck["fitted"]["part_window"]
     # train's validation builds and decodes the family model as the export does: the same figures, to the bit
     last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert md["validation"]["median_error_px"] == last["val_median_error_px"] == res["final"]["median_error_px"]
@@ -231,7 +372,7 @@ def test_train_and_dataset_check_name_a_level_never_labelled(tmp_path, capsys):
     assert "so the level family cannot learn to name it" in capsys.readouterr().err
 
 
-def _predict_fixed(out: torch.Tensor):
+def _predict_fixed(out: torch.Tensor, **decoding):
     """predict_landmarks with a whole-spine level-family "model" whose network always returns ``out`` (a
     360 x 128 input, stride 2), on a noise film: what the decoder and the rules after it make of that output."""
     from SpineAlignmentLib.inference.predict import predict_landmarks
@@ -243,7 +384,7 @@ def _predict_fixed(out: torch.Tensor):
 
     md = {"protocol": "sagittal-whole-spine",
           "network_data_format": {"inputs": {"image": {"intensity": {"low_percentile": 0.5, "high_percentile": 99.5}}}},
-          "decoding": {"method": "level-family", "window": 3, "min_score": 0.3, "low_confidence": 0.3}}
+          "decoding": {"method": "level-family", "window": 3, "min_score": 0.3, "low_confidence": 0.3, **decoding}}
     model = LoadedModel("fixed", "1.0.0", md, Fixed(), tuple(WHOLE), (360, 128), 2, Path("."))
     return predict_landmarks(np.random.default_rng(0).uniform(0, 1, (360, 128)).astype(np.float32), model)
 
@@ -278,3 +419,34 @@ def test_predict_reports_a_part_that_lands_off_the_film_as_not_found():
     assert off and on  # the test cuts the level, it does not remove it
     assert not off & set(landmarks) and on <= set(landmarks)
     assert all(np.isfinite([lm.x, lm.y]).all() for lm in landmarks.values())
+
+
+def test_predict_reports_a_part_its_map_does_not_see_as_not_found():
+    """With part maps and a part floor, a part whose map sees nothing near it is left out (the rest kept)."""
+    lay = level_layout(WHOLE)
+    chain = _chain(lay, list(range(3, 15)), y0=-20.0)
+    out = _encode(lay, chain, {}, 180, 64)
+    p_as = lay.parts.index("AS")
+    lv = next(li for li in sorted(chain)[1:] if lay.members[li, p_as] >= 0)
+    ux, uy = (chain[lv][p_as] - 0.5) / 2
+    out[0, lay.part_channel(p_as), int(uy) - 1:int(uy) + 3, int(ux) - 1:int(ux) + 3] = -20.0
+    seen, _ = _predict_fixed(out, part_window=3, part_radius=2)  # no floor: reported, from its offsets
+    landmarks, _ = _predict_fixed(out, part_window=3, part_radius=2, part_floor=0.05)
+    unseen = WHOLE[lay.members[lv, p_as]]
+    assert unseen in seen and unseen not in landmarks and set(landmarks) == set(seen) - {unseen}
+
+
+def test_a_chain_shorter_than_any_training_film_says_its_names_are_unreliable():
+    """The model learnt from films showing at least 20 levels whole; a film on which 12 are found (C5..T9) gets
+    one warning that names the levels found and says their names are unreliable; a model that learnt from
+    films showing 10 levels or more says nothing."""
+    from SpineAlignmentLib.inference.predict import LEVELS_UNRELIABLE
+
+    lay = level_layout(WHOLE)
+    out = _encode(lay, _chain(lay, list(range(3, 15)), y0=-20.0), {}, 180, 64)
+    _, warns = _predict_fixed(out, min_levels=20)
+    flagged = [w for w in warns if LEVELS_UNRELIABLE in w]
+    assert len(flagged) == 1 and "Only 12 of the 24 levels were found (C5..T9)" in flagged[0]
+    assert "(20)" in flagged[0]
+    _, warns = _predict_fixed(out, min_levels=10)
+    assert not [w for w in warns if LEVELS_UNRELIABLE in w]

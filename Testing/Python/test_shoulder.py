@@ -199,12 +199,13 @@ def test_flip_augmentation_swaps_left_and_right_labels():
 
 @pytest.fixture(scope="module")
 def exported(synthetic_run, tmp_path_factory):
-    from SpineAlignmentLib.training.export import main as export_main
+    from SpineAlignmentLib.cli import main as cli
 
     root, data, _, _ = synthetic_run
     models = tmp_path_factory.mktemp("models")
-    assert export_main(["--run", str(root / "run"), "--data", str(data), "--out", str(models / "syn-clavicles"),
-                        "--name", "syn-clavicles", "--version", "0.0.1"]) == 0
+    # the one export command: the run folder says it needs the segmentation exporter
+    assert cli(["export", "--run", str(root / "run"), "--data", str(data), "--out", str(models / "syn-clavicles"),
+                "--version", "0.0.1", "--no-progress"]) == 0
     return models
 
 

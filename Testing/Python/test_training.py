@@ -206,6 +206,16 @@ def test_train_command_line(tmp_path, capsys):
     assert best["epoch"] == 1 and best["n_images"] == len(split["val"]) > 0
     assert json.loads((tmp_path / "run" / "config.json").read_text())["input_shape"] == [128, 64]
     assert main(["-q", "train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r2")]) == 2
+    # the one export command picks the coronal vertebra exporter from the run folder (its last checkpoint)
+    models = tmp_path / "models"
+    assert main(["export", "--run", str(tmp_path / "run"), "--out", str(models / "my-coronal"), "--no-progress"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    md = json.loads((models / "my-coronal" / "metadata.json").read_text())
+    assert shown["model"] == md["name"] == "my-coronal" and md["decoding"]["method"] == "vertebra-centres"
+    assert md["validation"]["n_images"] == len(split["val"]) and "last.pt" in md["training"]["recipe"]["checkpoint"]
+    # licences are recorded by the own-data landmark card only: one sentence, exit 2
+    assert main(["export", "--run", str(tmp_path / "run"), "--out", str(models / "x"), "--license-data", "CC0"]) == 2
+    assert "drop --license-weights/--license-data" in capsys.readouterr().err
 
 
 def test_refiner_training_resume_and_command_line(tmp_path, capsys):
