@@ -437,15 +437,17 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
     stage1_state = net.state_dict()
     stage2_state = None
     if cfg.family == "levels":
-        # the family's centre threshold and part search, chosen once on the training films (kept with the weights)
+        # the family's decoding (centre threshold, part search and floor), chosen once on the training films and
+        # kept with the weights
         fitted = (state or {}).get("fitted") if start >= cfg.epochs else None  # stage 1 trained on: choose again
         if fitted is None:
             from .level_family import fit_decoding
 
             with torch.random.fork_rng(devices=[]):
                 fitted = fit_decoding(run_model(cfg, ids, stage1_state, None), train_films, cfg.seed)
-            log.info("decoding chosen on %s: centre threshold %s, part search %s", fitted["fitted_on"],
-                     fitted["min_score"], fitted["part_window"])
+            log.info("decoding chosen on %s: centre threshold %s, part search %s, part floor %s; fewest levels on a "
+                     "training film %s", fitted["fitted_on"], fitted["min_score"], fitted["part_window"],
+                     fitted["part_floor"], fitted["min_levels"])
             if state is not None and state.get("stage") == 2:  # a stage-2 checkpoint from before the choice: keep it
                 save_checkpoint(out / "last.pt", {**state, "fitted": fitted})
             else:
