@@ -226,6 +226,21 @@ def image_problems(pixels: np.ndarray, what: str) -> list[str]:
     return warns
 
 
+def _twins(pts: np.ndarray, conf: np.ndarray) -> list[tuple[int, int]]:
+    """``(k, j)`` for each found landmark ``k`` at exactly the point of a more confident found landmark ``j``
+    (a result may not hold two landmarks on one point: measuring refuses it)."""
+    out, seen = [], {}
+    for k in np.argsort(-np.asarray(conf), kind="stable"):
+        if not np.isfinite(pts[k]).all():
+            continue
+        key = (float(pts[k, 0]), float(pts[k, 1]))
+        if key in seen:
+            out.append((int(k), seen[key]))
+        else:
+            seen[key] = int(k)
+    return out
+
+
 #: words every "levels unreliable" warning carries (tools that count such films look for them)
 LEVELS_UNRELIABLE = "its level names are unreliable"
 
@@ -292,6 +307,12 @@ def predict_landmarks(radiograph_or_array: Any, model, *, flip_tta: bool = False
         # A blank or tiny image must never look confident, whatever the network says.
         conf = np.minimum(conf, 0.05)
     found = np.isfinite(pts).all(axis=1)
+    twins = _twins(pts, conf)
+    if twins:  # a landmark on the very point of another: the less confident one is not found
+        found[[k for k, _ in twins]] = False
+        pairs = ", ".join(f"{model.landmark_ids[k]} on {model.landmark_ids[j]}" for k, j in twins[:4])
+        warns.append(f"{len(twins)} landmark(s) predicted on the very point of another ({pairs}); the less "
+                     "confident of each pair is left out, place it by hand.")
     ids = [lid for lid, ok in zip(model.landmark_ids, found) if ok]
     pts, conf = pts[found], conf[found]
     low = float(model.metadata["decoding"]["low_confidence"])

@@ -395,6 +395,7 @@ def decode_levels(out: torch.Tensor, stride: int, layout: LevelLayout, *, min_sc
         position = vals[:, 0] * INDEX_SCALE
         names = name_chain(position, n_lv)
         part_prob = heat[i, 1 + n_singles:].numpy() if use_parts else None
+        taken: dict[int, list] = {}  # per part, the map points already given to a level: one level per peak
         for j, lv in enumerate(names):
             if lv < 0:
                 continue
@@ -405,8 +406,11 @@ def decode_levels(out: torch.Tensor, stride: int, layout: LevelLayout, *, min_sc
                     conf[i, k] = score[j]
                     if part_prob is not None:
                         x, y, peak = refine_on_heatmap(part_prob[p], *points[i, k], stride, part_window, part_radius)
-                        if peak >= MIN_PART_PEAK:
+                        if any(abs(x - tx) < 1e-6 and abs(y - ty) < 1e-6 for tx, ty in taken.get(p, [])):
+                            peak = 0.0  # the peak of a neighbouring level's same part: this level's part is not on it
+                        elif peak >= MIN_PART_PEAK:
                             points[i, k] = (x, y)
+                            taken.setdefault(p, []).append((x, y))
                         conf[i, k] = float(np.sqrt(score[j] * max(peak, 0.0))) if peak >= part_floor else 0.0
         for j, k in enumerate(layout.singles):
             ch = layout.single_channel(j)

@@ -453,3 +453,36 @@ def test_a_chain_shorter_than_any_training_film_says_its_names_are_unreliable():
     assert "(20)" in flagged[0]
     _, warns = _predict_fixed(out, min_levels=10)
     assert not [w for w in warns if LEVELS_UNRELIABLE in w]
+
+
+def test_one_part_map_peak_is_given_to_one_level_only():
+    """Levels 6 px apart (centroid-only thoracic levels of the whole-spine table) and a centroid map with one
+    peak, between T9's and T10's centroids: T9 (decoded first) takes it, T10 keeps its own offsets' point and a
+    confidence that says its map did not see it; the two are never placed on the same point."""
+    lay = level_layout(WHOLE)
+    chain = _chain(lay, list(range(3, 20)), y0=-20.0, step=6.0)
+    t9, t10, c = lay.levels.index("T9"), lay.levels.index("T10"), lay.parts.index("c")
+    out = _encode(lay, chain, {}, 180, 64)
+    out[0, lay.part_channel(c)] = -20.0
+    u, v = (chain[t9][c] + [0.0, 3.0] - 0.5) / 2
+    out[0, lay.part_channel(c), int(round(v)), int(round(u))] = 5.0  # 1-2 output px from either centroid
+    pts, conf = decode_levels(out, 2, lay)
+    k9, k10 = lay.members[t9, c], lay.members[t10, c]
+    peak = np.array([int(round(u)), int(round(v))]) * 2 + 0.5
+    np.testing.assert_allclose(pts[0, k9], peak, atol=1e-3)
+    np.testing.assert_allclose(pts[0, k10], chain[t10][c], atol=1e-4)  # its offsets' point, not the peak
+    assert conf[0, k10] < 0.01 < conf[0, k9]
+
+
+def test_two_landmarks_on_one_point_leave_the_less_confident_out():
+    """A model output that puts T12c and L1c on the very same point: predict leaves one of them out with a
+    warning naming the pair (measuring would refuse two landmarks on one point), and analyze goes on."""
+    lay = level_layout(WHOLE)
+    chain = _chain(lay, list(range(4, 19)), y0=-90.0, step=24.0)  # levels far enough apart to stay two centres
+    l3, l4, c = lay.levels.index("T12"), lay.levels.index("L1"), lay.parts.index("c")
+    chain[l4] = chain[l4].copy()
+    chain[l4][c] = chain[l3][c]
+    landmarks, warns = _predict_fixed(_encode(lay, chain, {}, 180, 64))
+    assert ("T12c" in landmarks) != ("L1c" in landmarks)
+    twin = [w for w in warns if "on the very point of another" in w]
+    assert len(twin) == 1 and "L1c on T12c" in twin[0]
