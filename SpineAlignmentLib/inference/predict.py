@@ -103,9 +103,18 @@ def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False, refine: 
     elif dec["method"] == "level-family":
         from ..models.level_family import decode_levels, level_layout
 
+        fam: list = []
         coords, conf = decode_levels(out, model.stride, level_layout(model.landmark_ids), min_score=float(dec["min_score"]),
                                      part_window=dec.get("part_window"), part_radius=int(dec.get("part_radius", 2)),
-                                     part_floor=float(dec.get("part_floor", 0.0)))
+                                     part_floor=float(dec.get("part_floor", 0.0)), info=fam)
+        # A part whose offsets put it off the film is not on it, even when its part map has a peak just inside the
+        # edge (the cut vertebra's visible rim); the letterbox is centred, so a mirrored prediction has the same
+        # bounds.
+        for b, d in enumerate(fam):
+            o = geo.to_original(d["offset_points"])
+            cut = np.isfinite(o).all(axis=1) & ~((o[:, 0] >= -0.5) & (o[:, 0] <= norm.shape[1] - 0.5)
+                                                  & (o[:, 1] >= -0.5) & (o[:, 1] <= norm.shape[0] - 0.5))
+            coords[b][cut], conf[b][cut] = np.nan, 0.0
     else:
         c_t, conf_t, _ = decode_heatmaps(out, model.stride, window=int(dec["window"]),
                                          conf_radius=float(dec["confidence_radius"]))

@@ -359,7 +359,8 @@ def decode_levels(out: torch.Tensor, stride: int, layout: LevelLayout, *, min_sc
         part_floor: with part maps, a level's part whose map peaks below this within the window is *not seen*:
             its confidence is 0 (the caller reports it as not found, once the level's second stage has used the
             point to place its ROI) while its point is kept.
-        info: optional list that receives per image ``{"levels": [found level names, top to bottom]}``.
+        info: optional list that receives per image ``{"levels": [found level names, top to bottom],
+            "offset_points": (K, 2) where the offsets put each found level part before its part map moved it}``.
 
     Returns:
         ``(points, confidence)``: (B, K, 2) input pixels, NaN for a landmark not found; (B, K) the peak
@@ -394,6 +395,7 @@ def decode_levels(out: torch.Tensor, stride: int, layout: LevelLayout, *, min_sc
         vals = out[i, 1:2 + 2 * n_parts].reshape(1 + 2 * n_parts, -1)[:, torch.from_numpy(idx)].numpy().T
         position = vals[:, 0] * INDEX_SCALE
         names = name_chain(position, n_lv)
+        offset_points = points[i].copy()  # filled below: every found part where its offsets put it
         part_prob = heat[i, 1 + n_singles:].numpy() if use_parts else None
         taken: dict[int, list] = {}  # per part, the map points already given to a level: one level per peak
         for j, lv in enumerate(names):
@@ -402,7 +404,7 @@ def decode_levels(out: torch.Tensor, stride: int, layout: LevelLayout, *, min_sc
             for p in range(n_parts):
                 k = layout.members[lv, p]
                 if k >= 0:
-                    points[i, k] = xy[j] + vals[j, 1 + 2 * p:3 + 2 * p] * OFFSET_SCALE
+                    points[i, k] = offset_points[k] = xy[j] + vals[j, 1 + 2 * p:3 + 2 * p] * OFFSET_SCALE
                     conf[i, k] = score[j]
                     if part_prob is not None:
                         x, y, peak = refine_on_heatmap(part_prob[p], *points[i, k], stride, part_window, part_radius)
@@ -421,5 +423,6 @@ def decode_levels(out: torch.Tensor, stride: int, layout: LevelLayout, *, min_sc
                 points[i, k] = np.array([(f % w) * stride + off, (f // w) * stride + off]) + o * OFFSET_SCALE
                 conf[i, k] = float(pk[f])
         if info is not None:
-            info.append({"levels": [layout.levels[lv] for lv in names if lv >= 0]})
+            info.append({"levels": [layout.levels[lv] for lv in names if lv >= 0],
+                         "offset_points": np.where(np.isfinite(points[i]), offset_points, np.nan)})
     return points, conf

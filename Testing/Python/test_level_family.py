@@ -486,3 +486,20 @@ def test_two_landmarks_on_one_point_leave_the_less_confident_out():
     assert ("T12c" in landmarks) != ("L1c" in landmarks)
     twin = [w for w in warns if "on the very point of another" in w]
     assert len(twin) == 1 and "L1c on T12c" in twin[0]
+
+
+def test_a_part_its_offsets_put_off_the_film_stays_not_found_when_its_map_peaks_inside():
+    """The first level's upper corners lie above the film's top edge; their part maps peak on the film's first
+    row, just below them (the cut vertebra's visible rim): the part search would pull them onto the film, but
+    where the offsets put them decides, so they stay not found."""
+    lay = level_layout(WHOLE)
+    top = next(li for li in range(len(lay.levels)) if lay.members[li][lay.parts.index("AS")] >= 0)  # C7
+    chain = _chain(lay, list(range(top, top + 8)), y0=2.0 - 14.0 * top)
+    out = _encode(lay, chain, {}, 180, 64)
+    cut = [p for p, k in enumerate(lay.members[top]) if k >= 0 and chain[top][p][1] < -0.5]
+    for p in cut:
+        out[0, lay.part_channel(p), 0, int(round((chain[top][p][0] - 0.5) / 2))] = 5.0
+    landmarks, _ = _predict_fixed(out, part_window=3, part_radius=2)
+    off = {WHOLE[lay.members[top][p]] for p in cut}
+    assert off and not off & set(landmarks)
+    assert {WHOLE[k] for k in lay.members[top] if k >= 0} - off <= set(landmarks)  # the rest of the level is kept
