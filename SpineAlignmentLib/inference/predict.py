@@ -44,6 +44,13 @@ def _pixels(image: Any) -> np.ndarray:
     return a.astype(np.float32, copy=False)
 
 
+def _off_film(points: np.ndarray, shape) -> np.ndarray:
+    """(K,) whether each (x, y) original-pixel point lies off a film of ``shape`` (rows, cols); NaN counts as off."""
+    rows, cols = shape[:2]
+    x, y = points[:, 0], points[:, 1]
+    return ~((x >= -0.5) & (x <= cols - 0.5) & (y >= -0.5) & (y <= rows - 0.5))
+
+
 def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False, refine: bool = True,
                   info: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Predict landmarks on a 2-D array.
@@ -112,8 +119,7 @@ def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False, refine: 
         # bounds.
         for b, d in enumerate(fam):
             o = geo.to_original(d["offset_points"])
-            cut = np.isfinite(o).all(axis=1) & ~((o[:, 0] >= -0.5) & (o[:, 0] <= norm.shape[1] - 0.5)
-                                                  & (o[:, 1] >= -0.5) & (o[:, 1] <= norm.shape[0] - 0.5))
+            cut = np.isfinite(o).all(axis=1) & _off_film(o, norm.shape)
             coords[b][cut], conf[b][cut] = np.nan, 0.0
     else:
         c_t, conf_t, _ = decode_heatmaps(out, model.stride, window=int(dec["window"]),
@@ -171,9 +177,7 @@ def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False, refine: 
         # This decoder reports a landmark that is not on the film as not found; a part of a level cut by the
         # film's edge is placed from its centre's offsets, so the part that lands off the film is not on it, and
         # a part its part map does not see (confidence 0, kept until its level's ROI was placed) is not found.
-        rows, cols = norm.shape[:2]
-        off = ~((pts[:, 0] >= -0.5) & (pts[:, 0] <= cols - 0.5) & (pts[:, 1] >= -0.5) & (pts[:, 1] <= rows - 0.5))
-        off |= ~(c > 0)
+        off = _off_film(pts, norm.shape) | ~(c > 0)
         pts[off], c = np.nan, np.where(off, 0.0, c)
     cal = dec.get("calibration")
     if cal:
