@@ -50,27 +50,24 @@ def run(args: argparse.Namespace) -> int:
         md = export_run(run_dir, out, name=args.name, version=args.version,
                         data=Path(args.data) if args.data else None, license_weights=args.license_weights,
                         license_data=args.license_data, progress=progress)
-        v = md["validation"]
-        print(json.dumps({"model": md["name"], "version": md["version"], "folder": str(out),
-                          **{k: v[k] for k in ("n_images", "n_points", "median_error_px", "mean_error_px", "median_error_mm",
-                                              "smape_pct", "cmae_deg", "named_right_pct") if k in v}}, indent=1))
-        return 0
-    if args.license_weights or args.license_data:
-        raise SpineAlignmentError(f"{run_dir} is a {kind} run, whose card records the licences of its dataset itself; "
-                                  "drop --license-weights/--license-data.")
-    data = Path(args.data) if args.data else Path(json.loads((run_dir / "config.json").read_text())["data"])
-    if kind == "segmentation":
-        from ..training.export_segmentation import export_segmentation
-
-        md = export_segmentation(run_dir, data, out, name=name, version=args.version, checkpoint="last.pt",
-                                 command=f"spine-align export --run {run_dir.as_posix()} --out {out.as_posix()} "
-                                         f"--version {args.version}", progress=progress)
-        v = {k: x for k, x in md["validation"].items() if k != "per_image"}
+        v = {k: md["validation"][k] for k in ("n_images", "n_points", "median_error_px", "mean_error_px",
+                                              "median_error_mm", "smape_pct", "cmae_deg", "named_right_pct")
+             if k in md["validation"]}
     else:
-        from ..training.export import export
+        if args.license_weights or args.license_data:
+            raise SpineAlignmentError(f"{run_dir} is a {kind} run, whose card records the licences of its dataset "
+                                      "itself; drop --license-weights/--license-data.")
+        data = Path(args.data) if args.data else Path(json.loads((run_dir / "config.json").read_text())["data"])
+        if kind == "segmentation":
+            from ..training.export_segmentation import export_segmentation
 
-        md = export(run_dir, data, out, name=name, version=args.version, checkpoint="last.pt", progress=progress)
-        v = md["validation"]
-    print(json.dumps({"model": md["name"], "version": md["version"], "folder": str(out),
-                      **{k: x for k, x in v.items() if not isinstance(x, (dict, list))}}, indent=1))
+            md = export_segmentation(run_dir, data, out, name=name, version=args.version, checkpoint="last.pt",
+                                     command=f"spine-align export --run {run_dir.as_posix()} --out {out.as_posix()} "
+                                             f"--version {args.version}", progress=progress)
+        else:
+            from ..training.export import export
+
+            md = export(run_dir, data, out, name=name, version=args.version, checkpoint="last.pt", progress=progress)
+        v = {k: x for k, x in md["validation"].items() if not isinstance(x, (dict, list))}
+    print(json.dumps({"model": md["name"], "version": md["version"], "folder": str(out), **v}, indent=1))
     return 0

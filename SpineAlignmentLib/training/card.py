@@ -17,6 +17,12 @@ __all__ = ["levels_card", "write_readme", "learning_curve_card", "plot_learning_
 LEARNING_CURVE = Path(__file__).with_name("learning_curve.json")
 
 
+def _design(row: dict) -> str:
+    """The trainer design a learning-curve row was measured with (rows from before designs were recorded: the
+    level family)."""
+    return row.get("design", "level family")
+
+
 def learning_curve_card(out: Path, curve: Path = LEARNING_CURVE) -> list[str]:
     """The "How many films?" section of an own-data model card: the learning curve this project measured
     (the level family on the AASCE coronal films, a table per training-set size), with its plot drawn into
@@ -30,7 +36,7 @@ def learning_curve_card(out: Path, curve: Path = LEARNING_CURVE) -> list[str]:
     def f(v, nd=1):
         return "–" if v is None else f"{v:.{nd}f}"
 
-    designs = list(dict.fromkeys(r.get("design", "level family") for r in rows))
+    designs = list(dict.fromkeys(_design(r) for r in rows))
     lines = ["## How many films? (measured by SpineAlignment, not on your data)", "",
              "The level-family trainer on the AASCE coronal films, N training films drawn as whole "
              f"patients, each measured end to end on the same {rows[0].get('n_images')} patient-held-out validation films "
@@ -40,7 +46,7 @@ def learning_curve_card(out: Path, curve: Path = LEARNING_CURVE) -> list[str]:
              "all levels found and named right | design |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['n_train']} | {r.get('seed', 0)} | {r['epochs']} + {r['refine_epochs']} | "
               f"{f(r.get('median_error_px'))} px | {f(r.get('smape_pct'), 2)} % ({r.get('aasce_images_complete')}) | "
-              f"{f(r.get('named_right_of_all_pct'))} % | {designs.index(r.get('design', 'level family')) + 1} |"
+              f"{f(r.get('named_right_of_all_pct'))} % | {designs.index(_design(r)) + 1} |"
               for r in rows]
     lines += [""] + [f"Design {i + 1}: {d}." for i, d in enumerate(designs)]
     plot_learning_curve(rows, out / "learning-curve.png")
@@ -265,13 +271,13 @@ def plot_learning_curve(rows: list[dict], path: Path) -> None:
 
     fig = Figure(figsize=(8, 3.4), dpi=110)
     FigureCanvasAgg(fig)
-    designs = list(dict.fromkeys(r.get("design", "level family") for r in rows))
+    designs = list(dict.fromkeys(_design(r) for r in rows))
     ticks = sorted({round(r["n_train"]) for r in rows})
     for i, (key, label) in enumerate((("median_error_px", "median landmark error (px)"), ("smape_pct", "SMAPE, AASCE triple (%)"),
                                       ("named_right_of_all_pct", "all 17 found and named right (%)"))):
         ax = fig.add_subplot(1, 3, i + 1)
         for di, design in enumerate(designs):  # one line per design the rows were measured with
-            drows = [r for r in rows if r.get("design", "level family") == design]
+            drows = [r for r in rows if _design(r) == design]
             sizes = list(dict.fromkeys(r["size"] for r in drows))
             by = {sz: [r for r in drows if r["size"] == sz] for sz in sizes}
             n = [sum(r["n_train"] for r in by[sz]) / len(by[sz]) for sz in sizes]
