@@ -1,9 +1,8 @@
-"""The model cards (``README.md`` of an exported model folder), written from its ``metadata.json``.
+"""The model card (``README.md`` of a model folder), written from its ``metadata.json`` alone.
 
-One writer for the coronal export (:mod:`~SpineAlignmentLib.training.export`) and the level-confidence refit
-(:mod:`~SpineAlignmentLib.training.level_confidence`), below both; the own-data export's card
-(:mod:`~SpineAlignmentLib.training.export_generic`) adds :func:`learning_curve_card`, the project's measured
-answer to "how many films".
+:func:`write_card` is the one card writer: every export (coronal vertebra network, own-data landmark model,
+segmentation), the level-confidence refit and ``benchmark_inference.py --record`` call it, and it sits below all
+of them. Own-data cards add :func:`learning_curve_card`, the project's measured answer to "how many films".
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["levels_card", "write_readme", "learning_curve_card", "plot_learning_curve", "LEARNING_CURVE"]
+__all__ = ["write_card", "levels_card", "learning_curve_card", "plot_learning_curve", "LEARNING_CURVE"]
 
 #: the level family's learning curve on AASCE (rows written by Testing/Python/learning_curve.py)
 LEARNING_CURVE = Path(__file__).with_name("learning_curve.json")
@@ -117,61 +116,91 @@ def levels_card(md: dict) -> list[str]:
     ]
 
 
-def write_readme(md: dict, out: Path) -> Path:
-    """Model card (README.md) generated from the metadata, so its figures never drift from it."""
+#: the film a card's usage example reads
+_EXAMPLE_FILM = "film.dcm"
+
+
+def write_card(md: dict, out: Path) -> Path:
+    """The model card (``README.md`` of the model folder ``out``), from its metadata alone, for every kind of model.
+
+    One writer for the coronal export (:mod:`~SpineAlignmentLib.training.export`), the own-data export
+    (:mod:`~SpineAlignmentLib.training.export_generic`), the segmentation export
+    (:mod:`~SpineAlignmentLib.training.export_segmentation`), the level-confidence refit and
+    ``benchmark_inference.py --record``, so a card never drifts from its metadata. Every card has the same
+    frame: title and task, how to run the model, each network's weights, what the kind measures, speed and
+    memory (when benchmarked) and its limitations; what the kind measures is chosen by the decoding method the
+    model declares, as inference chooses its decoder.
+    """
+    body, limits = _KINDS.get(md["decoding"]["method"], (_own_data_body, _own_data_limits))
+    lines = _head(md) + body(md, Path(out)) + _speed(md)
+    lines += ["## Limitations", ""] + [f"- {t}" for t in limits(md)]
+    lines += ["- Research software, not a medical device. Check the landmarks before using a value.", ""]
+    path = Path(out) / "README.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _head(md: dict) -> list[str]:
+    """Title, task and how to run the model (command line and Python), the same for every card."""
+    task = md["task"][0].upper() + md["task"][1:]
+    return [
+        f"# {md['name']} {md['version']}", "",
+        f"{task} for the `{md['protocol']}` protocol.", "",
+        "```", f"spine-align analyze --protocol {md['protocol']} --model {md['name']} --out out/ IMAGE...", "```", "",
+        "```python",
+        "from SpineAlignmentLib.imaging import read_radiograph",
+        "from SpineAlignmentLib.pipeline import analyze",
+        f"result = analyze(read_radiograph(\"{_EXAMPLE_FILM}\"), \"{md['protocol']}\", model=\"{md['name']}\")",
+        "```", "",
+    ]
+
+
+def _weights(block: dict) -> str:
+    """``class, parameters; weights `file` (dtype, MB), SHA-256 `...` (checked on every load)`` of one network."""
+    net, w = block["network"], block["weights"]
+    return (f"`{net['class']}`, {net.get('parameters', 0):,} parameters; weights `{w['file']}` "
+            f"({w.get('dtype', 'float32')}, {w.get('size_bytes', 0) / 1e6:.2f} MB), SHA-256 `{w.get('sha256', '')}` "
+            "(checked on every load)")
+
+
+def _speed(md: dict) -> list[str]:
+    bench = md.get("benchmark") or {}
+    return ["## Speed and memory", "", bench["summary"], ""] if bench.get("summary") else []
+
+
+# -- the coronal vertebra network (decoding "vertebra-centres") ------------------------------------------------
+
+def _vertebra_body(md: dict, out: Path) -> list[str]:
     v, tr = md["validation"], md["training"]
     hy = tr["label_hygiene"]
     rec = tr["recipe"]
     tta = v.get("flip_tta", {})
     sens = v.get("smape_sensitivity")
-    bench = md.get("benchmark") or {}
-    lines = [
-        f"# {md['name']} {md['version']}",
-        "",
-        f"{md['task'][0].upper() + md['task'][1:]} for the `{md['protocol']}` protocol: an AP (coronal) spine radiograph in, "
-        "the four corners of T1..L5 (68 landmarks, AASCE order `T1_TL, T1_TR, T1_BL, T1_BR, ..., L5_BR`) out, "
-        "each with a confidence in [0, 1]. The Cobb curves and the AASCE triple are computed from them by "
-        "`SpineAlignmentLib.pipeline`.",
-        "",
-        "```",
-        "spine-align analyze --protocol coronal-spine --out out/ IMAGE...",
-        "```",
-        "",
-        "```python",
-        "from SpineAlignmentLib.imaging import read_radiograph",
-        "from SpineAlignmentLib.models import load_model",
-        "from SpineAlignmentLib.inference import predict_landmarks",
-        f"model = load_model(\"{md['name']}\")",
-        "landmarks, warnings = predict_landmarks(read_radiograph(\"image.jpg\"), model, flip_tta=False)",
-        "```",
+    return [
+        "An AP (coronal) spine radiograph in, the four corners of T1..L5 (68 landmarks, AASCE order "
+        "`T1_TL, T1_TR, T1_BL, T1_BR, ..., L5_BR`) out, each with a confidence in [0, 1]. The Cobb curves and the "
+        "AASCE triple are computed from them by `SpineAlignmentLib.pipeline`; "
+        "`SpineAlignmentLib.inference.predict_landmarks(radiograph, model)` gives the landmarks alone.",
         "",
         "## Network and decoding",
         "",
         md["description"],
         "",
-        f"- Class `{md['network']['class']}`, arguments in `metadata.json`; {md['network'].get('parameters', 0):,} "
-        f"parameters; weights `{md['weights']['file']}` ({md['weights']['dtype']}, "
-        f"{md['weights'].get('size_bytes', 0) / 1e6:.1f} MB), SHA-256 `{md['weights']['sha256']}` (checked on load).",
+        f"- First stage: {_weights(md)}.",
         "- Input: grayscale, bone bright; intensities scaled between the 0.5th and 99.5th percentiles to [0, 1]; "
         f"letterboxed (aspect kept, centred, zero padding) to {md['network_data_format']['inputs']['image']['spatial_shape'][0]}"
         f" x {md['network_data_format']['inputs']['image']['spatial_shape'][1]} (rows x columns); coordinates mapped "
         "back to original pixels per axis.",
         f"- Coarse to fine: {md['network'].get('coarse_to_fine', 'single stage')}",
-        *([f"- Second stage: `{md['refinement']['network']['class']}` with 4 output heatmaps, "
-           f"{md['refinement']['network'].get('parameters', 0):,} parameters; weights `{md['refinement']['weights']['file']}` "
-           f"({md['refinement']['weights']['dtype']}, {md['refinement']['weights'].get('size_bytes', 0) / 1e6:.1f} MB), "
-           f"SHA-256 `{md['refinement']['weights']['sha256']}` (checked on load)"
+        *([f"- Second stage (4 output heatmaps): {_weights(md['refinement'])}"
            + _trained(md["refinement"], lambda t: (
                f"{t['epochs_run']} epochs on ROIs cut around the reference vertebrae with a simulated first-stage "
                f"error ({t['recipe']['roi_error_simulated']}); augmentation: {t['recipe']['augmentation']}"))
            + ". `predict_landmarks(..., refine=False)` returns the first stage alone. "
            + md["refinement"].get("training", {}).get("selection", "")]
           if "refinement" in md else []),
-        *([f"- Vertebra identification: `{md['identification']['network']['class']}` (classes "
-           f"{', '.join(md['identification']['classes'])}), {md['identification']['network'].get('parameters', 0):,} "
-           f"parameters; weights `{md['identification']['weights']['file']}` ({md['identification']['weights']['dtype']}, "
-           f"{md['identification']['weights'].get('size_bytes', 0) / 1e6:.2f} MB), SHA-256 "
-           f"`{md['identification']['weights']['sha256']}` (checked on load)"
+        *([f"- Vertebra identification (classes {', '.join(md['identification']['classes'])}): "
+           f"{_weights(md['identification'])}"
            + _trained(md["identification"], lambda t: (
                f"{t['epochs_run']} epochs on context patches ({t['recipe']['patches']}) with a simulated first-stage "
                f"error ({t['recipe']['roi_error_simulated']})"))
@@ -230,37 +259,160 @@ def write_readme(md: dict, out: Path) -> Path:
         f"{v.get('error_analysis', '')} The confidence calibration and the warning threshold were fitted on "
         "this same split; they change no landmark or angle.",
         "",
+        *levels_card(md),
     ]
-    lines += levels_card(md)
-    if bench:
-        lines += ["## Speed", "", f"{bench.get('summary', '')}", ""]
-    lines += [
-        "## Limitations",
-        "",
-        "- Trained on one public dataset (AASCE 2019 training split: adolescent scoliosis, one centre); other "
+
+
+def _vertebra_limits(md: dict) -> list[str]:
+    lv = md.get("levels")
+    return [
+        "Trained on one public dataset (AASCE 2019 training split: adolescent scoliosis, one centre); other "
         "populations, devices, adults with implants or severe rotation are untested.",
-        ("- Vertebra identity: the identification network chooses the first (T1) and last (L5) vertebra among the "
+        ("Vertebra identity: the identification network chooses the first (T1) and last (L5) vertebra among the "
          "first stage's candidates; a vertebra the first stage misses, or a wrong T1/L5 call, still shifts the names "
          "by one level (see the error analysis above)."
          if "identification" in md else
-         "- Vertebra identity comes from order and two anchors: the T1/L5 anchor maps choose the first and last "
+         "Vertebra identity comes from order and two anchors: the T1/L5 anchor maps choose the first and last "
          "vertebra, the strongest centres between them the rest. A missed vertebra, or an anchor on C7 or S1, still shifts "
          "the names by one level; the AASCE triple is little affected, named levels are."
          if "15" in md["network_data_format"]["outputs"]["pred"].get("channel_def", {}) else
-         "- Vertebra identity comes from order: the 17 strongest centres sorted top to bottom are T1..L5. A missed or "
+         "Vertebra identity comes from order: the 17 strongest centres sorted top to bottom are T1..L5. A missed or "
          "extra vertebra (C7, S1) shifts the names by one; the AASCE triple is little affected, named levels are."),
-        *([f"- Vertebra levels: on the validation images as they are, {md['levels']['validation']['original']['n_images'] - md['levels']['validation']['original']['all_named_right']} "
-           f"of {md['levels']['validation']['original']['n_images']} chains are not all named right, and on re-framed "
-           f"films {100 - md['levels']['validation']['reframed']['all_named_right_pct']:.0f} % are not; the level "
-           "warning catches the share measured above, not all of them (see Vertebra levels)."]
-          if "levels" in md else []),
-        "- No pixel spacing exists for the training images; distances are in pixels.",
-        "- Research software, not a medical device. Check the landmarks before using a value.",
-        "",
+        *([f"Vertebra levels: on the validation images as they are, "
+           f"{lv['validation']['original']['n_images'] - lv['validation']['original']['all_named_right']} "
+           f"of {lv['validation']['original']['n_images']} chains are not all named right, and on re-framed "
+           f"films {100 - lv['validation']['reframed']['all_named_right_pct']:.0f} % are not; the level "
+           "warning catches the share measured above, not all of them (see Vertebra levels)."] if lv else []),
+        "No pixel spacing exists for the training images; distances are in pixels.",
     ]
-    path = Path(out) / "README.md"
-    path.write_text("\n".join(lines))
-    return path
+
+
+# -- segmentation models (decoding "mask-keypoints") ------------------------------------------------------------
+
+def _segmentation_body(md: dict, out: Path) -> list[str]:
+    v = md.get("validation", {})
+    tr = md["training"]
+    lines = [
+        "## Network", "", md["description"], "",
+        f"- {_weights(md)}.", "",
+        "## Training data and terms", "",
+        f"{tr['data']['name']}; {tr['data']['n_images']} films. {tr['data']['license']}", "",
+        f"Cite: {tr['data']['citation']}", "",
+        f"Split by image (seed {tr['split']['seed']}): {tr['split']['n_train']} training, {tr['split']['n_val']} "
+        f"validation, {tr['split']['n_test']} test films (lists in metadata.json). {tr['recipe']['selection'][:1].upper()}{tr['recipe']['selection'][1:]}; "
+        f"{tr['epochs_run']} epochs, about {tr.get('train_time_s', 0) / 60:.0f} min on a 2-core CPU"
+        + (" in " + " then ".join(f"{r['epochs_run']} epochs at peak lr {r['lr']:g}" for r in tr["lineage"])
+           + " (each run a warm restart from the previous one's last weights, `--init-from`)"
+           if len(tr.get("lineage", [])) > 1 else "") + ".", "",
+    ]
+    if v:
+        lines += ["## Measured accuracy", "",
+                  "Films analysed end to end through `pipeline.analyze` with the stored weights; masks compared on "
+                  "the films' own 1024-px grid; keypoints and parameters compared with those of the reference masks "
+                  "(same rule, 0.35 mm per pixel, Patient Orientation L,F).", "",
+                  *_segmentation_table(md), "",
+                  f"Produced by: `{v.get('command', '')}`", ""]
+    return lines
+
+
+def _segmentation_table(md: dict) -> list[str]:
+    v = md["validation"]
+    cols = [("validation", v["metrics"]), ("test", v["test"]["metrics"]), ("validation, flip TTA", v["flip_tta"]["metrics"])]
+    lines = ["| | " + " | ".join(f"{c} (n={m['n_images']})" for c, m in cols) + " |",
+             "|---|" + "---|" * len(cols)]
+
+    def row(label, key, nd=3):
+        lines.append(f"| {label} | " + " | ".join(_f(m.get(key), nd) for _, m in cols) + " |")
+
+    for s in md["segments"]:
+        row(f"IoU {s['name']} (mean)", f"iou_{s['id']}_mean")
+        row(f"IoU {s['name']} (min)", f"iou_{s['id']}_min")
+        row(f"Dice {s['name']} (mean)", f"dice_{s['id']}_mean")
+    row("keypoint error, mean (px at 1024)", "kp_err_px_mean", 1)
+    row("keypoint error, median (px)", "kp_err_px_median", 1)
+    row("keypoint error, 95th percentile (px)", "kp_err_px_p95", 1)
+    row("keypoint error, mean (mm)", "kp_err_mm_mean", 2)
+    row("CA mean absolute error (deg)", "CA_mae", 2)
+    row("CA largest absolute error (deg)", "CA_max_abs_err", 2)
+    row("CTAD mean absolute error (deg)", "CTAD_mae", 2)
+    row("CTAD largest absolute error (deg)", "CTAD_max_abs_err", 2)
+    row("RSH_bony mean absolute error (mm)", "RSH_bony_mae", 2)
+    row("RSH_bony largest absolute error (mm)", "RSH_bony_max_abs_err", 2)
+    row("films with a low-confidence warning", "n_low_confidence", 0)
+    return lines
+
+
+def _segmentation_limits(md: dict) -> list[str]:
+    nd = md.get("not_detected")
+    return [
+        f"Trained on {md['training']['split']['n_train']} films of {md['training']['data']['name']}: other "
+        "detectors, AP whole-spine films with the shoulders at the top, children and strongly rotated patients are "
+        "outside what it has seen.",
+        "Sides: it names the clavicles as the patient's left and right on films displayed with the patient's left on the "
+        "image right; with Patient Orientation the film is mirrored first when needed. Without Patient Orientation the "
+        "sides are image sides and the result says so.",
+        "Keypoints follow the mask rule of docs/definitions.md §4.1 (top point, end caps of the principal axis); they are "
+        "as good as the mask ends, which are the least certain part of a clavicle mask.",
+        *([f"Not detected ({', '.join(nd['landmarks'])}): {nd['reason']}"] if nd else []),
+    ]
+
+
+# -- own-data landmark models (spine-align train / export: per-landmark heatmaps or the level family) ----------
+
+def _own_data_body(md: dict, out: Path) -> list[str]:
+    import math
+
+    v, tr = md["validation"], md["training"]
+
+    def f(x, nd=1):
+        return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{nd}f}"
+
+    lines = [
+        md["description"], "",
+        f"- First stage: {_weights(md)}.",
+        *([f"- Second stage: {_weights(md['landmark_refinement'])}."] if "landmark_refinement" in md else []),
+        "",
+        "## Validation (measured by the export, end to end)", "",
+        f"{v['n_images']} film(s) of {v['split']}:", "",
+        "| figure | value |", "|---|---|",
+        f"| median landmark error | {f(v.get('median_error_px'))} px"
+        + (f" ({f(v['median_error_mm'], 2)} mm)" if v.get("median_error_mm") is not None else "") + " |",
+        f"| mean landmark error | {f(v.get('mean_error_px'))} px |",
+    ]
+    if v.get("smape_pct") is not None:
+        lines.append(f"| SMAPE of the AASCE triple | {f(v['smape_pct'], 2)} % |")
+        lines.append(f"| circular MAE of the AASCE triple | {f(v.get('cmae_deg'), 2)}° |")
+        lines.append(f"| films with all 68 corners trusted (AASCE triple computed) | {v.get('aasce_images_complete')} |")
+    if v.get("named_right_pct") is not None:
+        found = sum((v.get("level_shifts") or {}).values())
+        lines.append(f"| films with every vertebra named right | {v.get('named_right_films')} of {v['n_images']} "
+                     f"({f(v.get('named_right_of_all_pct'))} %); of the {found} with every vertebra found: "
+                     f"{f(v['named_right_pct'])} % |")
+    lines.append(f"| seconds per film (analyze, this machine) | {f(v.get('seconds_per_image'), 2)} |")
+    params = v.get("parameters") or {}
+    if params:
+        lines += ["", "| parameter | unit | n | MAE |", "|---|---|---|---|"]
+        lines += [f"| {pid} | {p['unit']} | {p['n']} | {f(p['mae'], 2)} |" for pid, p in params.items()]
+    lines += ["", "## Training", "",
+              f"- Data: {tr['data']['name']} ({tr['split']['n_train']} training, {tr['split']['n_val']} validation films); "
+              f"licence of the data: {md['license']['training_data']}; of the weights: {md['license']['weights']}.",
+              f"- Epochs: {tr['recipe'].get('epochs')} (stage 1) + {tr['recipe'].get('refine_epochs')} (stage 2).",
+              f"- Confidence: {md['decoding']['calibration']['definition']}; landmarks below "
+              f"{md['decoding']['low_confidence']} are flagged." if "calibration" in md["decoding"] else "- Confidence: uncalibrated.",
+              f"- Command: `{v['command']}`", ""]
+    return lines + learning_curve_card(out)
+
+
+def _own_data_limits(md: dict) -> list[str]:
+    return [f"Trained by its user with SpineAlignment on {md['training']['data']['name']} "
+            f"({md['training']['split']['n_train']} training films): it is only as good as the films and labels it "
+            "learnt from, and films unlike them (another view, device, population, implants) are untested."]
+
+
+#: the card's body and limitations of each kind of model, by the decoding method its metadata declares
+#: (anything else: an own-data landmark model of ``spine-align train``)
+_KINDS = {"vertebra-centres": (_vertebra_body, _vertebra_limits),
+          "mask-keypoints": (_segmentation_body, _segmentation_limits)}
 
 
 def plot_learning_curve(rows: list[dict], path: Path) -> None:

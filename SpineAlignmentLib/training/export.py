@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import SpineAlignmentError
 from ..evaluation.levels import level_shift
-from .card import write_readme  # noqa: F401 (re-exported: scripts call export.write_readme)
+from .card import write_card
 from .weights import save_weights
 
 log = logging.getLogger(__name__)
@@ -489,7 +489,7 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
         md["benchmark"] = bench
     validate_metadata(md, "(export)")
     (out / "metadata.json").write_text(json.dumps(md, indent=1))
-    write_readme(md, out)
+    write_card(md, out)
     return md
 
 

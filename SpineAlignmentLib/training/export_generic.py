@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import SpineAlignmentError
+from .card import write_card
 from .generic_model import CORRECT_FRACTION, evaluate_films, model_blocks
 
-__all__ = ["export_run", "write_card"]
+__all__ = ["export_run"]
 
 log = logging.getLogger(__name__)
 
@@ -172,52 +172,3 @@ def export_run(run: Path, out: Path, *, name: str | None = None, version: str = 
     (out / "metadata.json").write_text(json.dumps(md, indent=1))
     write_card(md, out)
     return md
-
-
-def write_card(md: dict, out: Path) -> Path:
-    """Model card (README.md) from the metadata, so its figures never drift from it."""
-    v, tr = md["validation"], md["training"]
-
-    def f(x, nd=1):
-        return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{nd}f}"
-
-    lines = [
-        f"# {md['name']} {md['version']}", "",
-        f"{md['task']} for the `{md['protocol']}` protocol. {md['description']}", "",
-        "Trained by its user with SpineAlignment; it is only as good as the films and labels it learnt from. "
-        "Check its landmarks before using the values.", "",
-        "```", f"spine-align analyze --protocol {md['protocol']} --model {md['name']} --out out/ IMAGE...", "```", "",
-        "## Validation (measured by the export, end to end)", "",
-        f"{v['n_images']} film(s) of {v['split']}:", "",
-        "| figure | value |", "|---|---|",
-        f"| median landmark error | {f(v.get('median_error_px'))} px"
-        + (f" ({f(v['median_error_mm'], 2)} mm)" if v.get("median_error_mm") is not None else "") + " |",
-        f"| mean landmark error | {f(v.get('mean_error_px'))} px |",
-    ]
-    if v.get("smape_pct") is not None:
-        lines.append(f"| SMAPE of the AASCE triple | {f(v['smape_pct'], 2)} % |")
-        lines.append(f"| circular MAE of the AASCE triple | {f(v.get('cmae_deg'), 2)}° |")
-        lines.append(f"| films with all 68 corners trusted (AASCE triple computed) | {v.get('aasce_images_complete')} |")
-    if v.get("named_right_pct") is not None:
-        found = sum((v.get("level_shifts") or {}).values())
-        lines.append(f"| films with every vertebra named right | {v.get('named_right_films')} of {v['n_images']} "
-                     f"({f(v.get('named_right_of_all_pct'))} %); of the {found} with every vertebra found: "
-                     f"{f(v['named_right_pct'])} % |")
-    lines.append(f"| seconds per film (analyze, this machine) | {f(v.get('seconds_per_image'), 2)} |")
-    params = v.get("parameters") or {}
-    if params:
-        lines += ["", "| parameter | unit | n | MAE |", "|---|---|---|---|"]
-        lines += [f"| {pid} | {p['unit']} | {p['n']} | {f(p['mae'], 2)} |" for pid, p in params.items()]
-    lines += ["", "## Training", "",
-              f"- Data: {tr['data']['name']} ({tr['split']['n_train']} training, {tr['split']['n_val']} validation films); "
-              f"licence of the data: {md['license']['training_data']}; of the weights: {md['license']['weights']}.",
-              f"- Epochs: {tr['recipe'].get('epochs')} (stage 1) + {tr['recipe'].get('refine_epochs')} (stage 2).",
-              f"- Confidence: {md['decoding']['calibration']['definition']}; landmarks below "
-              f"{md['decoding']['low_confidence']} are flagged." if "calibration" in md["decoding"] else "- Confidence: uncalibrated.",
-              f"- Command: `{v['command']}`", ""]
-    from .card import learning_curve_card
-
-    lines += learning_curve_card(out)
-    path = out / "README.md"
-    path.write_text("\n".join(lines))
-    return path

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .card import write_card
+
 log = logging.getLogger(__name__)
 
 DATA_CREDIT = {
@@ -39,21 +41,6 @@ CORACOIDS = ("No labelled coracoid data is reachable by this project (the JSRT/S
              "and heart only), so the model does not find the coracoids: Cor_top_L/Cor_top_R stay hand-placed (guided "
              "placement in Slicer, or a landmark file) and CHD appears once they exist. No coracoid guess is shipped.")
 
-LIMITS = [
-    "Trained on about 140 PA chest films of one source (JSRT, Japan, digitised film, 1024 px at 0.35 mm): other "
-    "detectors, AP whole-spine films with the shoulders at the top, children and strongly rotated patients are "
-    "outside what it has seen.",
-    "Sides: it names the clavicles as the patient's left and right on films displayed with the patient's left on the "
-    "image right; with Patient Orientation the film is mirrored first when needed. Without Patient Orientation the "
-    "sides are image sides and the result says so.",
-    "Keypoints follow the mask rule of docs/definitions.md §4.1 (top point, end caps of the principal axis); they are "
-    "as good as the mask ends, which are the least certain part of a clavicle mask.",
-    CORACOIDS,
-]
-
-
-def _fmt(v, nd=3) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.{nd}f}"
 
 
 def run_lineage(run_dir: Path) -> list[dict]:
@@ -206,69 +193,6 @@ def export_segmentation(run_dir: Path, data_dir: Path, out: Path, *, name: str, 
     }
     validate_metadata(md, str(out / "metadata.json"))
     (out / "metadata.json").write_text(json.dumps(md, indent=1))
-    write_readme(md, out)
+    write_card(md, out)
     load_model(name, folder=out)  # the folder loads as users will load it
     return md
-
-
-def _metrics_table(md: dict) -> str:
-    v = md["validation"]
-    cols = [("validation", v["metrics"]), ("test", v["test"]["metrics"]), ("validation, flip TTA", v["flip_tta"]["metrics"])]
-    lines = ["| | " + " | ".join(f"{c} (n={m['n_images']})" for c, m in cols) + " |",
-             "|---|" + "---|" * len(cols)]
-
-    def row(label, key, nd=3):
-        lines.append(f"| {label} | " + " | ".join(_fmt(m.get(key), nd) for _, m in cols) + " |")
-
-    for s in md["segments"]:
-        row(f"IoU {s['name']} (mean)", f"iou_{s['id']}_mean")
-        row(f"IoU {s['name']} (min)", f"iou_{s['id']}_min")
-        row(f"Dice {s['name']} (mean)", f"dice_{s['id']}_mean")
-    row("keypoint error, mean (px at 1024)", "kp_err_px_mean", 1)
-    row("keypoint error, median (px)", "kp_err_px_median", 1)
-    row("keypoint error, 95th percentile (px)", "kp_err_px_p95", 1)
-    row("keypoint error, mean (mm)", "kp_err_mm_mean", 2)
-    row("CA mean absolute error (deg)", "CA_mae", 2)
-    row("CA largest absolute error (deg)", "CA_max_abs_err", 2)
-    row("CTAD mean absolute error (deg)", "CTAD_mae", 2)
-    row("CTAD largest absolute error (deg)", "CTAD_max_abs_err", 2)
-    row("RSH_bony mean absolute error (mm)", "RSH_bony_mae", 2)
-    row("RSH_bony largest absolute error (mm)", "RSH_bony_max_abs_err", 2)
-    row("films with a low-confidence warning", "n_low_confidence", 0)
-    return "\n".join(lines)
-
-
-def write_readme(md: dict, out: Path) -> Path:
-    """The model card, generated from the metadata only (no typed figure)."""
-    v = md.get("validation", {})
-    tr = md["training"]
-    parts = [
-        f"# {md['name']} {md['version']}", "",
-        md["task"] + ".", "",
-        "## Network", "", md["description"], "",
-        f"Weights: `{md['weights']['file']}`, {md['weights']['dtype']}, {md['weights']['size_bytes'] / 1e6:.1f} MB, "
-        f"SHA-256 `{md['weights']['sha256']}` (checked on every load).", "",
-        "## Training data and terms", "",
-        f"{tr['data']['name']}; {tr['data']['n_images']} films. {tr['data']['license']}", "",
-        f"Cite: {tr['data']['citation']}", "",
-        f"Split by image (seed {tr['split']['seed']}): {tr['split']['n_train']} training, {tr['split']['n_val']} "
-        f"validation, {tr['split']['n_test']} test films (lists in metadata.json). {tr['recipe']['selection'][:1].upper()}{tr['recipe']['selection'][1:]}; "
-        f"{tr['epochs_run']} epochs, about {tr.get('train_time_s', 0) / 60:.0f} min on a 2-core CPU"
-        + (" in " + " then ".join(f"{r['epochs_run']} epochs at peak lr {r['lr']:g}" for r in tr["lineage"])
-           + " (each run a warm restart from the previous one's last weights, `--init-from`)"
-           if len(tr.get("lineage", [])) > 1 else "") + ".", "",
-    ]
-    if v:
-        parts += ["## Measured accuracy", "",
-                  "Films analysed end to end through `pipeline.analyze` with the stored weights; masks compared on "
-                  "the films' own 1024-px grid; keypoints and parameters compared with those of the reference masks "
-                  "(same rule, 0.35 mm per pixel, Patient Orientation L,F).", "",
-                  _metrics_table(md), "",
-                  f"Produced by: `{v.get('command', '')}`", ""]
-    b = md.get("benchmark")
-    if b and b.get("summary"):
-        parts += ["## Speed and memory", "", b["summary"], ""]
-    parts += ["## What it cannot do", ""] + [f"- {t}" for t in LIMITS] + [""]
-    path = out / "README.md"
-    path.write_text("\n".join(parts))
-    return path

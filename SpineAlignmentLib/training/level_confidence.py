@@ -304,7 +304,7 @@ def calibrate_levels(model_folder: Path, data_dir: Path, *, framings: int = 3, s
     list), written into its ``metadata.json`` (weights untouched); the card is regenerated."""
     from ..models.registry import load_model, validate_metadata
     from .dataset import load_samples
-    from .card import write_readme
+    from .card import write_card
 
     model_folder = Path(model_folder)
     md = json.loads((model_folder / "metadata.json").read_text())
@@ -319,7 +319,7 @@ def calibrate_levels(model_folder: Path, data_dir: Path, *, framings: int = 3, s
                                 cache=cache)
     validate_metadata(md, "(level confidence)")
     (model_folder / "metadata.json").write_text(json.dumps(md, indent=1))
-    write_readme(md, model_folder)
+    write_card(md, model_folder)
     return md["levels"]
 
 

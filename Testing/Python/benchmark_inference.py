@@ -129,10 +129,7 @@ def record(model, a, files: list[Path], figures: dict, command: str) -> Path:
     import torch
 
     from SpineAlignmentLib.models.registry import validate_metadata, weights_checksums
-    if model.metadata["decoding"]["method"] == "mask-keypoints":
-        from SpineAlignmentLib.training.export_segmentation import write_readme
-    else:
-        from SpineAlignmentLib.training.export import write_readme
+    from SpineAlignmentLib.training.card import write_card
 
     path = model.folder / "metadata.json"
     md = json.loads(path.read_text())
@@ -155,7 +152,7 @@ def record(model, a, files: list[Path], figures: dict, command: str) -> Path:
     md["benchmark"] = bench
     validate_metadata(md, str(path))
     path.write_text(json.dumps(md, indent=1))
-    write_readme(md, model.folder)
+    write_card(md, model.folder)
     return path
 
 

@@ -205,3 +205,35 @@ def assert_corrupt_stage_named(folder: Path, stage: str) -> None:
 def test_corrupt_second_stage_weights_name_file_and_checksum(tiny):
     add_tiny_refiner(tiny)
     assert_corrupt_stage_named(tiny, "refinement")
+
+
+def test_one_card_writer_gives_every_kind_of_model_the_same_frame(tmp_path):
+    """``training.card.write_card`` writes the card of the shipped vertebra network, the shipped segmentation model
+    and an own-data landmark model from their metadata alone: the same title, usage, weights (every file's SHA-256)
+    and limitations, and each kind's own measured section; the shipped cards are exactly what it writes."""
+    from conftest import REPO
+    from SpineAlignmentLib.models.registry import weights_checksums
+    from SpineAlignmentLib.training.card import write_card
+
+    shipped = REPO / "Resources" / "Models"
+    kinds = {shipped / "coronal-spine-landmarks": "## Vertebra levels",
+             shipped / "coronal-shoulder-clavicles": "| IoU patient-left clavicle (mean) |",
+             tiny_model_folder(tmp_path / "own"): "## Validation (measured by the export, end to end)"}
+    for folder, own_section in kinds.items():
+        md = json.loads((folder / "metadata.json").read_text())
+        out = tmp_path / "cards" / md["name"]
+        out.mkdir(parents=True)
+        text = write_card(md, out).read_text()
+        assert text.startswith(f"# {md['name']} {md['version']}\n")
+        assert f"spine-align analyze --protocol {md['protocol']} --model {md['name']} " in text
+        assert f"analyze(read_radiograph(\"film.dcm\"), \"{md['protocol']}\", model=\"{md['name']}\")" in text
+        for file, sha in weights_checksums(md).items():
+            assert f"weights `{file}`" in text and sha in text, (md["name"], file)
+        assert own_section in text and "## Limitations" in text and "not a medical device" in text
+        assert text.count("## Limitations") == 1
+        if folder.parent == shipped:  # the shipped card has not drifted from its metadata
+            assert (folder / "README.md").read_text() == text, md["name"]
+    # the speed section comes from the benchmark block, for any kind (own-data included)
+    md = json.loads((tmp_path / "own" / "tiny-coronal" / "metadata.json").read_text())
+    md["benchmark"] = {"summary": "End to end: median 0.1 s per image."}
+    assert "## Speed and memory\n\nEnd to end: median 0.1 s per image." in write_card(md, tmp_path / "cards" / "tiny-coronal").read_text()
