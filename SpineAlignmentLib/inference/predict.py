@@ -111,9 +111,11 @@ def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False, refine: 
         from ..models.level_family import decode_levels, level_layout
 
         fam: list = []
-        coords, conf = decode_levels(out, model.stride, level_layout(model.landmark_ids), min_score=float(dec["min_score"]),
+        layout = level_layout(model.landmark_ids)
+        anchors = {layout.ids.index(k): layout.levels.index(a["level"]) for k, a in dec.get("anchors", {}).items()}
+        coords, conf = decode_levels(out, model.stride, layout, min_score=float(dec["min_score"]),
                                      part_window=dec.get("part_window"), part_radius=int(dec.get("part_radius", 2)),
-                                     part_floor=float(dec.get("part_floor", 0.0)), info=fam)
+                                     part_floor=float(dec.get("part_floor", 0.0)), anchors=anchors, info=fam)
         # A part whose offsets put it off the film is not on it, even when its part map has a peak just inside the
         # edge (the cut vertebra's visible rim); the letterbox is centred, so a mirrored prediction has the same
         # bounds.

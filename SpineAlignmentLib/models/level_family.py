@@ -20,10 +20,14 @@ Output channels of the first stage (a :class:`~SpineAlignmentLib.models.network.
   offsets say roughly where a level's part is, the part's heatmap says exactly where (as the corner-type maps of
   the specialised coronal network, :mod:`~SpineAlignmentLib.models.vertebra`, do).
 
-Decoding (:func:`decode_levels`): the centre peaks above ``min_score`` are the detected levels, ordered top to
-bottom; their names come from the chain's order, anchored by the regressed positions (a dynamic programme
+Decoding (:func:`decode_levels`): the centre peaks above ``min_score`` are the detected levels (a weaker peak
+within about half a level's size of a stronger one, the size from its part offsets, is the same level), ordered
+top to bottom; their names come from the chain's order, anchored by the regressed positions (a dynamic programme
 assigns strictly increasing levels, so a chain shorter than the protocol's keeps its own names and is never
-stretched over the protocol); the parts of each detected level are its centre plus the regressed offsets, each moved
+stretched over the protocol). The positions learn the framing of the training films as well as the anatomy, so a
+landmark outside any level that sits next to one level on every training film (:func:`level_anchors`: the dens
+and C2) anchors the names where it is found: the centre next to it is that level and the positions are
+corrected by the same amount; the parts of each detected level are its centre plus the regressed offsets, each moved
 to the soft-argmax of its part heatmap's maximum within ``part_window`` output pixels (a model exported before
 the part maps has none and keeps the offsets). A
 level not detected, or a landmark whose heatmap peak is below ``min_score``, is *not found* (NaN), never
@@ -45,7 +49,7 @@ from ..geometry.levels import SPINE_LEVELS
 from .landmark_roi import _LEVEL, landmark_groups, landmark_parts
 from .vertebra import OFFSET_SCALE, _pixel_index, _splat, focal_loss
 
-__all__ = ["LevelLayout", "level_layout", "is_level_sequence", "never_labelled", "name_chain", "LevelFamilyLoss", "decode_levels", "INDEX_SCALE", "HEAT_PRIOR",
+__all__ = ["LevelLayout", "level_layout", "is_level_sequence", "never_labelled", "name_chain", "LevelFamilyLoss", "decode_levels", "level_anchors", "INDEX_SCALE", "HEAT_PRIOR",
            "MIN_PART_PEAK"]
 
 #: levels per unit of the regressed level position (keeps the target near 1)
@@ -335,14 +339,93 @@ def name_chain(positions: np.ndarray, n_levels: int, *, drop_cost: float = DROP_
     return out
 
 
+#: two centre peaks closer than this many times the stronger level's size (the median distance of its parts from its
+#: centre, from its offsets) are one level: about half the spacing of neighbouring levels, whose centres lie a
+#: vertebra height and a disc apart (cervical and coronal corners: half-diagonal about 0.55 of the spacing)
+SIZE_SEPARATION = 0.8
+
 #: a part heatmap's peak below this keeps the offsets' point (the map does not see the part there)
 MIN_PART_PEAK = 0.1
+
+#: a landmark outside any level anchors a level's name when, on every training film that labels it, that level's
+#: centre is the nearest to it and at most this fraction of the distance to the next-nearest level's centre (the
+#: dens and C2: about 0.55 on the synthetic cervical films; the femoral heads and S1, about 0.85, do not anchor)
+ANCHOR_RATIO = 0.75
+#: training films that must label an anchor (and two whole levels) before it is trusted
+ANCHOR_MIN_FILMS = 10
+
+
+def level_anchors(layout: LevelLayout, labels: Sequence[np.ndarray]) -> dict[str, dict]:
+    """The landmarks outside any level that anchor a level's name, learnt from training labels.
+
+    Anatomy, not framing: the dens is on C2 whether the film shows T1 or stops at C5, so a chain whose detected
+    centre next to the dens is C2 is named from there, while the regressed positions learnt the framing of the
+    training films. A single landmark anchors the level whose centre is nearest to it on every training film that
+    labels it and two whole levels (at least :data:`ANCHOR_MIN_FILMS` films), at most :data:`ANCHOR_RATIO` times as
+    far as the next-nearest level's centre on every one of them.
+
+    Args:
+        labels: per training film, (K, 2) landmark points in the layout's order, NaN where not labelled.
+
+    Returns:
+        ``{landmark ID: {"level": level name, "ratio": the largest nearest/next-nearest ratio, "films": n}}``.
+    """
+    out: dict[str, dict] = {}
+    for k in layout.singles:
+        nearest: set[int] = set()
+        ratios: list[float] = []
+        for pts in labels:
+            pts = np.asarray(pts, dtype=np.float64)
+            if not np.isfinite(pts[k]).all():
+                continue
+            cents = [(li, pts[row[row >= 0]].mean(axis=0)) for li, row in enumerate(layout.members)
+                     if np.isfinite(pts[row[row >= 0]]).all()]
+            if len(cents) < 2:
+                continue
+            d = sorted((float(np.linalg.norm(c - pts[k])), li) for li, c in cents)
+            nearest.add(d[0][1])
+            ratios.append(d[0][0] / max(d[1][0], 1e-9))
+        if len(nearest) == 1 and len(ratios) >= ANCHOR_MIN_FILMS and max(ratios) <= ANCHOR_RATIO:
+            out[layout.ids[k]] = {"level": layout.levels[nearest.pop()], "ratio": round(max(ratios), 3),
+                                  "films": len(ratios)}
+    return out
+
+
+def _anchored_names(xy: np.ndarray, position: np.ndarray, n_levels: int, found: dict[int, np.ndarray],
+                    anchors: dict[int, int]) -> np.ndarray | None:
+    """Names of the detected centres ``xy`` (top to bottom) with an anchor, or None when no anchor is found, its
+    nearest centre is not clearly nearer than the next (:data:`ANCHOR_RATIO`), or the anchors found disagree.
+
+    The anchored centre ``j0`` is the anchor's level ``a0``; the regressed positions are corrected by the same
+    amount (the framing bias they learnt: on a film cut above C7 they may call C5 "T1"), the centres below are named
+    by :func:`name_chain` from ``a0 + 1`` on, and those above by counting up from ``a0`` (a centre beyond the first
+    level is left unnamed).
+    """
+    picks = set()
+    for k, level in anchors.items():
+        if k not in found or len(xy) < 2:
+            continue
+        d = np.linalg.norm(xy - found[k], axis=1)
+        j0, j1 = np.argsort(d)[:2]
+        if d[j0] <= ANCHOR_RATIO * d[j1]:
+            picks.add((int(j0), int(level)))
+    if len({j - a for j, a in picks}) != 1:
+        return None
+    j0, a0 = min(picks)
+    names = np.arange(len(xy)) - j0 + a0  # above the anchor: counted up from it
+    names[names < 0] = -1
+    below = np.asarray(position[j0 + 1:], dtype=np.float64) + (a0 - float(position[j0]))
+    if len(below):
+        sub = name_chain(below - (a0 + 1), n_levels - a0 - 1) if n_levels > a0 + 1 else -np.ones(len(below), np.int64)
+        names[j0 + 1:] = np.where(sub >= 0, sub + a0 + 1, -1)
+    return names
 
 
 @torch.no_grad()
 def decode_levels(out: torch.Tensor, stride: int, layout: LevelLayout, *, min_score: float = 0.3,
                   min_separation: float = 0.5, part_window: int | None = 3, part_radius: int = 2,
-                  part_floor: float = 0.0, info: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  part_floor: float = 0.0, anchors: dict[int, int] | None = None,
+                  info: list | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Decode first-stage output into the protocol's landmarks.
 
     Args:
@@ -359,8 +442,12 @@ def decode_levels(out: torch.Tensor, stride: int, layout: LevelLayout, *, min_sc
         part_floor: with part maps, a level's part whose map peaks below this within the window is *not seen*:
             its confidence is 0 (the caller reports it as not found, once the level's second stage has used the
             point to place its ROI) while its point is kept.
+        anchors: ``{landmark index: level index}`` of the single landmarks that anchor a level's name
+            (:func:`level_anchors`): when one is found and a detected centre is clearly the nearest to it, that
+            centre is the anchor's level and the chain is named by counting from it, not by the regressed positions.
         info: optional list that receives per image ``{"levels": [found level names, top to bottom],
-            "offset_points": (K, 2) where the offsets put each found level part before its part map moved it}``.
+            "offset_points": (K, 2) where the offsets put each found level part before its part map moved it,
+            "anchored": whether an anchor named the chain}``.
 
     Returns:
         ``(points, confidence)``: (B, K, 2) input pixels, NaN for a landmark not found; (B, K) the peak
@@ -381,20 +468,37 @@ def decode_levels(out: torch.Tensor, stride: int, layout: LevelLayout, *, min_sc
     for i in range(b):
         idx, score = _peaks(heat[i, 0], min_score, 3 * n_lv)
         xy = np.stack([(idx % w) * stride + off, (idx // w) * stride + off], axis=-1).astype(np.float64)
+        vals = out[i, 1:2 + 2 * n_parts].reshape(1 + 2 * n_parts, -1)[:, torch.from_numpy(idx)].numpy().T
         if len(idx) > 2:
             d = np.linalg.norm(xy[:, None] - xy[None], axis=-1) + np.eye(len(idx)) * 1e9
             d_min = min_separation * float(np.median(d.min(axis=1)))
+            # the level's own size: the median distance from the centre of the parts its level has, from their
+            # offsets (the level its regressed position says, give or take one: only parts all three levels have,
+            # so no offset the network was never taught is read; a centroid-only level has no size). A weaker
+            # peak within SIZE_SEPARATION of it is the same level, however many such duplicates the film has.
+            dist = np.linalg.norm(vals[:, 1:].reshape(len(idx), n_parts, 2), axis=2) * OFFSET_SCALE
+            lvl = np.clip(np.rint(vals[:, 0] * INDEX_SCALE), 0, n_lv - 1).astype(int)
+            has = [(layout.members[max(a - 1, 0):a + 2] >= 0).all(axis=0) for a in lvl]
+            size = np.array([np.median(dist[j][has[j]]) if has[j].any() else 0.0 for j in range(len(idx))])
             kept: list[int] = []
             for j in range(len(idx)):  # strongest first
-                if all(d[j, k] >= d_min for k in kept):
+                if all(d[j, k] >= max(d_min, SIZE_SEPARATION * size[k]) for k in kept):
                     kept.append(j)
-            idx, score, xy = idx[kept], score[kept], xy[kept]
-        idx, score, xy = idx[:n_lv + EXTRA], score[:n_lv + EXTRA], xy[:n_lv + EXTRA]
+            idx, score, xy, vals = idx[kept], score[kept], xy[kept], vals[kept]
+        idx, score, xy, vals = idx[:n_lv + EXTRA], score[:n_lv + EXTRA], xy[:n_lv + EXTRA], vals[:n_lv + EXTRA]
         order = np.argsort(xy[:, 1], kind="stable")  # top to bottom
-        idx, score, xy = idx[order], score[order], xy[order]
-        vals = out[i, 1:2 + 2 * n_parts].reshape(1 + 2 * n_parts, -1)[:, torch.from_numpy(idx)].numpy().T
+        idx, score, xy, vals = idx[order], score[order], xy[order], vals[order]
         position = vals[:, 0] * INDEX_SCALE
-        names = name_chain(position, n_lv)
+        singles = {}
+        for j, k in enumerate(layout.singles):
+            ch = layout.single_channel(j)
+            pk = heat[i, 1 + j].reshape(-1)
+            f = int(torch.argmax(pk))
+            if float(pk[f]) >= min_score:
+                o = out[i, ch + 1:ch + 3].reshape(2, -1)[:, f].numpy()
+                singles[k] = (np.array([(f % w) * stride + off, (f // w) * stride + off]) + o * OFFSET_SCALE, float(pk[f]))
+        anchored = _anchored_names(xy, position, n_lv, {k: v[0] for k, v in singles.items()}, anchors or {})
+        names = anchored if anchored is not None else name_chain(position, n_lv)
         offset_points = points[i].copy()  # filled below: every found part where its offsets put it
         part_prob = heat[i, 1 + n_singles:].numpy() if use_parts else None
         taken: dict[int, list] = {}  # per part, the map points already given to a level: one level per peak
@@ -414,15 +518,10 @@ def decode_levels(out: torch.Tensor, stride: int, layout: LevelLayout, *, min_sc
                             points[i, k] = (x, y)
                             taken.setdefault(p, []).append((x, y))
                         conf[i, k] = float(np.sqrt(score[j] * max(peak, 0.0))) if peak >= part_floor else 0.0
-        for j, k in enumerate(layout.singles):
-            ch = layout.single_channel(j)
-            pk = heat[i, 1 + j].reshape(-1)
-            f = int(torch.argmax(pk))
-            if float(pk[f]) >= min_score:
-                o = out[i, ch + 1:ch + 3].reshape(2, -1)[:, f].numpy()
-                points[i, k] = np.array([(f % w) * stride + off, (f // w) * stride + off]) + o * OFFSET_SCALE
-                conf[i, k] = float(pk[f])
+        for k, (pt, pk) in singles.items():
+            points[i, k], conf[i, k] = pt, pk
         if info is not None:
             info.append({"levels": [layout.levels[lv] for lv in names if lv >= 0],
-                         "offset_points": np.where(np.isfinite(points[i]), offset_points, np.nan)})
+                         "offset_points": np.where(np.isfinite(points[i]), offset_points, np.nan),
+                         "anchored": anchored is not None})
     return points, conf

@@ -76,6 +76,8 @@ def family_blocks(md: dict, ids: Sequence[str], fitted: dict | None = None) -> d
         md["decoding"].update(min_score=float(fitted["min_score"]), part_window=int(fitted["part_window"]),
                               part_floor=float(fitted.get("part_floor", 0.0)), min_levels=int(fitted.get("min_levels", 0)),
                               chosen_on=f"{fitted['fitted_on']}: {fitted['candidates']}")
+        if fitted.get("anchors"):  # runs fitted before anchors have none
+            md["decoding"]["anchors"] = fitted["anchors"]
     return md
 
 
@@ -153,20 +155,24 @@ def fit_decoding(model, films, seed: int = 0) -> dict:
     Training films flatter the model; they are what the choice may see.
 
     ``min_levels`` is the fewest levels any training film labels whole (all ``films``): a film on which fewer are
-    found shows a framing the model never learnt, and its level names are flagged as unreliable.
+    found shows a framing the model never learnt, and its level names are flagged as unreliable. ``anchors`` are
+    the landmarks outside any level that anchor a level's name on every training film (all ``films``' labels,
+    :func:`~SpineAlignmentLib.models.level_family.level_anchors`); every candidate is decoded with them.
 
     Returns:
-        ``{"min_score", "part_window", "part_floor", "min_levels", "fitted_on"}`` and the figures each candidate
-        measured (``"candidates"``).
+        ``{"min_score", "part_window", "part_floor", "min_levels", "anchors", "fitted_on"}`` and the figures each
+        candidate measured (``"candidates"``).
     """
     import random
 
     import torch
 
-    from ..models.level_family import decode_levels, level_layout
+    from ..models.level_family import decode_levels, level_anchors, level_layout
 
     layout = level_layout(model.landmark_ids)
     whole = [int(sum(np.isfinite(f.points[row[row >= 0]]).all() for row in layout.members)) for f in films]
+    anchors = level_anchors(layout, [f.points for f in films])
+    anchor_index = {layout.ids.index(k): layout.levels.index(a["level"]) for k, a in anchors.items()}
     pick = list(films)
     random.Random(seed).shuffle(pick)
     pick = pick[:FIT_FILMS]
@@ -179,7 +185,7 @@ def fit_decoding(model, films, seed: int = 0) -> dict:
 
     def decode(min_score, window, floor=0.0):
         res = [decode_levels(o, model.stride, layout, min_score=min_score, part_window=window or None,
-                             part_floor=floor) for o in outs]
+                             part_floor=floor, anchors=anchor_index) for o in outs]
         return [np.where((c[0] > 0)[:, None], p[0], np.nan) for p, c in res]  # confidence 0: not found
 
     by_score = {}
@@ -204,7 +210,7 @@ def fit_decoding(model, films, seed: int = 0) -> dict:
         by_floor[fl] = {"dropped": dropped, "unlabelled_reported": extra}
     floor = min(by_floor, key=lambda v: (by_floor[v]["dropped"] + by_floor[v]["unlabelled_reported"], v))
     return {"min_score": best, "part_window": window, "part_floor": floor, "min_levels": min(whole, default=0),
-            "fitted_on": f"{len(pick)} training films",
+            "anchors": anchors, "fitted_on": f"{len(pick)} training films",
             "candidates": {"min_score": {str(t): v for t, v in by_score.items()},
                            "part_window_median_error_input_px": {str(w): round(v, 3) for w, v in by_window.items()},
                            "part_floor": {str(v): n for v, n in by_floor.items()}}}

@@ -503,3 +503,108 @@ def test_a_part_its_offsets_put_off_the_film_stays_not_found_when_its_map_peaks_
     off = {WHOLE[lay.members[top][p]] for p in cut}
     assert off and not off & set(landmarks)
     assert {WHOLE[k] for k in lay.members[top] if k >= 0} - off <= set(landmarks)  # the rest of the level is kept
+
+
+def _framing_biased(out: torch.Tensor, chain: dict, bias: float) -> torch.Tensor:
+    """The output with every level's regressed position ``bias`` levels off (what a model that learnt the framing
+    of its training films says on a film framed otherwise: on a film cut above C7 it calls C5 "T1")."""
+    out = out.clone()
+    out[0, 1] += bias / INDEX_SCALE
+    return out
+
+
+def test_the_dens_anchors_c2_and_a_cut_chain_is_named_from_it():
+    """A film showing C2..C7 of the whole-spine table, whose regressed positions all say "3 levels lower"
+    (framing): by the positions alone the chain is C5..T3; with the dens (OD) anchoring C2 it is named from the
+    anatomy, C2..C7, and every part lands where it is. Without the dens on the film, the positions name it."""
+    lay = level_layout(WHOLE)
+    chain = _chain(lay, list(range(0, 6)), y0=30.0)
+    od = lay.singles.index(WHOLE.index("OD"))
+    c2 = np.nanmean(chain[0], axis=0)
+    biased = _framing_biased(_encode(lay, chain, {od: (c2[0] + 3.1, c2[1] - 5.2)}, 180, 64), chain, 3.0)
+    anchors = {WHOLE.index("OD"): 0}
+    info: list = []
+    decode_levels(biased, 2, lay, info=info)
+    assert info[0]["levels"] == ["C5", "C6", "C7", "T1", "T2", "T3"] and not info[0]["anchored"]
+    info = []
+    pts, conf = decode_levels(biased, 2, lay, anchors=anchors, info=info)
+    assert info[0]["levels"] == ["C2", "C3", "C4", "C5", "C6", "C7"] and info[0]["anchored"]
+    for lv, p in chain.items():
+        for part in range(len(lay.parts)):
+            if lay.members[lv, part] >= 0:
+                np.testing.assert_allclose(pts[0, lay.members[lv, part]], p[part], atol=1e-4)
+    no_dens = _framing_biased(_encode(lay, chain, {}, 180, 64), chain, 3.0)
+    info = []
+    decode_levels(no_dens, 2, lay, anchors=anchors, info=info)
+    assert info[0]["levels"][0] == "C5" and not info[0]["anchored"]
+
+
+def test_an_anchor_between_two_levels_names_nothing():
+    """A dens detected half-way between two centres is no anchor on this film (it is not clearly nearer one of
+    them): the positions name the chain."""
+    lay = level_layout(WHOLE)
+    chain = _chain(lay, list(range(0, 6)), y0=30.0)
+    mid = (np.nanmean(chain[1], axis=0) + np.nanmean(chain[2], axis=0)) / 2
+    od = lay.singles.index(WHOLE.index("OD"))
+    out = _framing_biased(_encode(lay, chain, {od: tuple(mid)}, 180, 64), chain, 3.0)
+    info: list = []
+    decode_levels(out, 2, lay, anchors={WHOLE.index("OD"): 0}, info=info)
+    assert info[0]["levels"][0] == "C5" and not info[0]["anchored"]
+
+
+def test_anchors_are_learnt_from_the_training_labels():
+    """OD next to C2 on every film anchors C2; FH_1 half-way between L5 and S1 anchors nothing; with fewer than
+    ANCHOR_MIN_FILMS films that label it, OD anchors nothing either."""
+    from SpineAlignmentLib.models.level_family import ANCHOR_MIN_FILMS, level_anchors
+
+    lay = level_layout(WHOLE)
+    films = []
+    for i in range(ANCHOR_MIN_FILMS):
+        chain = _chain(lay, list(range(0, 24)), y0=30.0 + i)
+        pts = _truth(lay, chain)
+        c2 = np.nanmean(chain[0], axis=0)
+        pts[WHOLE.index("OD")] = c2 + (3.0, -5.0)
+        pts[WHOLE.index("FH_1")] = (np.nanmean(chain[22], axis=0) + np.nanmean(chain[23], axis=0)) / 2 + (0.0, 0.5)
+        films.append(pts)
+    got = level_anchors(lay, films)
+    assert set(got) == {"OD"} and got["OD"]["level"] == "C2" and got["OD"]["films"] == ANCHOR_MIN_FILMS
+    assert got["OD"]["ratio"] == pytest.approx(np.hypot(3, 5) / np.linalg.norm(np.nanmean(chain[1], axis=0) - c2 - (3, -5)), abs=1e-3)
+    assert level_anchors(lay, films[:-1]) == {}
+
+
+def test_duplicate_centre_peaks_are_one_level_each():
+    """Every one of four levels detected twice, 4 px apart (each duplicate with its own offsets to the same parts):
+    the nearest-neighbour spacing of the peaks is the duplicates' own, so only the level's size (from its part
+    offsets, about 7.6 px here) tells them apart; four levels are found, named as they are, not eight."""
+    lay = level_layout(get_protocol("cervical-lateral").landmark_ids)
+    chain = _chain(lay, [1, 2, 3, 4], y0=30.0)
+    out = _encode(lay, chain, {}, 180, 64)
+    for lv, pts in chain.items():
+        centre = np.nanmean(pts, axis=0)
+        ix, iy = int(round((centre[0] - 0.5) / 2)) + 2, int(round((centre[1] - 0.5) / 2))
+        out[0, 0, iy, ix] = 4.0  # a weaker twin two output pixels to the right
+        out[0, 1, iy, ix] = lv / INDEX_SCALE
+        pix = np.array([ix * 2 + 0.5, iy * 2 + 0.5])
+        for p in range(len(lay.parts)):
+            if np.isfinite(pts[p]).all():
+                out[0, 2 + 2 * p:4 + 2 * p, iy, ix] = torch.tensor((pts[p] - pix) / OFFSET_SCALE)
+    info: list = []
+    pts, _ = decode_levels(out, 2, lay, info=info)
+    assert info[0]["levels"] == ["C3", "C4", "C5", "C6"]
+    for lv, p in chain.items():
+        np.testing.assert_allclose(pts[0, lay.members[lv, 0]], p[0], atol=1e-4)
+
+
+def test_predict_reads_the_anchors_of_the_model_metadata():
+    """The anchors a model folder declares (``decoding.anchors``) reach the decoder: the framing-biased C2..C7
+    film is named C2..C7 through predict_landmarks."""
+    lay = level_layout(WHOLE)
+    chain = _chain(lay, list(range(0, 6)), y0=30.0)
+    od = lay.singles.index(WHOLE.index("OD"))
+    c2 = np.nanmean(chain[0], axis=0)
+    out = _framing_biased(_encode(lay, chain, {od: (c2[0] + 3.1, c2[1] - 5.2)}, 180, 64), chain, 3.0)
+    plain, _ = _predict_fixed(out)
+    anchored, _ = _predict_fixed(out, anchors={"OD": {"level": "C2", "ratio": 0.6, "films": 100}})
+    assert "C2c" not in plain and "T3c" in plain
+    assert "C2c" in anchored and "T3c" not in anchored
+    np.testing.assert_allclose([anchored["C2c"].x, anchored["C2c"].y], chain[0][lay.parts.index("c")], atol=1e-3)
