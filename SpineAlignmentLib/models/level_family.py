@@ -397,7 +397,8 @@ def _anchored_names(xy: np.ndarray, position: np.ndarray, n_levels: int, found: 
     nearest centre is not clearly nearer than the next (:data:`ANCHOR_RATIO`), or the anchors found disagree.
 
     The anchored centre ``j0`` is the anchor's level ``a0``; the regressed positions are corrected by the same
-    amount (the framing bias they learnt: on a film cut above C7 they may call C5 "T1"), the centres below are named
+    amount in whole levels (the framing bias they learnt: on a film cut above C7 they may call C5 "T1"; a
+    fraction of a level is their noise, not a bias), the centres below are named
     by :func:`name_chain` from ``a0 + 1`` on, and those above by counting up from ``a0`` (a centre beyond the first
     level is left unnamed).
     """
@@ -414,7 +415,7 @@ def _anchored_names(xy: np.ndarray, position: np.ndarray, n_levels: int, found: 
     j0, a0 = min(picks)
     names = np.arange(len(xy)) - j0 + a0  # above the anchor: counted up from it
     names[names < 0] = -1
-    below = np.asarray(position[j0 + 1:], dtype=np.float64) + (a0 - float(position[j0]))
+    below = np.asarray(position[j0 + 1:], dtype=np.float64) + round(a0 - float(position[j0]))  # whole levels
     if len(below):
         sub = name_chain(below - (a0 + 1), n_levels - a0 - 1) if n_levels > a0 + 1 else -np.ones(len(below), np.int64)
         names[j0 + 1:] = np.where(sub >= 0, sub + a0 + 1, -1)
