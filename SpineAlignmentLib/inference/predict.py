@@ -115,7 +115,8 @@ def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False, refine: 
         anchors = {layout.ids.index(k): layout.levels.index(a["level"]) for k, a in dec.get("anchors", {}).items()}
         coords, conf = decode_levels(out, model.stride, layout, min_score=float(dec["min_score"]),
                                      part_window=dec.get("part_window"), part_radius=int(dec.get("part_radius", 2)),
-                                     part_floor=float(dec.get("part_floor", 0.0)), anchors=anchors, info=fam)
+                                     part_floor=float(dec.get("part_floor", 0.0)), anchors=anchors,
+                                     anchor_geometry=dec.get("anchor_naming") == "geometry", info=fam)
         # A part whose offsets put it off the film is not on it, even when its part map has a peak just inside the
         # edge (the cut vertebra's visible rim); the letterbox is centred, so a mirrored prediction has the same
         # bounds.

@@ -49,7 +49,7 @@ from ..geometry.levels import SPINE_LEVELS
 from .landmark_roi import _LEVEL, landmark_groups, landmark_parts
 from .vertebra import OFFSET_SCALE, _pixel_index, _splat, focal_loss
 
-__all__ = ["LevelLayout", "level_layout", "is_level_sequence", "never_labelled", "name_chain", "LevelFamilyLoss", "decode_levels", "level_anchors", "INDEX_SCALE", "HEAT_PRIOR",
+__all__ = ["LevelLayout", "level_layout", "is_level_sequence", "never_labelled", "name_chain", "LevelFamilyLoss", "decode_levels", "level_anchors", "geometric_names", "INDEX_SCALE", "HEAT_PRIOR",
            "MIN_PART_PEAK"]
 
 #: levels per unit of the regressed level position (keeps the target near 1)
@@ -339,10 +339,11 @@ def name_chain(positions: np.ndarray, n_levels: int, *, drop_cost: float = DROP_
     return out
 
 
-#: two centre peaks closer than this many times the stronger level's size (the median distance of its parts from its
-#: centre, from its offsets) are one level: about half the spacing of neighbouring levels, whose centres lie a
-#: vertebra height and a disc apart (cervical and coronal corners: half-diagonal about 0.55 of the spacing)
-SIZE_SEPARATION = 0.8
+#: a weaker centre peak nearer a stronger one than this many times the stronger level's extent towards it (its
+#: corners' offsets projected on that direction: half a vertebra height along the spine) is the same level; the
+#: next level's centre lies a vertebra height and a disc away, about 2.4 such half-heights
+SIZE_SEPARATION = 1.4
+GAP_SLACK = 0.25
 
 #: a part heatmap's peak below this keeps the offsets' point (the map does not see the part there)
 MIN_PART_PEAK = 0.1
@@ -391,8 +392,27 @@ def level_anchors(layout: LevelLayout, labels: Sequence[np.ndarray]) -> dict[str
     return out
 
 
+def geometric_names(xy: np.ndarray, j0: int, a0: int, n_levels: int) -> np.ndarray:
+    """Names of the centres ``xy`` (top to bottom) counted from centre ``j0`` = level ``a0`` along the chain: each
+    step between consecutive centres is one level, or more where it is at least ``n - GAP_SLACK`` times the median
+    of its neighbouring steps (``n`` levels: a level missed between them). -1 beyond the protocol's levels."""
+    gaps = np.linalg.norm(np.diff(np.asarray(xy, dtype=np.float64), axis=0), axis=1)
+    steps = np.ones(len(gaps), dtype=np.int64)
+    for g in range(len(gaps)):
+        near = np.concatenate([gaps[max(g - 2, 0):g], gaps[g + 1:g + 3]])
+        if len(near):
+            steps[g] = max(1, int(np.floor(gaps[g] / float(np.median(near)) + GAP_SLACK)))
+    names = np.empty(len(gaps) + 1, dtype=np.int64)
+    names[j0] = a0
+    for j in range(j0 + 1, len(names)):
+        names[j] = names[j - 1] + steps[j - 1]
+    for j in range(j0 - 1, -1, -1):
+        names[j] = names[j + 1] - steps[j]
+    return np.where((names >= 0) & (names < n_levels), names, -1)
+
+
 def _anchored_names(xy: np.ndarray, position: np.ndarray, n_levels: int, found: dict[int, np.ndarray],
-                    anchors: dict[int, int]) -> np.ndarray | None:
+                    anchors: dict[int, int], by_geometry: bool = False) -> np.ndarray | None:
     """Names of the detected centres ``xy`` (top to bottom) with an anchor, or None when no anchor is found, its
     nearest centre is not clearly nearer than the next (:data:`ANCHOR_RATIO`), or the anchors found disagree.
 
@@ -413,6 +433,8 @@ def _anchored_names(xy: np.ndarray, position: np.ndarray, n_levels: int, found: 
     if len({j - a for j, a in picks}) != 1:
         return None
     j0, a0 = min(picks)
+    if by_geometry:
+        return geometric_names(xy, j0, a0, n_levels)
     names = np.arange(len(xy)) - j0 + a0  # above the anchor: counted up from it
     names[names < 0] = -1
     below = np.asarray(position[j0 + 1:], dtype=np.float64) + round(a0 - float(position[j0]))  # whole levels
@@ -425,7 +447,7 @@ def _anchored_names(xy: np.ndarray, position: np.ndarray, n_levels: int, found: 
 @torch.no_grad()
 def decode_levels(out: torch.Tensor, stride: int, layout: LevelLayout, *, min_score: float = 0.3,
                   min_separation: float = 0.5, part_window: int | None = 3, part_radius: int = 2,
-                  part_floor: float = 0.0, anchors: dict[int, int] | None = None,
+                  part_floor: float = 0.0, anchors: dict[int, int] | None = None, anchor_geometry: bool = False,
                   info: list | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Decode first-stage output into the protocol's landmarks.
 
@@ -445,7 +467,9 @@ def decode_levels(out: torch.Tensor, stride: int, layout: LevelLayout, *, min_sc
             point to place its ROI) while its point is kept.
         anchors: ``{landmark index: level index}`` of the single landmarks that anchor a level's name
             (:func:`level_anchors`): when one is found and a detected centre is clearly the nearest to it, that
-            centre is the anchor's level and the chain is named by counting from it, not by the regressed positions.
+            centre is the anchor's level and the chain is named from it: by the regressed positions corrected by
+            the anchor (default), or with ``anchor_geometry`` by counting the centres from it
+            (:func:`geometric_names`).
         info: optional list that receives per image ``{"levels": [found level names, top to bottom],
             "offset_points": (K, 2) where the offsets put each found level part before its part map moved it,
             "anchored": whether an anchor named the chain}``.
@@ -473,17 +497,24 @@ def decode_levels(out: torch.Tensor, stride: int, layout: LevelLayout, *, min_sc
         if len(idx) > 2:
             d = np.linalg.norm(xy[:, None] - xy[None], axis=-1) + np.eye(len(idx)) * 1e9
             d_min = min_separation * float(np.median(d.min(axis=1)))
-            # the level's own size: the median distance from the centre of the parts its level has, from their
-            # offsets (the level its regressed position says, give or take one: only parts all three levels have,
-            # so no offset the network was never taught is read; a centroid-only level has no size). A weaker
-            # peak within SIZE_SEPARATION of it is the same level, however many such duplicates the film has.
-            dist = np.linalg.norm(vals[:, 1:].reshape(len(idx), n_parts, 2), axis=2) * OFFSET_SCALE
+            # a weaker peak inside a stronger one's level is the same level, however many such duplicates the film
+            # has: inside = nearer than SIZE_SEPARATION x the level's extent towards it (the median of its parts'
+            # offsets projected on that direction; only parts that the level its regressed position says, give or
+            # take one, all have, so no offset the network was never taught is read; a centroid-only level has no
+            # extent)
             lvl = np.clip(np.rint(vals[:, 0] * INDEX_SCALE), 0, n_lv - 1).astype(int)
             has = [(layout.members[max(a - 1, 0):a + 2] >= 0).all(axis=0) for a in lvl]
-            size = np.array([np.median(dist[j][has[j]]) if has[j].any() else 0.0 for j in range(len(idx))])
+            offs = vals[:, 1:].reshape(len(idx), n_parts, 2) * OFFSET_SCALE
+
+            def inside(j, k):  # peak j within level k's extent towards it (its parts' offsets projected on the way)
+                if not has[k].any():
+                    return False
+                u = (xy[j] - xy[k]) / max(d[j, k], 1e-9)
+                return d[j, k] < SIZE_SEPARATION * float(np.median(np.abs(offs[k][has[k]] @ u)))
+
             kept: list[int] = []
             for j in range(len(idx)):  # strongest first
-                if all(d[j, k] >= max(d_min, SIZE_SEPARATION * size[k]) for k in kept):
+                if all(d[j, k] >= d_min and not inside(j, k) for k in kept):
                     kept.append(j)
             idx, score, xy, vals = idx[kept], score[kept], xy[kept], vals[kept]
         idx, score, xy, vals = idx[:n_lv + EXTRA], score[:n_lv + EXTRA], xy[:n_lv + EXTRA], vals[:n_lv + EXTRA]
@@ -498,7 +529,8 @@ def decode_levels(out: torch.Tensor, stride: int, layout: LevelLayout, *, min_sc
             if float(pk[f]) >= min_score:
                 o = out[i, ch + 1:ch + 3].reshape(2, -1)[:, f].numpy()
                 singles[k] = (np.array([(f % w) * stride + off, (f // w) * stride + off]) + o * OFFSET_SCALE, float(pk[f]))
-        anchored = _anchored_names(xy, position, n_lv, {k: v[0] for k, v in singles.items()}, anchors or {})
+        anchored = _anchored_names(xy, position, n_lv, {k: v[0] for k, v in singles.items()}, anchors or {},
+                                   anchor_geometry)
         names = anchored if anchored is not None else name_chain(position, n_lv)
         offset_points = points[i].copy()  # filled below: every found part where its offsets put it
         part_prob = heat[i, 1 + n_singles:].numpy() if use_parts else None

@@ -446,9 +446,10 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
             with torch.random.fork_rng(devices=[]):
                 fitted = fit_decoding(run_model(cfg, ids, stage1_state, None), train_films, cfg.seed)
             log.info("decoding chosen on %s: centre threshold %s, part search %s, part floor %s; fewest levels on a "
-                     "training film %s; level anchors %s", fitted["fitted_on"], fitted["min_score"], fitted["part_window"],
-                     fitted["part_floor"], fitted["min_levels"],
-                     ", ".join(f"{k} -> {a['level']}" for k, a in fitted["anchors"].items()) or "none")
+                     "training film %s; level anchors %s (named by %s)", fitted["fitted_on"], fitted["min_score"],
+                     fitted["part_window"], fitted["part_floor"], fitted["min_levels"],
+                     ", ".join(f"{k} -> {a['level']}" for k, a in fitted["anchors"].items()) or "none",
+                     fitted["anchor_naming"])
             if state is not None and state.get("stage") == 2:  # a stage-2 checkpoint from before the choice: keep it
                 save_checkpoint(out / "last.pt", {**state, "fitted": fitted})
             else:

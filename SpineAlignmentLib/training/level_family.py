@@ -77,7 +77,7 @@ def family_blocks(md: dict, ids: Sequence[str], fitted: dict | None = None) -> d
                               part_floor=float(fitted.get("part_floor", 0.0)), min_levels=int(fitted.get("min_levels", 0)),
                               chosen_on=f"{fitted['fitted_on']}: {fitted['candidates']}")
         if fitted.get("anchors"):  # runs fitted before anchors have none
-            md["decoding"]["anchors"] = fitted["anchors"]
+            md["decoding"].update(anchors=fitted["anchors"], anchor_naming=fitted.get("anchor_naming", "positions"))
     return md
 
 
@@ -99,6 +99,9 @@ def family_description(protocol: str, ids: Sequence[str]) -> str:
 MIN_SCORES = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 PART_WINDOWS = (0, 1, 2, 3)
 PART_FLOORS = (0.0, 0.05, 0.1, 0.2, 0.3)
+#: how a chain with an anchor found is named (:func:`~SpineAlignmentLib.models.level_family.decode_levels`): the
+#: regressed positions corrected by the anchor, or counting the centres from it; a tie goes to the positions
+ANCHOR_NAMINGS = ("positions", "geometry")
 #: training films the decoding is chosen on (a seeded sample; never validation films)
 FIT_FILMS = 100
 
@@ -157,11 +160,12 @@ def fit_decoding(model, films, seed: int = 0) -> dict:
     ``min_levels`` is the fewest levels any training film labels whole (all ``films``): a film on which fewer are
     found shows a framing the model never learnt, and its level names are flagged as unreliable. ``anchors`` are
     the landmarks outside any level that anchor a level's name on every training film (all ``films``' labels,
-    :func:`~SpineAlignmentLib.models.level_family.level_anchors`); every candidate is decoded with them.
+    :func:`~SpineAlignmentLib.models.level_family.level_anchors`); every candidate is decoded with them, and with
+    anchors, how an anchored chain is named (:data:`ANCHOR_NAMINGS`) is chosen last, by the fewest level errors.
 
     Returns:
-        ``{"min_score", "part_window", "part_floor", "min_levels", "anchors", "fitted_on"}`` and the figures each
-        candidate measured (``"candidates"``).
+        ``{"min_score", "part_window", "part_floor", "min_levels", "anchors", "anchor_naming", "fitted_on"}`` and
+        the figures each candidate measured (``"candidates"``).
     """
     import random
 
@@ -183,9 +187,9 @@ def fit_decoding(model, films, seed: int = 0) -> dict:
             outs.append(model.network(x))
     has_maps = bool(outs) and outs[0].shape[1] >= layout.n_channels
 
-    def decode(min_score, window, floor=0.0):
+    def decode(min_score, window, floor=0.0, geometry=False):
         res = [decode_levels(o, model.stride, layout, min_score=min_score, part_window=window or None,
-                             part_floor=floor, anchors=anchor_index) for o in outs]
+                             part_floor=floor, anchors=anchor_index, anchor_geometry=geometry) for o in outs]
         return [np.where((c[0] > 0)[:, None], p[0], np.nan) for p, c in res]  # confidence 0: not found
 
     by_score = {}
@@ -209,8 +213,15 @@ def fit_decoding(model, films, seed: int = 0) -> dict:
         extra = sum(int((np.isfinite(p).all(axis=1) & ~np.isfinite(f.points).all(axis=1)).sum()) for p, f in zip(dec, pick))
         by_floor[fl] = {"dropped": dropped, "unlabelled_reported": extra}
     floor = min(by_floor, key=lambda v: (by_floor[v]["dropped"] + by_floor[v]["unlabelled_reported"], v))
+    by_naming = {}
+    for mode in (ANCHOR_NAMINGS if anchors else ()):
+        errs = [level_errors(p, f.points, layout) for p, f in zip(decode(best, window, floor, mode == "geometry"), pick)]
+        by_naming[mode] = {"missed": int(sum(e[0] for e in errs)), "wrong": int(sum(e[1] for e in errs))}
+    naming = min(by_naming, key=lambda m: (by_naming[m]["missed"] + by_naming[m]["wrong"], ANCHOR_NAMINGS.index(m)),
+                 default="positions")
     return {"min_score": best, "part_window": window, "part_floor": floor, "min_levels": min(whole, default=0),
-            "anchors": anchors, "fitted_on": f"{len(pick)} training films",
+            "anchors": anchors, "anchor_naming": naming, "fitted_on": f"{len(pick)} training films",
             "candidates": {"min_score": {str(t): v for t, v in by_score.items()},
                            "part_window_median_error_input_px": {str(w): round(v, 3) for w, v in by_window.items()},
-                           "part_floor": {str(v): n for v, n in by_floor.items()}}}
+                           "part_floor": {str(v): n for v, n in by_floor.items()},
+                           **({"anchor_naming": by_naming} if by_naming else {})}}

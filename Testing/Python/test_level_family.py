@@ -608,3 +608,57 @@ def test_predict_reads_the_anchors_of_the_model_metadata():
     assert "C2c" not in plain and "T3c" in plain
     assert "C2c" in anchored and "T3c" not in anchored
     np.testing.assert_allclose([anchored["C2c"].x, anchored["C2c"].y], chain[0][lay.parts.index("c")], atol=1e-3)
+
+
+def test_counting_from_an_anchor_names_a_missed_level_as_a_gap():
+    """Centres 10 px apart with one level missing (a 20-px step): counted from the anchored first centre they are
+    levels 0, 1, 2, 4, 5; from an anchor in the middle, the centres above count up; names past the protocol's
+    levels are -1."""
+    from SpineAlignmentLib.models.level_family import geometric_names
+
+    xy = np.array([[50.0, 0.0], [51.0, 10.0], [52.0, 20.0], [53.0, 40.0], [54.0, 50.0]])
+    assert geometric_names(xy, 0, 0, 24).tolist() == [0, 1, 2, 4, 5]
+    assert geometric_names(xy, 2, 3, 24).tolist() == [1, 2, 3, 5, 6]
+    assert geometric_names(xy, 0, 20, 24).tolist() == [20, 21, 22, -1, -1]
+    # a step 1.6 times its neighbours' is still one level (a taller vertebra, as C2 is), 1.8 times is two
+    assert geometric_names(np.array([[0, 0], [0, 16], [0, 26], [0, 36]], float), 0, 0, 7).tolist() == [0, 1, 2, 3]
+    assert geometric_names(np.array([[0, 0], [0, 18], [0, 28], [0, 38]], float), 0, 0, 7).tolist() == [0, 2, 3, 4]
+
+
+def test_the_anchored_naming_is_chosen_on_training_films():
+    """Training films whose regressed positions are framing-biased and not even in order below the dens: named
+    from the positions, the anchored chain is wrong; counted from the dens, right. The fit keeps the anchors it
+    learnt from the labels and chooses counting; the metadata block carries both."""
+    from types import SimpleNamespace
+
+    from SpineAlignmentLib.training.level_family import family_blocks, fit_decoding
+
+    lay = level_layout(WHOLE)
+    chain = _chain(lay, list(range(0, 6)), y0=30.0)
+    od = lay.singles.index(WHOLE.index("OD"))
+    c2 = np.nanmean(chain[0], axis=0)
+    out = _encode(lay, chain, {od: (c2[0] + 3.1, c2[1] - 5.2)}, 180, 64)
+    for lv, pos in zip(range(1, 6), (5.0, 4.0, 6.0, 7.0, 8.0)):  # C3 says "C7", C4 says "C6": order broken below C2
+        centre = np.nanmean(chain[lv], axis=0)
+        ix, iy = int(round((centre[0] - 0.5) / 2)), int(round((centre[1] - 0.5) / 2))
+        out[0, 1, iy - 1:iy + 2, ix - 1:ix + 2] = pos / INDEX_SCALE
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return out.expand(x.shape[0], -1, -1, -1)
+
+    model = SimpleNamespace(network=Fixed(), stride=2, landmark_ids=tuple(WHOLE))
+    truth = _truth(lay, chain)
+    truth[WHOLE.index("OD")] = (c2[0] + 3.1, c2[1] - 5.2)
+    films = [SimpleNamespace(image=np.zeros((360, 128), np.uint8), points=truth) for _ in range(12)]
+    fit = fit_decoding(model, films)
+    assert fit["anchors"]["OD"]["level"] == "C2" and fit["anchors"]["OD"]["films"] == 12
+    naming = fit["candidates"]["anchor_naming"]
+    assert naming["geometry"] == {"missed": 0, "wrong": 0} and naming["positions"]["wrong"] > 0
+    assert fit["anchor_naming"] == "geometry"
+    md = family_blocks({"network": {"args": {}}, "network_data_format": {"outputs": {"pred": {}}}, "decoding": {}},
+                       WHOLE, fit)
+    assert md["decoding"]["anchor_naming"] == "geometry" and md["decoding"]["anchors"]["OD"]["level"] == "C2"
+    info: list = []
+    decode_levels(out, 2, lay, anchors={WHOLE.index("OD"): 0}, anchor_geometry=True, info=info)
+    assert info[0]["levels"] == ["C2", "C3", "C4", "C5", "C6", "C7"]
