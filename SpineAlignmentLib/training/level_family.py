@@ -76,8 +76,8 @@ def family_blocks(md: dict, ids: Sequence[str], fitted: dict | None = None) -> d
         md["decoding"].update(min_score=float(fitted["min_score"]), part_window=int(fitted["part_window"]),
                               part_floor=float(fitted.get("part_floor", 0.0)), min_levels=int(fitted.get("min_levels", 0)),
                               chosen_on=f"{fitted['fitted_on']}: {fitted['candidates']}")
-        if fitted.get("anchors"):  # runs fitted before anchors have none
-            md["decoding"].update(anchors=fitted["anchors"], anchor_naming=fitted.get("anchor_naming", "positions"))
+        if fitted.get("anchors") and fitted.get("anchor_naming", "none") != "none":  # anchors that name better
+            md["decoding"].update(anchors=fitted["anchors"], anchor_naming=fitted["anchor_naming"])
     return md
 
 
@@ -99,9 +99,10 @@ def family_description(protocol: str, ids: Sequence[str]) -> str:
 MIN_SCORES = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 PART_WINDOWS = (0, 1, 2, 3)
 PART_FLOORS = (0.0, 0.05, 0.1, 0.2, 0.3)
-#: how a chain with an anchor found is named (:func:`~SpineAlignmentLib.models.level_family.decode_levels`): the
-#: regressed positions corrected by the anchor, or counting the centres from it; a tie goes to the positions
-ANCHOR_NAMINGS = ("positions", "geometry")
+#: how a chain with an anchor found is named (:func:`~SpineAlignmentLib.models.level_family.decode_levels`): as
+#: without one (the anchors unused), by the regressed positions corrected by the anchor, or by counting the centres
+#: from it; a tie goes to the earlier
+ANCHOR_NAMINGS = ("none", "positions", "geometry")
 #: training films the decoding is chosen on (a seeded sample; never validation films)
 FIT_FILMS = 100
 
@@ -160,8 +161,9 @@ def fit_decoding(model, films, seed: int = 0) -> dict:
     ``min_levels`` is the fewest levels any training film labels whole (all ``films``): a film on which fewer are
     found shows a framing the model never learnt, and its level names are flagged as unreliable. ``anchors`` are
     the landmarks outside any level that anchor a level's name on every training film (all ``films``' labels,
-    :func:`~SpineAlignmentLib.models.level_family.level_anchors`); every candidate is decoded with them, and with
-    anchors, how an anchored chain is named (:data:`ANCHOR_NAMINGS`) is chosen last, by the fewest level errors.
+    :func:`~SpineAlignmentLib.models.level_family.level_anchors`); the candidates above are decoded with them, and
+    with anchors, how an anchored chain is named (:data:`ANCHOR_NAMINGS`, "none": the anchors are not used) is
+    chosen last, by the fewest level errors.
 
     Returns:
         ``{"min_score", "part_window", "part_floor", "min_levels", "anchors", "anchor_naming", "fitted_on"}`` and
@@ -187,9 +189,10 @@ def fit_decoding(model, films, seed: int = 0) -> dict:
             outs.append(model.network(x))
     has_maps = bool(outs) and outs[0].shape[1] >= layout.n_channels
 
-    def decode(min_score, window, floor=0.0, geometry=False):
-        res = [decode_levels(o, model.stride, layout, min_score=min_score, part_window=window or None,
-                             part_floor=floor, anchors=anchor_index, anchor_geometry=geometry) for o in outs]
+    def decode(min_score, window, floor=0.0, naming="none"):
+        res = [decode_levels(o, model.stride, layout, min_score=min_score, part_window=window or None, part_floor=floor,
+                             anchors=anchor_index if naming != "none" else None, anchor_geometry=naming == "geometry")
+               for o in outs]
         return [np.where((c[0] > 0)[:, None], p[0], np.nan) for p, c in res]  # confidence 0: not found
 
     by_score = {}
@@ -215,10 +218,10 @@ def fit_decoding(model, films, seed: int = 0) -> dict:
     floor = min(by_floor, key=lambda v: (by_floor[v]["dropped"] + by_floor[v]["unlabelled_reported"], v))
     by_naming = {}
     for mode in (ANCHOR_NAMINGS if anchors else ()):
-        errs = [level_errors(p, f.points, layout) for p, f in zip(decode(best, window, floor, mode == "geometry"), pick)]
+        errs = [level_errors(p, f.points, layout) for p, f in zip(decode(best, window, floor, mode), pick)]
         by_naming[mode] = {"missed": int(sum(e[0] for e in errs)), "wrong": int(sum(e[1] for e in errs))}
     naming = min(by_naming, key=lambda m: (by_naming[m]["missed"] + by_naming[m]["wrong"], ANCHOR_NAMINGS.index(m)),
-                 default="positions")
+                 default="none")
     return {"min_score": best, "part_window": window, "part_floor": floor, "min_levels": min(whole, default=0),
             "anchors": anchors, "anchor_naming": naming, "fitted_on": f"{len(pick)} training films",
             "candidates": {"min_score": {str(t): v for t, v in by_score.items()},
