@@ -397,10 +397,26 @@ def _own_data_body(md: dict, out: Path) -> list[str]:
               f"- Data: {tr['data']['name']} ({tr['split']['n_train']} training, {tr['split']['n_val']} validation films); "
               f"licence of the data: {md['license']['training_data']}; of the weights: {md['license']['weights']}.",
               f"- Epochs: {tr['recipe'].get('epochs')} (stage 1) + {tr['recipe'].get('refine_epochs')} (stage 2).",
+              *_family_decoding(md["decoding"]),
               f"- Confidence: {md['decoding']['calibration']['definition']}; landmarks below "
               f"{md['decoding']['low_confidence']} are flagged." if "calibration" in md["decoding"] else "- Confidence: uncalibrated.",
               f"- Command: `{v['command']}`", ""]
     return lines + learning_curve_card(out)
+
+
+def _family_decoding(dec: dict) -> list[str]:
+    """The level family's decoding, as its run chose it on its training films (nothing for other models)."""
+    if dec.get("method") != "level-family" or "chosen_on" not in dec:
+        return []
+    anchors = dec.get("anchors") or {}
+    naming = {"positions": "the regressed level positions corrected by the anchor",
+              "geometry": "counting the detected vertebrae from the anchor"}.get(dec.get("anchor_naming"), "")
+    named = ("from the regressed level positions (no anchor)." if not (anchors and naming) else
+             "anchored by " + ", ".join(f"{k} (next to {a['level']})" for k, a in anchors.items()) + f", then by {naming}.")
+    return [f"- Decoding (chosen on the training films): level-centre threshold {dec['min_score']:g}, part search "
+            f"{dec.get('part_window', 0)} output pixels, part floor {dec.get('part_floor', 0.0):g}; a film with fewer "
+            f"than {dec.get('min_levels', 0)} levels found (the fewest on a training film) is flagged as unreliably "
+            f"named; level names {named}"]
 
 
 def _own_data_limits(md: dict) -> list[str]:

@@ -330,6 +330,10 @@ def test_tiny_family_run_beats_the_mean_shape_and_round_trips_by_name(tmp_path, 
     ck = load_checkpoint(tmp_path / "run" / "last.pt")
     assert md["decoding"]["min_score"] == ck["fitted"]["min_score"] and "training films" in md["decoding"]["chosen_on"]
     assert md["decoding"]["part_window"] == ck["fitted"]["part_window"]
+    card = (models / "my-levels" / "README.md").read_text()  # and the card says what it chose
+    assert (f"level-centre threshold {md['decoding']['min_score']:g}, part search {md['decoding']['part_window']} "
+            "output pixels") in card
+    assert "level names from the regressed level positions (no anchor)" in card  # the lumbar table has none
     # train's validation builds and decodes the family model as the export does: the same figures, to the bit
     last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert md["validation"]["median_error_px"] == last["val_median_error_px"] == res["final"]["median_error_px"]
