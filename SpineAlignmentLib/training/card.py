@@ -450,8 +450,8 @@ def plot_learning_curve(rows: list[dict], path: Path) -> None:
             by = {sz: [r for r in drows if r["size"] == sz] for sz in sizes}
             n = [sum(r["n_train"] for r in by[sz]) / len(by[sz]) for sz in sizes]
             vals = [[r.get(key) for r in by[sz] if r.get(key) is not None] for sz in sizes]
-            ax.plot(n, [sum(v) / len(v) if v else float("nan") for v in vals], "o-" if di == 0 else "*",
-                    markersize=5 if di == 0 else 10, label=f"design {di + 1}")
+            ax.plot(n, [sum(v) / len(v) if v else float("nan") for v in vals], ("o-", "s-", "^-")[di % 3],
+                    markersize=5, label=f"design {di + 1}")
             for x, v in zip(n, vals):
                 if len(v) > 1:  # each seed of a seeded size
                     ax.plot([x] * len(v), v, "x", color="grey")
