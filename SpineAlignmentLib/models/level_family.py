@@ -21,13 +21,13 @@ Output channels of the first stage (a :class:`~SpineAlignmentLib.models.network.
   the specialised coronal network, :mod:`~SpineAlignmentLib.models.vertebra`, do).
 
 Decoding (:func:`decode_levels`): the centre peaks above ``min_score`` are the detected levels (a weaker peak
-within about half a level's size of a stronger one, the size from its part offsets, is the same level), ordered
-top to bottom; their names come from the chain's order, anchored by the regressed positions (a dynamic programme
+inside a stronger one's level, whose extent its part offsets give, is the same level), ordered top to bottom; their names come from the chain's order, anchored by the regressed positions (a dynamic programme
 assigns strictly increasing levels, so a chain shorter than the protocol's keeps its own names and is never
 stretched over the protocol). The positions learn the framing of the training films as well as the anatomy, so a
 landmark outside any level that sits next to one level on every training film (:func:`level_anchors`: the dens
-and C2) anchors the names where it is found: the centre next to it is that level and the positions are
-corrected by the same amount; the parts of each detected level are its centre plus the regressed offsets, each moved
+and C2) anchors the names where it is found: the centre next to it is that level, and the rest are named by the
+positions corrected by the same amount or by counting the centres from it (chosen per model on its training
+films, ``decoding.anchor_naming``); the parts of each detected level are its centre plus the regressed offsets, each moved
 to the soft-argmax of its part heatmap's maximum within ``part_window`` output pixels (a model exported before
 the part maps has none and keeps the offsets). A
 level not detected, or a landmark whose heatmap peak is below ``min_score``, is *not found* (NaN), never
@@ -343,6 +343,8 @@ def name_chain(positions: np.ndarray, n_levels: int, *, drop_cost: float = DROP_
 #: corners' offsets projected on that direction: half a vertebra height along the spine) is the same level; the
 #: next level's centre lies a vertebra height and a disc away, about 2.4 such half-heights
 SIZE_SEPARATION = 1.4
+#: counting from an anchor (:func:`geometric_names`), a step between two detected centres is n levels when it is at
+#: least n - GAP_SLACK times its neighbouring steps (1.75 times: two levels, one missed between them)
 GAP_SLACK = 0.25
 
 #: a part heatmap's peak below this keeps the offsets' point (the map does not see the part there)
@@ -420,7 +422,7 @@ def _anchored_names(xy: np.ndarray, position: np.ndarray, n_levels: int, found: 
     amount in whole levels (the framing bias they learnt: on a film cut above C7 they may call C5 "T1"; a
     fraction of a level is their noise, not a bias), the centres below are named
     by :func:`name_chain` from ``a0 + 1`` on, and those above by counting up from ``a0`` (a centre beyond the first
-    level is left unnamed).
+    level is left unnamed). ``by_geometry``: every centre by counting from the anchor (:func:`geometric_names`).
     """
     picks = set()
     for k, level in anchors.items():
