@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import RadiographError
+from ..errors import ModelError, RadiographError
 from ..geometry.label_checks import check_labels
 from ..geometry.levels import vertebra_chain
 from ..result import Landmark
@@ -112,6 +112,11 @@ def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False, refine: 
 
         fam: list = []
         layout = level_layout(model.landmark_ids)
+        bad = [k for k, a in dec.get("anchors", {}).items() if k not in layout.ids or a["level"] not in layout.levels]
+        if bad:
+            raise ModelError(f"Model '{model.name}' names anchor {bad[0]} in its metadata.json (decoding.anchors), which "
+                             "is not a landmark of its protocol or names a level the protocol does not have; export the "
+                             "model again with 'spine-align export'.")
         anchors = {layout.ids.index(k): layout.levels.index(a["level"]) for k, a in dec.get("anchors", {}).items()}
         coords, conf = decode_levels(out, model.stride, layout, min_score=float(dec["min_score"]),
                                      part_window=dec.get("part_window"), part_radius=int(dec.get("part_radius", 2)),

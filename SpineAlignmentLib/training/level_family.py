@@ -161,7 +161,7 @@ def fit_decoding(model, films, seed: int = 0) -> dict:
     ``min_levels`` is the fewest levels any training film labels whole (all ``films``): a film on which fewer are
     found shows a framing the model never learnt, and its level names are flagged as unreliable. ``anchors`` are
     the landmarks outside any level that anchor a level's name on every training film (all ``films``' labels,
-    :func:`~SpineAlignmentLib.models.level_family.level_anchors`); the candidates above are decoded with them, and
+    :func:`~SpineAlignmentLib.models.level_family.level_anchors`); the candidates above are decoded without them, and
     with anchors, how an anchored chain is named (:data:`ANCHOR_NAMINGS`, "none": the anchors are not used) is
     chosen last, by the fewest level errors.
 

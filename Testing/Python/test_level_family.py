@@ -666,3 +666,14 @@ def test_the_anchored_naming_is_chosen_on_training_films():
     info: list = []
     decode_levels(out, 2, lay, anchors={WHOLE.index("OD"): 0}, anchor_geometry=True, info=info)
     assert info[0]["levels"] == ["C2", "C3", "C4", "C5", "C6", "C7"]
+
+
+def test_an_anchor_the_protocol_does_not_have_is_one_sentence():
+    from SpineAlignmentLib.errors import ModelError
+
+    lay = level_layout(WHOLE)
+    out = _encode(lay, _chain(lay, list(range(0, 6)), y0=30.0), {}, 180, 64)
+    with pytest.raises(ModelError, match=r"names anchor DENS in its metadata.json \(decoding.anchors\)"):
+        _predict_fixed(out, anchors={"DENS": {"level": "C2"}})  # a cervical landmark in a whole-spine model
+    with pytest.raises(ModelError, match="export the model again"):
+        _predict_fixed(out, anchors={"OD": {"level": "C1"}})
