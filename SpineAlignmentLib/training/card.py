@@ -8,6 +8,7 @@ of them. Own-data cards add :func:`learning_curve_card`, the project's measured 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 __all__ = ["write_card", "levels_card", "learning_curve_card", "plot_learning_curve", "LEARNING_CURVE"]
@@ -32,9 +33,6 @@ def learning_curve_card(out: Path, curve: Path = LEARNING_CURVE) -> list[str]:
     if not rows:
         return []
 
-    def f(v, nd=1):
-        return "–" if v is None else f"{v:.{nd}f}"
-
     designs = list(dict.fromkeys(_design(r) for r in rows))
     lines = ["## How many films? (measured by SpineAlignment, not on your data)", "",
              "The level-family trainer on the AASCE coronal films, N training films drawn as whole "
@@ -44,8 +42,8 @@ def learning_curve_card(out: Path, curve: Path = LEARNING_CURVE) -> list[str]:
              "| training films | seed | epochs (stage 1 + 2) | median landmark error | SMAPE (films computed) | "
              "all levels found and named right | design |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['n_train']} | {r.get('seed', 0)} | {r['epochs']} + {r['refine_epochs']} | "
-              f"{f(r.get('median_error_px'))} px | {f(r.get('smape_pct'), 2)} % ({r.get('aasce_images_complete')}) | "
-              f"{f(r.get('named_right_of_all_pct'))} % | {designs.index(_design(r)) + 1} |"
+              f"{_f(r.get('median_error_px'))} px | {_f(r.get('smape_pct'), 2)} % ({r.get('aasce_images_complete')}) | "
+              f"{_f(r.get('named_right_of_all_pct'))} % | {designs.index(_design(r)) + 1} |"
               for r in rows]
     lines += [""] + [f"Design {i + 1}: {d}." for i, d in enumerate(designs)]
     plot_learning_curve(rows, out / "learning-curve.png")
@@ -56,7 +54,8 @@ def learning_curve_card(out: Path, curve: Path = LEARNING_CURVE) -> list[str]:
 
 
 def _f(v, nd=1) -> str:
-    return "n/a" if v is None else f"{v:.{nd}f}"
+    """A figure with ``nd`` decimals, "–" where there is none (None, or not finite)."""
+    return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{nd}f}"
 
 
 def _trained(stage: dict, says) -> str:
@@ -360,13 +359,7 @@ def _segmentation_limits(md: dict) -> list[str]:
 # -- own-data landmark models (spine-align train / export: per-landmark heatmaps or the level family) ----------
 
 def _own_data_body(md: dict, out: Path) -> list[str]:
-    import math
-
     v, tr = md["validation"], md["training"]
-
-    def f(x, nd=1):
-        return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{nd}f}"
-
     lines = [
         md["description"], "",
         f"- First stage: {_weights(md)}.",
@@ -375,24 +368,24 @@ def _own_data_body(md: dict, out: Path) -> list[str]:
         "## Validation (measured by the export, end to end)", "",
         f"{v['n_images']} film(s) of {v['split']}:", "",
         "| figure | value |", "|---|---|",
-        f"| median landmark error | {f(v.get('median_error_px'))} px"
-        + (f" ({f(v['median_error_mm'], 2)} mm)" if v.get("median_error_mm") is not None else "") + " |",
-        f"| mean landmark error | {f(v.get('mean_error_px'))} px |",
+        f"| median landmark error | {_f(v.get('median_error_px'))} px"
+        + (f" ({_f(v['median_error_mm'], 2)} mm)" if v.get("median_error_mm") is not None else "") + " |",
+        f"| mean landmark error | {_f(v.get('mean_error_px'))} px |",
     ]
     if v.get("smape_pct") is not None:
-        lines.append(f"| SMAPE of the AASCE triple | {f(v['smape_pct'], 2)} % |")
-        lines.append(f"| circular MAE of the AASCE triple | {f(v.get('cmae_deg'), 2)}° |")
+        lines.append(f"| SMAPE of the AASCE triple | {_f(v['smape_pct'], 2)} % |")
+        lines.append(f"| circular MAE of the AASCE triple | {_f(v.get('cmae_deg'), 2)}° |")
         lines.append(f"| films with all 68 corners trusted (AASCE triple computed) | {v.get('aasce_images_complete')} |")
     if v.get("named_right_pct") is not None:
         found = sum((v.get("level_shifts") or {}).values())
         lines.append(f"| films with every vertebra named right | {v.get('named_right_films')} of {v['n_images']} "
-                     f"({f(v.get('named_right_of_all_pct'))} %); of the {found} with every vertebra found: "
-                     f"{f(v['named_right_pct'])} % |")
-    lines.append(f"| seconds per film (analyze, this machine) | {f(v.get('seconds_per_image'), 2)} |")
+                     f"({_f(v.get('named_right_of_all_pct'))} %); of the {found} with every vertebra found: "
+                     f"{_f(v['named_right_pct'])} % |")
+    lines.append(f"| seconds per film (analyze, this machine) | {_f(v.get('seconds_per_image'), 2)} |")
     params = v.get("parameters") or {}
     if params:
         lines += ["", "| parameter | unit | n | MAE |", "|---|---|---|---|"]
-        lines += [f"| {pid} | {p['unit']} | {p['n']} | {f(p['mae'], 2)} |" for pid, p in params.items()]
+        lines += [f"| {pid} | {p['unit']} | {p['n']} | {_f(p['mae'], 2)} |" for pid, p in params.items()]
     lines += ["", "## Training", "",
               f"- Data: {tr['data']['name']} ({tr['split']['n_train']} training, {tr['split']['n_val']} validation films); "
               f"licence of the data: {md['license']['training_data']}; of the weights: {md['license']['weights']}.",
