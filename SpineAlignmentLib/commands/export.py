@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "models folder) so that analyze/batch/Slicer find it by its name")
     parser.add_argument("--name", default=None, help="model name (default: the --out folder's name; lower case, digits, '-')")
     parser.add_argument("--version", default="1.0.0", help="model version (semantic version, default 1.0.0)")
+    parser.add_argument("--change", default=None,
+                        help="this version's changelog line (a re-export keeps the earlier versions' lines)")
     parser.add_argument("--data", default=None, help="dataset folder, when it moved since training (default: the run's)")
     parser.add_argument("--license-weights", default=None,
                         help="licence of the exported weights (recorded in the card of an own-data landmark model)")
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
         md = export_run(run_dir, out, name=args.name, version=args.version,
                         data=Path(args.data) if args.data else None, license_weights=args.license_weights,
-                        license_data=args.license_data, progress=progress)
+                        license_data=args.license_data, change=args.change, progress=progress)
         v = {k: md["validation"][k] for k in ("n_images", "n_points", "median_error_px", "mean_error_px",
                                               "median_error_mm", "smape_pct", "cmae_deg", "named_right_pct")
              if k in md["validation"]}
@@ -63,11 +65,12 @@ def run(args: argparse.Namespace) -> int:
 
             md = export_segmentation(run_dir, data, out, name=name, version=args.version, checkpoint="last.pt",
                                      command=f"spine-align export --run {run_dir.as_posix()} --out {out.as_posix()} "
-                                             f"--version {args.version}", progress=progress)
+                                             f"--version {args.version}", change=args.change, progress=progress)
         else:
             from ..training.export import export
 
-            md = export(run_dir, data, out, name=name, version=args.version, checkpoint="last.pt", progress=progress)
+            md = export(run_dir, data, out, name=name, version=args.version, checkpoint="last.pt", change=args.change,
+                        progress=progress)
         v = {k: x for k, x in md["validation"].items() if not isinstance(x, (dict, list))}
     print(json.dumps({"model": md["name"], "version": md["version"], "folder": str(out), **v}, indent=1))
     return 0

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelError, RadiographError
+from ..errors import RadiographError
 from ..geometry.label_checks import check_labels
 from ..geometry.levels import vertebra_chain
 from ..result import Landmark
@@ -108,16 +108,11 @@ def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False, refine: 
         coords, conf = decode_vertebrae(out, model.stride, len(model.landmark_ids) // 4, search=int(dec["window"]),
                                         radius=int(dec.get("refine_radius", 2)), candidates=candidates, **kw)
     elif dec["method"] == "level-family":
-        from ..models.level_family import decode_levels, level_layout
+        from ..models.level_family import anchor_indices, decode_levels, level_layout
 
         fam: list = []
         layout = level_layout(model.landmark_ids)
-        bad = [k for k, a in dec.get("anchors", {}).items() if k not in layout.ids or a["level"] not in layout.levels]
-        if bad:
-            raise ModelError(f"Model '{model.name}' names anchor {bad[0]} in its metadata.json (decoding.anchors), which "
-                             "is not a landmark of its protocol or names a level the protocol does not have; export the "
-                             "model again with 'spine-align export'.")
-        anchors = {layout.ids.index(k): layout.levels.index(a["level"]) for k, a in dec.get("anchors", {}).items()}
+        anchors = anchor_indices(layout, dec.get("anchors", {}), model.name)  # checked when the model was loaded
         coords, conf = decode_levels(out, model.stride, layout, min_score=float(dec["min_score"]),
                                      part_window=dec.get("part_window"), part_radius=int(dec.get("part_radius", 2)),
                                      part_floor=float(dec.get("part_floor", 0.0)), anchors=anchors,
@@ -169,7 +164,7 @@ def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False, refine: 
         pts, _ = refine_resized(model.refiner, roi_image[0], roi_image[1], pts, model.roi, stride=model.refiner.stride,
                                 iterations=int(model.metadata["refinement"]["iterations"]), flip_tta=flip_tta)
     elif refine and model.landmark_refiner is not None:
-        from ..models.landmark_roi import landmark_groups, refine_landmarks
+        from ..models.landmark_roi import landmark_groups, landmark_parts, level_groups, refine_landmarks
 
         cols = norm.shape[1]
         work = np.ascontiguousarray(norm[:, ::-1]) if mirrored else norm
@@ -177,7 +172,10 @@ def predict_array(pixels: np.ndarray, model, *, flip_tta: bool = False, refine: 
         if mirrored:
             p[:, 0] = (cols - 1) - p[:, 0]
         p, _ = refine_landmarks(model.landmark_refiner, work, p, np.asarray(md["landmark_refinement"]["part_index"]),
-                                landmark_groups(model.landmark_ids), model.landmark_roi, stride=model.landmark_refiner.stride)
+                                landmark_groups(model.landmark_ids), level_groups(model.landmark_ids), model.landmark_roi,
+                                stride=model.landmark_refiner.stride,
+                                mirror_parts=(landmark_parts(model.landmark_ids, get_protocol(model.protocol).flip_pairs)[2]
+                                              if flip_tta and not facing else None))
         if mirrored:
             p[:, 0] = (cols - 1) - p[:, 0]
         pts = p

@@ -3,8 +3,11 @@
 Protocol-generic counterpart of :mod:`SpineAlignmentLib.models.refine` (which refines the four corners
 of a coronal vertebra in a rotated ROI). Here the landmarks are grouped by the vertebral level their ID
 starts with (``T5_TL``, ``T5_TR``, ... -> ``T5``; ``L3c`` -> ``L3``; an ID without a level, such as ``OD``
-or ``FH_1``, is a group of its own), and every group gets one square, axis-aligned ROI on the centre of
-its first-stage points:
+or ``FH_1``, is a group of its own), and every group gets one square ROI on the centre of its first-stage
+points, turned along the spine for a level (:func:`group_angles`: the direction from the previous level found to
+the next, so a vertebra is seen the same way up whatever the curve, as the coronal refiner turns its ROI to the
+vertebra; upright for a landmark outside the chain, and for every group of a model exported before
+``roi.rotate``):
 
 1. The ROI side is ``extent`` x the median size of a level group on the film (the diagonal of the bounding
    box of its first-stage landmarks), so it scales with the vertebrae on the film, whatever the film's size,
@@ -31,7 +34,8 @@ from .dsnt import dsnt, flat_softmax, peak_mass
 from .landmarks import flip_permutation
 from .refine import RoiSpec, _scale_points, from_roi, normalise_patches, resize_for_rois, roi_grid, sample_rois
 
-__all__ = ["LandmarkRoi", "landmark_parts", "landmark_groups", "landmark_span", "refine_landmarks"]
+__all__ = ["LandmarkRoi", "landmark_parts", "landmark_groups", "level_groups", "group_angles", "landmark_span",
+           "refine_landmarks"]
 
 #: a vertebral level at the start of a landmark ID (``C2``..``C7``, ``T1``..``T12``, ``L1``..``L5``, ``S1``)
 _LEVEL = re.compile(r"^(C[1-7]|T1[0-2]|T[1-9]|L[1-6]|S[1-5])(?=_|c$)_?")
@@ -64,6 +68,29 @@ def landmark_groups(ids: Sequence[str]) -> list[np.ndarray]:
     return [np.array([k for k, key in enumerate(keys) if key == g], dtype=np.int64) for g in order]
 
 
+def level_groups(ids: Sequence[str]) -> np.ndarray:
+    """(G,) whether each group of :func:`landmark_groups` is a vertebral level (its IDs start with one)."""
+    keys = [(m.group(1) if (m := _LEVEL.match(i)) else None) for i in ids]
+    order = list(dict.fromkeys(k if k is not None else "#" + i for k, i in zip(keys, ids)))
+    return np.array([not g.startswith("#") for g in order], dtype=bool)
+
+
+def group_angles(centres: np.ndarray, is_level: np.ndarray) -> np.ndarray:
+    """(G,) ROI angle (radians, :func:`~SpineAlignmentLib.models.refine.roi_grid`'s) of each group's ROI: a level's
+    ROI is turned so that its rows run along the spine there, the direction from the previous to the next level
+    found (the one neighbour found at the chain's ends), so a vertebra shows the same way up whatever the curve;
+    0 (axis-aligned) for a landmark outside the chain or a level without a neighbour found. ``centres``: (G, 2) in
+    chain order (NaN: not found)."""
+    c = np.asarray(centres, dtype=np.float64)
+    out = np.zeros(len(c))
+    chain = [g for g in range(len(c)) if is_level[g] and np.isfinite(c[g]).all()]
+    for i, g in enumerate(chain):
+        d = c[chain[min(i + 1, len(chain) - 1)]] - c[chain[max(i - 1, 0)]]  # down the spine
+        if np.hypot(*d) > 0:
+            out[g] = np.arctan2(-d[0], d[1])  # the patch's v axis (rows) along d, its u axis across the spine
+    return out
+
+
 def landmark_span(points: np.ndarray) -> float:
     """Diagonal (pixels) of the bounding box of the finite points of (K, 2) ``points``."""
     p = np.asarray(points, dtype=np.float64)
@@ -83,6 +110,7 @@ class LandmarkRoi:
     size: int = 64
     fraction: float = 0.1
     extent: float | None = None
+    rotate: bool = False  # a level's ROI turned along the spine (:func:`group_angles`); models before it: axis-aligned
 
     @property
     def spec(self) -> RoiSpec:
@@ -101,16 +129,17 @@ class LandmarkRoi:
         """Antialiased resize of a normalised film so that ``side`` spans ``size`` pixels (never enlarged)."""
         return resize_for_rois(image, side, self.spec)
 
-    def patches(self, resized: np.ndarray, centres: np.ndarray, side: float) -> torch.Tensor:
-        """(K, 1, size, size) contrast-stretched patches centred on ``centres`` (resized pixels)."""
+    def patches(self, resized: np.ndarray, centres: np.ndarray, side: float, angles: np.ndarray) -> torch.Tensor:
+        """(K, 1, size, size) contrast-stretched patches centred on ``centres`` (resized pixels), turned by
+        ``angles`` (K,)."""
         c = np.asarray(centres, dtype=np.float64)
-        n = len(c)
-        return normalise_patches(sample_rois(resized, roi_grid(c, np.full(n, side), np.zeros(n), self.spec)))
+        return normalise_patches(sample_rois(resized, roi_grid(c, np.full(len(c), side), angles, self.spec)))
 
-    def to_image(self, uv: np.ndarray, centre: np.ndarray, side: float) -> np.ndarray:
-        """(n, 2) patch pixels of one patch (centred on ``centre``, resized pixels) back to resized-image pixels."""
+    def to_image(self, uv: np.ndarray, centre: np.ndarray, side: float, angle: float) -> np.ndarray:
+        """(n, 2) patch pixels of one patch (centred on ``centre``, resized pixels, turned by ``angle``) back to
+        resized-image pixels."""
         return from_roi(np.asarray(uv, dtype=np.float64)[None], np.asarray(centre, dtype=np.float64)[None],
-                        np.array([side]), np.zeros(1), self.spec)[0]
+                        np.array([side]), np.array([angle]), self.spec)[0]
 
 
 def group_centres(points: np.ndarray, groups: Sequence[np.ndarray]) -> np.ndarray:
@@ -126,7 +155,8 @@ def group_centres(points: np.ndarray, groups: Sequence[np.ndarray]) -> np.ndarra
 
 @torch.no_grad()
 def refine_landmarks(network: torch.nn.Module, image: np.ndarray, points: np.ndarray, part_index: np.ndarray,
-                     groups: Sequence[np.ndarray], roi: LandmarkRoi, *, stride: int) -> tuple[np.ndarray, np.ndarray]:
+                     groups: Sequence[np.ndarray], is_level: np.ndarray, roi: LandmarkRoi, *, stride: int,
+                     mirror_parts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Refine first-stage landmarks with the ROI network.
 
     Args:
@@ -135,8 +165,12 @@ def refine_landmarks(network: torch.nn.Module, image: np.ndarray, points: np.nda
         points: (K, 2) first-stage landmarks, original pixels.
         part_index: (K,) part channel of each landmark (:func:`landmark_parts`).
         groups: landmark indices per ROI (:func:`landmark_groups`).
+        is_level: (G,) whether each group is a vertebral level (:func:`level_groups`).
         roi: the ROI geometry the network was trained with.
         stride: patch pixels per heatmap pixel.
+        mirror_parts: (P,) the part each part becomes in a mirrored patch (:func:`landmark_parts`); when given,
+            every patch is refined mirrored too and the two are averaged (flip test-time augmentation; the
+            network learnt mirrored patches).
 
     Returns:
         ``(points, mass)``: (K, 2) refined landmarks in original pixels and the heatmap probability mass
@@ -153,11 +187,20 @@ def refine_landmarks(network: torch.nn.Module, image: np.ndarray, points: np.nda
     out, m = c.copy(), np.zeros(len(c))
     if not len(found):
         return _scale_points(out, f, inverse=True), m
-    prob = flat_softmax(network(roi.patches(resized, centres[found], side_r)))
-    uv = dsnt(prob, stride).numpy()  # (G, P, 2)
-    mass = peak_mass(prob, torch.from_numpy(uv), stride).numpy()  # (G, P)
+    angles = group_angles(centres, is_level) if roi.rotate else np.zeros(len(centres))
+    x = roi.patches(resized, centres[found], side_r, angles[found])
+    prob = flat_softmax(network(x))
+    uv_t = dsnt(prob, stride)  # (G, P, 2)
+    mass_t = peak_mass(prob, uv_t, stride)  # (G, P)
+    if mirror_parts is not None:
+        prob_f = flat_softmax(network(torch.flip(x, dims=[-1])))[:, list(mirror_parts)]
+        uv_f = dsnt(prob_f, stride)
+        mass_t = 0.5 * (mass_t + peak_mass(prob_f, uv_f, stride))
+        uv_f[..., 0] = (roi.size - 1) - uv_f[..., 0]
+        uv_t = 0.5 * (uv_t + uv_f)
+    uv, mass = uv_t.numpy(), mass_t.numpy()
     for j, gi in enumerate(found):
         g = groups[gi]
-        out[g] = roi.to_image(uv[j, part_index[g]], centres[gi], side_r)
+        out[g] = roi.to_image(uv[j, part_index[g]], centres[gi], side_r, angles[gi])
         m[g] = mass[j, part_index[g]]
     return _scale_points(out, f, inverse=True), m

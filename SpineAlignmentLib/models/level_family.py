@@ -44,12 +44,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import SpineAlignmentError
+from ..errors import ModelError, SpineAlignmentError
 from ..geometry.levels import SPINE_LEVELS
 from .landmark_roi import _LEVEL, landmark_groups, landmark_parts
 from .vertebra import OFFSET_SCALE, _pixel_index, _splat, focal_loss
 
-__all__ = ["LevelLayout", "level_layout", "is_level_sequence", "never_labelled", "name_chain", "LevelFamilyLoss", "decode_levels", "level_anchors", "geometric_names", "INDEX_SCALE", "HEAT_PRIOR",
+__all__ = ["LevelLayout", "level_layout", "is_level_sequence", "never_labelled", "name_chain", "LevelFamilyLoss", "decode_levels", "level_anchors", "anchor_indices", "geometric_names", "INDEX_SCALE", "HEAT_PRIOR",
            "MIN_PART_PEAK"]
 
 #: levels per unit of the regressed level position (keeps the target near 1)
@@ -392,6 +392,21 @@ def level_anchors(layout: LevelLayout, labels: Sequence[np.ndarray]) -> dict[str
             out[layout.ids[k]] = {"level": layout.levels[nearest.pop()], "ratio": round(max(ratios), 3),
                                   "films": len(ratios)}
     return out
+
+
+def anchor_indices(layout: LevelLayout, anchors: dict, model_name: str) -> dict[int, int]:
+    """``{landmark index: level index}`` of a model's ``decoding.anchors`` (:func:`level_anchors`' keys and levels).
+
+    Raises:
+        ModelError: an anchor that is not a landmark of the model's protocol, or names a level it does not have
+            (a model folder edited by hand or made for another protocol), in one sentence.
+    """
+    bad = [k for k, a in anchors.items() if k not in layout.ids or a.get("level") not in layout.levels]
+    if bad:
+        raise ModelError(f"Model '{model_name}' names anchor {bad[0]} in its metadata.json (decoding.anchors), which "
+                         "is not a landmark of its protocol or names a level the protocol does not have; export the "
+                         "model again with 'spine-align export'.")
+    return {layout.ids.index(k): layout.levels.index(a["level"]) for k, a in anchors.items()}
 
 
 def geometric_names(xy: np.ndarray, j0: int, a0: int, n_levels: int) -> np.ndarray:

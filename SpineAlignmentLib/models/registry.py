@@ -352,9 +352,18 @@ def load_model(name: str, *, folder: Path | None = None):
 
 
 def assemble_model(md: dict, folder: Path, load) -> LoadedModel:
-    """A :class:`LoadedModel` from metadata, every network built by ``load(network entry, weights entry)``."""
+    """A :class:`LoadedModel` from metadata, every network built by ``load(network entry, weights entry)``.
+
+    Raises:
+        ModelError: a level-family model whose level anchors (``decoding.anchors``) its protocol does not have,
+            before any network is read.
+    """
     from .refine import RoiSpec
 
+    if md.get("decoding", {}).get("method") == "level-family" and md["decoding"].get("anchors"):
+        from .level_family import anchor_indices, level_layout
+
+        anchor_indices(level_layout(md["landmarks"]), md["decoding"]["anchors"], md["name"])
     network = load(md["network"], md["weights"])
     stages = {}
     for key in ("refinement", "identification"):
@@ -367,7 +376,8 @@ def assemble_model(md: dict, folder: Path, load) -> LoadedModel:
         st = md["landmark_refinement"]
         stages["landmark_refinement"] = (load(st["network"], st["weights"]),
                                          LandmarkRoi(int(st["roi"]["size"]), float(st["roi"]["fraction"]),
-                                                     float(st["roi"]["extent"]) if "extent" in st["roi"] else None))
+                                                     float(st["roi"]["extent"]) if "extent" in st["roi"] else None,
+                                                     bool(st["roi"].get("rotate", False))))
     refiner, roi = stages.get("refinement", (None, None))
     levels, levels_roi = stages.get("identification", (None, None))
     landmark_refiner, landmark_roi = stages.get("landmark_refinement", (None, None))

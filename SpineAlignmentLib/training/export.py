@@ -9,7 +9,8 @@ weights), write ``metadata.json`` (schema-validated) and then measure the
 validation split of the run through the public inference path
 (:func:`SpineAlignmentLib.inference.predict_landmarks` on images read by
 :func:`SpineAlignmentLib.imaging.read_radiograph`), with and without flip TTA,
-and record those figures in the metadata.
+and record those figures in the metadata. The folder is opened, written and finished by
+:mod:`~SpineAlignmentLib.training.model_folder`, as every export's is.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 
 from ..errors import SpineAlignmentError
 from ..evaluation.levels import level_shift
-from .card import write_card
+from .model_folder import changelog, finish_folder, open_folder, write_metadata
 from .weights import save_weights
 
 log = logging.getLogger(__name__)
@@ -290,7 +291,7 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
     from .checkpoint import load_checkpoint
 
     from ..models.landmarks import protocol_landmark_ids
-    from ..models.registry import load_model, validate_metadata, weights_checksums
+    from ..models.registry import load_model
     from .dataset import load_samples
     from .metrics import triple_sensitivity
 
@@ -300,11 +301,9 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
     taken_epoch = int(ck["epoch"]) + (1 if "optimizer" in ck else 0)
     cfg = ck["config"]
     split = json.loads((run_dir / "split.json").read_text())
-    out.mkdir(parents=True, exist_ok=True)
-    old_md = json.loads((out / "metadata.json").read_text()) if (out / "metadata.json").exists() else {}
-    changelog = old_md.get("changelog", {})
-    changelog[version] = change or changelog.get(version) or (
-        "First release: trained from scratch on the AASCE 2019 training split (patient-held-out validation).")
+    old_md = open_folder(out, name)
+    log = changelog(old_md, version, change,
+                    "First release: trained from scratch on the AASCE 2019 training split (patient-held-out validation).")
     weights = save_weights(ck["model"], out / "model.pt", fp16)
     ids = list(ck.get("landmark_ids") or protocol_landmark_ids(cfg["protocol"]))
     rep = cfg.get("representation", "landmark")
@@ -324,7 +323,7 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
         "schema": "spinealignment.model-metadata/1",
         "name": name,
         "version": version,
-        "changelog": changelog,
+        "changelog": log,
         "task": "coronal spine vertebra-corner landmark detection (68 corners T1..L5)",
         "description": (ANCHOR_DESCRIPTION if anchored else DESCRIPTION[rep]).format(rows=rows, cols=cols),
         "protocol": cfg["protocol"],
@@ -425,8 +424,7 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
             f"({r['roi']['size']}x{r['roi']['size']} patch of {r['roi']['extent']:g} vertebra widths, rotated to the "
             "candidate's mid-line; classes above T1, T1, inner, L5, below L5); the first and last vertebra are chosen "
             "with its T1 and L5 probabilities and the strongest centres between them complete T1..L5. ")
-    validate_metadata(md, "(export)")
-    (out / "metadata.json").write_text(json.dumps(md, indent=1))
+    write_metadata(md, out)
 
     model = load_model(name, folder=out)
     samples, _ = load_samples(data_dir)
@@ -451,8 +449,7 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
             # Warn below 80 % of the 5th percentile of the validation images' mean confidence.
             md["decoding"]["low_confidence"] = round(0.8 * float(np.percentile(cal_mean, 5)), 2)
             md["decoding"]["low_confidence_rule"] = "0.8 x 5th percentile of the validation images' mean calibrated confidence"
-        validate_metadata(md, "(export)")
-        (out / "metadata.json").write_text(json.dumps(md, indent=1))
+        write_metadata(md, out)
         model = load_model(name, folder=out)
     tta = evaluate_end_to_end(model, data_dir, val, points, refs, flip_tta=True, progress=progress,
                               what="validation films with flip TTA")
@@ -483,14 +480,7 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
     if "refinement" in md:
         md["refinement"]["training"]["selection"] = _pass_selection(model, plain, refine_iterations, data_dir, val, points,
                                                                     refs, progress)
-    # Speed figures belong to weights: keep those measured on exactly these weights (benchmark_inference.py --record).
-    bench = old_md.get("benchmark")
-    if bench and bench.get("weights_sha256") == weights_checksums(md):
-        md["benchmark"] = bench
-    validate_metadata(md, "(export)")
-    (out / "metadata.json").write_text(json.dumps(md, indent=1))
-    write_card(md, out)
-    return md
+    return finish_folder(md, out, old_md)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -535,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
         md = export_segmentation(Path(a.run), Path(a.data), Path(a.out), name=a.name, version=a.version,
                                  fp16=not a.fp32, checkpoint="last.pt" if a.checkpoint == "best.pt" else a.checkpoint,
                                  command="python -m SpineAlignmentLib.training.export " + " ".join(
-                                     sys.argv[1:] if argv is None else argv), progress=progress)
+                                     sys.argv[1:] if argv is None else argv), change=a.change, progress=progress)
         print(json.dumps({k: v for k, v in md["validation"].items() if k != "per_image"}, indent=1))
         return 0
     md = export(Path(a.run), Path(a.data), Path(a.out), name=a.name, version=a.version, fp16=not a.fp32,

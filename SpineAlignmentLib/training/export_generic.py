@@ -9,7 +9,8 @@ compared with the film's own labels measured by :func:`SpineAlignmentLib.pipelin
 and for corner sets of T1..L5 the Cobb SMAPE / circular MAE and the levels named right). A run of the
 level-sequence family gets the same folder with its own first-stage head and decoding block
 (:func:`SpineAlignmentLib.training.level_family.family_blocks`, through
-:func:`~SpineAlignmentLib.training.generic_model.model_blocks`, as the trainer's validation builds it).
+:func:`~SpineAlignmentLib.training.generic_model.model_blocks`, as the trainer's validation builds it). The folder
+is opened and finished by :mod:`~SpineAlignmentLib.training.model_folder`, as every export's is.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SpineAlignmentError
-from .card import write_card
+from .model_folder import changelog, finish_folder, open_folder, write_metadata
 from .generic_model import CORRECT_FRACTION, evaluate_films, model_blocks
 
 __all__ = ["export_run"]
@@ -58,8 +59,10 @@ def _calibration(figs: dict, run: Path) -> dict:
 
 def export_run(run: Path, out: Path, *, name: str | None = None, version: str = "1.0.0", data: Path | None = None,
                license_weights: str | None = None, license_data: str | None = None, fp16: bool = True,
-               items_loader=None, progress: bool = False) -> dict:
+               items_loader=None, change: str | None = None, progress: bool = False) -> dict:
     """Write the model folder ``out`` from a finished generic run; returns the metadata.
+
+    ``change``: this version's changelog line (a re-export into the same folder keeps the earlier versions' lines).
 
     ``progress``: a bar on stderr over the films measured (calibration films, then validation films).
 
@@ -70,17 +73,18 @@ def export_run(run: Path, out: Path, *, name: str | None = None, version: str = 
     import torch
     from .checkpoint import load_checkpoint
 
-    from ..models.registry import load_model, validate_metadata
+    from ..models.registry import load_model
     from ..protocols import get_protocol
     from .weights import save_weights
     from .generic import GenericConfig, _load_items
+    from .loop import stored_config
 
     run, out = Path(run), Path(out)
     ck_path = run / "last.pt"
     if not ck_path.is_file() or not (run / "config.json").is_file():
         raise SpineAlignmentError(f"{run} is not a training run folder (no last.pt/config.json); pass --run runs/NAME.")
     ck = load_checkpoint(ck_path)
-    cfg = GenericConfig(**ck["config"])
+    cfg = stored_config(GenericConfig, ck["config"])
     if "stage" not in ck:
         raise SpineAlignmentError(f"{run} was not trained by the generic landmark trainer; export it with "
                                   "'spine-align export', which picks the exporter the run needs.")
@@ -94,11 +98,7 @@ def export_run(run: Path, out: Path, *, name: str | None = None, version: str = 
     name = name or out.name
     if data is not None:
         cfg.data = str(data)
-    out.mkdir(parents=True, exist_ok=True)
-    if (out / "metadata.json").exists():
-        old = json.loads((out / "metadata.json").read_text())
-        if old.get("name") != name:
-            raise SpineAlignmentError(f"{out} already holds model '{old.get('name')}'; choose another --out.")
+    old = open_folder(out, name)
     stage1 = ck["stage1"] if ck["stage"] == 2 else ck["model"]
     stage2 = ck["model"] if ck["stage"] == 2 else None
     split = json.loads((run / "split.json").read_text())
@@ -111,8 +111,8 @@ def export_run(run: Path, out: Path, *, name: str | None = None, version: str = 
         "schema": "spinealignment.model-metadata/1",
         "name": name,
         "version": version,
-        "changelog": {version: f"Trained with 'spine-align train' on {Path(cfg.data).name} "
-                               f"({len(split['train'])} training films); exported by 'spine-align export'."},
+        "changelog": changelog(old, version, change, f"Trained with 'spine-align train' on {Path(cfg.data).name} "
+                                                   f"({len(split['train'])} training films); exported by 'spine-align export'."),
         "task": f"{proto.title} landmark detection ({len(ids)} landmarks)",
         "description": (f"Generic two-stage landmark model for protocol {proto.id}: a MONAI residual UNet behind a strided "
                         f"stem predicts one heatmap per landmark on the letterboxed film ({rows}x{cols}), decoded by a "
@@ -145,7 +145,7 @@ def export_run(run: Path, out: Path, *, name: str | None = None, version: str = 
     figs: dict = {}
     if val_names:
         md["validation"]["mean_error_px"] = 0.0  # replaced below; lets the folder load for the measurement
-        (out / "metadata.json").write_text(json.dumps(md, indent=1))
+        write_metadata(md, out)
         items = (items_loader or (lambda c: _load_items(c, None)))(cfg)
         train_names = set(split["train"])
         cal_items = [it for it in items if Path(it.image).name in train_names]
@@ -154,7 +154,7 @@ def export_run(run: Path, out: Path, *, name: str | None = None, version: str = 
                              progress=progress, what="calibration films")
         md["decoding"]["calibration"] = _calibration(cal, run)
         md["decoding"]["low_confidence"] = 0.5  # calibrated: below it a landmark is more likely wrong than right
-        (out / "metadata.json").write_text(json.dumps(md, indent=1))
+        write_metadata(md, out)
         model = load_model(name, folder=out)
         val_items = [it for it in items if Path(it.image).name in val_names]
         figs = evaluate_films(model, val_items, proto.id, progress=progress)
@@ -168,7 +168,4 @@ def export_run(run: Path, out: Path, *, name: str | None = None, version: str = 
         md["validation"]["mean_error_px"] = float("nan")
         md["validation"]["note"] = "no validation films: nothing measured"
     md["validation"].setdefault("mean_error_px", float("nan"))
-    validate_metadata(md, str(out / "metadata.json"))
-    (out / "metadata.json").write_text(json.dumps(md, indent=1))
-    write_card(md, out)
-    return md
+    return finish_folder(md, out, old)

@@ -10,7 +10,8 @@ measure the run's validation split and its test split (which no choice of the
 run looked at) through the public path: ``read_radiograph`` → ``pipeline.analyze``
 (segmentation, mask keypoints, ``measure``) on the original films, compared
 with the reference masks on their own 1024-px grid. The figures and a per-film
-table go into the metadata and the model card (README.md).
+table go into the metadata and the model card (README.md). The folder is opened and finished by
+:mod:`~SpineAlignmentLib.training.model_folder`, as every export's is.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .card import write_card
+from .model_folder import changelog, finish_folder, open_folder
 
 log = logging.getLogger(__name__)
 
@@ -89,15 +90,17 @@ def evaluate_folder(model, data_dir: Path, names: list[str], cfg, flip_tta: bool
 
 
 def export_segmentation(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str, fp16: bool = True,
-                        checkpoint: str = "last.pt", command: str = "", progress: bool = False) -> dict:
-    """Write the model folder and return its metadata (``progress``: bars over the films measured, on stderr)."""
+                        checkpoint: str = "last.pt", command: str = "", change: str | None = None,
+                        progress: bool = False) -> dict:
+    """Write the model folder and return its metadata (``change``: this version's changelog line; ``progress``:
+    bars over the films measured, on stderr)."""
     import monai
     import torch
     from .checkpoint import load_checkpoint
 
-    from ..models.registry import LoadedModel, _load_network, load_model, sha256_file, validate_metadata
+    from ..models.registry import LoadedModel, _load_network
     from ..protocols import get_protocol
-    from .weights import stored_weights
+    from .weights import save_weights
     from .segmentation import SegConfig, build_seg_network
 
     state = load_checkpoint(run_dir / checkpoint)
@@ -106,10 +109,8 @@ def export_segmentation(run_dir: Path, data_dir: Path, out: Path, *, name: str, 
     proto = get_protocol(cfg.protocol)
     net = build_seg_network(cfg)
     net.load_state_dict(state["model"])
-    out.mkdir(parents=True, exist_ok=True)
-    sd = stored_weights(net.state_dict(), fp16)
-    wpath = out / "model.pt"
-    torch.save(sd, wpath)
+    old = open_folder(out, name)
+    weights = save_weights(net.state_dict(), out / "model.pt", fp16)
     n_params = sum(p.numel() for p in net.parameters())
     lineage = run_lineage(run_dir)
     rows_log = [json.loads(line) for r in lineage for line in (Path(r["run"]) / "metrics.jsonl").read_text().splitlines()
@@ -118,8 +119,8 @@ def export_segmentation(run_dir: Path, data_dir: Path, out: Path, *, name: str, 
         "schema": "spinealignment.model-metadata/1",
         "name": name,
         "version": version,
-        "changelog": {version: "First release: clavicle segmentation (patient-left, patient-right) trained from "
-                               "scratch on the JSRT/SCR clavicle masks; keypoints from the masks."},
+        "changelog": changelog(old, version, change, "First release: clavicle segmentation (patient-left, "
+                               "patient-right) trained from scratch on the JSRT/SCR clavicle masks; keypoints from the masks."),
         "task": "coronal shoulder balance: clavicle segmentation (background, patient-left, patient-right clavicle) "
                 "and mask keypoints Clav_top/Clav_med/Clav_lat per side",
         "description": (f"MONAI residual U-Net (levels {cfg.net['channels']}, {cfg.net['num_res_units']} residual units "
@@ -137,8 +138,7 @@ def export_segmentation(run_dir: Path, data_dir: Path, out: Path, *, name: str, 
         "network": {"class": "SpineAlignmentLib.models.segmentation.SegmentationUNet",
                     "args": {"in_channels": 1, "out_channels": 1 + max(s.value for s in proto.segments), **cfg.net},
                     "stride": 1, "parameters": int(n_params)},
-        "weights": {"file": "model.pt", "sha256": sha256_file(wpath), "dtype": "float16" if fp16 else "float32",
-                    "size_bytes": wpath.stat().st_size},
+        "weights": weights,
         "network_data_format": {
             "inputs": {"image": {"type": "image", "format": "grayscale, bone bright (MONOCHROME2)", "num_channels": 1,
                                  "spatial_shape": list(cfg.input_shape), "dtype": "float32", "value_range": [0.0, 1.0],
@@ -191,8 +191,4 @@ def export_segmentation(run_dir: Path, data_dir: Path, out: Path, *, name: str, 
         "per_image": {"validation": val_rows, "test": test_rows},
         "command": command,
     }
-    validate_metadata(md, str(out / "metadata.json"))
-    (out / "metadata.json").write_text(json.dumps(md, indent=1))
-    write_card(md, out)
-    load_model(name, folder=out)  # the folder loads as users will load it
-    return md
+    return finish_folder(md, out, old)

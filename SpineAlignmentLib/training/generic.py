@@ -42,6 +42,7 @@ import logging
 import random
 import time
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,7 @@ import torch
 from ..errors import SpineAlignmentError
 from ..geometry.frame import lateral_frame
 from ..inference.preprocess import Letterbox, letterbox, normalise_intensity
-from ..models.landmark_roi import LandmarkRoi, group_centres, landmark_groups, landmark_parts
+from ..models.landmark_roi import LandmarkRoi, group_angles, group_centres, landmark_groups, landmark_parts, level_groups
 from ..models.landmarks import flip_permutation
 from ..models.network import SpineLandmarkNet
 from ..models.refine import _scale_points, normalise_patches, roi_grid, sample_rois, to_roi
@@ -72,6 +73,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class GenericConfig(RunConfig):
     """Settings of a generic landmark run (JSON-serialisable; stored in every checkpoint)."""
+
+    #: settings added later, as the runs made before them trained (:func:`~.loop.stored_config`)
+    BEFORE_IT_EXISTED: ClassVar[dict] = {"roi_rotate": False}
 
     epochs: int = 60
     batch_size: int = 8
@@ -96,6 +100,10 @@ class GenericConfig(RunConfig):
     roi_per_image: int = 17  # level groups (ROIs) per film per stage-2 step
     roi_shift_sd: float = 0.07  # simulated first-stage error, ROI sides (per axis)
     roi_scale_sd: float = 0.07
+    # a level's ROI turned along the spine (models.landmark_roi.group_angles), with this simulated error of the
+    # first stage's direction (degrees); False: axis-aligned ROIs (the design before it)
+    roi_rotate: bool = True
+    roi_angle_sd: float = 6.0
     refine_net: dict = field(default_factory=lambda: {
         "stem_channels": [16, 32], "channels": [32, 64, 128, 128], "num_res_units": 1, "features": 32})
     # first-stage design: "landmarks", one heatmap per landmark; "levels", the
@@ -289,9 +297,10 @@ class _Patches(torch.utils.data.Dataset):
     """One item = ROIs of up to ``roi_per_image`` level groups of one film (centred on the group's reference
     points with a simulated first-stage error), with their (P, 2) part targets and (P,) validity."""
 
-    def __init__(self, films, part_index, mirror_parts, groups, n_parts, cfg: GenericConfig, roi: LandmarkRoi,
+    def __init__(self, films, part_index, mirror_parts, groups, is_level, n_parts, cfg: GenericConfig, roi: LandmarkRoi,
                  seed: int, mirror: bool):
         self.films, self.part_index, self.mirror_parts, self.groups = films, part_index, mirror_parts, groups
+        self.is_level = is_level
         self.n_parts, self.cfg, self.roi, self.seed, self.mirror = n_parts, cfg, roi, seed, mirror
 
     def __len__(self) -> int:
@@ -308,13 +317,16 @@ class _Patches(torch.utils.data.Dataset):
         shift = np.clip(rng.normal(0, cfg.roi_shift_sd, (n, 2)), -2.5 * cfg.roi_shift_sd, 2.5 * cfg.roi_shift_sd)
         centre = centres[pick] + shift * side[:, None]
         angle = np.zeros(n)
+        if roi.rotate:
+            sd = np.deg2rad(cfg.roi_angle_sd)
+            angle = group_angles(centres, self.is_level)[pick] + np.clip(rng.normal(0, sd, n), -2.5 * sd, 2.5 * sd)
         x = normalise_patches(sample_rois(f.roi_image.astype(np.float32) / 255.0, roi_grid(centre, side, angle, roi.spec)))
         target = np.zeros((n, self.n_parts, 2))
         valid = np.zeros((n, self.n_parts), dtype=bool)
         s = roi.size - 1
         for j, gi in enumerate(pick):
             g = self.groups[gi]
-            uv = to_roi(f.roi_points[g][None], centre[j:j + 1], side[j:j + 1], angle[:1], roi.spec)[0]
+            uv = to_roi(f.roi_points[g][None], centre[j:j + 1], side[j:j + 1], angle[j:j + 1], roi.spec)[0]
             ok = np.isfinite(uv).all(axis=1) & (uv >= 0).all(axis=1) & (uv <= s).all(axis=1)
             parts = self.part_index[g]
             target[j, parts] = np.nan_to_num(uv)
@@ -359,7 +371,7 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
         "train": sorted(Path(it.image).name for it in train_items), "val": sorted(Path(it.image).name for it in val_items),
         "train_patients": sorted({it.patient for it in train_items}), "val_patients": sorted({it.patient for it in val_items}),
     }, indent=1))
-    roi = LandmarkRoi(cfg.roi_size, cfg.roi_fraction, cfg.roi_extent)
+    roi = LandmarkRoi(cfg.roi_size, cfg.roi_fraction, cfg.roi_extent, cfg.roi_rotate)
     with_roi = cfg.refine_epochs > 0
 
     def cache(its, what):
@@ -461,7 +473,7 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
     # ---- stage 2 ----
     if with_roi:
         parts, part_index, mirror_parts = landmark_parts(ids, proto.flip_pairs)
-        groups = landmark_groups(ids)
+        groups, is_level = landmark_groups(ids), level_groups(ids)
         rnet = build_stage2(cfg, len(parts))
         rstate = state if state is not None and state.get("stage") == 2 else None
         rcfg = RunConfig(**{k: getattr(cfg, k) for k in RunConfig.__dataclass_fields__})
@@ -471,7 +483,8 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
             t0 = time.time()
             rnet.train()
             seed = cfg.seed * 1000 + 500 + epoch
-            data = _Patches(train_films, part_index, mirror_parts, groups, len(parts), cfg, roi, seed, mirror=perm is not None)
+            data = _Patches(train_films, part_index, mirror_parts, groups, is_level, len(parts), cfg, roi, seed,
+                            mirror=perm is not None)
             loader = torch.utils.data.DataLoader(data, batch_size=4, shuffle=True, collate_fn=_collate,
                                                  generator=torch.Generator().manual_seed(seed), num_workers=0)
             rloss = DsntLoss(rnet.stride, cfg.sigma, cfg.coord_weight, cfg.js_weight)

@@ -82,8 +82,11 @@ def model_blocks(cfg, ids, stage1: dict, stage2: dict | None, fitted: dict | Non
                         "parameters": int(sum(v.numel() for v in stage2.values() if v.is_floating_point()))},
             "weights": {"file": "refine.pt"},
             "roi": {"size": int(cfg.roi_size), "fraction": float(cfg.roi_fraction),
-                    **({"extent": float(cfg.roi_extent)} if cfg.roi_extent else {})},
+                    **({"extent": float(cfg.roi_extent)} if cfg.roi_extent else {}),
+                    **({"rotate": True} if cfg.roi_rotate else {})},
             "parts": parts, "part_index": [int(i) for i in part_index]}
+        if cfg.roi_rotate:
+            md["network"]["coarse_to_fine"] += " (a level's ROI turned along the spine)"
     return md
 
 

@@ -31,7 +31,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .dataset import CachedSample
 
 __all__ = ["RunConfig", "LandmarkDataset", "seed_all", "lr_at", "train_epoch", "optimizer_for", "fit_patch_stage",
-           "open_run", "run_kind"]
+           "open_run", "run_kind", "stored_config"]
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,12 @@ def fit_patch_stage(net, cfg: RunConfig, state: dict | None, out: Path, dataset_
     return last
 
 
+def stored_config(cls, stored: dict):
+    """The ``cls`` config of a run from its stored settings: a setting added after the run was made takes the
+    value that reproduces how that run trained (``cls.BEFORE_IT_EXISTED``), not today's default."""
+    return cls(**{**getattr(cls, "BEFORE_IT_EXISTED", {}), **stored})
+
+
 def open_run(cfg: RunConfig, resume: bool, keep: tuple[str, ...] = ("epochs", "time_limit_min", "threads")):
     """Create the run folder, set threads and seeds, write ``config.json``; on ``resume`` load
     ``last.pt`` and take the run's settings from it (only the settings named in ``keep``, the stopping
@@ -193,7 +199,7 @@ def open_run(cfg: RunConfig, resume: bool, keep: tuple[str, ...] = ("epochs", "t
             raise SpineAlignmentError(f"Cannot resume: {ckpt} does not exist; start without --resume.")
         state = load_checkpoint(ckpt)
         kept = {k: getattr(cfg, k) for k in keep}
-        cfg = type(cfg)(**{**state["config"], **{k: v for k, v in kept.items() if v is not None}})
+        cfg = stored_config(type(cfg), {**state["config"], **{k: v for k, v in kept.items() if v is not None}})
     torch.set_num_threads(cfg.threads)
     seed_all(cfg.seed)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))

@@ -10,9 +10,11 @@ import pytest
 import torch
 
 from SpineAlignmentLib.models.landmark_roi import (
-    LandmarkRoi, group_centres, landmark_groups, landmark_parts, landmark_span, refine_landmarks)
+    LandmarkRoi, group_angles, group_centres, landmark_groups, landmark_parts, landmark_span, level_groups,
+    refine_landmarks)
 from SpineAlignmentLib.protocols import get_protocol
 from SpineAlignmentLib.training.generic import GenericConfig, auto_input_shape, mirrors_for_facing, split_items
+from SpineAlignmentLib.training.loop import stored_config
 
 from spines import lateral_spine, select
 
@@ -84,9 +86,44 @@ def test_refine_landmarks_geometry_round_trip():
     coarse = truth + np.array([[12.0, -9.0], [-10.0, 11.0], [8.0, 12.0]])
     roi = LandmarkRoi(size=64, fraction=0.15)
     groups = [np.array([0]), np.array([1]), np.array([2])]
-    out, mass = refine_landmarks(_Brightness(1), img, coarse, np.zeros(3, dtype=int), groups, roi, stride=2)
+    out, mass = refine_landmarks(_Brightness(1), img, coarse, np.zeros(3, dtype=int), groups, np.zeros(3, bool), roi,
+                                 stride=2)
     assert np.abs(out - truth).max() < 2.0, out
     assert (mass > 0.3).all()
+    # the same with each ROI turned along a chain (the three groups as levels) and with the mirrored patches
+    # averaged in: the mapping back must undo the turn and the mirror
+    turned = LandmarkRoi(size=64, fraction=0.15, rotate=True)
+    for mirror in (None, np.array([0])):
+        out, _ = refine_landmarks(_Brightness(1), img, coarse, np.zeros(3, dtype=int), groups, np.ones(3, bool), turned,
+                                  stride=2, mirror_parts=mirror)
+        assert np.abs(out - truth).max() < 2.0, (mirror, out)
+
+
+def test_group_angles_follow_the_chain():
+    """A level's ROI turns so that its rows run from the previous level to the next one found."""
+    t = np.deg2rad(30.0)
+    down = np.array([np.sin(t), np.cos(t)])  # the spine runs down and to the right, 30 degrees off vertical
+    c = np.array([[100.0, 50.0]]) + np.arange(5)[:, None] * 40.0 * down
+    c[2] = np.nan  # a level not found: its neighbours bridge it
+    is_level = np.array([True, True, True, True, False])  # the last group is a landmark outside the chain
+    a = group_angles(c, is_level)
+    assert a[[0, 1, 3]] == pytest.approx([-t, -t, -t])
+    assert a[2] == 0.0 and a[4] == 0.0
+    # the patch's v axis (rows) is the chain's direction: (-sin a, cos a) == down
+    assert np.array([-np.sin(a[0]), np.cos(a[0])]) == pytest.approx(down)
+    assert group_angles(np.array([[0.0, 0.0], [0.0, 10.0]]), np.ones(2, bool)) == pytest.approx([0.0, 0.0])
+    assert group_angles(np.array([[0.0, 0.0], [np.nan, np.nan]]), np.ones(2, bool)) == pytest.approx([0.0, 0.0])
+    whole = get_protocol("sagittal-whole-spine").landmark_ids
+    flags = {name: bool(lv) for names, lv in zip(_names(whole, landmark_groups(whole)), level_groups(whole))
+             for name in names}
+    assert not flags["OD"] and not flags["FH_1"] and flags["C7c"] and flags["S1_AS"]
+    assert sum(level_groups(whole)) == len({n.split("_")[0].rstrip("c") for n in whole if flags[n]})
+
+
+def test_a_run_made_before_a_setting_existed_keeps_how_it_trained():
+    assert GenericConfig().roi_rotate is True  # new runs turn their ROIs
+    assert stored_config(GenericConfig, {"epochs": 3}).roi_rotate is False  # an older run's stored settings
+    assert stored_config(GenericConfig, {"roi_rotate": True}).roi_rotate is True
 
 
 def test_facing_normalisation_from_landmarks():

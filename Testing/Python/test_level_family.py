@@ -668,12 +668,24 @@ def test_the_anchored_naming_is_chosen_on_training_films():
     assert info[0]["levels"] == ["C2", "C3", "C4", "C5", "C6", "C7"]
 
 
-def test_an_anchor_the_protocol_does_not_have_is_one_sentence():
+def test_an_anchor_the_protocol_does_not_have_is_one_sentence_when_the_model_loads():
+    """A model folder naming an anchor its protocol lacks fails when it is loaded (before a batch starts, before
+    any weights are read), in one sentence naming the anchor."""
     from SpineAlignmentLib.errors import ModelError
+    from SpineAlignmentLib.models.registry import assemble_model
 
-    lay = level_layout(WHOLE)
-    out = _encode(lay, _chain(lay, list(range(0, 6)), y0=30.0), {}, 180, 64)
+    def md(anchors):
+        return {"name": "edited", "version": "1.0.0", "protocol": "sagittal-whole-spine", "landmarks": list(WHOLE),
+                "network": {"stride": 2}, "weights": {"file": "model.pt"},
+                "network_data_format": {"inputs": {"image": {"spatial_shape": [360, 128]}}},
+                "decoding": {"method": "level-family", "anchors": anchors}}
+
+    def never(net, w):
+        raise AssertionError("no network is read for a model whose metadata is refused")
+
     with pytest.raises(ModelError, match=r"names anchor DENS in its metadata.json \(decoding.anchors\)"):
-        _predict_fixed(out, anchors={"DENS": {"level": "C2"}})  # a cervical landmark in a whole-spine model
+        assemble_model(md({"DENS": {"level": "C2"}}), Path("."), never)  # a cervical landmark in a whole-spine model
     with pytest.raises(ModelError, match="export the model again"):
-        _predict_fixed(out, anchors={"OD": {"level": "C1"}})
+        assemble_model(md({"OD": {"level": "C1"}}), Path("."), never)
+    loaded = assemble_model(md({"OD": {"level": "C2"}}), Path("."), lambda net, w: torch.nn.Identity())
+    assert loaded.metadata["decoding"]["anchors"]["OD"]["level"] == "C2"
