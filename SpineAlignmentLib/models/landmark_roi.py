@@ -69,21 +69,23 @@ def landmark_groups(ids: Sequence[str]) -> list[np.ndarray]:
 
 
 def level_groups(ids: Sequence[str]) -> np.ndarray:
-    """(G,) whether each group of :func:`landmark_groups` is a vertebral level (its IDs start with one)."""
-    keys = [(m.group(1) if (m := _LEVEL.match(i)) else None) for i in ids]
-    order = list(dict.fromkeys(k if k is not None else "#" + i for k, i in zip(keys, ids)))
-    return np.array([not g.startswith("#") for g in order], dtype=bool)
+    """(G,) each group of :func:`landmark_groups`' place along the spine from the head down (``C2`` < ``C7`` <
+    ``T1`` < ``L5`` < ``L6`` < ``S1``: the groups of a protocol table need not be listed in that order), -1 for a
+    group that is not a vertebral level (``OD``, ``FH_1``)."""
+    keys = [(m.group(1) if (m := _LEVEL.match(i)) else "#" + i) for i in ids]
+    return np.array([-1 if g.startswith("#") else 100 * "CTLS".index(g[0]) + int(g[1:])
+                     for g in dict.fromkeys(keys)], dtype=np.int64)
 
 
-def group_angles(centres: np.ndarray, is_level: np.ndarray) -> np.ndarray:
+def group_angles(centres: np.ndarray, rank: np.ndarray) -> np.ndarray:
     """(G,) ROI angle (radians, :func:`~SpineAlignmentLib.models.refine.roi_grid`'s) of each group's ROI: a level's
     ROI is turned so that its rows run along the spine there, the direction from the previous to the next level
     found (the one neighbour found at the chain's ends), so a vertebra shows the same way up whatever the curve;
-    0 (axis-aligned) for a landmark outside the chain or a level without a neighbour found. ``centres``: (G, 2) in
-    chain order (NaN: not found)."""
+    0 (axis-aligned) for a landmark outside the chain or a level without a neighbour found. ``centres``: (G, 2)
+    (NaN: not found); ``rank``: each group's place along the spine (:func:`level_groups`; -1: not a level)."""
     c = np.asarray(centres, dtype=np.float64)
     out = np.zeros(len(c))
-    chain = [g for g in range(len(c)) if is_level[g] and np.isfinite(c[g]).all()]
+    chain = sorted((g for g in range(len(c)) if rank[g] >= 0 and np.isfinite(c[g]).all()), key=lambda g: rank[g])
     for i, g in enumerate(chain):
         d = c[chain[min(i + 1, len(chain) - 1)]] - c[chain[max(i - 1, 0)]]  # down the spine
         if np.hypot(*d) > 0:
@@ -155,7 +157,7 @@ def group_centres(points: np.ndarray, groups: Sequence[np.ndarray]) -> np.ndarra
 
 @torch.no_grad()
 def refine_landmarks(network: torch.nn.Module, image: np.ndarray, points: np.ndarray, part_index: np.ndarray,
-                     groups: Sequence[np.ndarray], is_level: np.ndarray, roi: LandmarkRoi, *, stride: int,
+                     groups: Sequence[np.ndarray], rank: np.ndarray, roi: LandmarkRoi, *, stride: int,
                      mirror_parts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Refine first-stage landmarks with the ROI network.
 
@@ -165,7 +167,7 @@ def refine_landmarks(network: torch.nn.Module, image: np.ndarray, points: np.nda
         points: (K, 2) first-stage landmarks, original pixels.
         part_index: (K,) part channel of each landmark (:func:`landmark_parts`).
         groups: landmark indices per ROI (:func:`landmark_groups`).
-        is_level: (G,) whether each group is a vertebral level (:func:`level_groups`).
+        rank: (G,) each group's place along the spine, -1 outside it (:func:`level_groups`).
         roi: the ROI geometry the network was trained with.
         stride: patch pixels per heatmap pixel.
         mirror_parts: (P,) the part each part becomes in a mirrored patch (:func:`landmark_parts`); when given,
@@ -187,7 +189,7 @@ def refine_landmarks(network: torch.nn.Module, image: np.ndarray, points: np.nda
     out, m = c.copy(), np.zeros(len(c))
     if not len(found):
         return _scale_points(out, f, inverse=True), m
-    angles = group_angles(centres, is_level) if roi.rotate else np.zeros(len(centres))
+    angles = group_angles(centres, rank) if roi.rotate else np.zeros(len(centres))
     x = roi.patches(resized, centres[found], side_r, angles[found])
     prob = flat_softmax(network(x))
     uv_t = dsnt(prob, stride)  # (G, P, 2)

@@ -297,10 +297,10 @@ class _Patches(torch.utils.data.Dataset):
     """One item = ROIs of up to ``roi_per_image`` level groups of one film (centred on the group's reference
     points with a simulated first-stage error), with their (P, 2) part targets and (P,) validity."""
 
-    def __init__(self, films, part_index, mirror_parts, groups, is_level, n_parts, cfg: GenericConfig, roi: LandmarkRoi,
+    def __init__(self, films, part_index, mirror_parts, groups, rank, n_parts, cfg: GenericConfig, roi: LandmarkRoi,
                  seed: int, mirror: bool):
         self.films, self.part_index, self.mirror_parts, self.groups = films, part_index, mirror_parts, groups
-        self.is_level = is_level
+        self.rank = rank
         self.n_parts, self.cfg, self.roi, self.seed, self.mirror = n_parts, cfg, roi, seed, mirror
 
     def __len__(self) -> int:
@@ -319,7 +319,7 @@ class _Patches(torch.utils.data.Dataset):
         angle = np.zeros(n)
         if roi.rotate:
             sd = np.deg2rad(cfg.roi_angle_sd)
-            angle = group_angles(centres, self.is_level)[pick] + np.clip(rng.normal(0, sd, n), -2.5 * sd, 2.5 * sd)
+            angle = group_angles(centres, self.rank)[pick] + np.clip(rng.normal(0, sd, n), -2.5 * sd, 2.5 * sd)
         x = normalise_patches(sample_rois(f.roi_image.astype(np.float32) / 255.0, roi_grid(centre, side, angle, roi.spec)))
         target = np.zeros((n, self.n_parts, 2))
         valid = np.zeros((n, self.n_parts), dtype=bool)
@@ -473,7 +473,7 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
     # ---- stage 2 ----
     if with_roi:
         parts, part_index, mirror_parts = landmark_parts(ids, proto.flip_pairs)
-        groups, is_level = landmark_groups(ids), level_groups(ids)
+        groups, rank = landmark_groups(ids), level_groups(ids)
         rnet = build_stage2(cfg, len(parts))
         rstate = state if state is not None and state.get("stage") == 2 else None
         rcfg = RunConfig(**{k: getattr(cfg, k) for k in RunConfig.__dataclass_fields__})
@@ -483,7 +483,7 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
             t0 = time.time()
             rnet.train()
             seed = cfg.seed * 1000 + 500 + epoch
-            data = _Patches(train_films, part_index, mirror_parts, groups, is_level, len(parts), cfg, roi, seed,
+            data = _Patches(train_films, part_index, mirror_parts, groups, rank, len(parts), cfg, roi, seed,
                             mirror=perm is not None)
             loader = torch.utils.data.DataLoader(data, batch_size=4, shuffle=True, collate_fn=_collate,
                                                  generator=torch.Generator().manual_seed(seed), num_workers=0)

@@ -86,7 +86,7 @@ def test_refine_landmarks_geometry_round_trip():
     coarse = truth + np.array([[12.0, -9.0], [-10.0, 11.0], [8.0, 12.0]])
     roi = LandmarkRoi(size=64, fraction=0.15)
     groups = [np.array([0]), np.array([1]), np.array([2])]
-    out, mass = refine_landmarks(_Brightness(1), img, coarse, np.zeros(3, dtype=int), groups, np.zeros(3, bool), roi,
+    out, mass = refine_landmarks(_Brightness(1), img, coarse, np.zeros(3, dtype=int), groups, np.full(3, -1), roi,
                                  stride=2)
     assert np.abs(out - truth).max() < 2.0, out
     assert (mass > 0.3).all()
@@ -94,7 +94,7 @@ def test_refine_landmarks_geometry_round_trip():
     # averaged in: the mapping back must undo the turn and the mirror
     turned = LandmarkRoi(size=64, fraction=0.15, rotate=True)
     for mirror in (None, np.array([0])):
-        out, _ = refine_landmarks(_Brightness(1), img, coarse, np.zeros(3, dtype=int), groups, np.ones(3, bool), turned,
+        out, _ = refine_landmarks(_Brightness(1), img, coarse, np.zeros(3, dtype=int), groups, np.arange(3), turned,
                                   stride=2, mirror_parts=mirror)
         assert np.abs(out - truth).max() < 2.0, (mirror, out)
 
@@ -105,19 +105,32 @@ def test_group_angles_follow_the_chain():
     down = np.array([np.sin(t), np.cos(t)])  # the spine runs down and to the right, 30 degrees off vertical
     c = np.array([[100.0, 50.0]]) + np.arange(5)[:, None] * 40.0 * down
     c[2] = np.nan  # a level not found: its neighbours bridge it
-    is_level = np.array([True, True, True, True, False])  # the last group is a landmark outside the chain
-    a = group_angles(c, is_level)
+    rank = np.array([0, 1, 2, 3, -1])  # the last group is a landmark outside the chain
+    a = group_angles(c, rank)
     assert a[[0, 1, 3]] == pytest.approx([-t, -t, -t])
     assert a[2] == 0.0 and a[4] == 0.0
     # the patch's v axis (rows) is the chain's direction: (-sin a, cos a) == down
     assert np.array([-np.sin(a[0]), np.cos(a[0])]) == pytest.approx(down)
-    assert group_angles(np.array([[0.0, 0.0], [0.0, 10.0]]), np.ones(2, bool)) == pytest.approx([0.0, 0.0])
-    assert group_angles(np.array([[0.0, 0.0], [np.nan, np.nan]]), np.ones(2, bool)) == pytest.approx([0.0, 0.0])
+    assert group_angles(np.array([[0.0, 0.0], [0.0, 10.0]]), np.arange(2)) == pytest.approx([0.0, 0.0])
+    assert group_angles(np.array([[0.0, 0.0], [np.nan, np.nan]]), np.arange(2)) == pytest.approx([0.0, 0.0])
+    # neighbours are neighbours along the spine, not in the table's order: groups listed C2, T1, C7 (a chain bent at
+    # C7) turn as C2-C7-T1 does
+    bent = np.array([[0.0, 0.0], [10.0, 20.0], [0.0, 10.0]])
+    assert group_angles(bent, np.array([2, 101, 7])) == pytest.approx(
+        [np.arctan2(0.0, 10.0), np.arctan2(-10.0, 10.0), np.arctan2(-10.0, 20.0)])
+
+
+def test_level_groups_place_the_table_groups_along_the_spine():
+    """The whole-spine table lists C2, C7, T1, T5, ... before the centroid levels C3c..L5c: each group's rank is its
+    place from the head down, whatever the table's order; landmarks outside the chain are -1."""
     whole = get_protocol("sagittal-whole-spine").landmark_ids
-    flags = {name: bool(lv) for names, lv in zip(_names(whole, landmark_groups(whole)), level_groups(whole))
-             for name in names}
-    assert not flags["OD"] and not flags["FH_1"] and flags["C7c"] and flags["S1_AS"]
-    assert sum(level_groups(whole)) == len({n.split("_")[0].rstrip("c") for n in whole if flags[n]})
+    rank = {names[0]: r for names, r in zip(_names(whole, landmark_groups(whole)), level_groups(whole))}
+    assert rank["OD"] == -1 and rank["FH_1"] == -1 and rank["FH_2"] == -1
+    chain = sorted((r, n) for n, r in rank.items() if r >= 0)
+    assert [n.split("_")[0].rstrip("c") for _, n in chain] == [
+        "C2", "C3", "C4", "C5", "C6", "C7", "T1", "T2", "T3", "T4", "T5", "T6", "T7", "T8", "T9", "T10", "T11", "T12",
+        "L1", "L2", "L3", "L4", "L5", "S1"]
+    assert level_groups(["L5_AS", "L6_AS", "S1_AS"]).tolist() == sorted(level_groups(["L5_AS", "L6_AS", "S1_AS"]))
 
 
 def test_a_run_made_before_a_setting_existed_keeps_how_it_trained():
