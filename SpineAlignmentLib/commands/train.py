@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init-from", default=None, metavar="CHECKPOINT",
                         help="start from these weights (a run's .pt checkpoint or a packaged model.pt; segmentation too: a "
                              "warm restart); landmark heads: extra "
-                             "channels start as copies of the centre map")
+                             "channels start as copies of the centre map; own-data trainers: a run's last.pt (both "
+                             "stages) or a model folder's model.pt (with the refine.pt beside it)")
     parser.add_argument("--anchors", action="store_true",
                         help="vertebra representation: also learn T1 and L5 anchor maps, used to choose the first and "
                              "last vertebra (experimental: in a 10-epoch fine-tune they did not help yet)")
@@ -71,8 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "learn 'the topmost vertebra is T1'; default 0; a 20-epoch fine-tune of the shipped "
                              "first stage with 0.5 did not name more validation images right: 75 of 94 against 76)")
     parser.add_argument("--neck", type=probability, default=0.0, metavar="P",
-                        help="coronal-spine first stage: give a training film a synthetic neck above T1 (cervical "
-                             "vertebrae without ribs, built from the film's own T1) with probability P")
+                        help="coronal-spine first stage (the vertebra network and the level family): give a training "
+                             "film a synthetic neck above T1 (cervical vertebrae without ribs, built from the film's own "
+                             "T1) with probability P")
     parser.add_argument("--neck-copies", type=count0, default=0, metavar="N",
                         help="--stage levels: N copies of each training image with a synthetic neck above T1 join the "
                              "training set (the identification network then sees C7 and C6 without ribs; default 0)")
@@ -191,12 +193,18 @@ def _aasce_layout(folder) -> bool:
 
 
 def _run_generic(args: argparse.Namespace) -> int:
+    from ..errors import SpineAlignmentError
     from ..training.generic import GenericConfig, train_generic
 
     kw = {k: v for k, v in {"batch_size": args.batch_size, "val_fraction": args.val_fraction, "warmup_epochs": args.warmup,
                             "refine_epochs": args.refine_epochs, "val_list": args.val_list,
                             "train_images": args.train_images, "val_every": args.val_every,
-                            "time_limit_min": args.time_limit, "crop": args.crop}.items() if v is not None}
+                            "time_limit_min": args.time_limit, "crop": args.crop, "init_from": args.init_from}.items()
+          if v is not None}
+    if args.reframe:
+        raise SpineAlignmentError("--reframe is an option of the coronal vertebra network; the own-data trainers show "
+                                  "films framed on part of the spine with --crop P.")
+    kw["neck"] = args.neck
     if args.input_size is not None:
         kw["input_shape"] = tuple(args.input_size)
     if args.trainer == "auto":

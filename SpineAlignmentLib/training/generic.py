@@ -58,7 +58,7 @@ from ..models.refine import _scale_points, normalise_patches, roi_grid, sample_r
 from ..protocols import get_protocol
 from .losses import DsntLoss
 from .refiner import augment_intensity
-from .checkpoint import save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .generic_model import CANONICAL_FACING, LANDMARK_FIGURES, evaluate_films, run_model
 from .loop import LandmarkDataset, RunConfig, open_run, optimizer_for, train_epoch
 from .transforms import build_train_transforms
@@ -111,6 +111,12 @@ class GenericConfig(RunConfig):
     family: str = "landmarks"
     # probability that a training film shows only part of its labelled span (training.framing.RandSpanCropd)
     crop: float = 0.0
+    # probability that a training film gets a synthetic neck above T1 (training.neck.RandNeckd: cervical vertebrae
+    # without ribs built from the film's own T1), for tables whose landmarks are the T1..L5 corners (neck_applies)
+    neck: float = 0.0
+    # start from these weights: a generic run's checkpoint (both stages when it holds them) or a model folder's
+    # model.pt (its refine.pt beside it is the second stage)
+    init_from: str | None = None
 
 
 def build_stage1(cfg: GenericConfig, ids) -> SpineLandmarkNet:
@@ -342,6 +348,28 @@ class _Patches(torch.utils.data.Dataset):
         return x, torch.as_tensor(target, dtype=torch.float32), torch.as_tensor(valid)
 
 
+def _init_states(path: str) -> tuple[dict, dict | None]:
+    """``(first-stage state, second-stage state or None)`` of ``--init-from``: a generic run's checkpoint (both
+    stages once its second stage has begun) or a model folder's ``model.pt`` (with the ``refine.pt`` beside it)."""
+    p = Path(path)
+    ck = load_checkpoint(p, "weights file (--init-from)")
+    if "stage1" in ck:
+        return ck["stage1"], ck["model"]
+    if "model" in ck:
+        return ck["model"], None
+    refine = p.with_name("refine.pt")
+    return ck, (load_checkpoint(refine, "weights file (--init-from)") if refine.is_file() else None)
+
+
+def _load_init(net, state: dict, path: str, which: str) -> None:
+    try:
+        net.load_state_dict({k: v.float() for k, v in state.items()})
+    except RuntimeError:
+        raise SpineAlignmentError(f"{path}: its {which}-stage weights do not fit this run's network (another protocol, "
+                                  "trainer or network size); give a checkpoint of the same design, or start without "
+                                  "--init-from.") from None
+
+
 def _collate(batch):
     x, t, v = zip(*batch)
     return torch.cat(x), torch.cat(t), torch.cat(v)
@@ -362,6 +390,13 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
         from .level_family import check_family_data
 
         check_family_data(train_items, ids, cfg.data)
+    if cfg.neck > 0:
+        from .neck import neck_applies
+
+        if not neck_applies(ids):
+            raise SpineAlignmentError(f"--neck builds cervical vertebrae above T1 from a film's T1..L5 corners; the "
+                                      f"landmarks of protocol {cfg.protocol} are not that chain: drop --neck.")
+    init = _init_states(cfg.init_from) if cfg.init_from and state is None else None
     if cfg.input_shape is None:
         cfg.input_shape = auto_input_shape([tuple(it.image_size) for it in train_items], cfg.input_rows)
     cfg.input_shape = tuple(cfg.input_shape)
@@ -409,6 +444,8 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
 
     # ---- stage 1 ----
     net = build_stage1(cfg, ids)
+    if init is not None:
+        _load_init(net, init[0], cfg.init_from, "first")
     opt, start = optimizer_for(net, cfg, state if state is not None and state.get("stage", 1) == 1 else None)
     best = (state or {}).get("best") or {}
     if state is not None and state.get("stage", 1) == 2:
@@ -421,7 +458,7 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
         net.train()
-        tf = build_train_transforms(perm, seed=cfg.seed * 1000 + epoch, crop=cfg.crop)  # perm None: lateral, never mirrored
+        tf = build_train_transforms(perm, seed=cfg.seed * 1000 + epoch, crop=cfg.crop, neck=cfg.neck)  # perm None: lateral
         g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         loader = torch.utils.data.DataLoader(LandmarkDataset(train_films, tf), batch_size=cfg.batch_size, shuffle=True,
                                              generator=g, num_workers=0, drop_last=len(train_films) > cfg.batch_size)
@@ -475,6 +512,8 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
         parts, part_index, mirror_parts = landmark_parts(ids, proto.flip_pairs)
         groups, rank = landmark_groups(ids), level_groups(ids)
         rnet = build_stage2(cfg, len(parts))
+        if init is not None and init[1] is not None:
+            _load_init(rnet, init[1], cfg.init_from, "second")
         rstate = state if state is not None and state.get("stage") == 2 else None
         rcfg = RunConfig(**{k: getattr(cfg, k) for k in RunConfig.__dataclass_fields__})
         rcfg.epochs, rcfg.warmup_epochs = cfg.refine_epochs, 1  # same schedule shape over the stage-2 epochs

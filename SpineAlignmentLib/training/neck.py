@@ -36,7 +36,7 @@ from scipy import ndimage
 
 from .framing import WholeChainTransform
 
-__all__ = ["add_neck", "RandNeckd", "TRAIN_MARGIN", "VALIDATION_MARGIN"]
+__all__ = ["add_neck", "neck_applies", "RandNeckd", "TRAIN_MARGIN", "VALIDATION_MARGIN"]
 
 #: top margin (T1-T2 spacings above T1's top endplate) drawn for training films
 TRAIN_MARGIN = (0.8, 3.0)
@@ -44,6 +44,13 @@ TRAIN_MARGIN = (0.8, 3.0)
 VALIDATION_MARGIN = (1.0, 2.0)
 #: each cervical level up is this much smaller than the one below it (height, width, spacing)
 LEVEL_SHRINK = 0.9
+
+
+def neck_applies(ids) -> bool:
+    """Whether a neck can be built for films labelled with these landmark IDs: the four corners of T1..L5 in
+    order (TL, TR, BL, BR per vertebra), the chain :func:`add_neck` builds cervical vertebrae above."""
+    levels = [f"T{n}" for n in range(1, 13)] + [f"L{n}" for n in range(1, 6)]
+    return list(ids) == [f"{lv}_{c}" for lv in levels for c in ("TL", "TR", "BL", "BR")]
 
 
 def _smoothstep(t: np.ndarray) -> np.ndarray:

@@ -183,3 +183,41 @@ def test_lumbar_pairs_pre_placed_by_a_trained_user_model_through_batch_pairs(tmp
     # the export measured the same validation films with the same model through pipeline.analyze: the pair route
     # places exactly the same points
     assert float(np.median(errors)) == pytest.approx(exported, abs=1e-6)
+
+
+def test_init_from_starts_both_stages_from_a_runs_weights(tmp_path, capsys):
+    """--init-from a finished run's last.pt: both stages start from its weights (with lr 0 they end there too);
+    weights of another design are one sentence before any epoch; --neck on a table that is not the T1..L5 corner
+    chain is refused before any epoch."""
+    import torch
+
+    from SpineAlignmentLib.errors import SpineAlignmentError
+    from SpineAlignmentLib.training.checkpoint import load_checkpoint
+    from SpineAlignmentLib.training.neck import neck_applies
+    from SpineAlignmentLib.protocols import get_protocol
+
+    data = write_dataset(tmp_path / "data", "sagittal-whole-spine", 8, seed=2)
+    tiny = {**FAST, "epochs": 1, "refine_epochs": 1, "val_every": 1}
+    base = dict(protocol="sagittal-whole-spine", data=str(data), seed=0, family="levels")
+    train_generic(GenericConfig(out=str(tmp_path / "a"), **base, **tiny), progress=False)
+    src = load_checkpoint(tmp_path / "a" / "last.pt")
+    train_generic(GenericConfig(out=str(tmp_path / "b"), init_from=str(tmp_path / "a" / "last.pt"), **base,
+                                **{**tiny, "lr": 0.0}), progress=False)
+    got = load_checkpoint(tmp_path / "b" / "last.pt")
+    for mine, theirs in ((got["stage1"], src["stage1"]), (got["model"], src["model"])):
+        assert mine.keys() == theirs.keys()
+        assert all(torch.equal(mine[k].float(), theirs[k].float()) for k in mine)
+    torch.save({"model": {"head.weight": torch.zeros(3)}}, tmp_path / "other.pt")
+    with pytest.raises(SpineAlignmentError, match=r"other.pt: its first-stage weights do not fit this run's network"):
+        train_generic(GenericConfig(out=str(tmp_path / "c"), init_from=str(tmp_path / "other.pt"), **base, **tiny),
+                      progress=False)
+    assert not (tmp_path / "c" / "metrics.jsonl").exists()
+    assert neck_applies(get_protocol("coronal-spine").landmark_ids)
+    assert not neck_applies(get_protocol("sagittal-whole-spine").landmark_ids)
+    with pytest.raises(SpineAlignmentError, match=r"--neck builds cervical vertebrae above T1 .* drop --neck"):
+        train_generic(GenericConfig(out=str(tmp_path / "d"), neck=0.5, **base, **tiny), progress=False)
+    assert not (tmp_path / "d" / "metrics.jsonl").exists()
+    # the coronal vertebra network's re-framing is not an option of the own-data trainers: said, not ignored
+    assert cli(["train", "--protocol", "sagittal-whole-spine", "--data", str(data), "--out", str(tmp_path / "e"),
+                "--trainer", "levels", "--reframe", "0.5"]) == 2
+    assert "--reframe is an option of the coronal vertebra network" in capsys.readouterr().err
