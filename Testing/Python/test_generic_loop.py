@@ -207,6 +207,18 @@ def test_init_from_starts_both_stages_from_a_runs_weights(tmp_path, capsys):
     for mine, theirs in ((got["stage1"], src["stage1"]), (got["model"], src["model"])):
         assert mine.keys() == theirs.keys()
         assert all(torch.equal(mine[k].float(), theirs[k].float()) for k in mine)
+    # a model folder's model.pt (float16, with the refine.pt beside it, as the export stores them) starts both
+    # stages as well
+    from SpineAlignmentLib.training.weights import save_weights
+
+    (tmp_path / "models" / "tiny").mkdir(parents=True)
+    save_weights(src["stage1"], tmp_path / "models" / "tiny" / "model.pt", True)
+    save_weights(src["model"], tmp_path / "models" / "tiny" / "refine.pt", True)
+    train_generic(GenericConfig(out=str(tmp_path / "f"), init_from=str(tmp_path / "models" / "tiny" / "model.pt"),
+                                **base, **{**tiny, "lr": 0.0}), progress=False)
+    got = load_checkpoint(tmp_path / "f" / "last.pt")
+    for mine, theirs in ((got["stage1"], src["stage1"]), (got["model"], src["model"])):
+        assert all(torch.allclose(mine[k].float(), theirs[k].float(), atol=2e-3, rtol=2e-3) for k in mine)
     torch.save({"model": {"head.weight": torch.zeros(3)}}, tmp_path / "other.pt")
     with pytest.raises(SpineAlignmentError, match=r"other.pt: its first-stage weights do not fit this run's network"):
         train_generic(GenericConfig(out=str(tmp_path / "c"), init_from=str(tmp_path / "other.pt"), **base, **tiny),
