@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("run", help="a finished run folder of spine-align train (own-data trainers)")
     ap.add_argument("out", help="the new run folder (must not exist)")
     ap.add_argument("--rotate", type=int, choices=(0, 1), default=1, help="turn the stage-2 ROIs along the spine (1)")
+    ap.add_argument("--angle-sd", type=float, default=None,
+                    help="simulated error of the turn in training, degrees (default: today's setting)")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
     import torch
@@ -40,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     stage1 = state["stage1"] if state.get("stage") == 2 else state["model"]
     cfg = stored_config(GenericConfig, state["config"])
     cfg.out, cfg.roi_rotate = str(dst), bool(a.rotate)
+    if a.angle_sd is not None:
+        cfg.roi_angle_sd = a.angle_sd
+    else:
+        cfg.roi_angle_sd = GenericConfig.roi_angle_sd
     ids = get_protocol(cfg.protocol).landmark_ids
     net = build_stage1(cfg, ids)
     net.load_state_dict(stage1)
