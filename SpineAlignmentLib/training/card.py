@@ -363,7 +363,9 @@ def _own_data_body(md: dict, out: Path) -> list[str]:
     lines = [
         md["description"], "",
         f"- First stage: {_weights(md)}.",
-        *([f"- Second stage: {_weights(md['landmark_refinement'])}."] if "landmark_refinement" in md else []),
+        *([f"- Second stage, one ROI per level ("
+           f"{'turned along the spine' if md['landmark_refinement']['roi'].get('rotate') else 'upright'}): "
+           f"{_weights(md['landmark_refinement'])}."] if "landmark_refinement" in md else []),
         "",
         "## Validation (measured by the export, end to end)", "",
         f"{v['n_images']} film(s) of {v['split']}:", "",

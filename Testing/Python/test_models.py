@@ -235,5 +235,10 @@ def test_one_card_writer_gives_every_kind_of_model_the_same_frame(tmp_path):
             assert (folder / "README.md").read_text() == text, md["name"]
     # the speed section comes from the benchmark block, for any kind (own-data included)
     md = json.loads((tmp_path / "own" / "tiny-coronal" / "metadata.json").read_text())
+    # an own-data card says how its second stage places its ROIs
+    for rotate, words in ((True, "one ROI per level (turned along the spine): "), (False, "one ROI per level (upright): ")):
+        two = {**md, "landmark_refinement": {"network": md["network"], "weights": md["weights"],
+                                             "roi": {"size": 64, "fraction": 0.1, "rotate": rotate}}}
+        assert f"- Second stage, {words}" in write_card(two, tmp_path / "cards" / "tiny-coronal").read_text()
     md["benchmark"] = {"summary": "End to end: median 0.1 s per image."}
     assert "## Speed and memory\n\nEnd to end: median 0.1 s per image." in write_card(md, tmp_path / "cards" / "tiny-coronal").read_text()
