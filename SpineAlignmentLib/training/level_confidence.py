@@ -302,9 +302,10 @@ def calibrate_levels(model_folder: Path, data_dir: Path, *, framings: int = 3, s
                      progress: bool = False, cache: Path | None = None) -> dict:
     """:func:`levels_block` for a packaged model (training split: every usable image not in its validation
     list), written into its ``metadata.json`` (weights untouched); the card is regenerated."""
-    from ..models.registry import load_model, validate_metadata
+    from ..models.registry import load_model
     from .dataset import load_samples
     from .card import write_card
+    from .model_folder import write_metadata
 
     model_folder = Path(model_folder)
     md = json.loads((model_folder / "metadata.json").read_text())
@@ -317,8 +318,7 @@ def calibrate_levels(model_folder: Path, data_dir: Path, *, framings: int = 3, s
                f"--data ../shared/datasets/aasce-train --framings {framings} --seed {seed}")
     md["levels"] = levels_block(model, train, val, framings=framings, seed=seed, command=command, progress=progress,
                                 cache=cache)
-    validate_metadata(md, "(level confidence)")
-    (model_folder / "metadata.json").write_text(json.dumps(md, indent=1))
+    write_metadata(md, model_folder)
     write_card(md, model_folder)
     return md["levels"]
 

@@ -173,12 +173,12 @@ def fit_decoding(model, films, seed: int = 0) -> dict:
 
     import torch
 
-    from ..models.level_family import decode_levels, level_anchors, level_layout
+    from ..models.level_family import anchor_indices, decode_levels, level_anchors, level_layout
 
     layout = level_layout(model.landmark_ids)
     whole = [int(sum(np.isfinite(f.points[row[row >= 0]]).all() for row in layout.members)) for f in films]
     anchors = level_anchors(layout, [f.points for f in films])
-    anchor_index = {layout.ids.index(k): layout.levels.index(a["level"]) for k, a in anchors.items()}
+    anchor_index = anchor_indices(layout, anchors, getattr(model, "name", "training run"))
     pick = list(films)
     random.Random(seed).shuffle(pick)
     pick = pick[:FIT_FILMS]

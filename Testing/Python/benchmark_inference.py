@@ -128,8 +128,9 @@ def record(model, a, files: list[Path], figures: dict, command: str) -> Path:
 
     import torch
 
-    from SpineAlignmentLib.models.registry import validate_metadata, weights_checksums
+    from SpineAlignmentLib.models.registry import weights_checksums
     from SpineAlignmentLib.training.card import write_card
+    from SpineAlignmentLib.training.model_folder import write_metadata
 
     path = model.folder / "metadata.json"
     md = json.loads(path.read_text())
@@ -150,8 +151,7 @@ def record(model, a, files: list[Path], figures: dict, command: str) -> Path:
     parts = [says(label, bench[k]) for k, label in (("plain", "Plain"), ("flip_tta", "Flip TTA")) if k in bench]
     bench["summary"] = (f"End to end (read the image, predict, measure) on a {bench['machine']}. " + ". ".join(parts) + ".")
     md["benchmark"] = bench
-    validate_metadata(md, str(path))
-    path.write_text(json.dumps(md, indent=1))
+    write_metadata(md, model.folder)
     write_card(md, model.folder)
     return path
 
