@@ -26,7 +26,8 @@ import torch
 from ..errors import SpineAlignmentError
 from ..safefiles import check_input_file
 
-__all__ = ["plain", "save_checkpoint", "load_checkpoint", "rng_state", "restore_rng", "MAX_CHECKPOINT_BYTES"]
+__all__ = ["plain", "save_checkpoint", "load_checkpoint", "init_states", "rng_state", "restore_rng",
+           "MAX_CHECKPOINT_BYTES"]
 
 #: a run checkpoint larger than this is refused before it is read (the largest networks here are ~100 MB with Adam state)
 MAX_CHECKPOINT_BYTES = 4 << 30
@@ -91,6 +92,26 @@ def load_checkpoint(path: str | Path, what: str = "training checkpoint") -> dict
         raise SpineAlignmentError(f"{p}: is not a {what} (it holds a {type(state).__name__}, not a dict); "
                                   "give the run's own last.pt or start the run again.")
     return state
+
+
+def init_states(path: str | Path, *, second: bool = True) -> tuple[dict, dict | None]:
+    """The weights ``--init-from`` names, read the same way by every trainer: ``(first-stage state, second-stage
+    state or None)``.
+
+    ``path`` is a run's checkpoint (``{"stage1": ..., "model": ...}`` once a two-stage run's second stage has
+    begun, else ``{"model": ...}``) or a model folder's weights file (a bare state dict; the ``refine.pt`` beside
+    it is the second stage, read only when ``second``). How the states are put into a network is the trainer's
+    own rule (the vertebra trainer grows a head by new channels, the own-data trainers refuse weights of
+    another design).
+    """
+    p = Path(path)
+    ck = load_checkpoint(p, "weights file (--init-from)")
+    if "stage1" in ck:
+        return ck["stage1"], ck["model"] if second else None
+    if "model" in ck:
+        return ck["model"], None
+    refine = p.with_name("refine.pt")
+    return ck, (load_checkpoint(refine, "weights file (--init-from)") if second and refine.is_file() else None)
 
 
 def rng_state() -> dict:

@@ -58,7 +58,7 @@ from ..models.refine import _scale_points, normalise_patches, roi_grid, sample_r
 from ..protocols import get_protocol
 from .losses import DsntLoss
 from .refiner import augment_intensity
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import init_states, save_checkpoint
 from .generic_model import CANONICAL_FACING, LANDMARK_FIGURES, evaluate_films, run_model
 from .loop import LandmarkDataset, RunConfig, open_run, optimizer_for, train_epoch
 from .transforms import build_train_transforms
@@ -348,19 +348,6 @@ class _Patches(torch.utils.data.Dataset):
         return x, torch.as_tensor(target, dtype=torch.float32), torch.as_tensor(valid)
 
 
-def _init_states(path: str) -> tuple[dict, dict | None]:
-    """``(first-stage state, second-stage state or None)`` of ``--init-from``: a generic run's checkpoint (both
-    stages once its second stage has begun) or a model folder's ``model.pt`` (with the ``refine.pt`` beside it)."""
-    p = Path(path)
-    ck = load_checkpoint(p, "weights file (--init-from)")
-    if "stage1" in ck:
-        return ck["stage1"], ck["model"]
-    if "model" in ck:
-        return ck["model"], None
-    refine = p.with_name("refine.pt")
-    return ck, (load_checkpoint(refine, "weights file (--init-from)") if refine.is_file() else None)
-
-
 def _load_init(net, state: dict, path: str, which: str) -> None:
     try:
         net.load_state_dict({k: v.float() for k, v in state.items()})
@@ -396,7 +383,7 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
         if not neck_applies(ids):
             raise SpineAlignmentError(f"--neck builds cervical vertebrae above T1 from a film's T1..L5 corners; the "
                                       f"landmarks of protocol {cfg.protocol} are not that chain: drop --neck.")
-    init = _init_states(cfg.init_from) if cfg.init_from and state is None else None
+    init = init_states(cfg.init_from) if cfg.init_from and state is None else None
     if cfg.input_shape is None:
         cfg.input_shape = auto_input_shape([tuple(it.image_size) for it in train_items], cfg.input_rows)
     cfg.input_shape = tuple(cfg.input_shape)

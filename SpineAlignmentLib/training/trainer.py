@@ -27,7 +27,7 @@ from ..models.landmarks import flip_permutation, protocol_landmark_ids
 from ..models.network import SpineLandmarkNet
 from ..models.vertebra import ANCHORS, N_CHANNELS, VertebraLoss, decode_vertebrae
 from ..protocols import get_protocol
-from .checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from .checkpoint import init_states, restore_rng, rng_state, save_checkpoint
 from .dataset import CachedSample, cache_sample, load_samples, patient_id, patient_split
 from .hygiene import write_report
 from .losses import DsntLoss
@@ -84,8 +84,7 @@ def init_weights_from(model: torch.nn.Module, path: str | Path) -> list[str]:
     the anchor maps then specialise. Returns the names of the parameters that
     were not copied in full.
     """
-    src = load_checkpoint(path, "weights file")
-    src = src.get("model", src)
+    src = init_states(path, second=False)[0]
     own = model.state_dict()
     partial = []
     for k, v in own.items():

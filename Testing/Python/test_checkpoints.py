@@ -169,3 +169,25 @@ def test_plain_round_trip_with_numpy_values_and_rng_state(tmp_path):
 def test_plain_refuses_what_weights_only_cannot_load():
     with pytest.raises(TypeError, match="cannot hold a PosixPath"):
         plain({"where": Path("/tmp")})
+
+
+def test_init_states_reads_every_kind_of_weights_the_same_way_for_every_trainer(tmp_path):
+    """``--init-from`` of either trainer: a two-stage run checkpoint gives its first stage (and its second on
+    request), a one-stage checkpoint its model, a model folder's bare weights the refine.pt beside them."""
+    from SpineAlignmentLib.training.checkpoint import init_states
+
+    a, b = {"w": torch.ones(2)}, {"w": torch.zeros(3)}
+    save_checkpoint(tmp_path / "two.pt", {"stage": 2, "stage1": a, "model": b, "epoch": 4})
+    first, second = init_states(tmp_path / "two.pt")
+    assert torch.equal(first["w"], a["w"]) and torch.equal(second["w"], b["w"])
+    assert init_states(tmp_path / "two.pt", second=False)[1] is None
+    save_checkpoint(tmp_path / "one.pt", {"model": a, "epoch": 1})
+    first, second = init_states(tmp_path / "one.pt")
+    assert torch.equal(first["w"], a["w"]) and second is None
+    folder = tmp_path / "model"
+    folder.mkdir()
+    save_checkpoint(folder / "model.pt", a)
+    save_checkpoint(folder / "refine.pt", b)
+    first, second = init_states(folder / "model.pt")
+    assert torch.equal(first["w"], a["w"]) and torch.equal(second["w"], b["w"])
+    assert init_states(folder / "model.pt", second=False)[1] is None
