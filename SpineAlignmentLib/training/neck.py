@@ -49,8 +49,10 @@ LEVEL_SHRINK = 0.9
 def neck_applies(ids) -> bool:
     """Whether a neck can be built for films labelled with these landmark IDs: the four corners of T1..L5 in
     order (TL, TR, BL, BR per vertebra), the chain :func:`add_neck` builds cervical vertebrae above."""
-    levels = [f"T{n}" for n in range(1, 13)] + [f"L{n}" for n in range(1, 6)]
-    return list(ids) == [f"{lv}_{c}" for lv in levels for c in ("TL", "TR", "BL", "BR")]
+    from ..geometry.coronal import VERTEBRAE
+    from ..geometry.levels import vertebra_chain
+
+    return vertebra_chain(ids) == VERTEBRAE
 
 
 def _smoothstep(t: np.ndarray) -> np.ndarray:
