@@ -302,7 +302,7 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
     cfg = ck["config"]
     split = json.loads((run_dir / "split.json").read_text())
     old_md = open_folder(out, name)
-    log = changelog(old_md, version, change,
+    history = changelog(old_md, version, change,
                     "First release: trained from scratch on the AASCE 2019 training split (patient-held-out validation).")
     weights = save_weights(ck["model"], out / "model.pt", fp16)
     ids = list(ck.get("landmark_ids") or protocol_landmark_ids(cfg["protocol"]))
@@ -323,7 +323,7 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
         "schema": "spinealignment.model-metadata/1",
         "name": name,
         "version": version,
-        "changelog": log,
+        "changelog": history,
         "task": "coronal spine vertebra-corner landmark detection (68 corners T1..L5)",
         "description": (ANCHOR_DESCRIPTION if anchored else DESCRIPTION[rep]).format(rows=rows, cols=cols),
         "protocol": cfg["protocol"],
