@@ -89,11 +89,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "landmarks off the film reported as not found; generic: one heatmap per landmark (the "
                              "design before the family; docs/training.md compares them); vertebra forces the coronal "
                              "network")
+    parser.add_argument("--val-list", default=None, metavar="FILE",
+                        help="every landmark trainer and stage: validation images named in FILE (one per line, or a "
+                             "split.json) instead of a patient split, so that runs of different trainers are measured on "
+                             "the same films (give --stage refine / levels the list their first stage trained with)")
     g = parser.add_argument_group("generic landmark trainer (dataset-format folders)")
     g.add_argument("--refine-epochs", type=count0, default=None,
                    help="epochs of the second stage (one ROI per vertebral level; default 30, 0 = none)")
-    g.add_argument("--val-list", default=None, metavar="FILE",
-                   help="validation images named in FILE (one per line, or a split.json) instead of a patient split")
     g.add_argument("--train-images", type=count, default=None, metavar="N",
                    help="train on N training films only (whole patients; for learning curves)")
     g.add_argument("--val-every", type=count, default=None, metavar="N", help="validate every N epochs (default 1)")
@@ -155,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         scfg = Config(
             protocol=args.protocol, data=str(args.data), out=str(args.out), stage1=args.stage1,
             epochs=args.epochs, lr=args.lr, seed=args.seed, threads=args.threads,
-            time_limit_min=args.time_limit, max_images=args.max_images,
+            time_limit_min=args.time_limit, max_images=args.max_images, val_list=args.val_list,
             **({"val_fraction": args.val_fraction} if args.val_fraction is not None else {}),
             **({"warmup_epochs": args.warmup} if args.warmup is not None else {}),
             **({"tilt_weight": args.tilt_weight} if args.stage == "refine" else
@@ -178,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, threads=args.threads, time_limit_min=args.time_limit, max_images=args.max_images,
         representation=args.representation, init_from=args.init_from,
         **({"warmup_epochs": args.warmup} if args.warmup is not None else {}),
-        anchors=args.anchors, reframe=args.reframe, neck=args.neck,
+        anchors=args.anchors, reframe=args.reframe, neck=args.neck, val_list=args.val_list,
     )
     best = train(cfg, resume=args.resume, progress=shows_progress(args))
     print(json.dumps(best, indent=1))

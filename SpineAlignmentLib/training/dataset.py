@@ -31,7 +31,7 @@ from ..errors import SpineAlignmentError
 from ..inference.preprocess import Letterbox, letterbox, normalise_intensity
 from .hygiene import HygieneResult, run_hygiene
 
-__all__ = ["Sample", "patient_id", "discover", "patient_split", "load_samples", "CachedSample", "import_aasce"]
+__all__ = ["Sample", "patient_id", "discover", "patient_split", "read_val_list", "split_names", "load_samples", "CachedSample", "import_aasce"]
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,53 @@ def patient_split(names: Sequence[str], val_fraction: float = 0.2, seed: int = 0
     val_set = set(val)
     train = sorted(n for n in names if n not in val_set)
     return train, sorted(val)
+
+
+def read_val_list(path: str) -> set[str]:
+    """The image names a validation list (``--val-list``) names: one a line, a run's ``split.json`` (its ``val``),
+    or a model folder's ``metadata.json`` (the validation films it was trained without, ``training.split.val_images``).
+
+    Raises:
+        SpineAlignmentError: the file cannot be read or is not UTF-8 text (one sentence naming it).
+    """
+    import json
+
+    from ..errors import SpineAlignmentError
+    from ..safefiles import MAX_JSON_BYTES, read_limited
+
+    try:  # a FIFO or a device is refused without being opened; a missing file is named as such
+        text = read_limited(path, MAX_JSON_BYTES, what="validation list (--val-list)").decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SpineAlignmentError(f"{path}: is not UTF-8 text (byte {exc.start}); give a validation list of image "
+                                  "names.") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return {ln.strip() for ln in text.splitlines() if ln.strip()}
+    if isinstance(data, dict):
+        training = data.get("training")
+        split = training.get("split") if isinstance(training, dict) else None
+        data = data.get("val") or data.get("val_images") or (split.get("val_images") if isinstance(split, dict) else None)
+    return {str(n) for n in data} if isinstance(data, list) else set()
+
+
+def split_names(names: Sequence[str], val_fraction: float = 0.2, seed: int = 0, val_list: str | None = None,
+                data: str = "the dataset") -> tuple[list[str], list[str]]:
+    """Train / validation image names: the names ``val_list`` (:func:`read_val_list`) names when given, so that
+    two runs of different trainers can be measured on the same films; else :func:`patient_split`.
+
+    Raises:
+        SpineAlignmentError: ``val_list`` names none of ``names``.
+    """
+    if not val_list:
+        return patient_split(names, val_fraction, seed)
+    from ..errors import SpineAlignmentError
+
+    wanted = read_val_list(val_list)
+    val = sorted(n for n in names if n in wanted)
+    if not val:
+        raise SpineAlignmentError(f"None of the images named in {val_list} is in {data}; check --val-list.")
+    return sorted(n for n in names if n not in wanted), val
 
 
 def cache_sample(sample: Sample, input_shape: tuple[int, int]) -> CachedSample:

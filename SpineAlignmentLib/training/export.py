@@ -114,9 +114,12 @@ def evaluate_end_to_end(model, data_dir: Path, names: list[str], points: dict, r
                         what: str = "validation films") -> dict:
     """Run the public inference path on the named images and compute the validation metrics.
 
+    Only films on which every landmark is found are measured (a chain the model cuts short has no AASCE triple);
+    the others are named in ``films_not_all_found``.
+
     ``collect`` (optional dict) receives per-corner ``conf``, ``error_pct_width``, per-image ``mean_conf``,
-    ``image_mean_error_px``, ``level_shift``, and the ``preds``, ``heights`` and ``ref_angles`` the metrics used.
-    ``progress``: a bar over the films on stderr, ``measuring <what>``.
+    ``image_mean_error_px``, ``level_shift``, and the ``names``, ``preds``, ``heights`` and ``ref_angles`` the
+    metrics used. ``progress``: a bar over the films on stderr, ``measuring <what>``.
     """
     from tqdm import tqdm
 
@@ -124,12 +127,16 @@ def evaluate_end_to_end(model, data_dir: Path, names: list[str], points: dict, r
     from ..inference import predict_landmarks
     from .metrics import landmark_metrics
 
-    preds, truths, heights, ref_angles, times, confs = [], [], [], [], [], []
+    preds, truths, heights, ref_angles, times, confs, done, short = [], [], [], [], [], [], [], []
     for n in tqdm(names, desc=f"measuring {what}", unit="film", disable=not progress, leave=False):
         rg = read_radiograph(data_dir / "images" / n)
         t0 = time.perf_counter()
         lms, _ = predict_landmarks(rg, model, flip_tta=flip_tta, refine=refine)
         times.append(time.perf_counter() - t0)
+        if any(i not in lms for i in model.landmark_ids):
+            short.append(n)
+            continue
+        done.append(n)
         preds.append(np.array([[lms[i].x, lms[i].y] for i in model.landmark_ids]))
         confs.append(np.array([lms[i].confidence for i in model.landmark_ids]))
         truths.append(points[n])
@@ -145,7 +152,13 @@ def evaluate_end_to_end(model, data_dir: Path, names: list[str], points: dict, r
         collect["mean_conf"] = np.array([c.mean() for c in confs])
         collect["image_mean_error_px"] = np.array([np.linalg.norm(p - t, axis=1).mean() for p, t in zip(preds, truths)])
         collect["level_shift"] = np.array([level_shift(p, t) for p, t in zip(preds, truths)])
-        collect.update(preds=preds, heights=heights, ref_angles=ref_angles)
+        collect.update(names=done, preds=preds, heights=heights, ref_angles=ref_angles)
+    if not done:
+        from ..errors import SpineAlignmentError
+
+        raise SpineAlignmentError(f"The model finds every landmark on none of the {len(names)} {what}; train it longer "
+                                  "before exporting it.")
+    m["films_not_all_found"] = short
     m["median_seconds_per_image_inference_only"] = float(np.median(times))
     m["mean_confidence"] = float(np.mean(np.concatenate(confs)))
     return m
@@ -205,7 +218,7 @@ def _identification_entry(levels_run: Path, checkpoint: str, out: Path, fp16: bo
                                    "extrapolated from the end vertebrae"),
                        "roi_error_simulated": _roi_error_text(cfg),
                        "augmentation": "left-right mirror p=0.5 and the refiner's intensity augmentation",
-                       "split": "the first stage's patient-level split (same seed and fraction)"},
+                       "split": "the first stage's validation films (same seed and fraction, or the same --val-list; checked against its metadata)"},
             "validation_last_epoch": {"patch_accuracy": last.get("val_patch_acc"),
                                       "images_named_right_first_stage": last.get("val_identity_ok"),
                                       "images_named_right_first_stage_without": last.get("val_base_identity_ok")},
@@ -238,7 +251,7 @@ def _refinement_entry(refiner_run: Path, checkpoint: str, out: Path, fp16: bool,
                        "roi_error_simulated": _roi_error_text(cfg),
                        "augmentation": ("left-right mirror p=0.5 with TL<->TR and BL<->BR swap, gamma 0.7-1.5, contrast "
                                         "0.75-1.25, brightness +-0.1, 3x3 blur p=0.2, Gaussian noise SD 0-0.03"),
-                       "split": "the first stage's patient-level split (same seed and fraction)"},
+                       "split": "the first stage's validation films (same seed and fraction, or the same --val-list; checked against its metadata)"},
         },
     }
 
@@ -386,7 +399,8 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
                 "seed": cfg["seed"], "threads": cfg["threads"], "hardware": "2-core CPU, no GPU",
                 "checkpoint": f"{checkpoint} (epoch {taken_epoch})",
             },
-            "split": {"seed": split["seed"], "method": "by patient (number before the view letter in the file name)",
+            "split": {"seed": split["seed"], "method": (f"the films named in {split['val_list']} (--val-list)" if split.get("val_list")
+                                                        else "by patient (number before the view letter in the file name)"),
                       "n_train": len(split["train"]), "n_val": len(split["val"]),
                       "val_patients": split.get("val_patients", []), "val_images": split["val"]},
             "label_hygiene": ck.get("hygiene", {}),
@@ -433,6 +447,7 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
     val = [n for n in split["val"] if n in points]
     raw: dict = {}
     plain = evaluate_end_to_end(model, data_dir, val, points, refs, flip_tta=False, collect=raw, progress=progress)
+    val = raw["names"]  # every figure below is measured on the films whose landmarks were all found
     if rep == "vertebra":
         # Raw heatmap peaks are not probabilities; calibrate them so that the pipeline's trust threshold
         # (a landmark below it is not used) means what it says.
@@ -457,7 +472,9 @@ def export(run_dir: Path, data_dir: Path, out: Path, *, name: str, version: str,
                                                    "smape_pct", "cmae_deg", "midline_tilt_mae_deg", "mean_confidence")})
     if all(r is not None for r in raw["ref_angles"]):
         md["validation"]["smape_sensitivity"] = triple_sensitivity(raw["preds"], raw["heights"], raw["ref_angles"])
-    md["training"]["split"]["n_val_excluded"] = len(split["val"]) - len(val)
+    md["training"]["split"]["n_val_excluded"] = len(split["val"]) - len(val) - len(plain["films_not_all_found"])
+    if plain["films_not_all_found"]:
+        md["validation"]["films_not_all_found"] = plain["films_not_all_found"]
     md["validation"]["reference_angles"] = "labels/angles.csv of the dataset (the authors' AASCE triple)"
     md["validation"]["vs_triple_of_cleaned_labels"] = {"smape_pct": plain["smape_pct_vs_label_triple"],
                                                        "cmae_deg": plain["cmae_deg_vs_label_triple"]}

@@ -59,6 +59,7 @@ from ..protocols import get_protocol
 from .losses import DsntLoss
 from .refiner import augment_intensity
 from .checkpoint import init_states, save_checkpoint
+from .dataset import read_val_list
 from .generic_model import CANONICAL_FACING, LANDMARK_FIGURES, evaluate_films, run_model
 from .loop import LandmarkDataset, RunConfig, open_run, optimizer_for, train_epoch
 from .transforms import build_train_transforms
@@ -85,7 +86,6 @@ class GenericConfig(RunConfig):
     # 512 rows and a 5-level UNet (deepest level H/64): on the AASCE films the full-data model measured a median
     # error of 19.3 px against 28.4 px with 384 rows and 4 levels (docs/training.md)
     input_rows: int = 512  # with input_shape None: rows of the letterboxed input
-    val_list: str | None = None  # file naming the validation images (one per line, or a split.json); else a patient split
     train_images: int | None = None  # learning curves: train on this many training images (whole patients, seeded)
     refine_epochs: int = 30  # stage 2 (0: no second stage)
     val_every: int = 1  # validate every N epochs (and after the last) in both stages
@@ -209,29 +209,12 @@ def _cache_film(item, ids, mirrored: bool, shape_in, roi: LandmarkRoi, with_roi:
     return film
 
 
-def _read_val_list(path: str) -> set[str]:
-    from ..safefiles import MAX_JSON_BYTES, read_limited
-
-    try:  # a FIFO or a device is refused without being opened; a missing file is named as such
-        text = read_limited(path, MAX_JSON_BYTES, what="validation list (--val-list)").decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise SpineAlignmentError(f"{path}: is not UTF-8 text (byte {exc.start}); give a validation list of image "
-                                  "names.") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        return {ln.strip() for ln in text.splitlines() if ln.strip()}
-    if isinstance(data, dict):
-        data = data.get("val") or data.get("val_images") or []
-    return {str(n) for n in data}
-
-
 def split_items(items, cfg: GenericConfig) -> tuple[list, list]:
     """Train / validation items: ``cfg.val_list`` when given, else whole patients drawn with ``cfg.seed``
     until ``cfg.val_fraction`` of the films; then, with ``cfg.train_images``, whole training patients
     drawn with the seed until that many films (never a patient on both sides)."""
     if cfg.val_list:
-        names = _read_val_list(cfg.val_list)
+        names = read_val_list(cfg.val_list)
         val = [it for it in items if Path(it.image).name in names]
         train = [it for it in items if Path(it.image).name not in names]
         if not val:

@@ -55,6 +55,7 @@ class RunConfig:
     js_weight: float = 1.0
     time_limit_min: float | None = None
     max_images: int | None = None
+    val_list: str | None = None  # file naming the validation images (one per line, or a split.json); else a patient split
 
 
 class LandmarkDataset(torch.utils.data.Dataset):

@@ -28,7 +28,7 @@ from ..models.network import SpineLandmarkNet
 from ..models.vertebra import ANCHORS, N_CHANNELS, VertebraLoss, decode_vertebrae
 from ..protocols import get_protocol
 from .checkpoint import init_states, restore_rng, rng_state, save_checkpoint
-from .dataset import CachedSample, cache_sample, load_samples, patient_id, patient_split
+from .dataset import CachedSample, cache_sample, load_samples, patient_id, split_names
 from .hygiene import write_report
 from .losses import DsntLoss
 from .loop import LandmarkDataset, RunConfig, open_run, optimizer_for, train_epoch
@@ -161,9 +161,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     if cfg.max_images:
         samples = samples[: cfg.max_images]
     names = [s.name for s in samples]
-    train_names, val_names = patient_split(names, cfg.val_fraction, cfg.seed)
+    train_names, val_names = split_names(names, cfg.val_fraction, cfg.seed, cfg.val_list, cfg.data)
     (out / "split.json").write_text(json.dumps({
-        "seed": cfg.seed, "val_fraction": cfg.val_fraction,
+        "seed": cfg.seed, "val_fraction": cfg.val_fraction, "val_list": cfg.val_list,
         "train": train_names, "val": val_names,
         "val_patients": sorted({patient_id(n) for n in val_names}),
         "train_patients": sorted({patient_id(n) for n in train_names}),
