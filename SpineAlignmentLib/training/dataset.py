@@ -31,7 +31,7 @@ from ..errors import SpineAlignmentError
 from ..inference.preprocess import Letterbox, letterbox, normalise_intensity
 from .hygiene import HygieneResult, run_hygiene
 
-__all__ = ["Sample", "patient_id", "discover", "patient_split", "read_val_list", "split_names", "load_samples", "CachedSample", "import_aasce"]
+__all__ = ["Sample", "patient_id", "discover", "patient_split", "read_val_list", "split_names", "check_validation_unseen", "load_samples", "CachedSample", "import_aasce"]
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +218,32 @@ def split_names(names: Sequence[str], val_fraction: float = 0.2, seed: int = 0, 
     if not val:
         raise SpineAlignmentError(f"None of the images named in {val_list} is in {data}; check --val-list.")
     return sorted(n for n in names if n not in wanted), val
+
+
+def check_validation_unseen(source: str, names: Sequence[str], val_names: Sequence[str], what: str) -> None:
+    """Refuse a run whose validation films include films the weights it starts from trained on (its figures would
+    flatter it): a later stage's first stage (``--stage1``), or the weights of ``--init-from``. ``source``: a model
+    folder or its registered name (its validation films: ``metadata.json``'s ``training.split.val_images``), or a
+    weights file (the ``metadata.json`` or the run's ``split.json`` beside it). Weights trained on another dataset
+    (none of their validation films among ``names``), or whose split is not on record, are not checked.
+
+    Raises:
+        SpineAlignmentError: naming a leaked film and the ``--val-list`` that validates on the earlier films.
+    """
+    from ..errors import SpineAlignmentError
+    from ..models.registry import find_model
+
+    path = Path(source)
+    folder = path.parent if path.is_file() else path if path.is_dir() else find_model(str(source))
+    record = next((folder / f for f in ("metadata.json", "split.json") if (folder / f).is_file()), None)
+    seen = read_val_list(str(record)) if record is not None else set()
+    if not seen & set(names):
+        return
+    leaked = sorted(set(val_names) - seen)
+    if leaked:
+        raise SpineAlignmentError(
+            f"{len(leaked)} of this run's {len(val_names)} validation films ({leaked[0]}, ...) are training films of "
+            f"{what} {source}; validate on its validation films: --val-list {record}.")
 
 
 def cache_sample(sample: Sample, input_shape: tuple[int, int]) -> CachedSample:

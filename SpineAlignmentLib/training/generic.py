@@ -59,7 +59,7 @@ from ..protocols import get_protocol
 from .losses import DsntLoss
 from .refiner import augment_intensity
 from .checkpoint import init_states, save_checkpoint
-from .dataset import read_val_list
+from .dataset import check_validation_unseen, read_val_list
 from .generic_model import CANONICAL_FACING, LANDMARK_FIGURES, evaluate_films, run_model
 from .loop import LandmarkDataset, RunConfig, open_run, optimizer_for, train_epoch
 from .transforms import build_train_transforms
@@ -366,6 +366,9 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
         if not neck_applies(ids):
             raise SpineAlignmentError(f"--neck builds cervical vertebrae above T1 from a film's T1..L5 corners; the "
                                       f"landmarks of protocol {cfg.protocol} are not that chain: drop --neck.")
+    if cfg.init_from and state is None:
+        check_validation_unseen(cfg.init_from, [Path(it.image).name for it in items],
+                                [Path(it.image).name for it in val_items], "the weights of --init-from")
     init = init_states(cfg.init_from) if cfg.init_from and state is None else None
     if cfg.input_shape is None:
         cfg.input_shape = auto_input_shape([tuple(it.image_size) for it in train_items], cfg.input_rows)

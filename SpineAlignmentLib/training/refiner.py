@@ -31,19 +31,18 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..errors import SpineAlignmentError
 from ..inference.preprocess import normalise_intensity
 from ..models.landmarks import protocol_landmark_ids
 from ..models.network import SpineLandmarkNet
 from ..models.refine import (
     FLIP_CORNERS, RoiSpec, _scale_points, normalise_patches, refine_resized, resize_for_rois, roi_grid, sample_rois, to_roi, vertebra_frames)
-from .dataset import Sample, load_samples, patient_id, split_names
+from .dataset import Sample, check_validation_unseen, load_samples, patient_id, split_names
 from .hygiene import write_report
 from .losses import DsntLoss
 from .metrics import landmark_metrics
 from .loop import RunConfig, fit_patch_stage, open_run  # same settings, run folder and schedule as the first stage
 
-__all__ = ["RefinerConfig", "train_refiner", "build_refiner", "check_stage1_split"]
+__all__ = ["RefinerConfig", "train_refiner", "build_refiner"]
 
 log = logging.getLogger(__name__)
 
@@ -164,32 +163,10 @@ def split_samples(cfg: RunConfig, out: Path) -> tuple[list[Sample], list[Sample]
     (out / "split.json").write_text(json.dumps({
         "seed": cfg.seed, "val_fraction": cfg.val_fraction, "val_list": cfg.val_list, "train": train_names, "val": val_names,
         "val_patients": sorted({patient_id(n) for n in val_names})}, indent=1))
-    stage1 = getattr(cfg, "stage1", None)
-    if stage1:
-        check_stage1_split(stage1, [s.name for s in samples], val_names)
+    if getattr(cfg, "stage1", None):
+        check_validation_unseen(cfg.stage1, [s.name for s in samples], val_names, "the first stage")
     by = {s.name: s for s in samples}
     return [by[n] for n in train_names], [by[n] for n in val_names]
-
-
-def check_stage1_split(stage1: str, names: list[str], val_names: list[str]) -> None:
-    """Refuse a later stage whose validation films include films its first stage trained on (its figures would
-    flatter it). The first stage's validation films are read from its ``metadata.json``
-    (``training.split.val_images``); a first stage from another dataset (none of those films here) is not checked.
-
-    Raises:
-        SpineAlignmentError: naming a leaked film and how to validate on the first stage's split.
-    """
-    from ..models.registry import find_model, read_metadata
-
-    folder = Path(stage1) if Path(stage1).is_dir() else find_model(stage1)
-    seen = set(read_metadata(folder).get("training", {}).get("split", {}).get("val_images") or [])
-    if not seen & set(names):
-        return
-    leaked = sorted(set(val_names) - seen)
-    if leaked:
-        raise SpineAlignmentError(
-            f"{len(leaked)} of this run's {len(val_names)} validation films ({leaked[0]}, ...) are training films of the "
-            f"first stage {stage1}; validate on its validation films: --val-list {folder / 'metadata.json'}.")
 
 
 def load_stage1(stage1: str):

@@ -28,7 +28,7 @@ from ..models.network import SpineLandmarkNet
 from ..models.vertebra import ANCHORS, N_CHANNELS, VertebraLoss, decode_vertebrae
 from ..protocols import get_protocol
 from .checkpoint import init_states, restore_rng, rng_state, save_checkpoint
-from .dataset import CachedSample, cache_sample, load_samples, patient_id, split_names
+from .dataset import CachedSample, cache_sample, check_validation_unseen, load_samples, patient_id, split_names
 from .hygiene import write_report
 from .losses import DsntLoss
 from .loop import LandmarkDataset, RunConfig, open_run, optimizer_for, train_epoch
@@ -174,6 +174,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     log.info("train %d images, validation %d images (%d patients)", len(train_set), len(val_set),
              len({patient_id(n) for n in val_names}))
 
+    if cfg.init_from and state is None:
+        check_validation_unseen(cfg.init_from, names, val_names, "the weights of --init-from")
     model = build_network(cfg, len(ids))
     if cfg.init_from and state is None:
         partial = init_weights_from(model, cfg.init_from)

@@ -219,6 +219,11 @@ def test_init_from_starts_both_stages_from_a_runs_weights(tmp_path, capsys):
     got = load_checkpoint(tmp_path / "f" / "last.pt")
     for mine, theirs in ((got["stage1"], src["stage1"]), (got["model"], src["model"])):
         assert all(torch.allclose(mine[k].float(), theirs[k].float(), atol=2e-3, rtol=2e-3) for k in mine)
+    # validation films that the starting weights trained on are refused before any epoch (split.json beside them)
+    with pytest.raises(SpineAlignmentError, match=r"validation films .* are training films of the weights of --init-from"):
+        train_generic(GenericConfig(out=str(tmp_path / "g"), init_from=str(tmp_path / "a" / "last.pt"),
+                                    **{**base, **tiny, "val_fraction": 0.6}), progress=False)
+    assert not (tmp_path / "g" / "metrics.jsonl").exists()
     torch.save({"model": {"head.weight": torch.zeros(3)}}, tmp_path / "other.pt")
     with pytest.raises(SpineAlignmentError, match=r"other.pt: its first-stage weights do not fit this run's network"):
         train_generic(GenericConfig(out=str(tmp_path / "c"), init_from=str(tmp_path / "other.pt"), **base, **tiny),

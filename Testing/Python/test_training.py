@@ -113,19 +113,27 @@ def test_a_validation_list_splits_every_trainer_the_same_way(tmp_path):
         split_names(names, 0.2, 0, str(tmp_path / "none.txt"), "DATA")
 
 
-def test_a_later_stage_refuses_to_validate_on_its_first_stages_training_films(tmp_path):
+def test_a_run_refuses_to_validate_on_films_its_starting_weights_trained_on(tmp_path):
+    """--stage1 and --init-from: the validation films must be among the earlier weights' own validation films (read
+    from a model folder's metadata.json, or the split.json beside a run's checkpoint)."""
     from test_models import tiny_model_folder
 
     from SpineAlignmentLib.errors import SpineAlignmentError
-    from SpineAlignmentLib.training.refiner import check_stage1_split
+    from SpineAlignmentLib.training.dataset import check_validation_unseen
 
     folder = tiny_model_folder(tmp_path)  # its validation films: a.jpg
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.pt").write_bytes(b"")
+    (run / "split.json").write_text(json.dumps({"train": ["b.jpg", "c.jpg"], "val": ["a.jpg"]}))
     names = ["a.jpg", "b.jpg", "c.jpg"]
-    check_stage1_split(str(folder), names, ["a.jpg"])  # the same films: fine
-    with pytest.raises(SpineAlignmentError, match=r"1 of this run's 2 validation films \(b.jpg, ...\) are training films "
-                                                  r"of the first stage .*--val-list .*metadata.json"):
-        check_stage1_split(str(folder), names, ["a.jpg", "b.jpg"])
-    check_stage1_split(str(folder), ["d.jpg", "e.jpg"], ["e.jpg"])  # another dataset: nothing to compare
+    for source in (str(folder), str(folder / "model.pt"), str(run / "last.pt")):
+        check_validation_unseen(source, names, ["a.jpg"], "the first stage")  # the same films: fine
+        with pytest.raises(SpineAlignmentError, match=r"^1 of this run's 2 validation films \(b.jpg, ...\) are training "
+                                                      r"films of the first stage .*; validate on its validation films: "
+                                                      r"--val-list .*(metadata|split).json\.$"):
+            check_validation_unseen(source, names, ["a.jpg", "b.jpg"], "the first stage")
+        check_validation_unseen(source, ["d.jpg", "e.jpg"], ["e.jpg"], "the first stage")  # another dataset
 
 
 # ---------------------------------------------------------------- losses
@@ -207,6 +215,13 @@ def test_one_iteration_training_and_resume(tmp_path):
     after = torch.load(out / "last.pt", weights_only=False)
     assert after["epoch"] == 1
     assert any(not torch.equal(before[k], after["model"][k]) for k in before)
+    # fine-tuning from these weights on a split that validates on their training films is refused before any epoch
+    from SpineAlignmentLib.errors import SpineAlignmentError
+
+    with pytest.raises(SpineAlignmentError, match=r"are training films of the weights of --init-from .*split.json"):
+        train(TrainConfig(data=cfg.data, out=str(tmp_path / "ft"), input_shape=(128, 64), epochs=1, val_fraction=0.67,
+                          threads=1, init_from=str(out / "last.pt"), net=cfg.net), progress=False)
+    assert not (tmp_path / "ft" / "metrics.jsonl").exists()
 
 
 def test_vertebra_loss_is_lower_for_the_right_output():
