@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rotate", type=int, choices=(0, 1), default=1, help="turn the stage-2 ROIs along the spine (1)")
     ap.add_argument("--angle-sd", type=float, default=None,
                     help="simulated error of the turn in training, degrees (default: today's setting)")
+    ap.add_argument("--roi-extent", type=float, default=None,
+                    help="ROI side in median level-group sizes (default: the run's own setting)")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
     import torch
@@ -46,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg.roi_angle_sd = a.angle_sd
     else:
         cfg.roi_angle_sd = GenericConfig.roi_angle_sd
+    if a.roi_extent is not None:
+        cfg.roi_extent = a.roi_extent
     ids = get_protocol(cfg.protocol).landmark_ids
     net = build_stage1(cfg, ids)
     net.load_state_dict(stage1)
