@@ -59,7 +59,7 @@ from ..protocols import get_protocol
 from .losses import DsntLoss
 from .refiner import augment_intensity
 from .checkpoint import init_states, save_checkpoint
-from .dataset import check_validation_unseen, read_val_list
+from .dataset import check_validation_unseen, split_names
 from .generic_model import CANONICAL_FACING, LANDMARK_FIGURES, evaluate_films, run_model
 from .loop import LandmarkDataset, RunConfig, open_run, optimizer_for, train_epoch
 from .transforms import build_train_transforms
@@ -214,11 +214,9 @@ def split_items(items, cfg: GenericConfig) -> tuple[list, list]:
     until ``cfg.val_fraction`` of the films; then, with ``cfg.train_images``, whole training patients
     drawn with the seed until that many films (never a patient on both sides)."""
     if cfg.val_list:
-        names = read_val_list(cfg.val_list)
+        names = set(split_names([Path(it.image).name for it in items], val_list=cfg.val_list, data=cfg.data)[1])
         val = [it for it in items if Path(it.image).name in names]
         train = [it for it in items if Path(it.image).name not in names]
-        if not val:
-            raise SpineAlignmentError(f"None of the images named in {cfg.val_list} is in {cfg.data}; check --val-list.")
     else:
         groups: dict[str, list] = {}
         for it in items:

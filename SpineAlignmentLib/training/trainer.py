@@ -168,14 +168,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         "val_patients": sorted({patient_id(n) for n in val_names}),
         "train_patients": sorted({patient_id(n) for n in train_names}),
     }, indent=1))
+    if cfg.init_from and state is None:  # before the films are cached
+        check_validation_unseen(cfg.init_from, names, val_names, "the weights of --init-from")
     cached = {s.name: s for s in _load_cache(samples, cfg, progress)}
     train_set = [cached[n] for n in train_names]
     val_set = [cached[n] for n in val_names]
     log.info("train %d images, validation %d images (%d patients)", len(train_set), len(val_set),
              len({patient_id(n) for n in val_names}))
 
-    if cfg.init_from and state is None:
-        check_validation_unseen(cfg.init_from, names, val_names, "the weights of --init-from")
     model = build_network(cfg, len(ids))
     if cfg.init_from and state is None:
         partial = init_weights_from(model, cfg.init_from)
