@@ -16,6 +16,7 @@ a patient, so they are kept together as one group to rule out any leakage.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import random
@@ -180,9 +181,6 @@ def read_val_list(path: str) -> set[str]:
     Raises:
         SpineAlignmentError: the file cannot be read or is not UTF-8 text (one sentence naming it).
     """
-    import json
-
-    from ..errors import SpineAlignmentError
     from ..safefiles import MAX_JSON_BYTES, read_limited
 
     try:  # a FIFO or a device is refused without being opened; a missing file is named as such
@@ -211,8 +209,6 @@ def split_names(names: Sequence[str], val_fraction: float = 0.2, seed: int = 0, 
     """
     if not val_list:
         return patient_split(names, val_fraction, seed)
-    from ..errors import SpineAlignmentError
-
     wanted = read_val_list(val_list)
     val = sorted(n for n in names if n in wanted)
     if not val:
@@ -230,7 +226,6 @@ def check_validation_unseen(source: str, names: Sequence[str], val_names: Sequen
     Raises:
         SpineAlignmentError: naming a leaked film and the ``--val-list`` that validates on the earlier films.
     """
-    from ..errors import SpineAlignmentError
     from ..models.registry import find_model
 
     path = Path(source)

@@ -364,10 +364,11 @@ def train_generic(cfg: GenericConfig, resume: bool = False, progress: bool = Tru
         if not neck_applies(ids):
             raise SpineAlignmentError(f"--neck builds cervical vertebrae above T1 from a film's T1..L5 corners; the "
                                       f"landmarks of protocol {cfg.protocol} are not that chain: drop --neck.")
+    init = None
     if cfg.init_from and state is None:
         check_validation_unseen(cfg.init_from, [Path(it.image).name for it in items],
                                 [Path(it.image).name for it in val_items], "the weights of --init-from")
-    init = init_states(cfg.init_from) if cfg.init_from and state is None else None
+        init = init_states(cfg.init_from)
     if cfg.input_shape is None:
         cfg.input_shape = auto_input_shape([tuple(it.image_size) for it in train_items], cfg.input_rows)
     cfg.input_shape = tuple(cfg.input_shape)
